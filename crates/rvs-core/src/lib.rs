@@ -1,0 +1,20 @@
+//! rvs-core: the IPVS model and its decisions, with no I/O, no async and no clock reads.
+//!
+//! * [`model`]: what services and destinations carry (reference §1).
+//! * [`table`]: the table of services and destinations and the control operations on it.
+//! * [`sched`]: the 14 schedulers, one file each.
+//! * [`stats`]: counters and the rate estimator.
+//! * [`time`]: time as passed in by the caller.
+
+pub mod error;
+pub mod model;
+pub mod sched;
+pub mod snapshot;
+pub mod stats;
+pub mod table;
+pub mod time;
+
+pub use error::{CtlError, Errno};
+pub use model::*;
+pub use table::{Dest, DestId, DestPool, DestView, Op, Service, SvcId, Table};
+pub use time::{Duration, Time};

@@ -1,0 +1,732 @@
+//! The IPVS table: virtual services, their destinations (with the kernel's list order and
+//! trash), scheduler instances, counters, timeouts and sync-daemon settings, and the control
+//! operations that edit them with the kernel's validation and errno results.
+
+use crate::error::{CtlError, Errno};
+use crate::model::*;
+use crate::sched::{DestEvent, SchedInput, Scheduler, new_scheduler};
+use crate::stats::Stats;
+use crate::time::{Duration, Time};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+/// A control operation on the table: one ipvsadm command as the kernel receives it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    AddService(ServiceConfig),
+    EditService(ServiceConfig),
+    DelService(ServiceKey),
+    Flush,
+    AddDest(ServiceKey, DestConfig),
+    EditDest(ServiceKey, DestConfig),
+    DelDest(ServiceKey, IpAddr, u16),
+    /// `-Z`: one service, or everything.
+    Zero(Option<ServiceKey>),
+    /// `--set`: 0 fields leave the value unchanged.
+    SetTimeouts(Timeouts),
+    StartDaemon(SyncDaemonConfig),
+    StopDaemon(SyncRole),
+}
+
+/// Stable handle of a destination (index into the destination pool).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct DestId(pub u32);
+
+/// Stable handle of a service (its creation sequence number).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct SvcId(pub u64);
+
+/// A destination with its runtime state.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Dest {
+    pub cfg: DestConfig,
+    /// Key of the service it belongs (or belonged) to.
+    pub svc_key: ServiceKey,
+    pub svc: SvcId,
+    /// Last non-zero weight (set on add, even to 0, and on edits to a non-zero weight); mh uses it.
+    pub last_weight: i32,
+    /// Linked in its service. Cleared on delete: the dest is then in the trash.
+    pub available: bool,
+    pub overloaded: bool,
+    pub activeconns: u32,
+    /// All normal connections bound to the dest (InActConn = total - active).
+    pub totalconns: u32,
+    pub persistconns: u32,
+    /// Connections and templates that reference the dest (it is freed only at 0).
+    pub refs: u32,
+    pub stats: Stats,
+    /// Monotonic add sequence: larger = added later = earlier in the list.
+    pub seq: u64,
+    /// When it went to the trash.
+    pub trashed_at: Option<Time>,
+}
+
+impl Dest {
+    pub fn inactconns(&self) -> u32 {
+        self.totalconns.saturating_sub(self.activeconns)
+    }
+
+    /// Eligible for ordinary schedulers: weight > 0 and not overloaded.
+    pub fn is_schedulable(&self) -> bool {
+        self.available && self.cfg.weight > 0 && !self.overloaded
+    }
+
+    /// Least-connection overhead of current kernels: `activeconns * 256 + totalconns`.
+    pub fn overhead(&self) -> u64 {
+        u64::from(self.activeconns) * 256 + u64::from(self.totalconns)
+    }
+
+    /// The kernel's `ip_vs_dest_update_overload` (reference §1.4). `mode`: +1 conn added,
+    /// -1 conn about to be removed, 0 thresholds edited.
+    fn update_overload(&mut self, mode: i32) {
+        let u = self.cfg.u_threshold;
+        if u == 0 {
+            self.overloaded = false;
+            return;
+        }
+        let l = if self.cfg.l_threshold != 0 {
+            self.cfg.l_threshold
+        } else {
+            u - u / 4
+        };
+        let n = self.totalconns;
+        if n >= if mode > 0 { l } else { u } {
+            self.overloaded = true;
+            return;
+        }
+        if n >= if mode < 0 { u } else { l } {
+            return;
+        }
+        self.overloaded = false;
+    }
+}
+
+/// Read access to one service's destination list, in list order (newest first).
+#[derive(Copy, Clone)]
+pub struct DestView<'a> {
+    ids: &'a [DestId],
+    pool: &'a DestPool,
+}
+
+impl<'a> DestView<'a> {
+    pub fn new(ids: &'a [DestId], pool: &'a DestPool) -> Self {
+        DestView { ids, pool }
+    }
+    pub fn ids(&self) -> &'a [DestId] {
+        self.ids
+    }
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+    pub fn get(&self, id: DestId) -> &'a Dest {
+        self.pool.get(id)
+    }
+    /// `(id, dest)` in list order.
+    pub fn iter(&self) -> impl Iterator<Item = (DestId, &'a Dest)> + 'a {
+        let pool = self.pool;
+        self.ids.iter().map(move |&id| (id, pool.get(id)))
+    }
+}
+
+impl std::fmt::Debug for DestView<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter().map(|(_, d)| (d.cfg.addr, d.cfg.port))).finish()
+    }
+}
+
+/// All destinations, linked and trashed, by [`DestId`].
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct DestPool {
+    slots: Vec<Option<Dest>>,
+    free: Vec<u32>,
+}
+
+impl DestPool {
+    pub fn get(&self, id: DestId) -> &Dest {
+        self.slots[id.0 as usize].as_ref().expect("dangling DestId")
+    }
+    pub fn get_mut(&mut self, id: DestId) -> &mut Dest {
+        self.slots[id.0 as usize].as_mut().expect("dangling DestId")
+    }
+    pub fn try_get(&self, id: DestId) -> Option<&Dest> {
+        self.slots.get(id.0 as usize).and_then(|s| s.as_ref())
+    }
+    fn insert(&mut self, d: Dest) -> DestId {
+        if let Some(i) = self.free.pop() {
+            self.slots[i as usize] = Some(d);
+            DestId(i)
+        } else {
+            self.slots.push(Some(d));
+            DestId((self.slots.len() - 1) as u32)
+        }
+    }
+    fn remove(&mut self, id: DestId) {
+        self.slots[id.0 as usize] = None;
+        self.free.push(id.0);
+    }
+    pub fn iter(&self) -> impl Iterator<Item = (DestId, &Dest)> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.as_ref().map(|d| (DestId(i as u32), d)))
+    }
+}
+
+/// A virtual service with its destination list and scheduler.
+#[derive(Clone, Debug)]
+pub struct Service {
+    pub id: SvcId,
+    pub cfg: ServiceConfig,
+    /// List order: index 0 is the most recently added destination.
+    pub dests: Vec<DestId>,
+    pub sched: Box<dyn Scheduler>,
+    pub stats: Stats,
+}
+
+/// How long an unreferenced trashed destination is kept for resurrection.
+pub const TRASH_IDLE: Duration = Duration(120_000);
+
+/// The table.
+#[derive(Clone, Debug)]
+pub struct Table {
+    /// By id, which is also creation order (the order `--nosort` shows).
+    services: std::collections::BTreeMap<SvcId, Service>,
+    index: HashMap<ServiceKey, SvcId>,
+    pub dests: DestPool,
+    pub timeouts: Timeouts,
+    pub daemons: Vec<SyncDaemonConfig>,
+    pub stats: Stats,
+    next_svc: u64,
+    next_dest_seq: u64,
+    /// Number of services with port 0 / port 21 (packet-path lookups skip work without them).
+    pub port_zero_services: u32,
+    pub ftp_services: u32,
+}
+
+impl Default for Table {
+    fn default() -> Self {
+        Table {
+            services: Default::default(),
+            index: HashMap::new(),
+            dests: DestPool::default(),
+            timeouts: Timeouts::default(),
+            daemons: Vec::new(),
+            stats: Stats::default(),
+            next_svc: 1,
+            next_dest_seq: 1,
+            port_zero_services: 0,
+            ftp_services: 0,
+        }
+    }
+}
+
+impl Table {
+    pub fn new() -> Table {
+        Table::default()
+    }
+
+    /// Apply one control operation with the kernel's rules. `now` stamps trash entries.
+    pub fn apply(&mut self, op: &Op, now: Time) -> Result<(), CtlError> {
+        match op {
+            Op::AddService(cfg) => self.add_service(cfg),
+            Op::EditService(cfg) => self.edit_service(cfg),
+            Op::DelService(key) => self.del_service(key, now),
+            Op::Flush => {
+                let keys: Vec<ServiceKey> = self.services.values().map(|s| s.cfg.key).collect();
+                for k in keys {
+                    self.del_service(&k, now)?;
+                }
+                Ok(())
+            }
+            Op::AddDest(key, d) => self.add_dest(key, d),
+            Op::EditDest(key, d) => self.edit_dest(key, d),
+            Op::DelDest(key, addr, port) => self.del_dest(key, *addr, *port, now),
+            Op::Zero(key) => self.zero(key.as_ref()),
+            Op::SetTimeouts(t) => self.set_timeouts(t),
+            Op::StartDaemon(cfg) => {
+                if self.daemons.iter().any(|d| d.role == cfg.role) {
+                    return Err(Errno::Exist.into());
+                }
+                self.daemons.push(cfg.clone());
+                self.daemons.sort_by_key(|d| d.role == SyncRole::Backup);
+                Ok(())
+            }
+            Op::StopDaemon(role) => {
+                let before = self.daemons.len();
+                self.daemons.retain(|d| d.role != *role);
+                if self.daemons.len() == before {
+                    return Err(Errno::Srch.into());
+                }
+                Ok(())
+            }
+        }
+    }
+
+    // ----- queries -----
+
+    pub fn service(&self, key: &ServiceKey) -> Option<&Service> {
+        self.index.get(key).and_then(|id| self.services.get(id))
+    }
+
+    pub fn service_by_id(&self, id: SvcId) -> Option<&Service> {
+        self.services.get(&id)
+    }
+
+    pub fn service_by_id_mut(&mut self, id: SvcId) -> Option<&mut Service> {
+        self.services.get_mut(&id)
+    }
+
+    /// Services in creation order.
+    pub fn services(&self) -> impl Iterator<Item = &Service> {
+        self.services.values()
+    }
+
+    pub fn dest_view<'a>(&'a self, svc: &'a Service) -> DestView<'a> {
+        DestView::new(&svc.dests, &self.dests)
+    }
+
+    /// Find a linked destination of a service.
+    pub fn find_dest(&self, svc: &Service, addr: IpAddr, port: u16) -> Option<DestId> {
+        svc.dests.iter().copied().find(|&id| {
+            let d = self.dests.get(id);
+            d.cfg.addr == addr && d.cfg.port == port
+        })
+    }
+
+    /// Run the service's scheduler for a new connection.
+    pub fn schedule(&mut self, id: SvcId, input: &SchedInput) -> Option<DestId> {
+        let svc = self.services.get_mut(&id)?;
+        let view = DestView::new(&svc.dests, &self.dests);
+        svc.sched.schedule(&svc.cfg, view, input)
+    }
+
+    // ----- counter changes from the connection table -----
+
+    fn notify_load(&mut self, id: DestId) {
+        let d = self.dests.get(id);
+        if !d.available {
+            return;
+        }
+        if let Some(svc) = self.services.get_mut(&d.svc) {
+            let view = DestView::new(&svc.dests, &self.dests);
+            svc.sched.load_changed(view, id);
+        }
+    }
+
+    /// A normal connection was bound to `id` (counted inactive until its state says otherwise).
+    pub fn conn_bound(&mut self, id: DestId) {
+        let d = self.dests.get_mut(id);
+        d.refs += 1;
+        d.totalconns += 1;
+        // The kernel re-evaluates only at the exact crossing of the upper threshold.
+        if d.cfg.u_threshold != 0 && d.totalconns == d.cfg.u_threshold {
+            d.update_overload(1);
+        }
+        self.notify_load(id);
+    }
+
+    /// A normal connection is unbound from `id`; `active` = it was counted active.
+    pub fn conn_unbound(&mut self, id: DestId, active: bool) {
+        let d = self.dests.get_mut(id);
+        let l = if d.cfg.l_threshold != 0 {
+            d.cfg.l_threshold
+        } else {
+            d.cfg.u_threshold - d.cfg.u_threshold / 4
+        };
+        if d.cfg.u_threshold != 0 && d.totalconns == l {
+            d.update_overload(-1);
+        }
+        if active {
+            d.activeconns = d.activeconns.saturating_sub(1);
+        }
+        d.totalconns = d.totalconns.saturating_sub(1);
+        d.refs = d.refs.saturating_sub(1);
+        self.notify_load(id);
+    }
+
+    /// A connection moved between active and inactive.
+    pub fn conn_activity_changed(&mut self, id: DestId, now_active: bool) {
+        let d = self.dests.get_mut(id);
+        if now_active {
+            d.activeconns += 1;
+        } else {
+            d.activeconns = d.activeconns.saturating_sub(1);
+        }
+        self.notify_load(id);
+    }
+
+    /// A persistence template was bound to / unbound from `id`.
+    pub fn template_bound(&mut self, id: DestId) {
+        let d = self.dests.get_mut(id);
+        d.refs += 1;
+        d.persistconns += 1;
+    }
+    pub fn template_unbound(&mut self, id: DestId) {
+        let d = self.dests.get_mut(id);
+        d.refs = d.refs.saturating_sub(1);
+        d.persistconns = d.persistconns.saturating_sub(1);
+    }
+
+    // ----- periodic work -----
+
+    /// Estimator step (every 2 s) and trash purge.
+    pub fn estimate(&mut self) {
+        self.stats.estimate();
+        for s in self.services.values_mut() {
+            s.stats.estimate();
+        }
+        let ids: Vec<DestId> = self.dests.iter().map(|(id, _)| id).collect();
+        for id in ids {
+            self.dests.get_mut(id).stats.estimate();
+        }
+    }
+
+    /// Free trashed destinations that nothing references any more and that have idled
+    /// [`TRASH_IDLE`]; let schedulers age their caches.
+    pub fn tick(&mut self, now: Time, lblc_expiration_secs: u64) {
+        let dead: Vec<DestId> = self
+            .dests
+            .iter()
+            .filter(|(_, d)| {
+                !d.available && d.refs == 0 && d.trashed_at.is_some_and(|t| now.saturating_sub(t) >= TRASH_IDLE)
+            })
+            .map(|(id, _)| id)
+            .collect();
+        for id in dead {
+            self.dests.remove(id);
+        }
+        for s in self.services.values_mut() {
+            s.sched.tick(now, lblc_expiration_secs);
+        }
+    }
+
+    // ----- services -----
+
+    fn add_service(&mut self, cfg: &ServiceConfig) -> Result<(), CtlError> {
+        validate_service(cfg)?;
+        if self.index.contains_key(&cfg.key) {
+            return Err(Errno::Exist.into());
+        }
+        let mut sched = new_scheduler(&cfg.scheduler).ok_or(CtlError::new(Errno::NoEnt))?;
+        let id = SvcId(self.next_svc);
+        self.next_svc += 1;
+        let mut cfg = cfg.clone();
+        cfg.flags.0 |= ServiceFlags::HASHED;
+        sched.update(&cfg, DestView::new(&[], &self.dests), DestEvent::Init);
+        if !cfg.key.is_fwmark() {
+            if cfg.key.port() == 0 {
+                self.port_zero_services += 1;
+            }
+            if cfg.key.port() == 21 {
+                self.ftp_services += 1;
+            }
+        }
+        self.index.insert(cfg.key, id);
+        self.services.insert(
+            id,
+            Service {
+                id,
+                cfg,
+                dests: Vec::new(),
+                sched,
+                stats: Stats::default(),
+            },
+        );
+        Ok(())
+    }
+
+    fn edit_service(&mut self, cfg: &ServiceConfig) -> Result<(), CtlError> {
+        let id = *self.index.get(&cfg.key).ok_or(CtlError::new(Errno::Srch))?;
+        validate_service(cfg)?;
+        let svc = self.services.get_mut(&id).expect("indexed service");
+        let new_sched = if svc.cfg.scheduler != cfg.scheduler {
+            Some(new_scheduler(&cfg.scheduler).ok_or(CtlError::new(Errno::NoEnt))?)
+        } else {
+            None
+        };
+        svc.cfg.flags = ServiceFlags(cfg.flags.0 | ServiceFlags::HASHED);
+        svc.cfg.timeout = cfg.timeout;
+        svc.cfg.netmask = cfg.netmask;
+        svc.cfg.pe_name = cfg.pe_name.clone();
+        svc.cfg.scheduler = cfg.scheduler.clone();
+        // Like the kernel, a scheduler is (re)initialised only when it is replaced; sh and mh
+        // read the flag bits at lookup time.
+        if let Some(mut s) = new_sched {
+            let view = DestView::new(&svc.dests, &self.dests);
+            s.update(&svc.cfg, view, DestEvent::Init);
+            svc.sched = s;
+        }
+        Ok(())
+    }
+
+    fn del_service(&mut self, key: &ServiceKey, now: Time) -> Result<(), CtlError> {
+        let id = self.index.remove(key).ok_or(CtlError::new(Errno::Srch))?;
+        let svc = self.services.remove(&id).expect("indexed service");
+        if !key.is_fwmark() {
+            if key.port() == 0 {
+                self.port_zero_services -= 1;
+            }
+            if key.port() == 21 {
+                self.ftp_services -= 1;
+            }
+        }
+        for did in svc.dests {
+            self.trash_dest(did, now);
+        }
+        Ok(())
+    }
+
+    fn zero(&mut self, key: Option<&ServiceKey>) -> Result<(), CtlError> {
+        match key {
+            Some(k) => {
+                let id = *self.index.get(k).ok_or(CtlError::new(Errno::Srch))?;
+                let svc = self.services.get_mut(&id).expect("indexed service");
+                svc.stats.zero();
+                for &d in &svc.dests {
+                    self.dests.get_mut(d).stats.zero();
+                }
+            }
+            None => {
+                for svc in self.services.values_mut() {
+                    svc.stats.zero();
+                    for &d in &svc.dests {
+                        self.dests.get_mut(d).stats.zero();
+                    }
+                }
+                self.stats.zero();
+            }
+        }
+        Ok(())
+    }
+
+    fn set_timeouts(&mut self, t: &Timeouts) -> Result<(), CtlError> {
+        // The kernel rejects values above INT_MAX / HZ (HZ = 250).
+        const MAX: u32 = (i32::MAX as u32) / 250;
+        if t.tcp > MAX || t.tcp_fin > MAX || t.udp > MAX {
+            return Err(Errno::Inval.into());
+        }
+        if t.tcp != 0 {
+            self.timeouts.tcp = t.tcp;
+        }
+        if t.tcp_fin != 0 {
+            self.timeouts.tcp_fin = t.tcp_fin;
+        }
+        if t.udp != 0 {
+            self.timeouts.udp = t.udp;
+        }
+        Ok(())
+    }
+
+    // ----- destinations -----
+
+    fn add_dest(&mut self, key: &ServiceKey, cfg: &DestConfig) -> Result<(), CtlError> {
+        let sid = *self.index.get(key).ok_or(CtlError::new(Errno::Srch))?;
+        validate_dest(key, cfg, "ip_vs_add_dest")?;
+        let svc = &self.services[&sid];
+        if self.find_dest(svc, cfg.addr, cfg.port).is_some() {
+            return Err(Errno::Exist.into());
+        }
+        if svc.cfg.scheduler == "mh" && svc.dests.len() >= crate::sched::hash::MH_TABLE_SIZE {
+            return Err(Errno::Inval.into());
+        }
+        let seq = self.next_dest_seq;
+        self.next_dest_seq += 1;
+        // A trashed dest of the same service key comes back with its counters.
+        let trashed = self
+            .dests
+            .iter()
+            .find(|(_, d)| !d.available && d.svc_key == *key && d.cfg.addr == cfg.addr && d.cfg.port == cfg.port)
+            .map(|(id, _)| id);
+        let id = match trashed {
+            Some(id) => {
+                let d = self.dests.get_mut(id);
+                d.available = true;
+                d.trashed_at = None;
+                d.svc = sid;
+                d.seq = seq;
+                apply_dest_cfg(d, cfg);
+                d.last_weight = cfg.weight;
+                id
+            }
+            None => self.dests.insert(Dest {
+                cfg: cfg.clone(),
+                svc_key: *key,
+                svc: sid,
+                last_weight: cfg.weight,
+                available: true,
+                overloaded: false,
+                activeconns: 0,
+                totalconns: 0,
+                persistconns: 0,
+                refs: 0,
+                stats: Stats::default(),
+                seq,
+                trashed_at: None,
+            }),
+        };
+        self.dests.get_mut(id).update_overload(0);
+        let svc = self.services.get_mut(&sid).expect("indexed service");
+        svc.dests.insert(0, id);
+        let view = DestView::new(&svc.dests, &self.dests);
+        svc.sched.update(&svc.cfg, view, DestEvent::Added(id));
+        Ok(())
+    }
+
+    fn edit_dest(&mut self, key: &ServiceKey, cfg: &DestConfig) -> Result<(), CtlError> {
+        let sid = *self.index.get(key).ok_or(CtlError::new(Errno::Srch))?;
+        validate_dest(key, cfg, "ip_vs_edit_dest")?;
+        let svc = &self.services[&sid];
+        let id = self.find_dest(svc, cfg.addr, cfg.port).ok_or(CtlError::new(Errno::NoEnt))?;
+        let d = self.dests.get_mut(id);
+        apply_dest_cfg(d, cfg);
+        if cfg.weight > 0 {
+            d.last_weight = cfg.weight;
+        }
+        d.update_overload(0);
+        let svc = self.services.get_mut(&sid).expect("indexed service");
+        let view = DestView::new(&svc.dests, &self.dests);
+        svc.sched.update(&svc.cfg, view, DestEvent::Edited(id));
+        Ok(())
+    }
+
+    fn del_dest(&mut self, key: &ServiceKey, addr: IpAddr, port: u16, now: Time) -> Result<(), CtlError> {
+        let sid = *self.index.get(key).ok_or(CtlError::new(Errno::Srch))?;
+        let svc = &self.services[&sid];
+        let id = self.find_dest(svc, addr, port).ok_or(CtlError::new(Errno::NoEnt))?;
+        let svc = self.services.get_mut(&sid).expect("indexed service");
+        let index = svc.dests.iter().position(|&d| d == id).expect("linked dest");
+        svc.dests.remove(index);
+        let view = DestView::new(&svc.dests, &self.dests);
+        svc.sched.update(&svc.cfg, view, DestEvent::Removed { id, index });
+        self.trash_dest(id, now);
+        Ok(())
+    }
+
+    fn trash_dest(&mut self, id: DestId, now: Time) {
+        let d = self.dests.get_mut(id);
+        d.available = false;
+        d.trashed_at = Some(now);
+    }
+}
+
+fn apply_dest_cfg(d: &mut Dest, cfg: &DestConfig) {
+    d.cfg = cfg.clone();
+}
+
+/// Kernel-side service checks (`ip_vs_add_service` / netlink parsing).
+pub fn validate_service(cfg: &ServiceConfig) -> Result<(), CtlError> {
+    if let Netmask::V6(p) = cfg.netmask {
+        if !(1..=128).contains(&p) {
+            return Err(Errno::Inval.into());
+        }
+    }
+    if matches!((cfg.key.af(), cfg.netmask), (Af::V4, Netmask::V6(_)) | (Af::V6, Netmask::V4(_))) {
+        return Err(Errno::Inval.into());
+    }
+    if cfg.scheduler.len() > 15 {
+        return Err(Errno::Inval.into());
+    }
+    if let Some(pe) = &cfg.pe_name {
+        if pe != "sip" {
+            return Err(Errno::NoEnt.into());
+        }
+    }
+    if let ServiceKey::Fwmark { mark: 0, .. } = cfg.key {
+        return Err(Errno::Inval.into());
+    }
+    Ok(())
+}
+
+/// Kernel-side destination checks, in the kernel's order. `func` names the kernel function
+/// for the log line (`ip_vs_add_dest` / `ip_vs_edit_dest`).
+pub fn validate_dest(key: &ServiceKey, cfg: &DestConfig, func: &str) -> Result<(), CtlError> {
+    if cfg.af() != key.af() && cfg.fwd != FwdMethod::Tunnel {
+        return Err(Errno::Inval.into());
+    }
+    if cfg.weight < 0 {
+        return Err(CtlError::logged(Errno::Range, format!("{func}(): server weight less than zero")));
+    }
+    if cfg.u_threshold > i32::MAX as u32 || cfg.l_threshold > i32::MAX as u32 {
+        return Err(Errno::Inval.into());
+    }
+    if cfg.l_threshold > cfg.u_threshold {
+        return Err(CtlError::logged(
+            Errno::Range,
+            format!("{func}(): lower threshold is higher than upper threshold"),
+        ));
+    }
+    if cfg.fwd == FwdMethod::Tunnel && cfg.tun_type == TunType::Gue && cfg.tun_port == 0 {
+        return Err(CtlError::logged(Errno::Inval, format!("{func}(): tunnel port is zero")));
+    }
+    if !is_unicast(&cfg.addr) {
+        return Err(Errno::Inval.into());
+    }
+    Ok(())
+}
+
+/// The kernel accepts destinations whose route type is LOCAL or UNICAST (IPv4), or a
+/// unicast, non-link-local IPv6 address.
+fn is_unicast(addr: &IpAddr) -> bool {
+    match addr {
+        IpAddr::V4(a) => !(a.is_multicast() || a.is_broadcast() || a.is_unspecified() || a.octets()[0] >= 240),
+        IpAddr::V6(a) => {
+            !(a.is_multicast() || a.is_unspecified() || (a.segments()[0] & 0xffc0) == 0xfe80)
+        }
+    }
+}
+
+impl Table {
+    /// A read-only view of the whole table for listings.
+    pub fn snapshot(&self, conn_tab_size: u32) -> crate::snapshot::Snapshot {
+        use crate::snapshot::*;
+        let services = self
+            .services
+            .values()
+            .map(|s| ServiceSnap {
+                cfg: s.cfg.clone(),
+                stats: s.stats.shown(),
+                rates: s.stats.rates(),
+                dests: s
+                    .dests
+                    .iter()
+                    .map(|&id| {
+                        let d = self.dests.get(id);
+                        DestSnap {
+                            cfg: d.cfg.clone(),
+                            activeconns: d.activeconns,
+                            inactconns: d.inactconns(),
+                            persistconns: d.persistconns,
+                            stats: d.stats.shown(),
+                            rates: d.stats.rates(),
+                        }
+                    })
+                    .collect(),
+            })
+            .collect();
+        let daemons = self
+            .daemons
+            .iter()
+            .map(|d| DaemonSnap {
+                role: d.role,
+                mcast_ifn: d.mcast_ifn.clone(),
+                syncid: d.syncid,
+                sync_maxlen: d.sync_maxlen.unwrap_or(1472),
+                mcast_group: d.mcast_group.unwrap_or(IpAddr::V4(SYNC_DEFAULT_GROUP)),
+                mcast_port: d.mcast_port.unwrap_or(SYNC_DEFAULT_PORT),
+                mcast_ttl: d.mcast_ttl.unwrap_or(SYNC_DEFAULT_TTL),
+            })
+            .collect();
+        Snapshot {
+            conn_tab_size,
+            services,
+            timeouts: self.timeouts,
+            daemons,
+            stats: self.stats.shown(),
+            rates: self.stats.rates(),
+        }
+    }
+}
