@@ -8,6 +8,7 @@
 
 pub mod error;
 pub mod model;
+pub mod packet;
 pub mod sched;
 pub mod snapshot;
 pub mod stats;

@@ -22,3 +22,16 @@ pub trait Backend {
     /// The connection table for `-Lc`.
     fn connections(&mut self) -> Result<Vec<ConnSnap>, BackendError>;
 }
+
+/// Run one ipvsadm invocation. `args` excludes the program name. Returns the exit code.
+pub fn run(
+    args: &[String],
+    stdin: &mut dyn std::io::BufRead,
+    out: &mut dyn std::io::Write,
+    err: &mut dyn std::io::Write,
+    backend: &mut dyn Backend,
+) -> i32 {
+    let _ = (args, stdin, out, backend);
+    let _ = writeln!(err, "ipvsadm: not implemented yet");
+    1
+}
