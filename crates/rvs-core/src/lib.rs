@@ -6,12 +6,15 @@
 //! * [`stats`]: counters and the rate estimator.
 //! * [`time`]: time as passed in by the caller.
 
+pub mod conn;
+pub mod director;
 pub mod error;
 pub mod model;
 pub mod packet;
 pub mod sched;
 pub mod snapshot;
 pub mod stats;
+pub mod sysctl;
 pub mod table;
 pub mod time;
 

@@ -1,1 +1,14 @@
-//! placeholder
+//! rvs-engine: the packet data plane's I/O side. Packets come from a [`PacketIo`] back-end
+//! (a [`Tun`] today), are parsed and rewritten with `rvs-wire`, decided by a [`Decider`]
+//! (the director, outside this crate), and written back. [`Plumbing`] sets up the routing
+//! that brings VIP traffic and NAT replies into the TUN device.
+
+pub mod engine;
+pub mod io;
+pub mod plumbing;
+pub mod tun;
+
+pub use engine::{Action, Config, Decider, Direction, MAX_PACKET, Stats, process, run};
+pub use io::PacketIo;
+pub use plumbing::{NatReal, Plumbing, PlumbingConfig};
+pub use tun::Tun;

@@ -2,9 +2,35 @@
 //!
 //! The entry point is [`run`]: it takes the command line (and stdin for `-R`), talks to the
 //! table through a [`Backend`], and writes what ipvsadm would write, returning its exit code.
+//!
+//! Modules: [`popt`] and [`parse`] (the command line), [`errors`] (kernel errno → message),
+//! `list` / `conn` (listings and `-S`), [`help`], [`names`] (`/etc/hosts`,
+//! `/etc/services`), [`restore`] (`-R` and [`restore_atomic`]), [`proc`] (the kernel's
+//! `/proc/net/ip_vs*` files) and [`mem`] (an in-memory backend).
 
 use rvs_core::snapshot::{ConnSnap, Snapshot};
 use rvs_core::{CtlError, Op};
+use std::cell::OnceCell;
+use std::io::{BufRead, Write};
+
+mod conn;
+pub mod cutil;
+pub mod errors;
+pub mod help;
+mod list;
+pub mod mem;
+pub mod names;
+pub mod parse;
+pub mod popt;
+pub mod proc;
+pub mod restore;
+
+pub use mem::MemBackend;
+pub use names::Names;
+pub use restore::{restore_atomic, restore_atomic_with_names};
+
+use errors::{Call, strerror};
+use parse::{Cmd, Parsed, opt};
 
 /// Failure to reach the table at all (no daemon).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -23,15 +49,265 @@ pub trait Backend {
     fn connections(&mut self) -> Result<Vec<ConnSnap>, BackendError>;
 }
 
+/// How an ipvsadm step ends: the process exits with a status (`fail()`, `exit()`), or
+/// `process_options` returns a result (0, or -1 after a kernel or popt error) — the
+/// difference matters inside `-R`, which goes on after a return but not after an exit.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Flow {
+    Exit(i32),
+    Ret(i32),
+}
+
+/// Name tables, loaded from the system files only when a listing or an argument needs them.
+pub(crate) struct Ctx<'a> {
+    preset: Option<&'a Names>,
+    lazy: OnceCell<Names>,
+}
+
+impl<'a> Ctx<'a> {
+    fn system() -> Ctx<'static> {
+        Ctx {
+            preset: None,
+            lazy: OnceCell::new(),
+        }
+    }
+
+    pub(crate) fn with_names(n: &'a Names) -> Ctx<'a> {
+        Ctx {
+            preset: Some(n),
+            lazy: OnceCell::new(),
+        }
+    }
+
+    pub(crate) fn names(&self) -> &Names {
+        match self.preset {
+            Some(n) => n,
+            None => self.lazy.get_or_init(Names::from_system),
+        }
+    }
+}
+
 /// Run one ipvsadm invocation. `args` excludes the program name. Returns the exit code.
 pub fn run(
     args: &[String],
-    stdin: &mut dyn std::io::BufRead,
-    out: &mut dyn std::io::Write,
-    err: &mut dyn std::io::Write,
+    stdin: &mut dyn BufRead,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
     backend: &mut dyn Backend,
 ) -> i32 {
-    let _ = (args, stdin, out, backend);
-    let _ = writeln!(err, "ipvsadm: not implemented yet");
-    1
+    run_ctx(args, &Ctx::system(), stdin, out, err, backend)
+}
+
+/// [`run`] with explicit name tables instead of `/etc/hosts` and `/etc/services`.
+pub fn run_with_names(
+    args: &[String],
+    names: &Names,
+    stdin: &mut dyn BufRead,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+    backend: &mut dyn Backend,
+) -> i32 {
+    run_ctx(args, &Ctx::with_names(names), stdin, out, err, backend)
+}
+
+fn run_ctx(
+    args: &[String],
+    ctx: &Ctx,
+    stdin: &mut dyn BufRead,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+    backend: &mut dyn Backend,
+) -> i32 {
+    let flow = if args.is_empty() {
+        // No arguments at all: list the table with names.
+        list_all(ctx, out, err, backend, &parse::Fmt::default())
+    } else {
+        process_options(args, ctx, stdin, out, err, backend, false)
+    };
+    let _ = out.flush();
+    let _ = err.flush();
+    match flow {
+        Flow::Exit(c) => c & 0xff,
+        Flow::Ret(r) => r & 0xff,
+    }
+}
+
+/// What ipvsadm prints when it cannot reach IPVS at all.
+pub(crate) fn backend_failure(err: &mut dyn Write, e: &BackendError) {
+    let _ = writeln!(
+        err,
+        "Can't initialize ipvs: {}\nAre you sure that IP Virtual Server is built in the kernel or as module?",
+        e.0
+    );
+}
+
+/// The table operation a parsed command stands for, with the libipvs call that sends it.
+pub(crate) fn op_of(p: &Parsed) -> Option<(Op, Call)> {
+    Some(match p.cmd {
+        Cmd::Add => (Op::AddService(p.svc.config()), Call::AddService),
+        Cmd::Edit => (Op::EditService(p.svc.config()), Call::UpdateService),
+        Cmd::Del => (Op::DelService(p.svc.key()), Call::DelService),
+        Cmd::Flush => (Op::Flush, Call::Flush),
+        Cmd::Zero => {
+            // libipvs sends no service (zero everything) when fwmark, address and port are
+            // all zero.
+            let all = p.svc.fwmark == 0 && p.svc.addr.is_unspecified() && p.svc.port == 0;
+            let key = if !p.has(opt::SERVICE) || all {
+                None
+            } else {
+                Some(p.svc.key())
+            };
+            (Op::Zero(key), Call::ZeroService)
+        }
+        Cmd::AddDest => (Op::AddDest(p.svc.key(), p.dest.config()), Call::AddDest),
+        Cmd::EditDest => (Op::EditDest(p.svc.key(), p.dest.config()), Call::UpdateDest),
+        Cmd::DelDest => (
+            Op::DelDest(p.svc.key(), p.dest.addr, p.dest.port),
+            Call::DelDest,
+        ),
+        Cmd::Timeout => (Op::SetTimeouts(p.timeouts), Call::SetTimeout),
+        Cmd::StartDaemon => {
+            let d = &p.daemon;
+            let cfg = rvs_core::SyncDaemonConfig {
+                role: d.role?,
+                mcast_ifn: d.mcast_ifn.clone(),
+                syncid: d.syncid,
+                sync_maxlen: d.sync_maxlen,
+                mcast_group: d.mcast_group,
+                mcast_port: d.mcast_port,
+                mcast_ttl: d.mcast_ttl,
+            };
+            (Op::StartDaemon(cfg), Call::StartDaemon)
+        }
+        Cmd::StopDaemon => (Op::StopDaemon(p.daemon.role?), Call::StopDaemon),
+        Cmd::List | Cmd::Restore | Cmd::Save => return None,
+    })
+}
+
+fn snapshot(backend: &mut dyn Backend, err: &mut dyn Write) -> Result<Snapshot, Flow> {
+    backend.snapshot().map_err(|e| {
+        backend_failure(err, &e);
+        Flow::Exit(2)
+    })
+}
+
+fn list_all(
+    ctx: &Ctx,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+    backend: &mut dyn Backend,
+    fmt: &parse::Fmt,
+) -> Flow {
+    let snap = match snapshot(backend, err) {
+        Ok(s) => s,
+        Err(f) => return f,
+    };
+    let mut o = String::new();
+    if !fmt.rule {
+        o.push_str(&list::header(&snap));
+    }
+    o.push_str(&list::all(&snap, fmt, ctx.names_if(!fmt.numeric)));
+    let _ = out.write_all(o.as_bytes());
+    Flow::Ret(0)
+}
+
+impl Ctx<'_> {
+    /// Names only when they will be used, so `-n` never reads the system files.
+    fn names_if(&self, needed: bool) -> &Names {
+        static EMPTY: std::sync::OnceLock<Names> = std::sync::OnceLock::new();
+        if needed {
+            self.names()
+        } else {
+            EMPTY.get_or_init(Names::empty)
+        }
+    }
+}
+
+/// `process_options`: parse one invocation and carry it out.
+pub(crate) fn process_options(
+    args: &[String],
+    ctx: &Ctx,
+    stdin: &mut dyn BufRead,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+    backend: &mut dyn Backend,
+    reading_stdin: bool,
+) -> Flow {
+    let p = match parse::parse(args, ctx, out, err) {
+        Ok(p) => p,
+        Err(f) => return f,
+    };
+    match p.cmd {
+        Cmd::List => {
+            let listing =
+                (1u64 << opt::CONNECTION) | (1u64 << opt::TIMEOUT) | (1u64 << opt::DAEMON);
+            let counters = (1u64 << opt::STATS) | (1u64 << opt::RATE) | (1u64 << opt::THRESHOLDS);
+            let td = (1u64 << opt::TIMEOUT) | (1u64 << opt::DAEMON);
+            if (p.options & listing != 0 && p.options & counters != 0)
+                || (p.options & td != 0 && p.has(opt::PERSISTENTCONN))
+            {
+                return parse::fail(err, 2, "options conflicts in the list command");
+            }
+            let names = ctx.names_if(!p.fmt.numeric);
+            if p.has(opt::CONNECTION) {
+                let conns = match backend.connections() {
+                    Ok(c) => c,
+                    Err(e) => {
+                        backend_failure(err, &e);
+                        return Flow::Exit(2);
+                    }
+                };
+                let _ = out.write_all(conn::list(&conns, &p.fmt, names).as_bytes());
+                return Flow::Ret(0);
+            }
+            let snap = match snapshot(backend, err) {
+                Ok(s) => s,
+                Err(f) => return f,
+            };
+            let text = if p.has(opt::SERVICE) {
+                match list::one(&snap, &p.svc.key(), &p.fmt, names) {
+                    Some(t) => t,
+                    None => {
+                        let _ =
+                            writeln!(err, "{}", strerror(Call::GetService, rvs_core::Errno::Srch));
+                        return Flow::Exit(1);
+                    }
+                }
+            } else if p.has(opt::TIMEOUT) {
+                list::timeout(&snap.timeouts)
+            } else if p.has(opt::DAEMON) {
+                list::daemons(&snap.daemons)
+            } else {
+                let mut t = list::header(&snap);
+                t.push_str(&list::all(&snap, &p.fmt, names));
+                t
+            };
+            let _ = out.write_all(text.as_bytes());
+            Flow::Ret(0)
+        }
+        Cmd::Restore => restore::restore_table(ctx, stdin, out, err, backend, reading_stdin),
+        Cmd::Save => {
+            let fmt = parse::Fmt {
+                rule: true,
+                ..p.fmt
+            };
+            list_all(ctx, out, err, backend, &fmt)
+        }
+        _ => {
+            let Some((op, call)) = op_of(&p) else {
+                return Flow::Ret(0);
+            };
+            match backend.apply(&op) {
+                Ok(Ok(())) => Flow::Ret(0),
+                Ok(Err(e)) => {
+                    let _ = writeln!(err, "{}", strerror(call, e.errno));
+                    Flow::Ret(-1)
+                }
+                Err(e) => {
+                    backend_failure(err, &e);
+                    Flow::Exit(2)
+                }
+            }
+        }
+    }
 }

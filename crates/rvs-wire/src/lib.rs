@@ -1,1 +1,93 @@
-//! placeholder
+//! rvs-wire: typed views over packet bytes and the NAT rewrites IPVS performs, with no I/O
+//! and no allocation.
+//!
+//! * Views ([`ipv4::Ipv4Packet`], [`ipv6::Ipv6Packet`], [`l4::TcpPacket`], [`l4::UdpPacket`],
+//!   [`l4::SctpPacket`], [`l4::IcmpPacket`]) have checked constructors that never panic on
+//!   short or malformed input.
+//! * [`parse`] turns an IP packet into the director's [`PacketInfo`].
+//! * [`apply`] performs a [`Rewrite`] in place (NAT with incremental checksums, reference
+//!   §4.2; ICMP errors about a connection, §3.9).
+//! * [`build_port_unreachable`] builds the ICMP/ICMPv6 port unreachable for
+//!   `Verdict::Reject`.
+//! * [`checksum`], [`crc32c`]: the checksum primitives; [`fill_checksums`] and
+//!   [`verify_checksums`] do full computations (partial-checksum completion, tests).
+
+pub mod checksum;
+pub mod crc32c;
+pub mod ipv4;
+pub mod ipv6;
+pub mod l4;
+mod nat;
+mod parse;
+mod reject;
+
+pub use nat::apply;
+pub use parse::{Layout, layout, parse, quoted_layout};
+pub use reject::build_port_unreachable;
+
+pub use rvs_core::packet::{IcmpError, L4Info, PacketInfo, Rewrite, Tuple, Verdict};
+
+use std::fmt;
+
+/// Why bytes could not be parsed or rewritten.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum WireError {
+    /// Shorter than its headers say.
+    Truncated,
+    /// A field has an impossible value (version, header length, ...).
+    Malformed,
+    /// Cannot be done on a fragment (needs the whole datagram: SCTP CRC, ICMP checksum).
+    Fragmented,
+    /// The rewrite's address family differs from the packet's.
+    AddressFamily,
+    /// Not implemented for this packet / rewrite.
+    Unsupported,
+    /// RFC 1122 / 4443 forbid an ICMP error about this packet.
+    NotAllowed,
+    /// The output buffer is too small.
+    BufferTooSmall,
+}
+
+impl fmt::Display for WireError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = match self {
+            WireError::Truncated => "truncated packet",
+            WireError::Malformed => "malformed packet",
+            WireError::Fragmented => "operation needs an unfragmented packet",
+            WireError::AddressFamily => "address family mismatch",
+            WireError::Unsupported => "unsupported packet or rewrite",
+            WireError::NotAllowed => "no ICMP error may be sent about this packet",
+            WireError::BufferTooSmall => "output buffer too small",
+        };
+        f.write_str(s)
+    }
+}
+
+impl std::error::Error for WireError {}
+
+/// Recomputes from scratch the IPv4 header checksum and the transport checksum (TCP, UDP,
+/// SCTP, ICMP, ICMPv6) of an unfragmented packet. Use to complete packets whose checksum
+/// was left partial by offload, or as a reference in tests.
+pub fn fill_checksums(buf: &mut [u8]) -> Result<(), WireError> {
+    let lay = layout(buf)?;
+    if lay.fragmented {
+        return Err(WireError::Fragmented);
+    }
+    if lay.af == rvs_core::model::Af::V4 {
+        ipv4::Ipv4Packet::new_quoted(&mut buf[..lay.len])?.fill_checksum();
+    }
+    nat::fill_l4(buf, &lay)
+}
+
+/// Whether the IPv4 header checksum and the transport checksum of an unfragmented packet
+/// are right (UDP over IPv4 with checksum 0 counts as right).
+pub fn verify_checksums(buf: &[u8]) -> Result<bool, WireError> {
+    let lay = layout(buf)?;
+    if lay.fragmented {
+        return Err(WireError::Fragmented);
+    }
+    if lay.af == rvs_core::model::Af::V4 && checksum::checksum(&buf[..lay.l3_len]) != 0 {
+        return Ok(false);
+    }
+    nat::verify_l4(buf, &lay)
+}

@@ -1,1 +1,394 @@
-fn main() {}
+//! `rvs`: the one binary. `rvs daemon`, `rvs ipvsadm ...` (also when invoked as `ipvsadm`),
+//! `rvs restore --atomic`, `rvs sysctl`, `rvs proc`, `rvs ping`.
+
+mod client;
+mod daemon;
+mod persist;
+mod procfs;
+mod protocol;
+mod state;
+mod sysctl;
+
+use client::{Client, error_of};
+use protocol::{Payload, Request, Response};
+use rvs_ipvsadm::BackendError;
+use std::ffi::OsString;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+const USAGE: &str = "\
+usage: rvs [--socket PATH] COMMAND [ARGS...]
+
+commands:
+  daemon [--socket PATH] [--state PATH] [--klog PATH] [--proc-dir DIR]
+                         run the daemon (foreground) that owns the table
+  ipvsadm ARGS...        the ipvsadm command line (also: run this binary as `ipvsadm`)
+  restore --atomic       ipvsadm -R input on stdin, applied all-or-nothing
+  restore                the same as `ipvsadm -R`
+  sysctl [-w] [-q] [-n] [-a] net.ipv4.vs.NAME[=VALUE]...
+                         read or write the daemon's net.ipv4.vs.* settings
+  proc PATH              print a /proc view: net/ip_vs, net/ip_vs_conn, net/ip_vs_conn_sync,
+                         net/ip_vs_stats, sys/net/ipv4/vs/NAME
+  ping [-q]              check that the daemon answers
+  version                print the version
+
+environment: RVS_SOCKET (default /run/rvs/rvs.sock), RVS_STATE (default
+/var/lib/rvs/state.json), RVS_KLOG, RVS_PROC_DIR.
+";
+
+fn env_path(var: &str) -> Option<PathBuf> {
+    std::env::var_os(var)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+}
+
+fn default_socket() -> PathBuf {
+    env_path("RVS_SOCKET").unwrap_or_else(|| PathBuf::from(daemon::DEFAULT_SOCKET))
+}
+
+fn main() -> ExitCode {
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    let prog = argv
+        .first()
+        .and_then(|a| {
+            Path::new(a)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+        })
+        .unwrap_or_default();
+    let args: Vec<String> = match argv
+        .iter()
+        .skip(1)
+        .map(|a| a.clone().into_string())
+        .collect()
+    {
+        Ok(v) => v,
+        Err(bad) => {
+            eprintln!("rvs: argument is not valid UTF-8: {bad:?}");
+            return ExitCode::from(2);
+        }
+    };
+    let code = if prog == "ipvsadm" {
+        ipvsadm_main(&default_socket(), &args)
+    } else {
+        rvs_main(args)
+    };
+    ExitCode::from(u8::try_from(code.clamp(0, 255)).unwrap_or(1))
+}
+
+fn usage_error(msg: &str) -> i32 {
+    eprintln!("rvs: {msg}");
+    eprint!("{USAGE}");
+    2
+}
+
+fn rvs_main(mut args: Vec<String>) -> i32 {
+    let mut socket: Option<PathBuf> = None;
+    // Global options before the command.
+    while let Some(a) = args.first() {
+        if a == "--socket" {
+            if args.len() < 2 {
+                return usage_error("--socket needs a path");
+            }
+            socket = Some(PathBuf::from(args.remove(1)));
+            args.remove(0);
+        } else if let Some(v) = a.strip_prefix("--socket=") {
+            socket = Some(PathBuf::from(v));
+            args.remove(0);
+        } else {
+            break;
+        }
+    }
+    if args.is_empty() {
+        return usage_error("no command given");
+    }
+    let cmd = args.remove(0);
+    let sock = || socket.clone().unwrap_or_else(default_socket);
+    match cmd.as_str() {
+        "daemon" => daemon_main(socket.clone(), &args),
+        "ipvsadm" => ipvsadm_main(&sock(), &args),
+        "restore" => restore_main(&sock(), &args),
+        "sysctl" => sysctl_main(&sock(), &args),
+        "proc" => proc_main(&sock(), &args),
+        "ping" => ping_main(&sock(), &args),
+        "version" | "--version" | "-V" => {
+            println!("rvs {}", env!("CARGO_PKG_VERSION"));
+            0
+        }
+        "help" | "--help" | "-h" => {
+            print!("{USAGE}");
+            0
+        }
+        other => usage_error(&format!("unknown command {other:?}")),
+    }
+}
+
+fn daemon_main(socket: Option<PathBuf>, args: &[String]) -> i32 {
+    let mut opts = daemon::DaemonOpts {
+        socket: socket.unwrap_or_else(default_socket),
+        state: env_path("RVS_STATE").unwrap_or_else(|| PathBuf::from(daemon::DEFAULT_STATE)),
+        klog: env_path("RVS_KLOG"),
+        proc_dir: env_path("RVS_PROC_DIR"),
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let (flag, inline) = match a.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
+            _ => (a.as_str(), None),
+        };
+        let mut value = || inline.clone().or_else(|| it.next().cloned());
+        match flag {
+            "--socket" | "--state" | "--klog" | "--proc-dir" => {
+                let Some(v) = value() else {
+                    return usage_error(&format!("{flag} needs a path"));
+                };
+                let p = PathBuf::from(v);
+                match flag {
+                    "--socket" => opts.socket = p,
+                    "--state" => opts.state = p,
+                    "--klog" => opts.klog = Some(p),
+                    _ => opts.proc_dir = Some(p),
+                }
+            }
+            _ => return usage_error(&format!("daemon: unknown option {a:?}")),
+        }
+    }
+    match daemon::run(opts) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("rvs daemon: {e}");
+            1
+        }
+    }
+}
+
+/// Connect, or print the one clear line and give ipvsadm's "cannot initialise" status.
+fn connect_or_explain(socket: &Path) -> Result<Client, i32> {
+    Client::connect(socket).map_err(|BackendError(msg)| {
+        eprintln!("{msg}");
+        2
+    })
+}
+
+fn ipvsadm_main(socket: &Path, args: &[String]) -> i32 {
+    // Like ipvsadm, which opens its kernel channel before parsing anything.
+    let mut client = match connect_or_explain(socket) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let stdin = std::io::stdin();
+    let mut input = stdin.lock();
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let stderr = std::io::stderr();
+    let mut err = stderr.lock();
+    let code = rvs_ipvsadm::run(args, &mut input, &mut out, &mut err, &mut client);
+    let _ = out.flush();
+    code
+}
+
+fn restore_main(socket: &Path, args: &[String]) -> i32 {
+    let atomic = match args {
+        [] => false,
+        [a] if a == "--atomic" => true,
+        _ => return usage_error("usage: rvs restore [--atomic] < rules"),
+    };
+    if !atomic {
+        return ipvsadm_main(socket, &["-R".to_string()]);
+    }
+    let mut client = match connect_or_explain(socket) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let stdin = std::io::stdin();
+    let mut input = stdin.lock();
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let stderr = std::io::stderr();
+    let mut err = stderr.lock();
+    // Parses every line first, then sends one `apply_batch`: nothing or everything.
+    let code = rvs_ipvsadm::restore_atomic(&mut input, &mut out, &mut err, &mut client);
+    let _ = out.flush();
+    code
+}
+
+/// `sysctl` for `net.ipv4.vs.*`, with busybox's output and messages.
+fn sysctl_main(socket: &Path, args: &[String]) -> i32 {
+    let (mut quiet, mut value_only, mut all) = (false, false, false);
+    let mut names = Vec::new();
+    for a in args {
+        if a.starts_with('-') && a.len() > 1 && !a.contains('=') {
+            for c in a[1..].chars() {
+                match c {
+                    'w' | 'e' => {}
+                    'q' => quiet = true,
+                    'n' => value_only = true,
+                    'a' | 'A' => all = true,
+                    _ => return usage_error(&format!("sysctl: unknown option -{c}")),
+                }
+            }
+        } else {
+            names.push(a.clone());
+        }
+    }
+    if names.is_empty() && !all {
+        return usage_error("sysctl: give net.ipv4.vs.NAME[=VALUE] or -a");
+    }
+    let mut client = match connect_or_explain(socket) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let show = |name: &str, value: &str| {
+        if value_only {
+            println!("{value}");
+        } else {
+            println!("net.ipv4.vs.{name} = {value}");
+        }
+    };
+    if all {
+        return match client.request_data(&Request::SysctlList) {
+            Ok(Payload::SysctlList { entries }) => {
+                for e in entries {
+                    show(&e.name, &e.value);
+                }
+                0
+            }
+            Ok(_) => 1,
+            Err(BackendError(m)) => {
+                eprintln!("{m}");
+                1
+            }
+        };
+    }
+    let mut rc = 0;
+    for spec in names {
+        let (key, value) = match spec.split_once('=') {
+            Some((k, v)) => (k.trim().to_string(), Some(v.trim().to_string())),
+            None => (spec.trim().to_string(), None),
+        };
+        let dotted = key.replace('/', ".");
+        let Some(short) = dotted.strip_prefix("net.ipv4.vs.") else {
+            eprintln!(
+                "sysctl: error: '{dotted}' is not a net.ipv4.vs.* key (rvs serves only those)"
+            );
+            rc = 1;
+            continue;
+        };
+        let short = short.to_string();
+        let req = match &value {
+            Some(v) => Request::SysctlSet {
+                name: short.clone(),
+                value: v.clone(),
+            },
+            None => Request::SysctlGet {
+                name: short.clone(),
+            },
+        };
+        match client.request(&req) {
+            Ok(Response::Ok {
+                data: Some(Payload::Sysctl { value: cur, .. }),
+            }) => {
+                if !quiet {
+                    // busybox echoes the value as written.
+                    show(&short, value.as_deref().unwrap_or(&cur));
+                }
+            }
+            Ok(Response::Error {
+                code: protocol::ErrorCode::NotFound,
+                ..
+            }) => {
+                eprintln!("sysctl: error: '{dotted}' is an unknown key");
+                rc = 1;
+            }
+            Ok(Response::Error {
+                code: protocol::ErrorCode::InvalidValue,
+                ..
+            }) => {
+                eprintln!("sysctl: error setting key '{dotted}': Invalid argument");
+                rc = 1;
+            }
+            Ok(other) => {
+                eprintln!("{}", error_of(other).0);
+                rc = 1;
+            }
+            Err(BackendError(m)) => {
+                eprintln!("{m}");
+                return 1;
+            }
+        }
+    }
+    rc
+}
+
+fn proc_main(socket: &Path, args: &[String]) -> i32 {
+    let [path] = args else {
+        return usage_error("usage: rvs proc PATH (e.g. net/ip_vs)");
+    };
+    let mut client = match connect_or_explain(socket) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match client.request(&Request::Proc { path: path.clone() }) {
+        Ok(Response::Ok {
+            data: Some(Payload::Proc { text }),
+        }) => {
+            print!("{text}");
+            0
+        }
+        Ok(Response::Error {
+            code: protocol::ErrorCode::NotFound,
+            ..
+        }) => {
+            eprintln!(
+                "rvs proc: /proc/{}: No such file or directory",
+                path.trim_start_matches('/')
+            );
+            1
+        }
+        Ok(other) => {
+            eprintln!("{}", error_of(other).0);
+            1
+        }
+        Err(BackendError(m)) => {
+            eprintln!("{m}");
+            1
+        }
+    }
+}
+
+fn ping_main(socket: &Path, args: &[String]) -> i32 {
+    let quiet = args.iter().any(|a| a == "-q");
+    let mut client = match Client::connect(socket) {
+        Ok(c) => c,
+        Err(BackendError(m)) => {
+            if !quiet {
+                eprintln!("{m}");
+            }
+            return 1;
+        }
+    };
+    match client.request_data(&Request::Ping) {
+        Ok(Payload::Pong {
+            version,
+            pid,
+            protocol,
+            ..
+        }) => {
+            if !quiet {
+                println!(
+                    "rvs daemon {version} (protocol {protocol}) pid {pid} at {}",
+                    socket.display()
+                );
+            }
+            0
+        }
+        Ok(_) => 1,
+        Err(BackendError(m)) => {
+            if !quiet {
+                eprintln!("{m}");
+            }
+            1
+        }
+    }
+}

@@ -11,9 +11,11 @@ pub mod hash;
 
 mod dh;
 mod fo;
+mod index;
 mod lblc;
 mod lblcr;
 mod lc;
+mod locality;
 mod mh;
 mod nq;
 mod ovf;
@@ -23,6 +25,9 @@ mod sh;
 mod twos;
 mod wlc;
 mod wrr;
+
+#[cfg(test)]
+mod testutil;
 
 /// What a scheduler may look at in the packet that opens a connection.
 #[derive(Copy, Clone, Debug)]

@@ -1,21 +1,137 @@
-//! nq — PLACEHOLDER until the scheduler work lands (see crates/rvs-core/README.md).
+//! nq — never queue (reference §2.6, `ip_vs_nq.c`).
+//!
+//! The kernel returns the first idle (activeconns == 0) eligible destination in list order
+//! at once; otherwise the first one with the least `(activeconns + 1) / weight`. The heap key
+//! puts idle destinations first, ordered by list position only.
 
+use super::index::{LoadIndex, Policy, Ratio};
 use super::{DestEvent, SchedInput, Scheduler};
 use crate::model::ServiceConfig;
-use crate::table::{DestId, DestView};
+use crate::table::{Dest, DestId, DestView};
+use std::cmp::Ordering;
+
+#[derive(Copy, Clone, Debug)]
+pub(crate) struct NqKey {
+    busy: bool,
+    ratio: Ratio,
+}
+
+impl Ord for NqKey {
+    fn cmp(&self, other: &Self) -> Ordering {
+        match (self.busy, other.busy) {
+            (false, false) => other.ratio.seq.cmp(&self.ratio.seq),
+            (true, true) => self.ratio.cmp(&other.ratio),
+            (a, b) => a.cmp(&b),
+        }
+    }
+}
+impl PartialOrd for NqKey {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl PartialEq for NqKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.busy == other.busy && self.ratio == other.ratio
+    }
+}
+impl Eq for NqKey {}
 
 #[derive(Clone, Debug, Default)]
-pub struct NeverQueue;
+pub(crate) struct NqPolicy;
+
+impl Policy for NqPolicy {
+    type Key = NqKey;
+    fn key(d: &Dest) -> Option<NqKey> {
+        d.is_schedulable().then(|| NqKey {
+            busy: d.activeconns != 0,
+            ratio: Ratio {
+                num: u64::from(d.activeconns) + 1,
+                w: d.cfg.weight as u64,
+                seq: d.seq,
+            },
+        })
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct NeverQueue {
+    index: LoadIndex<NqPolicy>,
+}
 
 impl Scheduler for NeverQueue {
     fn name(&self) -> &'static str {
         "nq"
     }
+
     fn clone_box(&self) -> Box<dyn Scheduler> {
         Box::new(self.clone())
     }
-    fn update(&mut self, _: &ServiceConfig, _: DestView<'_>, _: DestEvent) {}
-    fn schedule(&mut self, _: &ServiceConfig, _: DestView<'_>, _: &SchedInput) -> Option<DestId> {
-        None
+
+    fn update(&mut self, _svc: &ServiceConfig, dests: DestView<'_>, event: DestEvent) {
+        self.index.event(dests, event);
+    }
+
+    fn schedule(&mut self, _svc: &ServiceConfig, dests: DestView<'_>, _input: &SchedInput) -> Option<DestId> {
+        self.index.pick(dests)
+    }
+
+    fn load_changed(&mut self, dests: DestView<'_>, id: DestId) {
+        self.index.load_changed(dests, id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::*;
+    use crate::table::{DestId, DestView};
+
+    /// The kernel's loop, literally.
+    fn reference(dests: DestView<'_>) -> Option<DestId> {
+        let mut least: Option<(DestId, u64, i64)> = None;
+        for (id, d) in dests.iter() {
+            if d.overloaded || d.cfg.weight == 0 {
+                continue;
+            }
+            let doh = u64::from(d.activeconns) + 1;
+            if d.activeconns == 0 {
+                return Some(id);
+            }
+            let w = i64::from(d.cfg.weight);
+            if least.is_none_or(|(_, loh, lw)| i128::from(loh) * i128::from(w) > i128::from(doh) * i128::from(lw)) {
+                least = Some((id, doh, w));
+            }
+        }
+        least.map(|(id, _, _)| id)
+    }
+
+    /// §2.6 / fact 12: weights 1,2,3 added A,B,C.
+    #[test]
+    fn oracle_j3_nq_123() {
+        let mut s = Sim::tcp("nq");
+        for (i, w) in [(1, 1), (2, 2), (3, 3)] {
+            s.add(&format!("192.168.1.{i}"), 80, w);
+        }
+        check(&mut s, "192.168.1.", "3 2 1 3 3 2 3 2 3 3 2 1", |s| s.syn());
+    }
+
+    #[test]
+    fn idle_first_in_list_order_even_with_low_weight() {
+        let mut s = Sim::tcp("nq");
+        s.add("10.0.1.1", 80, 1);
+        s.add("10.0.1.2", 80, 100);
+        // Both idle: .2 (newest); then .1 is the only idle one.
+        check(&mut s, "10.0.1.", "2 1 2 2", |s| s.syn());
+    }
+
+    #[test]
+    fn matches_reference_under_churn() {
+        for seed in 1..=20u64 {
+            churn("nq", seed * 32_452_843, 600, |s| {
+                let want = reference(s.view());
+                let got = s.schedule(ip("10.0.0.254"), 1);
+                assert_eq!(got, want, "seed {seed}");
+            });
+        }
     }
 }

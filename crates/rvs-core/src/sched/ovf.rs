@@ -1,21 +1,99 @@
-//! ovf — PLACEHOLDER until the scheduler work lands (see crates/rvs-core/README.md).
+//! ovf — weighted overflow (reference §2.8, `ip_vs_ovf.c`).
+//!
+//! Like fo, but a destination with more active connections than its weight is skipped too.
+//! Eligibility moves with `activeconns`, so the heap is re-keyed from `load_changed`.
 
+use super::index::{LoadIndex, Policy};
 use super::{DestEvent, SchedInput, Scheduler};
 use crate::model::ServiceConfig;
-use crate::table::{DestId, DestView};
+use crate::table::{Dest, DestId, DestView};
+use std::cmp::Reverse;
 
 #[derive(Clone, Debug, Default)]
-pub struct WeightedOverflow;
+pub(crate) struct OvfPolicy;
+
+impl Policy for OvfPolicy {
+    type Key = (Reverse<i32>, Reverse<u64>);
+    fn key(d: &Dest) -> Option<Self::Key> {
+        let w = d.cfg.weight;
+        (d.is_schedulable() && i64::from(d.activeconns) <= i64::from(w)).then_some((Reverse(w), Reverse(d.seq)))
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct WeightedOverflow {
+    index: LoadIndex<OvfPolicy>,
+}
 
 impl Scheduler for WeightedOverflow {
     fn name(&self) -> &'static str {
         "ovf"
     }
+
     fn clone_box(&self) -> Box<dyn Scheduler> {
         Box::new(self.clone())
     }
-    fn update(&mut self, _: &ServiceConfig, _: DestView<'_>, _: DestEvent) {}
-    fn schedule(&mut self, _: &ServiceConfig, _: DestView<'_>, _: &SchedInput) -> Option<DestId> {
-        None
+
+    fn update(&mut self, _svc: &ServiceConfig, dests: DestView<'_>, event: DestEvent) {
+        self.index.event(dests, event);
+    }
+
+    fn schedule(&mut self, _svc: &ServiceConfig, dests: DestView<'_>, _input: &SchedInput) -> Option<DestId> {
+        self.index.pick(dests)
+    }
+
+    fn load_changed(&mut self, dests: DestView<'_>, id: DestId) {
+        self.index.load_changed(dests, id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::*;
+    use crate::table::{DestId, DestView};
+
+    fn reference(dests: DestView<'_>) -> Option<DestId> {
+        let mut h: Option<(DestId, i32)> = None;
+        for (id, d) in dests.iter() {
+            let w = d.cfg.weight;
+            if d.overloaded || i64::from(d.activeconns) > i64::from(w) || w == 0 {
+                continue;
+            }
+            if h.is_none_or(|(_, hw)| w > hw) {
+                h = Some((id, w));
+            }
+        }
+        h.map(|(id, _)| id)
+    }
+
+    /// §2.8 / fact 14: weights 2,3,1 added A,B,C, all connections active.
+    #[test]
+    fn oracle_j3_ovf_231() {
+        let mut s = Sim::tcp("ovf");
+        for (i, w) in [(1, 2), (2, 3), (3, 1)] {
+            s.add(&format!("192.168.1.{i}"), 80, w);
+        }
+        check(&mut s, "192.168.1.", "2 2 2 2 1 1 1 3 3", |s| s.syn());
+    }
+
+    /// sched-ovf: the same with 12 connections; the last three find no destination.
+    #[test]
+    fn oracle_case_sched_ovf() {
+        let mut s = Sim::tcp("ovf");
+        s.add("10.0.1.1", 80, 2);
+        s.add("10.0.1.2", 80, 3);
+        s.add("10.0.1.3", 80, 1);
+        check(&mut s, "10.0.1.", "2 2 2 2 1 1 1 3 3 none none none", |s| s.syn());
+    }
+
+    #[test]
+    fn matches_reference_under_churn() {
+        for seed in 1..=20u64 {
+            churn("ovf", seed * 86_028_121, 600, |s| {
+                let want = reference(s.view());
+                let got = s.schedule(ip("10.0.0.254"), 1);
+                assert_eq!(got, want, "seed {seed}");
+            });
+        }
     }
 }

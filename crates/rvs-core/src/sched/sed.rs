@@ -1,21 +1,86 @@
-//! sed — PLACEHOLDER until the scheduler work lands (see crates/rvs-core/README.md).
+//! sed — shortest expected delay (reference §2.5, `ip_vs_sed.c`).
+//!
+//! wlc's two-stage loop with overhead `activeconns + 1` (inactive connections ignored).
 
+use super::index::{LoadIndex, Policy, Ratio};
 use super::{DestEvent, SchedInput, Scheduler};
 use crate::model::ServiceConfig;
-use crate::table::{DestId, DestView};
+use crate::table::{Dest, DestId, DestView};
 
 #[derive(Clone, Debug, Default)]
-pub struct ShortestExpectedDelay;
+pub(crate) struct SedPolicy;
+
+impl Policy for SedPolicy {
+    type Key = Ratio;
+    fn key(d: &Dest) -> Option<Ratio> {
+        d.is_schedulable().then(|| Ratio {
+            num: u64::from(d.activeconns) + 1,
+            w: d.cfg.weight as u64,
+            seq: d.seq,
+        })
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct ShortestExpectedDelay {
+    index: LoadIndex<SedPolicy>,
+}
 
 impl Scheduler for ShortestExpectedDelay {
     fn name(&self) -> &'static str {
         "sed"
     }
+
     fn clone_box(&self) -> Box<dyn Scheduler> {
         Box::new(self.clone())
     }
-    fn update(&mut self, _: &ServiceConfig, _: DestView<'_>, _: DestEvent) {}
-    fn schedule(&mut self, _: &ServiceConfig, _: DestView<'_>, _: &SchedInput) -> Option<DestId> {
-        None
+
+    fn update(&mut self, _svc: &ServiceConfig, dests: DestView<'_>, event: DestEvent) {
+        self.index.event(dests, event);
+    }
+
+    fn schedule(&mut self, _svc: &ServiceConfig, dests: DestView<'_>, _input: &SchedInput) -> Option<DestId> {
+        self.index.pick(dests)
+    }
+
+    fn load_changed(&mut self, dests: DestView<'_>, id: DestId) {
+        self.index.load_changed(dests, id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::*;
+    use super::super::wlc::tests::reference_with;
+
+    /// §2.5 / fact 11: weights 1,2,3 added A,B,C.
+    #[test]
+    fn oracle_j3_sed_123() {
+        let mut s = Sim::tcp("sed");
+        for (i, w) in [(1, 1), (2, 2), (3, 3)] {
+            s.add(&format!("192.168.1.{i}"), 80, w);
+        }
+        check(&mut s, "192.168.1.", "3 2 3 3 2 1 3 2 3 3 2 1", |s| s.syn());
+    }
+
+    /// sched-sed: 20 SYN-only connections, weights 1,2,3.
+    #[test]
+    fn oracle_case_sched_sed() {
+        let mut s = Sim::tcp("sed");
+        for i in 1..=3 {
+            s.add(&format!("10.0.1.{i}"), 80, i);
+        }
+        check(&mut s, "10.0.1.", "3 2 3 3 2 1 3 2 3 3 2 1 3 2 3 3 2 1 3 2", |s| s.syn());
+    }
+
+    #[test]
+    fn matches_reference_under_churn() {
+        for seed in 1..=20u64 {
+            churn("sed", seed * 15_485_863, 600, |s| {
+                let want = reference_with(s.view(), |d| u64::from(d.activeconns) + 1);
+                let got = s.schedule(ip("10.0.0.254"), 1);
+                assert_eq!(got, want, "seed {seed}");
+            });
+        }
     }
 }

@@ -1,21 +1,119 @@
-//! wlc — PLACEHOLDER until the scheduler work lands (see crates/rvs-core/README.md).
+//! wlc — weighted least connection, the default (reference §2.4, `ip_vs_wlc.c`).
+//!
+//! The kernel takes the first destination with weight > 0 and no OVERLOAD, then replaces it
+//! by any later non-OVERLOAD one with `loh * w(d) > doh * w(least)`. That is the first list
+//! element with the least `overhead / weight`; the heap of [`WlcPolicy`] yields it directly.
 
+use super::index::{LoadIndex, WlcPolicy};
 use super::{DestEvent, SchedInput, Scheduler};
 use crate::model::ServiceConfig;
 use crate::table::{DestId, DestView};
 
 #[derive(Clone, Debug, Default)]
-pub struct WeightedLeastConn;
+pub struct WeightedLeastConn {
+    index: LoadIndex<WlcPolicy>,
+}
 
 impl Scheduler for WeightedLeastConn {
     fn name(&self) -> &'static str {
         "wlc"
     }
+
     fn clone_box(&self) -> Box<dyn Scheduler> {
         Box::new(self.clone())
     }
-    fn update(&mut self, _: &ServiceConfig, _: DestView<'_>, _: DestEvent) {}
-    fn schedule(&mut self, _: &ServiceConfig, _: DestView<'_>, _: &SchedInput) -> Option<DestId> {
-        None
+
+    fn update(&mut self, _svc: &ServiceConfig, dests: DestView<'_>, event: DestEvent) {
+        self.index.event(dests, event);
+    }
+
+    fn schedule(&mut self, _svc: &ServiceConfig, dests: DestView<'_>, _input: &SchedInput) -> Option<DestId> {
+        self.index.pick(dests)
+    }
+
+    fn load_changed(&mut self, dests: DestView<'_>, id: DestId) {
+        self.index.load_changed(dests, id);
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::super::testutil::*;
+    use crate::table::{Dest, DestId, DestView};
+
+    /// The kernel's two-stage loop, literally, with a pluggable overhead (wlc/sed/lblc).
+    pub fn reference_with(dests: DestView<'_>, oh: impl Fn(&Dest) -> u64) -> Option<DestId> {
+        let mut it = dests.iter();
+        let mut least = None;
+        for (id, d) in it.by_ref() {
+            if !d.overloaded && d.cfg.weight > 0 {
+                least = Some((id, d));
+                break;
+            }
+        }
+        let (mut lid, mut ld) = least?;
+        let mut loh = oh(ld);
+        for (id, d) in it {
+            if d.overloaded {
+                continue;
+            }
+            let doh = oh(d);
+            if i128::from(loh) * i128::from(d.cfg.weight) > i128::from(doh) * i128::from(ld.cfg.weight) {
+                lid = id;
+                ld = d;
+                loh = doh;
+            }
+        }
+        Some(lid)
+    }
+
+    pub fn reference(dests: DestView<'_>) -> Option<DestId> {
+        reference_with(dests, |d| d.overhead())
+    }
+
+    /// §2.4 / fact 10: weights 1,2,3 added A,B,C, every connection active.
+    #[test]
+    fn oracle_j3_wlc_123() {
+        let mut s = Sim::tcp("wlc");
+        for (i, w) in [(1, 1), (2, 2), (3, 3)] {
+            s.add(&format!("192.168.1.{i}"), 80, w);
+        }
+        check(&mut s, "192.168.1.", "3 2 1 3 2 3 3 2 1 3 2 3", |s| s.syn());
+    }
+
+    /// j3: a wlc service whose only destination has weight 0 has no destination.
+    #[test]
+    fn oracle_j3_all_zero_weights() {
+        let mut s = Sim::tcp("wlc");
+        s.add("192.168.1.1", 80, 0);
+        assert_eq!(s.syn(), "none");
+    }
+
+    #[test]
+    fn weight_zero_never_wins_even_idle() {
+        let mut s = Sim::tcp("wlc");
+        s.add("10.0.1.1", 80, 1);
+        s.add("10.0.1.2", 80, 0);
+        check(&mut s, "10.0.1.", "1 1 1", |s| s.syn());
+    }
+
+    #[test]
+    fn overload_skipped_then_back() {
+        let mut s = Sim::tcp("wlc");
+        s.add_thr("10.0.1.1", 80, 1, 1, 0);
+        s.add("10.0.1.2", 80, 1);
+        // .2 first (newest), then .1, which becomes overloaded at 1 connection.
+        check(&mut s, "10.0.1.", "2 1 2 2", |s| s.syn());
+    }
+
+    #[test]
+    fn matches_reference_under_churn() {
+        for seed in 1..=20u64 {
+            churn("wlc", seed * 104_729, 600, |s| {
+                let want = reference(s.view());
+                let got = s.schedule(ip("10.0.0.254"), 1);
+                assert_eq!(got, want, "seed {seed}");
+            });
+        }
     }
 }

@@ -1,0 +1,360 @@
+//! Kernel plumbing around the TUN device, by running `ip` (iproute2) and writing sysctls.
+//! All of it is in this module so it can move to rtnetlink later.
+//!
+//! What it sets up (T = `cfg.table`, B = `cfg.pref_base`, L = `cfg.local_pref`), for IPv4
+//! and IPv6 alike (`ip -4` / `ip -6`):
+//!
+//! * sysctls: `net.ipv4.ip_forward=1`, `net.ipv6.conf.all.forwarding=1`; on the TUN
+//!   `rp_filter=2` (loose: injected packets carry the client's address, whose route is not
+//!   the TUN) and `accept_local=1` (injected packets may carry a local source: a VIP, or a
+//!   local client's address); `disable_ipv6=0`. Global values are restored on teardown.
+//! * `ip link set TUN up`
+//! * `ip route replace default dev TUN table T`
+//! * the `local` rule moves from preference 0 to L: `ip rule add pref L lookup local`,
+//!   `ip rule del pref 0 lookup local` (so that the rules below see packets for local
+//!   addresses — the VIPs and local clients — before local delivery).
+//! * `ip rule add pref B iif TUN goto L`: what rvs writes back is routed normally (local
+//!   delivery, then the main table), never back into the TUN.
+//! * per VIP: `ip addr replace VIP/32 dev TUN` (`/128 nodad`: the VIP is a local address,
+//!   as IPVS needs, so traffic rvs lets through reaches local sockets) and
+//!   `ip rule add pref B+1 to VIP lookup T` (everything else addressed to the VIP, from the
+//!   network or generated locally, goes into the TUN).
+//! * per NAT real server `(RIP, proto, port)`: `ip rule add pref B+2 from RIP ipproto P
+//!   sport PORT lookup T` (its replies come back into rvs for SNAT), and per RIP once
+//!   `ip rule add pref B+2 from RIP ipproto icmp|ipv6-icmp lookup T` (its ICMP errors).
+//!
+//! [`Plumbing::sync`] applies the difference to a new set of VIPs / real servers;
+//! [`Plumbing::teardown`] (also run on drop) removes everything it added.
+
+use std::collections::BTreeSet;
+use std::io;
+use std::net::IpAddr;
+use std::process::Command;
+
+/// Plumbing settings.
+#[derive(Debug, Clone)]
+pub struct PlumbingConfig {
+    /// Routing table holding `default dev TUN`.
+    pub table: u32,
+    /// First of the three rule preferences rvs uses (B, B+1, B+2); must be below
+    /// `local_pref`.
+    pub pref_base: u32,
+    /// Where the `local` rule is moved to.
+    pub local_pref: u32,
+}
+
+impl Default for PlumbingConfig {
+    fn default() -> Self {
+        PlumbingConfig {
+            table: 4242,
+            pref_base: 100,
+            local_pref: 1000,
+        }
+    }
+}
+
+/// A real server of a NAT service, whose replies must come back through rvs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NatReal {
+    pub addr: IpAddr,
+    /// 6, 17 or 132; 0 = any protocol (fwmark services): all its traffic is steered.
+    pub protocol: u8,
+    /// 0 = any port.
+    pub port: u16,
+}
+
+/// The routing state rvs added to the kernel; removed by [`Plumbing::teardown`] or drop.
+#[derive(Debug)]
+pub struct Plumbing {
+    tun: String,
+    cfg: PlumbingConfig,
+    vips: BTreeSet<IpAddr>,
+    reals: BTreeSet<NatReal>,
+    /// (family flag, sysctl path, old value) to restore.
+    saved_sysctls: Vec<(String, String)>,
+    moved_local: [bool; 2],
+    active: bool,
+}
+
+fn fam(a: &IpAddr) -> &'static str {
+    if a.is_ipv4() { "-4" } else { "-6" }
+}
+
+fn run_ip(args: &[&str]) -> io::Result<()> {
+    let out = Command::new("ip").args(args).output()?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
+fn ip_output(args: &[&str]) -> io::Result<String> {
+    let out = Command::new("ip").args(args).output()?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn sysctl_path(name: &str) -> String {
+    format!("/proc/sys/{}", name.replace('.', "/"))
+}
+
+fn read_sysctl(name: &str) -> io::Result<String> {
+    Ok(std::fs::read_to_string(sysctl_path(name))?
+        .trim()
+        .to_string())
+}
+
+fn write_sysctl(name: &str, v: &str) -> io::Result<()> {
+    std::fs::write(sysctl_path(name), v)
+        .map_err(|e| io::Error::new(e.kind(), format!("sysctl {name}={v}: {e}")))
+}
+
+impl Plumbing {
+    /// Brings `tun` up and installs the fixed part (sysctls, table, rules). Idempotent:
+    /// rules left at rvs's preferences by an earlier run are removed first.
+    pub fn setup(tun: &str, cfg: PlumbingConfig) -> io::Result<Plumbing> {
+        if cfg.pref_base + 2 >= cfg.local_pref || cfg.pref_base == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "pref_base + 2 must be below local_pref",
+            ));
+        }
+        let mut p = Plumbing {
+            tun: tun.to_string(),
+            cfg,
+            vips: BTreeSet::new(),
+            reals: BTreeSet::new(),
+            saved_sysctls: Vec::new(),
+            moved_local: [false; 2],
+            active: true,
+        };
+        p.install().inspect_err(|_| {
+            let _ = p.teardown();
+        })?;
+        Ok(p)
+    }
+
+    fn set_global_sysctl(&mut self, name: &str, v: &str) -> io::Result<()> {
+        let old = read_sysctl(name)?;
+        if old != v {
+            write_sysctl(name, v)?;
+            self.saved_sysctls.push((name.to_string(), old));
+        }
+        Ok(())
+    }
+
+    fn install(&mut self) -> io::Result<()> {
+        let tun = self.tun.clone();
+        self.set_global_sysctl("net.ipv4.ip_forward", "1")?;
+        self.set_global_sysctl("net.ipv6.conf.all.forwarding", "1")?;
+        write_sysctl(&format!("net.ipv4.conf.{tun}.rp_filter"), "2")?;
+        write_sysctl(&format!("net.ipv4.conf.{tun}.accept_local"), "1")?;
+        write_sysctl(&format!("net.ipv6.conf.{tun}.disable_ipv6"), "0")?;
+        run_ip(&["link", "set", &tun, "up"])?;
+        let table = self.cfg.table.to_string();
+        let local = self.cfg.local_pref.to_string();
+        let base = self.cfg.pref_base.to_string();
+        for (i, f) in ["-4", "-6"].into_iter().enumerate() {
+            for pref in self.cfg.pref_base..=self.cfg.pref_base + 2 {
+                self.flush_pref(f, pref);
+            }
+            run_ip(&[
+                f, "route", "replace", "default", "dev", &tun, "table", &table,
+            ])?;
+            // Move the local rule after ours.
+            let at_local = ip_output(&[f, "rule", "show", "pref", &local])?;
+            if !at_local.contains("lookup local") {
+                run_ip(&[f, "rule", "add", "pref", &local, "lookup", "local"])?;
+            }
+            let at_zero = ip_output(&[f, "rule", "show", "pref", "0"])?;
+            if at_zero.contains("lookup local") {
+                run_ip(&[f, "rule", "del", "pref", "0", "lookup", "local"])?;
+                self.moved_local[i] = true;
+            }
+            run_ip(&[f, "rule", "add", "pref", &base, "iif", &tun, "goto", &local])?;
+        }
+        Ok(())
+    }
+
+    fn flush_pref(&self, f: &str, pref: u32) {
+        let p = pref.to_string();
+        for _ in 0..10_000 {
+            if run_ip(&[f, "rule", "del", "pref", &p]).is_err() {
+                break;
+            }
+        }
+    }
+
+    fn vip_cmds(&self, vip: &IpAddr, add: bool) -> io::Result<()> {
+        let f = fam(vip);
+        let pref = (self.cfg.pref_base + 1).to_string();
+        let table = self.cfg.table.to_string();
+        let a = vip.to_string();
+        if add {
+            let cidr = if vip.is_ipv4() {
+                format!("{a}/32")
+            } else {
+                format!("{a}/128")
+            };
+            let mut args = vec![f, "addr", "replace", &cidr, "dev", &self.tun];
+            if vip.is_ipv6() {
+                args.push("nodad");
+            }
+            run_ip(&args)?;
+            let _ = run_ip(&[f, "rule", "del", "pref", &pref, "to", &a, "lookup", &table]);
+            run_ip(&[f, "rule", "add", "pref", &pref, "to", &a, "lookup", &table])
+        } else {
+            let cidr = if vip.is_ipv4() {
+                format!("{a}/32")
+            } else {
+                format!("{a}/128")
+            };
+            let r1 = run_ip(&[f, "rule", "del", "pref", &pref, "to", &a, "lookup", &table]);
+            let r2 = run_ip(&[f, "addr", "del", &cidr, "dev", &self.tun]);
+            r1.and(r2)
+        }
+    }
+
+    fn real_cmds(&self, r: &NatReal, add: bool) -> io::Result<()> {
+        let f = fam(&r.addr);
+        let pref = (self.cfg.pref_base + 2).to_string();
+        let table = self.cfg.table.to_string();
+        let a = r.addr.to_string();
+        let proto = r.protocol.to_string();
+        let port = r.port.to_string();
+        let mut args = vec![f, "rule", if add { "add" } else { "del" }, "pref", &pref];
+        args.extend(["from", &a]);
+        if r.protocol != 0 {
+            args.extend(["ipproto", &proto]);
+            if r.port != 0 {
+                args.extend(["sport", &port]);
+            }
+        }
+        args.extend(["lookup", &table]);
+        if add {
+            let mut del = args.clone();
+            del[2] = "del";
+            let _ = run_ip(&del);
+        }
+        run_ip(&args)
+    }
+
+    fn icmp_cmd(&self, addr: &IpAddr, add: bool) -> io::Result<()> {
+        let f = fam(addr);
+        let pref = (self.cfg.pref_base + 2).to_string();
+        let table = self.cfg.table.to_string();
+        let a = addr.to_string();
+        let icmp = if addr.is_ipv4() { "icmp" } else { "ipv6-icmp" };
+        let base = [
+            f, "rule", "del", "pref", &pref, "from", &a, "ipproto", icmp, "lookup", &table,
+        ];
+        let _ = run_ip(&base);
+        if add {
+            let mut args = base;
+            args[2] = "add";
+            run_ip(&args)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Makes the kernel state match `vips` and `nat_reals`, changing only what differs.
+    pub fn sync(&mut self, vips: &[IpAddr], nat_reals: &[NatReal]) -> io::Result<()> {
+        let want_v: BTreeSet<IpAddr> = vips.iter().copied().collect();
+        let want_r: BTreeSet<NatReal> = nat_reals.iter().copied().collect();
+        let mut first_err = None;
+        let mut note = |r: io::Result<()>| {
+            if let Err(e) = r {
+                first_err.get_or_insert(e);
+            }
+        };
+        for v in self.vips.difference(&want_v) {
+            note(self.vip_cmds(v, false));
+        }
+        for v in want_v.difference(&self.vips) {
+            note(self.vip_cmds(v, true));
+        }
+        for r in self.reals.difference(&want_r) {
+            note(self.real_cmds(r, false));
+        }
+        for r in want_r.difference(&self.reals) {
+            note(self.real_cmds(r, true));
+        }
+        let old_addrs: BTreeSet<IpAddr> = self.reals.iter().map(|r| r.addr).collect();
+        let new_addrs: BTreeSet<IpAddr> = want_r.iter().map(|r| r.addr).collect();
+        for a in old_addrs.difference(&new_addrs) {
+            note(self.icmp_cmd(a, false));
+        }
+        for a in new_addrs.difference(&old_addrs) {
+            note(self.icmp_cmd(a, true));
+        }
+        self.vips = want_v;
+        self.reals = want_r;
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// The VIPs currently plumbed.
+    pub fn vips(&self) -> &BTreeSet<IpAddr> {
+        &self.vips
+    }
+
+    /// The NAT real servers currently steered.
+    pub fn nat_reals(&self) -> &BTreeSet<NatReal> {
+        &self.reals
+    }
+
+    /// Removes everything [`setup`](Self::setup) and [`sync`](Self::sync) added and restores
+    /// the global sysctls. Safe to call twice.
+    pub fn teardown(&mut self) -> io::Result<()> {
+        if !self.active {
+            return Ok(());
+        }
+        self.active = false;
+        let mut first_err = None;
+        let r = self.sync(&[], &[]);
+        if let Err(e) = r {
+            first_err.get_or_insert(e);
+        }
+        let table = self.cfg.table.to_string();
+        let local = self.cfg.local_pref.to_string();
+        for (i, f) in ["-4", "-6"].into_iter().enumerate() {
+            for pref in self.cfg.pref_base..=self.cfg.pref_base + 2 {
+                self.flush_pref(f, pref);
+            }
+            let _ = run_ip(&[f, "route", "flush", "table", &table]);
+            if self.moved_local[i] {
+                let at_zero = ip_output(&[f, "rule", "show", "pref", "0"]).unwrap_or_default();
+                if !at_zero.contains("lookup local")
+                    && let Err(e) = run_ip(&[f, "rule", "add", "pref", "0", "lookup", "local"])
+                {
+                    first_err.get_or_insert(e);
+                    continue;
+                }
+                let _ = run_ip(&[f, "rule", "del", "pref", &local, "lookup", "local"]);
+                self.moved_local[i] = false;
+            }
+        }
+        for (name, old) in self.saved_sysctls.drain(..).rev() {
+            if let Err(e) = write_sysctl(&name, &old) {
+                first_err.get_or_insert(e);
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Plumbing {
+    fn drop(&mut self) {
+        let _ = self.teardown();
+    }
+}

@@ -1,0 +1,225 @@
+//! `ipvsadm -R` exactly as 1.31 does it (`config_stream_read` + `restore_table`), and
+//! rvs's own all-or-nothing restore.
+
+use crate::errors::strerror;
+use crate::names::Names;
+use crate::parse;
+use crate::{Backend, Ctx, Flow};
+use std::io::{BufRead, Write};
+
+fn is_ws(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r')
+}
+
+fn peek(r: &mut dyn BufRead) -> Option<u8> {
+    match r.fill_buf() {
+        Ok(b) if !b.is_empty() => Some(b[0]),
+        _ => None,
+    }
+}
+
+fn getc(r: &mut dyn BufRead) -> Option<u8> {
+    let c = peek(r)?;
+    r.consume(1);
+    Some(c)
+}
+
+/// `config_stream_read`: the words of the next line, `None` at the end of the input.
+/// Reproduces the original's quirks: words are split on spaces, tabs and carriage returns;
+/// a word `ipvsadm` is dropped; there is no comment syntax (its `#` test looks at the
+/// separator, never at the word); whitespace followed by the end of the input without a
+/// newline loses the whole line.
+pub(crate) fn config_stream_read(r: &mut dyn BufRead) -> Option<Vec<String>> {
+    let mut words = Vec::new();
+    let mut ntoken = 0;
+    loop {
+        let c = peek(r)?;
+        if is_ws(c) {
+            loop {
+                match peek(r) {
+                    None => return None,
+                    Some(b'\n') => {
+                        r.consume(1);
+                        return Some(words);
+                    }
+                    Some(b' ' | b'\t' | b'\r') => r.consume(1),
+                    Some(_) => break,
+                }
+            }
+            continue;
+        }
+        let mut word = Vec::new();
+        while let Some(c) = peek(r) {
+            if is_ws(c) {
+                break;
+            }
+            word.push(c);
+            r.consume(1);
+        }
+        let tail = getc(r);
+        let w = String::from_utf8_lossy(&word).into_owned();
+        if w != "ipvsadm" {
+            ntoken += 1;
+            words.push(w);
+        }
+        match tail {
+            Some(b'\n') => return Some(words),
+            Some(_) => {}
+            None => break,
+        }
+    }
+    if ntoken == 0 { None } else { Some(words) }
+}
+
+/// `restore_table`: each line is one ipvsadm invocation; kernel errors do not stop it, but
+/// anything that makes ipvsadm exit (`fail`, "Try ...", a failed listing) ends it all.
+pub(crate) fn restore_table(
+    ctx: &Ctx,
+    stdin: &mut dyn BufRead,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+    backend: &mut dyn Backend,
+    reading_stdin: bool,
+) -> Flow {
+    if reading_stdin {
+        return parse::tryhelp(err);
+    }
+    let mut result = 0;
+    while let Some(words) = config_stream_read(stdin) {
+        if words.is_empty() {
+            continue;
+        }
+        match crate::process_options(&words, ctx, stdin, out, err, backend, true) {
+            Flow::Exit(c) => return Flow::Exit(c),
+            Flow::Ret(r) => result = r,
+        }
+    }
+    Flow::Ret(result)
+}
+
+/// rvs's all-or-nothing restore: every line is parsed first, then all operations are
+/// applied as one batch, so a bad line (parse or kernel error) leaves the table unchanged.
+/// Lines use the `-R` syntax (so `ipvsadm -S` output restores), blank lines and lines
+/// whose first word starts with `#` are skipped, and only commands that change the table
+/// are allowed. Errors are reported as `ipvsadm: line N: <message>`. Returns 0, 2 (a line
+/// did not parse) or 255 (the table rejected a line).
+pub fn restore_atomic(
+    input: &mut dyn BufRead,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+    backend: &mut dyn Backend,
+) -> i32 {
+    restore_atomic_with_names(input, out, err, backend, &Names::from_system())
+}
+
+/// [`restore_atomic`] with explicit name tables.
+pub fn restore_atomic_with_names(
+    input: &mut dyn BufRead,
+    _out: &mut dyn Write,
+    err: &mut dyn Write,
+    backend: &mut dyn Backend,
+    names: &Names,
+) -> i32 {
+    let ctx = Ctx::with_names(names);
+    let mut text = Vec::new();
+    if input.read_to_end(&mut text).is_err() {
+        let _ = writeln!(err, "ipvsadm: cannot read the input");
+        return 2;
+    }
+    let text = String::from_utf8_lossy(&text);
+    let mut ops = Vec::new();
+    for (n, line) in text.split('\n').enumerate() {
+        let lineno = n + 1;
+        let words: Vec<String> = line
+            .split([' ', '\t', '\r'])
+            .filter(|w| !w.is_empty() && *w != "ipvsadm")
+            .map(str::to_string)
+            .collect();
+        if words.is_empty() || words[0].starts_with('#') {
+            continue;
+        }
+        let mut msg = Vec::new();
+        let mut sink = Vec::new();
+        let parsed = parse::parse(&words, &ctx, &mut sink, &mut msg);
+        let report = |err: &mut dyn Write, m: &str| {
+            let _ = writeln!(err, "ipvsadm: line {lineno}: {m}");
+        };
+        let p = match parsed {
+            Ok(p) => p,
+            Err(_) => {
+                let m = String::from_utf8_lossy(&msg);
+                let m = m.trim_end();
+                report(
+                    err,
+                    if m.is_empty() {
+                        "command not allowed in a restore"
+                    } else {
+                        m
+                    },
+                );
+                return 2;
+            }
+        };
+        match crate::op_of(&p) {
+            Some((op, call)) => ops.push((op, call, lineno)),
+            None => {
+                report(err, "command not allowed in a restore");
+                return 2;
+            }
+        }
+    }
+    let batch: Vec<rvs_core::Op> = ops.iter().map(|(op, _, _)| op.clone()).collect();
+    match backend.apply_batch(&batch) {
+        Ok(Ok(())) => 0,
+        Ok(Err((i, e))) => {
+            let (call, lineno) = ops
+                .get(i)
+                .map(|(_, c, l)| (*c, *l))
+                .unwrap_or((crate::errors::Call::Flush, 0));
+            let _ = writeln!(err, "ipvsadm: line {lineno}: {}", strerror(call, e.errno));
+            255
+        }
+        Err(e) => {
+            crate::backend_failure(err, &e);
+            2
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(input: &str) -> Vec<Option<Vec<String>>> {
+        let mut r = std::io::Cursor::new(input.as_bytes().to_vec());
+        let mut v = Vec::new();
+        loop {
+            let x = config_stream_read(&mut r);
+            let end = x.is_none();
+            v.push(x);
+            if end {
+                break;
+            }
+        }
+        v
+    }
+
+    fn w(s: &[&str]) -> Option<Vec<String>> {
+        Some(s.iter().map(|x| x.to_string()).collect())
+    }
+
+    #[test]
+    fn words_and_quirks() {
+        assert_eq!(lines("-A -t x\n"), vec![w(&["-A", "-t", "x"]), None]);
+        assert_eq!(lines("\n  \t-C\r\n"), vec![w(&[]), w(&["-C"]), None]);
+        assert_eq!(
+            lines("ipvsadm -C\n# c\n"),
+            vec![w(&["-C"]), w(&["#", "c"]), None]
+        );
+        assert_eq!(lines("-C"), vec![w(&["-C"]), None]);
+        // trailing blanks without a final newline lose the line, as in the original
+        assert_eq!(lines("-C  "), vec![None]);
+        assert_eq!(lines("ipvsadm"), vec![None]);
+        assert_eq!(lines(""), vec![None]);
+    }
+}

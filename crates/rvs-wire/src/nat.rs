@@ -1,0 +1,304 @@
+//! NAT rewrites (reference §4.2) and NAT of ICMP errors about a connection (§3.9).
+
+use crate::checksum::{self, update, update16};
+use crate::crc32c;
+use crate::l4::proto;
+use crate::parse::{Layout, icmp_proto, is_related_error, layout, quoted_layout};
+use crate::{WireError, ipv4::Ipv4Packet};
+use rvs_core::model::Af;
+use rvs_core::packet::Rewrite;
+use std::net::IpAddr;
+
+#[derive(Copy, Clone, PartialEq, Eq)]
+enum Side {
+    Src,
+    Dst,
+}
+
+/// Fixed-size holder for an address's bytes (4 or 16 used).
+#[derive(Copy, Clone)]
+struct AddrBytes {
+    b: [u8; 16],
+    n: usize,
+}
+
+impl AddrBytes {
+    fn of(a: IpAddr) -> Self {
+        let mut b = [0u8; 16];
+        match a {
+            IpAddr::V4(v) => {
+                b[..4].copy_from_slice(&v.octets());
+                AddrBytes { b, n: 4 }
+            }
+            IpAddr::V6(v) => AddrBytes {
+                b: v.octets(),
+                n: 16,
+            },
+        }
+    }
+    fn get(&self) -> &[u8] {
+        &self.b[..self.n]
+    }
+}
+
+/// Offset of the source address in an IP header of this family (destination follows).
+fn addr_off(af: Af, side: Side) -> (usize, usize) {
+    match (af, side) {
+        (Af::V4, Side::Src) => (12, 4),
+        (Af::V4, Side::Dst) => (16, 4),
+        (Af::V6, Side::Src) => (8, 16),
+        (Af::V6, Side::Dst) => (24, 16),
+    }
+}
+
+fn read16(b: &[u8], at: usize) -> Result<u16, WireError> {
+    b.get(at..at + 2)
+        .map(|s| u16::from_be_bytes([s[0], s[1]]))
+        .ok_or(WireError::Truncated)
+}
+
+fn write16(b: &mut [u8], at: usize, v: u16) -> Result<(), WireError> {
+    b.get_mut(at..at + 2)
+        .ok_or(WireError::Truncated)?
+        .copy_from_slice(&v.to_be_bytes());
+    Ok(())
+}
+
+/// Rewrites `packet` in place as the director asked.
+///
+/// * `Dnat`: destination address and port (client → real server).
+/// * `Snat`: source address and port (real server → client).
+/// * For an ICMP error about a connection (IPv4 types 3/4/11, ICMPv6 < 128): `Dnat`
+///   rewrites the outer destination, the quoted source address and source port; `Snat` the
+///   outer source, the quoted destination address and port; the quoted IPv4 header
+///   checksum and the ICMP checksum are recomputed (§3.9), the quoted transport checksum
+///   is left alone, like the kernel.
+/// * TCP/UDP checksums are updated incrementally (RFC 1624); a UDP/IPv4 checksum of 0 is
+///   replaced by the full checksum (§4.2); SCTP's CRC32c is recomputed.
+/// * A non-first fragment gets its addresses rewritten only. A first fragment: TCP/UDP
+///   incremental update still holds; SCTP and ICMP errors need the whole datagram and fail
+///   with [`WireError::Fragmented`].
+/// * `Route`, `Local`, `Bypass`: nothing to change. `Tunnel`: [`WireError::Unsupported`]
+///   (encapsulation needs head room; see `encapsulate_*` when it exists).
+///
+/// On error the packet may be partly rewritten only if the error is detected late
+/// (never for well-formed input of a supported kind).
+pub fn apply(packet: &mut [u8], rewrite: &Rewrite) -> Result<(), WireError> {
+    match *rewrite {
+        Rewrite::Dnat { addr, port } => nat(packet, Side::Dst, addr, port),
+        Rewrite::Snat { addr, port } => nat(packet, Side::Src, addr, port),
+        Rewrite::Route { .. } | Rewrite::Local | Rewrite::Bypass => {
+            layout(packet)?;
+            Ok(())
+        }
+        Rewrite::Tunnel { .. } => Err(WireError::Unsupported),
+    }
+}
+
+fn nat(buf: &mut [u8], side: Side, addr: IpAddr, port: u16) -> Result<(), WireError> {
+    let lay = layout(buf)?;
+    let new = AddrBytes::of(addr);
+    if (new.n == 4) != (lay.af == Af::V4) {
+        return Err(WireError::AddressFamily);
+    }
+    let (aoff, alen) = addr_off(lay.af, side);
+    let mut old = [0u8; 16];
+    old[..alen].copy_from_slice(&buf[aoff..aoff + alen]);
+    let old = &old[..alen];
+
+    if !lay.non_first {
+        let icmp = icmp_proto(lay.af);
+        let is_icmp_error = lay.protocol == icmp
+            && buf
+                .get(lay.l4)
+                .is_some_and(|&t| is_related_error(lay.af, t));
+        if is_icmp_error {
+            return nat_icmp_error(buf, &lay, side, new, port);
+        }
+        let l4 = &mut buf[lay.l4..lay.len];
+        let port_off = if side == Side::Src { 0 } else { 2 };
+        match lay.protocol {
+            proto::TCP => {
+                let hc = read16(l4, 16)?;
+                let old_port = read16(l4, port_off)?;
+                let hc = update16(update(hc, old, new.get()), old_port, port);
+                write16(l4, port_off, port)?;
+                write16(l4, 16, hc)?;
+            }
+            proto::UDP => {
+                let hc = read16(l4, 6)?;
+                let old_port = read16(l4, port_off)?;
+                write16(l4, port_off, port)?;
+                if hc == 0 {
+                    // No checksum (IPv4) / invalid (IPv6): compute it in full, once the
+                    // addresses are in place, if the datagram is whole (§4.2).
+                    if !lay.fragmented {
+                        write_addr(buf, &lay, side, new)?;
+                        return fill_l4(buf, &lay);
+                    }
+                } else {
+                    let hc = if hc == 0xffff { 0 } else { hc };
+                    let hc = update16(update(hc, old, new.get()), old_port, port);
+                    write16(l4, 6, if hc == 0 { 0xffff } else { hc })?;
+                }
+            }
+            proto::SCTP => {
+                if lay.fragmented {
+                    return Err(WireError::Fragmented);
+                }
+                if l4.len() < 12 {
+                    return Err(WireError::Truncated);
+                }
+                write16(l4, port_off, port)?;
+                sctp_fill(l4);
+            }
+            p if p == proto::ICMPV6 => {
+                // Not an error (echo, ...): only the pseudo-header changes.
+                let hc = read16(l4, 2)?;
+                write16(l4, 2, update(hc, old, new.get()))?;
+            }
+            _ => {}
+        }
+    }
+    write_addr(buf, &lay, side, new)
+}
+
+/// Writes an address into the IP header (IPv4: incremental header checksum).
+fn write_addr(buf: &mut [u8], lay: &Layout, side: Side, new: AddrBytes) -> Result<(), WireError> {
+    match lay.af {
+        Af::V4 => {
+            let mut ip = Ipv4Packet::new_quoted(&mut buf[..lay.l3_len])?;
+            let a: [u8; 4] = new.get().try_into().map_err(|_| WireError::AddressFamily)?;
+            match side {
+                Side::Src => ip.set_src_addr(a),
+                Side::Dst => ip.set_dst_addr(a),
+            }
+        }
+        Af::V6 => {
+            let (off, n) = addr_off(Af::V6, side);
+            buf[off..off + n].copy_from_slice(new.get());
+        }
+    }
+    Ok(())
+}
+
+fn sctp_fill(l4: &mut [u8]) {
+    l4[8..12].fill(0);
+    let c = crc32c::crc32c(l4);
+    l4[8..12].copy_from_slice(&c.to_le_bytes());
+}
+
+fn nat_icmp_error(
+    buf: &mut [u8],
+    lay: &Layout,
+    side: Side,
+    new: AddrBytes,
+    port: u16,
+) -> Result<(), WireError> {
+    if lay.fragmented {
+        return Err(WireError::Fragmented);
+    }
+    let icmp_len = lay.len - lay.l4;
+    if icmp_len < 8 {
+        return Err(WireError::Truncated);
+    }
+    // The quoted packet: the inner side is the opposite of the outer one.
+    {
+        let q = &mut buf[lay.l4 + 8..lay.len];
+        let ql = quoted_layout(q)?;
+        if ql.af != lay.af || ql.non_first {
+            return Err(WireError::Unsupported);
+        }
+        let inner_side = if side == Side::Src {
+            Side::Dst
+        } else {
+            Side::Src
+        };
+        let (off, n) = addr_off(ql.af, inner_side);
+        q[off..off + n].copy_from_slice(new.get());
+        if ql.af == Af::V4 {
+            Ipv4Packet::new_quoted(&mut q[..ql.l3_len])?.fill_checksum();
+        }
+        if matches!(ql.protocol, proto::TCP | proto::UDP | proto::SCTP) {
+            let p = if inner_side == Side::Src { 0 } else { 2 };
+            write16(&mut q[ql.l4..ql.len], p, port)?;
+        }
+    }
+    write_addr(buf, lay, side, new)?;
+    fill_l4(buf, lay)
+}
+
+/// Full transport checksum for an unfragmented packet whose layout is `lay`.
+pub(crate) fn fill_l4(buf: &mut [u8], lay: &Layout) -> Result<(), WireError> {
+    if lay.non_first {
+        return Ok(());
+    }
+    let Some(csum_at) = csum_offset(lay) else {
+        if lay.protocol == proto::SCTP {
+            let l4 = &mut buf[lay.l4..lay.len];
+            if l4.len() < 12 {
+                return Err(WireError::Truncated);
+            }
+            sctp_fill(l4);
+        }
+        return Ok(());
+    };
+    if lay.l4 + csum_at + 2 > lay.len {
+        return Err(WireError::Truncated);
+    }
+    buf[lay.l4 + csum_at..lay.l4 + csum_at + 2].fill(0);
+    let s = pseudo(buf, lay) + checksum::sum(0, &buf[lay.l4..lay.len]);
+    let mut c = checksum::finish(s);
+    if c == 0 && lay.protocol == proto::UDP {
+        c = 0xffff;
+    }
+    write16(buf, lay.l4 + csum_at, c)
+}
+
+/// Whether the transport checksum is right.
+pub(crate) fn verify_l4(buf: &[u8], lay: &Layout) -> Result<bool, WireError> {
+    if lay.non_first {
+        return Ok(true);
+    }
+    let l4 = &buf[lay.l4..lay.len];
+    if lay.protocol == proto::SCTP {
+        let s = crate::l4::SctpPacket::new_checked(l4)?;
+        return Ok(s.checksum() == s.compute_checksum());
+    }
+    let Some(at) = csum_offset(lay) else {
+        return Ok(true);
+    };
+    let hc = read16(l4, at)?;
+    if hc == 0 && lay.protocol == proto::UDP && lay.af == Af::V4 {
+        return Ok(true);
+    }
+    Ok(checksum::fold(pseudo(buf, lay) + checksum::sum(0, l4)) == 0xffff)
+}
+
+/// Offset of the 16-bit Internet checksum within the transport header, if it has one.
+fn csum_offset(lay: &Layout) -> Option<usize> {
+    match (lay.protocol, lay.af) {
+        (proto::TCP, _) => Some(16),
+        (proto::UDP, _) => Some(6),
+        (proto::ICMP, Af::V4) | (proto::ICMPV6, Af::V6) => Some(2),
+        _ => None,
+    }
+}
+
+/// Pseudo-header sum (0 for ICMPv4, which has none).
+fn pseudo(buf: &[u8], lay: &Layout) -> u64 {
+    let l4len = lay.len - lay.l4;
+    match lay.af {
+        Af::V4 if lay.protocol == proto::ICMP => 0,
+        Af::V4 => {
+            let s: [u8; 4] = buf[12..16].try_into().unwrap_or_default();
+            let d: [u8; 4] = buf[16..20].try_into().unwrap_or_default();
+            checksum::pseudo_v4(&s, &d, lay.protocol, l4len as u16)
+        }
+        Af::V6 => {
+            let s: [u8; 16] = buf[8..24].try_into().unwrap_or_default();
+            let d: [u8; 16] = buf[24..40].try_into().unwrap_or_default();
+            checksum::pseudo_v6(&s, &d, lay.protocol, l4len as u32)
+        }
+    }
+}
