@@ -167,7 +167,9 @@ impl Director {
     /// expire (`ipvsadm -C` does not remove them).
     pub fn apply(&mut self, op: &Op, now: Time) -> Result<(), CtlError> {
         self.table.apply(op, now)?;
-        if matches!(op, Op::DelDest(..) | Op::DelService(_) | Op::Flush) && self.sysctl.expire_nodest_conn != 0 {
+        if matches!(op, Op::DelDest(..) | Op::DelService(_) | Op::Flush)
+            && self.sysctl.expire_nodest_conn != 0
+        {
             self.expire_nodest_sweep(now);
         }
         Ok(())
@@ -192,16 +194,19 @@ impl Director {
             if !self.conns.contains(id) {
                 continue;
             }
-            let Some(d) = self.conns.dest(id) else { continue };
+            let Some(d) = self.conns.dest(id) else {
+                continue;
+            };
             if self.dest_available(d) || self.conns.n_control(id) > 0 {
                 continue;
             }
             let ct = self.conns.control(id);
             self.del_entry(id, now);
-            if let Some(ct) = ct {
-                if self.conns.contains(ct) && self.conns.n_control(ct) == 0 {
-                    self.del_entry(ct, now);
-                }
+            if let Some(ct) = ct
+                && self.conns.contains(ct)
+                && self.conns.n_control(ct) == 0
+            {
+                self.del_entry(ct, now);
             }
         }
     }
@@ -216,16 +221,21 @@ impl Director {
         for id in self.conns.pop_due(now) {
             self.expire_entry(id, now, false);
         }
-        let next = *self.next_estimate.get_or_insert(now + crate::time::Duration(ESTIMATOR_PERIOD_MS));
+        let next = *self
+            .next_estimate
+            .get_or_insert(now + crate::time::Duration(ESTIMATOR_PERIOD_MS));
         if now >= next {
             if self.sysctl.run_estimation != 0 {
                 self.table.estimate();
             }
             // One step per call: a late tick does not replay missed periods.
             let late = now.saturating_sub(next).0 / ESTIMATOR_PERIOD_MS;
-            self.next_estimate = Some(next + crate::time::Duration((late + 1) * ESTIMATOR_PERIOD_MS));
+            self.next_estimate =
+                Some(next + crate::time::Duration((late + 1) * ESTIMATOR_PERIOD_MS));
         }
-        let next = *self.next_defense.get_or_insert(now + crate::time::Duration(DEFENSE_PERIOD_MS));
+        let next = *self
+            .next_defense
+            .get_or_insert(now + crate::time::Duration(DEFENSE_PERIOD_MS));
         if now >= next {
             self.update_defense_level();
             if self.dropentry {
@@ -280,10 +290,8 @@ impl Director {
         }
         let mut to_change = None;
         match self.sysctl.secure_tcp {
-            0 => {
-                if self.old_secure_tcp >= 2 {
-                    to_change = Some(false);
-                }
+            0 if self.old_secure_tcp >= 2 => {
+                to_change = Some(false);
             }
             1 | 2 if nomem => {
                 if self.old_secure_tcp < 2 {
@@ -297,10 +305,8 @@ impl Director {
                 }
                 self.sysctl.secure_tcp = 1;
             }
-            3 => {
-                if self.old_secure_tcp < 2 {
-                    to_change = Some(true);
-                }
+            3 if self.old_secure_tcp < 2 => {
+                to_change = Some(true);
             }
             _ => {}
         }
@@ -357,7 +363,9 @@ impl Director {
         for _ in 0..n {
             let i = self.drop_cursor % slots;
             self.drop_cursor = (self.drop_cursor + 1) % slots;
-            let Some(id) = self.conns.slot(i) else { continue };
+            let Some(id) = self.conns.slot(i) else {
+                continue;
+            };
             if self.conns.n_control(id) > 0 {
                 continue;
             }
@@ -440,7 +448,8 @@ impl Director {
             if deleting
                 && self.conns.contains(ct)
                 && self.conns.n_control(ct) == 0
-                && (!self.conns.has_flag(ct, flags::TEMPLATE) || self.conns.state(ct) & state::template::ASSURED == 0)
+                && (!self.conns.has_flag(ct, flags::TEMPLATE)
+                    || self.conns.state(ct) & state::template::ASSURED == 0)
             {
                 self.del_entry(ct, now);
             }
@@ -554,7 +563,9 @@ impl Director {
     }
     fn count(&mut self, id: ConnId, len: u32, input: bool) {
         let Some(d) = self.conns.dest(id) else { return };
-        let Some(dest) = self.table.dests.try_get(d) else { return };
+        let Some(dest) = self.table.dests.try_get(d) else {
+            return;
+        };
         if !dest.available {
             return;
         }
@@ -576,10 +587,10 @@ impl Director {
 
     /// `ip_vs_conn_stats`: a new normal connection.
     fn conn_stats(&mut self, id: ConnId, svc: SvcId) {
-        if let Some(d) = self.conns.dest(id) {
-            if self.table.dests.try_get(d).is_some() {
-                self.table.dests.get_mut(d).stats.add_conn();
-            }
+        if let Some(d) = self.conns.dest(id)
+            && self.table.dests.try_get(d).is_some()
+        {
+            self.table.dests.get_mut(d).stats.add_conn();
         }
         if let Some(s) = self.table.service_by_id_mut(svc) {
             s.stats.add_conn();
@@ -589,11 +600,11 @@ impl Director {
 
     /// `ip_vs_control_assure_ct`.
     fn assure_control(&mut self, id: ConnId) {
-        if let Some(ct) = self.conns.control(id) {
-            if self.conns.has_flag(ct, flags::TEMPLATE) {
-                let s = self.conns.state(ct);
-                self.conns.set_state(ct, s | state::template::ASSURED);
-            }
+        if let Some(ct) = self.conns.control(id)
+            && self.conns.has_flag(ct, flags::TEMPLATE)
+        {
+            let s = self.conns.state(ct);
+            self.conns.set_state(ct, s | state::template::ASSURED);
         }
     }
 
@@ -643,7 +654,8 @@ impl Director {
                     }
                 }
                 self.conns.set_state(id, new);
-                self.conns.set_timeout(id, state::tcp_timeout(new, &self.table.timeouts));
+                self.conns
+                    .set_timeout(id, state::tcp_timeout(new, &self.table.timeouts));
             }
             17 => {
                 self.conns.set_timeout(id, self.table.timeouts.udp);
@@ -653,7 +665,9 @@ impl Director {
             }
             132 => {
                 // No chunk header: the kernel leaves state and timeout alone.
-                let Some((first, next)) = l4.sctp_chunks else { return };
+                let Some((first, next)) = l4.sctp_chunks else {
+                    return;
+                };
                 let dir = self.direction(id, output);
                 let new = state::sctp_next(dir, first, next, old);
                 if new != old {
@@ -681,10 +695,10 @@ impl Director {
         };
         match c.fwd() {
             flags::MASQ => {
-                if let Some(p) = sport {
-                    if c.flags & flags::NO_CPORT != 0 {
-                        self.conns.fill_cport(id, p);
-                    }
+                if let Some(p) = sport
+                    && c.flags & flags::NO_CPORT != 0
+                {
+                    self.conns.fill_cport(id, p);
                 }
                 Verdict::Forward {
                     method: FwdMethod::Masq,
@@ -702,7 +716,9 @@ impl Director {
                 let (tun_type, tun_port, tun_flags) = c
                     .dest
                     .and_then(|d| self.table.dests.try_get(d))
-                    .map_or((TunType::Ipip, 0, TunCsum::NoCsum), |d| (d.cfg.tun_type, d.cfg.tun_port, d.cfg.tun_flags));
+                    .map_or((TunType::Ipip, 0, TunCsum::NoCsum), |d| {
+                        (d.cfg.tun_type, d.cfg.tun_port, d.cfg.tun_flags)
+                    });
                 Verdict::Forward {
                     method: FwdMethod::Tunnel,
                     rewrite: Rewrite::Tunnel {
@@ -729,7 +745,12 @@ impl Director {
     // ===================================================================================
 
     fn backup_only(&self) -> bool {
-        self.sysctl.backup_only != 0 && self.table.daemons.iter().any(|d| d.role == SyncRole::Backup)
+        self.sysctl.backup_only != 0
+            && self
+                .table
+                .daemons
+                .iter()
+                .any(|d| d.role == SyncRole::Backup)
     }
 
     /// The in-handler (`ip_vs_in_hook`) for a packet towards a virtual service.
@@ -785,37 +806,41 @@ impl Director {
             return self.xmit(id, None);
         }
 
-        if let Some(id) = cp {
-            if is_new_conn(protocol, &f.l4) {
-                let dest = self.conns.dest(id);
-                let resched = if self.sysctl.expire_nodest_conn != 0
-                    && dest.is_some_and(|d| self.table.dests.try_get(d).is_some_and(|d| d.cfg.weight == 0))
-                {
-                    true
-                } else {
-                    // Without netfilter conntrack there is never an old confirmed conntrack,
-                    // so an expected reuse always reschedules.
-                    self.sysctl.conn_reuse_mode != 0 && self.new_conn_expected(id)
-                };
-                if resched {
-                    if self.conns.n_control(id) == 0 {
-                        self.conns.expire_now(id, now);
-                        self.reap.push(id);
-                    }
-                    cp = None;
+        if let Some(id) = cp
+            && is_new_conn(protocol, &f.l4)
+        {
+            let dest = self.conns.dest(id);
+            let resched = if self.sysctl.expire_nodest_conn != 0
+                && dest.is_some_and(|d| {
+                    self.table
+                        .dests
+                        .try_get(d)
+                        .is_some_and(|d| d.cfg.weight == 0)
+                }) {
+                true
+            } else {
+                // Without netfilter conntrack there is never an old confirmed conntrack,
+                // so an expected reuse always reschedules.
+                self.sysctl.conn_reuse_mode != 0 && self.new_conn_expected(id)
+            };
+            if resched {
+                if self.conns.n_control(id) == 0 {
+                    self.conns.expire_now(id, now);
+                    self.reap.push(id);
                 }
+                cp = None;
             }
         }
 
-        if let Some(id) = cp {
-            if self.conns.dest(id).is_some_and(|d| !self.dest_available(d)) {
-                if self.sysctl.expire_nodest_conn != 0 {
-                    self.conns.expire_now(id, now);
-                    self.reap.push(id);
-                    cp = None;
-                } else {
-                    return Verdict::Drop;
-                }
+        if let Some(id) = cp
+            && self.conns.dest(id).is_some_and(|d| !self.dest_available(d))
+        {
+            if self.sysctl.expire_nodest_conn != 0 {
+                self.conns.expire_now(id, now);
+                self.reap.push(id);
+                cp = None;
+            } else {
+                return Verdict::Drop;
             }
         }
 
@@ -862,11 +887,18 @@ impl Director {
 
     /// `ip_vs_service_find`: fwmark first, then `<proto, addr, port>`, then the FTP
     /// service for data ports, then the port-zero service.
-    fn service_find(&self, af: Af, fwmark: u32, protocol: Protocol, vaddr: IpAddr, vport: u16) -> Option<SvcId> {
-        if fwmark != 0 {
-            if let Some(s) = self.table.service(&ServiceKey::Fwmark { af, mark: fwmark }) {
-                return Some(s.id);
-            }
+    fn service_find(
+        &self,
+        af: Af,
+        fwmark: u32,
+        protocol: Protocol,
+        vaddr: IpAddr,
+        vport: u16,
+    ) -> Option<SvcId> {
+        if fwmark != 0
+            && let Some(s) = self.table.service(&ServiceKey::Fwmark { af, mark: fwmark })
+        {
+            return Some(s.id);
         }
         let key = |port| ServiceKey::Addr {
             protocol,
@@ -877,15 +909,17 @@ impl Director {
             return Some(s.id);
         }
         // Data connections of an FTP service: port 20 or an unprivileged port.
-        if protocol == Protocol::Tcp && self.table.ftp_services > 0 && (vport == FTPDATA || vport >= 1024) {
-            if let Some(s) = self.table.service(&key(FTPPORT)) {
-                return Some(s.id);
-            }
+        if protocol == Protocol::Tcp
+            && self.table.ftp_services > 0
+            && (vport == FTPDATA || vport >= 1024)
+            && let Some(s) = self.table.service(&key(FTPPORT))
+        {
+            return Some(s.id);
         }
-        if self.table.port_zero_services > 0 {
-            if let Some(s) = self.table.service(&key(0)) {
-                return Some(s.id);
-            }
+        if self.table.port_zero_services > 0
+            && let Some(s) = self.table.service(&key(0))
+        {
+            return Some(s.id);
         }
         None
     }
@@ -896,7 +930,9 @@ impl Director {
             match f.protocol {
                 Protocol::Tcp => {
                     let fl = f.l4.tcp_flags;
-                    if fl & tcp_flags::RST != 0 || !(self.sysctl.sloppy_tcp != 0 || fl & tcp_flags::SYN != 0) {
+                    if fl & tcp_flags::RST != 0
+                        || !(self.sysctl.sloppy_tcp != 0 || fl & tcp_flags::SYN != 0)
+                    {
                         return Err(Verdict::Accept);
                     }
                 }
@@ -942,13 +978,12 @@ impl Director {
     /// Run the scheduler; log "no destination available" when it finds none.
     fn pick(&mut self, svc: SvcId, f: &Flow, now: Time) -> Option<DestId> {
         let d = self.table.schedule(svc, &Self::sched_input(f, now));
-        if d.is_none() {
-            if let Some(s) = self.table.service_by_id(svc) {
-                if s.cfg.scheduler != "none" {
-                    let line = scheduler_err(&s.cfg, "no destination available");
-                    self.klog(line);
-                }
-            }
+        if d.is_none()
+            && let Some(s) = self.table.service_by_id(svc)
+            && s.cfg.scheduler != "none"
+        {
+            let line = scheduler_err(&s.cfg, "no destination available");
+            self.klog(line);
         }
         d
     }
@@ -963,7 +998,14 @@ impl Director {
         if f.local_origin
             && self
                 .conns
-                .lookup_in(f.af, f.protocol.number(), &f.vaddr, f.vport, &f.caddr, f.cport)
+                .lookup_in(
+                    f.af,
+                    f.protocol.number(),
+                    &f.vaddr,
+                    f.vport,
+                    &f.caddr,
+                    f.cport,
+                )
                 .is_some()
         {
             return Err(NoConn::Pass);
@@ -994,7 +1036,14 @@ impl Director {
         };
         let (daddr, dport) = {
             let dest = self.table.dests.get(d);
-            (dest.cfg.addr, if dest.cfg.port != 0 { dest.cfg.port } else { f.vport })
+            (
+                dest.cfg.addr,
+                if dest.cfg.port != 0 {
+                    dest.cfg.port
+                } else {
+                    f.vport
+                },
+            )
         };
         let id = self
             .new_entry(
@@ -1019,9 +1068,13 @@ impl Director {
     /// `ip_vs_check_template`: a template is usable while its destination is available (and,
     /// with `expire_quiescent_template`, not quiescent); otherwise it is neutralised.
     fn check_template(&mut self, ct: ConnId) -> bool {
-        let ok = self.conns.dest(ct).and_then(|d| self.table.dests.try_get(d)).is_some_and(|d| {
-            d.available && !(self.sysctl.expire_quiescent_template != 0 && d.cfg.weight == 0)
-        });
+        let ok = self
+            .conns
+            .dest(ct)
+            .and_then(|d| self.table.dests.try_get(d))
+            .is_some_and(|d| {
+                d.available && !(self.sysctl.expire_quiescent_template != 0 && d.cfg.weight == 0)
+            });
         if !ok {
             self.conns.neutralise_template(ct);
         }
@@ -1029,18 +1082,30 @@ impl Director {
     }
 
     /// `ip_vs_sched_persist`.
-    fn sched_persist(&mut self, svc: SvcId, cfg: &ServiceConfig, f: &Flow, now: Time) -> Result<ConnId, NoConn> {
+    fn sched_persist(
+        &mut self,
+        svc: SvcId,
+        cfg: &ServiceConfig,
+        f: &Flow,
+        now: Time,
+    ) -> Result<ConnId, NoConn> {
         let snet = cfg.netmask.apply(f.caddr);
         let svc_port = cfg.key.port();
         let (tproto, tvaddr, tvport) = if f.vport == svc_port {
             // FTP templates leave the port out so that data connections share them.
-            (f.protocol.number(), f.vaddr, if svc_port != FTPPORT { f.vport } else { 0 })
+            (
+                f.protocol.number(),
+                f.vaddr,
+                if svc_port != FTPPORT { f.vport } else { 0 },
+            )
         } else if let ServiceKey::Fwmark { mark, .. } = cfg.key {
             (0, fwmark_addr(f.af, mark), 0)
         } else {
             (f.protocol.number(), f.vaddr, 0)
         };
-        let found = self.conns.lookup_template(f.af, tproto, &snet, &tvaddr, tvport);
+        let found = self
+            .conns
+            .lookup_template(f.af, tproto, &snet, &tvaddr, tvport);
         let (ct, dest) = match found {
             Some(ct) if self.check_template(ct) => match self.conns.dest(ct) {
                 Some(d) => (ct, d),
@@ -1119,8 +1184,16 @@ impl Director {
         let Some(s) = self.table.service_by_id(svc) else {
             return Err(Verdict::Drop);
         };
-        let (is_fwmark, port, ops) = (s.cfg.key.is_fwmark(), s.cfg.key.port(), s.cfg.flags.one_packet());
-        if self.sysctl.cache_bypass != 0 && is_fwmark && !f.icmp && is_unicast(&f.vaddr) && !self.local_addrs.contains(&f.vaddr)
+        let (is_fwmark, port, ops) = (
+            s.cfg.key.is_fwmark(),
+            s.cfg.key.port(),
+            s.cfg.flags.one_packet(),
+        );
+        if self.sysctl.cache_bypass != 0
+            && is_fwmark
+            && !f.icmp
+            && is_unicast(&f.vaddr)
+            && !self.local_addrs.contains(&f.vaddr)
         {
             let fl = flags::BYPASS
                 | if ops && f.protocol == Protocol::Udp {
@@ -1186,7 +1259,10 @@ impl Director {
             local_origin: pkt.local_origin,
             l4: L4Info::default(),
         };
-        let (id, new_cp) = match self.conns.lookup_in(f.af, e.protocol, &f.caddr, f.cport, &f.vaddr, f.vport) {
+        let (id, new_cp) = match self
+            .conns
+            .lookup_in(f.af, e.protocol, &f.caddr, f.cport, &f.vaddr, f.vport)
+        {
             Some(id) => (id, false),
             None => {
                 if self.sysctl.schedule_icmp == 0 {
@@ -1234,7 +1310,10 @@ impl Director {
         let Some(protocol) = Protocol::from_number(t.protocol) else {
             return Verdict::Accept;
         };
-        if let Some(id) = self.conns.lookup_out(t.af, t.protocol, (&t.saddr, t.sport), (&t.daddr, t.dport)) {
+        if let Some(id) =
+            self.conns
+                .lookup_out(t.af, t.protocol, (&t.saddr, t.sport), (&t.daddr, t.dport))
+        {
             let c = match self.conns.get(id) {
                 Some(c) => c,
                 None => return Verdict::Accept,
@@ -1257,10 +1336,16 @@ impl Director {
             self.put(id, now);
             return v;
         }
-        if self.sysctl.nat_icmp_send != 0 && !pkt.is_fragment && self.has_real_service(t.af, protocol, &t.saddr, t.sport) {
+        if self.sysctl.nat_icmp_send != 0
+            && !pkt.is_fragment
+            && self.has_real_service(t.af, protocol, &t.saddr, t.sport)
+        {
             let reset = match protocol {
                 Protocol::Tcp => pkt.l4.tcp_flags & tcp_flags::RST != 0,
-                Protocol::Sctp => pkt.l4.sctp_chunks.is_some_and(|(c, _)| c == state::sctp::chunk::ABORT),
+                Protocol::Sctp => pkt
+                    .l4
+                    .sctp_chunks
+                    .is_some_and(|(c, _)| c == state::sctp::chunk::ABORT),
                 Protocol::Udp => false,
             };
             if !reset {
@@ -1277,7 +1362,10 @@ impl Director {
             (s.cfg.key.is_fwmark() || s.cfg.key.protocol() == protocol)
                 && s.dests.iter().any(|&d| {
                     let d = self.table.dests.get(d);
-                    d.cfg.af() == af && d.cfg.addr == *addr && d.cfg.port == port && d.cfg.fwd == FwdMethod::Masq
+                    d.cfg.af() == af
+                        && d.cfg.addr == *addr
+                        && d.cfg.port == port
+                        && d.cfg.fwd == FwdMethod::Masq
                 })
         })
     }
@@ -1295,10 +1383,12 @@ impl Director {
             return Verdict::Accept;
         }
         // The quoted packet went client → real server; the lookup takes it reversed.
-        let Some(id) = self
-            .conns
-            .lookup_out(pkt.tuple.af, e.protocol, (&e.daddr, e.dport), (&e.saddr, e.sport))
-        else {
+        let Some(id) = self.conns.lookup_out(
+            pkt.tuple.af,
+            e.protocol,
+            (&e.daddr, e.dport),
+            (&e.saddr, e.sport),
+        ) else {
             return Verdict::Accept;
         };
         let Some(c) = self.conns.get(id) else {
@@ -1362,7 +1452,9 @@ pub fn conn_snap(c: &Conn, expires_ms: u64) -> ConnSnap {
 fn is_new_conn(p: Protocol, l4: &L4Info) -> bool {
     match p {
         Protocol::Tcp => l4.tcp_flags & tcp_flags::SYN != 0,
-        Protocol::Sctp => l4.sctp_chunks.is_some_and(|(c, _)| c == state::sctp::chunk::INIT),
+        Protocol::Sctp => l4
+            .sctp_chunks
+            .is_some_and(|(c, _)| c == state::sctp::chunk::INIT),
         Protocol::Udp => false,
     }
 }
@@ -1399,7 +1491,9 @@ fn fwmark_addr(af: Af, mark: u32) -> IpAddr {
 /// `ip_vs_scheduler_err`'s message (without the `IPVS: ` prefix).
 pub fn scheduler_err(cfg: &ServiceConfig, msg: &str) -> String {
     match cfg.key {
-        ServiceKey::Fwmark { mark, .. } => format!("{}: FWM {} 0x{:08X} - {}", cfg.scheduler, mark, mark, msg),
+        ServiceKey::Fwmark { mark, .. } => {
+            format!("{}: FWM {} 0x{:08X} - {}", cfg.scheduler, mark, mark, msg)
+        }
         key => format!("{}: {} - {}", cfg.scheduler, key, msg),
     }
 }

@@ -133,7 +133,10 @@ fn parse_long(w: &str) -> Result<i64, Errno> {
         Some(r) => (true, r),
         None => (false, w),
     };
-    let v = if let Some(h) = digits.strip_prefix("0x").or_else(|| digits.strip_prefix("0X")) {
+    let v = if let Some(h) = digits
+        .strip_prefix("0x")
+        .or_else(|| digits.strip_prefix("0X"))
+    {
         u64::from_str_radix(h, 16)
     } else if digits.len() > 1 && digits.starts_with('0') {
         u64::from_str_radix(&digits[1..], 8)
@@ -266,7 +269,9 @@ impl Sysctl {
                     // proc_dointvec_minmax 0..3
                     "sync_retries" => (0..=3).contains(&v32),
                     // proc_dointvec_jiffies: seconds must fit in jiffies
-                    "lblc_expiration" | "lblcr_expiration" | "sync_refresh_period" => v.abs() <= i64::from(i32::MAX) / HZ,
+                    "lblc_expiration" | "lblcr_expiration" | "sync_refresh_period" => {
+                        v.abs() <= i64::from(i32::MAX) / HZ
+                    }
                     _ => true,
                 };
                 let slot = self.int_field_mut(name).ok_or(Errno::NoEnt)?;
@@ -281,7 +286,10 @@ impl Sysctl {
 
     /// `(name, value)` for every sysctl in directory order.
     pub fn all(&self) -> Vec<(&'static str, String)> {
-        NAMES.iter().map(|&n| (n, self.get(n).unwrap_or_default())).collect()
+        NAMES
+            .iter()
+            .map(|&n| (n, self.get(n).unwrap_or_default()))
+            .collect()
     }
 }
 
@@ -324,7 +332,11 @@ sync_version = 1";
     #[test]
     fn defaults_and_order_match_the_oracle() {
         let s = Sysctl::default();
-        let got: Vec<String> = s.all().iter().map(|(n, v)| format!("{n} = {}", v.replace('\t', " "))).collect();
+        let got: Vec<String> = s
+            .all()
+            .iter()
+            .map(|(n, v)| format!("{n} = {}", v.replace('\t', " ")))
+            .collect();
         assert_eq!(got.join("\n"), ORACLE);
         let mut sorted = NAMES.to_vec();
         sorted.sort();

@@ -337,14 +337,17 @@ impl Table {
         } else {
             d.cfg.u_threshold - d.cfg.u_threshold / 4
         };
-        if d.cfg.u_threshold != 0 && d.totalconns == l {
-            d.update_overload(-1);
-        }
         if active {
             d.activeconns = d.activeconns.saturating_sub(1);
         }
         d.totalconns = d.totalconns.saturating_sub(1);
         d.refs = d.refs.saturating_sub(1);
+        // Re-evaluated with the count already decremented, when it drops below the lower
+        // threshold (the kernel's unbind decrements first). Evaluating before the decrement
+        // would never clear OVERLOAD when l == u (default l for u <= 3, e.g. `-x 2`).
+        if d.cfg.u_threshold != 0 && d.totalconns + 1 == l {
+            d.update_overload(-1);
+        }
         self.notify_load(id);
     }
 

@@ -58,10 +58,10 @@ fn start_daemon(dir: &Path) -> Daemon {
     let d = Daemon(child);
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
-        if let Ok(mut c) = Conn::open(&dir.join("rvs.sock")) {
-            if c.call(&json!({"req": "ping"}))["status"] == "ok" {
-                return d;
-            }
+        if let Ok(mut c) = Conn::open(&dir.join("rvs.sock"))
+            && c.call(&json!({"req": "ping"}))["status"] == "ok"
+        {
+            return d;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -184,7 +184,7 @@ fn acknowledged_changes_survive_sigkill() {
     writer.join().unwrap();
     let n = acked.load(Ordering::SeqCst);
     assert!(
-        n >= TOTAL / 2 && n < TOTAL,
+        (TOTAL / 2..TOTAL).contains(&n),
         "killed too late: {n} acknowledged"
     );
 

@@ -19,7 +19,10 @@ fn ip(s: &str) -> IpAddr {
 /// `a.b.c.d:port` or `[v6]:port`.
 fn ep(s: &str) -> (IpAddr, u16) {
     let (a, p) = s.rsplit_once(':').expect("endpoint");
-    (ip(a.trim_start_matches('[').trim_end_matches(']')), p.parse().expect("port"))
+    (
+        ip(a.trim_start_matches('[').trim_end_matches(']')),
+        p.parse().expect("port"),
+    )
 }
 
 fn tuple(proto: u8, src: &str, dst: &str) -> Tuple {
@@ -110,6 +113,9 @@ fn masq(rs: &str) -> DestConfig {
     d
 }
 
+/// Per destination "addr:port": (weight, ActiveConn, InActConn, PersistConn).
+type Counts = BTreeMap<String, (i32, u32, u32, u32)>;
+
 struct T {
     d: Director,
     now: Time,
@@ -160,7 +166,10 @@ impl T {
             Verdict::Reject => 3,
             _ => 0,
         };
-        format!("{key} -> {} rc={rc}", chosen.unwrap_or_else(|| "none".into()))
+        format!(
+            "{key} -> {} rc={rc}",
+            chosen.unwrap_or_else(|| "none".into())
+        )
     }
     /// `ipvsadm -Lnc | mask-expire | sort` rows.
     fn conns(&self) -> Vec<String> {
@@ -169,7 +178,7 @@ impl T {
         v
     }
     /// Per destination `(weight, ActiveConn, InActConn, PersistConn)` by "addr:port".
-    fn dests(&self, k: ServiceKey) -> BTreeMap<String, (i32, u32, u32, u32)> {
+    fn dests(&self, k: ServiceKey) -> Counts {
         let s = self.d.table.service(&k).expect("service");
         self.d
             .table
@@ -212,10 +221,13 @@ fn lnc_row(c: &ConnSnap) -> String {
 }
 
 fn lines(s: &str) -> Vec<String> {
-    s.lines().map(|l| l.trim_end().to_string()).filter(|l| !l.is_empty()).collect()
+    s.lines()
+        .map(|l| l.trim_end().to_string())
+        .filter(|l| !l.is_empty())
+        .collect()
 }
 
-fn counts(v: &[(&str, (i32, u32, u32, u32))]) -> BTreeMap<String, (i32, u32, u32, u32)> {
+fn counts(v: &[(&str, (i32, u32, u32, u32))]) -> Counts {
     v.iter().map(|(k, c)| (k.to_string(), *c)).collect()
 }
 
@@ -233,7 +245,11 @@ fn oracle_persist_basic() {
     let mut picks = Vec::new();
     for r in 1..=4 {
         for c in 101..=104 {
-            picks.push(t.pick(tcp(&format!("172.16.0.{c}:{}", 40000 + r), "10.0.0.1:80", SYN)));
+            picks.push(t.pick(tcp(
+                &format!("172.16.0.{c}:{}", 40000 + r),
+                "10.0.0.1:80",
+                SYN,
+            )));
         }
     }
     let want = "172.16.0.101:40001 -> 10.0.1.3:80 rc=0
@@ -286,7 +302,12 @@ TCP MM:SS  SYN_RECV    172.16.0.104:40004 10.0.0.1:80        10.0.1.3:80";
     let snaps = t.d.connections(t.now);
     let tpl = snaps.iter().find(|c| c.is_template()).unwrap();
     assert!(tpl.expires_ms > 299_000 && tpl.expires_ms <= 300_000);
-    assert!(snaps.iter().filter(|c| !c.is_template()).all(|c| c.expires_ms > 59_000 && c.expires_ms <= 60_000));
+    assert!(
+        snaps
+            .iter()
+            .filter(|c| !c.is_template())
+            .all(|c| c.expires_ms > 59_000 && c.expires_ms <= 60_000)
+    );
     assert!(t.log().is_empty());
 }
 
@@ -358,7 +379,10 @@ TCP MM:SS  NONE        172.16.3.0:0       10.0.0.1:80        10.0.1.1:80"
 #[test]
 fn oracle_persist_fwmark() {
     let mut t = T::new();
-    let mut c = ServiceConfig::new(ServiceKey::Fwmark { af: Af::V4, mark: 1 });
+    let mut c = ServiceConfig::new(ServiceKey::Fwmark {
+        af: Af::V4,
+        mark: 1,
+    });
     c.scheduler = "rr".into();
     let k = t.add_svc(persistent(c, 300));
     for i in 1..=3 {
@@ -367,7 +391,16 @@ fn oracle_persist_fwmark() {
     let mut picks = Vec::new();
     for c in 101..=103 {
         for (sport, vport) in [(40001, 443), (40002, 80), (40003, 443)] {
-            picks.push(t.pick(tcp(&format!("172.16.0.{c}:{sport}"), &format!("10.0.0.1:{vport}"), SYN).mark(1)));
+            picks.push(
+                t.pick(
+                    tcp(
+                        &format!("172.16.0.{c}:{sport}"),
+                        &format!("10.0.0.1:{vport}"),
+                        SYN,
+                    )
+                    .mark(1),
+                ),
+            );
         }
     }
     let want = "172.16.0.101:40001 -> 10.0.1.3:443 rc=0
@@ -402,7 +435,10 @@ TCP MM:SS  SYN_RECV    172.16.0.103:40003 10.0.0.1:443       10.0.1.1:443";
         ])
     );
     // Without the mark the packets are not IPVS traffic.
-    assert_eq!(t.inb(tcp("172.16.0.101:40009", "10.0.0.1:443", SYN)), Verdict::Accept);
+    assert_eq!(
+        t.inb(tcp("172.16.0.101:40009", "10.0.0.1:443", SYN)),
+        Verdict::Accept
+    );
 }
 
 #[test]
@@ -506,7 +542,12 @@ fn oracle_sched_udp_ops() {
             v => panic!("{v:?}"),
         }
     }
-    assert_eq!(got, ["10.0.2.3", "10.0.2.2", "10.0.2.1", "10.0.2.3", "10.0.2.2", "10.0.2.1", "10.0.2.3"]);
+    assert_eq!(
+        got,
+        [
+            "10.0.2.3", "10.0.2.2", "10.0.2.1", "10.0.2.3", "10.0.2.2", "10.0.2.1", "10.0.2.3"
+        ]
+    );
     t.advance(3000);
     let want = "UDP MM:SS  UDP         10.0.0.254:40001   10.0.0.1:53        10.0.1.3:53
 UDP MM:SS  UDP         10.0.0.254:40002   10.0.0.1:53        10.0.1.2:53
@@ -538,7 +579,13 @@ UDP MM:SS  UDP         10.0.0.254:40007   10.0.0.1:53        10.0.1.3:53";
         let s = snap.services.iter().find(|s| s.cfg.key == *key).unwrap();
         let mut v = vec![(
             "svc".to_string(),
-            (s.stats.conns, s.stats.inpkts, s.stats.outpkts, s.stats.inbytes, s.stats.outbytes),
+            (
+                s.stats.conns,
+                s.stats.inpkts,
+                s.stats.outpkts,
+                s.stats.inbytes,
+                s.stats.outbytes,
+            ),
         )];
         let mut ds: Vec<_> = s
             .dests
@@ -546,7 +593,13 @@ UDP MM:SS  UDP         10.0.0.254:40007   10.0.0.1:53        10.0.1.3:53";
             .map(|d| {
                 (
                     fmt_ep(d.cfg.addr, d.cfg.port),
-                    (d.stats.conns, d.stats.inpkts, d.stats.outpkts, d.stats.inbytes, d.stats.outbytes),
+                    (
+                        d.stats.conns,
+                        d.stats.inpkts,
+                        d.stats.outpkts,
+                        d.stats.inbytes,
+                        d.stats.outbytes,
+                    ),
                 )
             })
             .collect();
@@ -587,7 +640,11 @@ fn oracle_sched_threshold() {
     }
     let mut out = Vec::new();
     for i in 1..=11 {
-        let p = t.pick(tcp(&format!("10.0.0.254:{}", 40000 + i), "10.0.0.1:80", SYN));
+        let p = t.pick(tcp(
+            &format!("10.0.0.254:{}", 40000 + i),
+            "10.0.0.1:80",
+            SYN,
+        ));
         out.extend(t.log().into_iter().map(|l| format!("kernel: {l}")));
         out.push(p.replace("rc=0", "rc=2"));
     }
@@ -636,11 +693,19 @@ fn oracle_sched_rr_quiescent() {
     }
     let mut out = Vec::new();
     for i in 1..=9 {
-        out.push(t.pick(tcp(&format!("10.0.0.254:{}", 40000 + i), "10.0.0.1:80", SYN)));
+        out.push(t.pick(tcp(
+            &format!("10.0.0.254:{}", 40000 + i),
+            "10.0.0.1:80",
+            SYN,
+        )));
     }
     t.op(Op::EditDest(k, masq("10.0.1.2:80")));
     for i in 10..=17 {
-        out.push(t.pick(tcp(&format!("10.0.0.254:{}", 40000 + i), "10.0.0.1:80", SYN)));
+        out.push(t.pick(tcp(
+            &format!("10.0.0.254:{}", 40000 + i),
+            "10.0.0.1:80",
+            SYN,
+        )));
     }
     for i in 1..=4 {
         let mut d = masq(&format!("10.0.1.{i}:80"));
@@ -648,7 +713,11 @@ fn oracle_sched_rr_quiescent() {
         t.op(Op::EditDest(k, d));
     }
     for i in 18..=19 {
-        let p = t.pick(tcp(&format!("10.0.0.254:{}", 40000 + i), "10.0.0.1:80", SYN));
+        let p = t.pick(tcp(
+            &format!("10.0.0.254:{}", 40000 + i),
+            "10.0.0.1:80",
+            SYN,
+        ));
         out.extend(t.log().into_iter().map(|l| format!("kernel: {l}")));
         out.push(p);
     }
@@ -772,10 +841,29 @@ UDP MM:SS  UDP         10.0.0.254:40005   10.0.0.1:53        10.0.1.1:53";
 #[test]
 fn oracle_fmt_timeout() {
     let mut t = T::new();
-    t.op(Op::SetTimeouts(Timeouts { tcp: 100, tcp_fin: 50, udp: 30 }));
-    t.op(Op::SetTimeouts(Timeouts { tcp: 0, tcp_fin: 0, udp: 45 }));
-    t.op(Op::SetTimeouts(Timeouts { tcp: 0, tcp_fin: 70, udp: 0 }));
-    assert_eq!(t.d.table.timeouts, Timeouts { tcp: 100, tcp_fin: 70, udp: 45 });
+    t.op(Op::SetTimeouts(Timeouts {
+        tcp: 100,
+        tcp_fin: 50,
+        udp: 30,
+    }));
+    t.op(Op::SetTimeouts(Timeouts {
+        tcp: 0,
+        tcp_fin: 0,
+        udp: 45,
+    }));
+    t.op(Op::SetTimeouts(Timeouts {
+        tcp: 0,
+        tcp_fin: 70,
+        udp: 0,
+    }));
+    assert_eq!(
+        t.d.table.timeouts,
+        Timeouts {
+            tcp: 100,
+            tcp_fin: 70,
+            udp: 45
+        }
+    );
     let a = t.add_svc(svc(Protocol::Tcp, "10.0.0.1:80", "rr"));
     t.add_dest(a, masq("192.168.1.1:80"));
     let u = t.add_svc(svc(Protocol::Udp, "10.0.0.1:53", "rr"));
@@ -791,17 +879,16 @@ fn oracle_fmt_timeout() {
     t.inb(udp("10.0.0.254:40003", "10.0.0.1:53", 1));
     t.inb(tcp("10.0.0.254:40004", "10.0.0.1:81", SYN));
     t.advance(500);
-    let mut rows: Vec<String> = t
-        .d
-        .connections(t.now)
-        .iter()
-        .map(|c| {
-            let s = c.expires_ms / 1000;
-            let row = lnc_row(c);
-            let mmss = format!("{:02}:{}x", s / 60, (s % 60) / 10);
-            row.replacen("MM:SS", &mmss, 1)
-        })
-        .collect();
+    let mut rows: Vec<String> =
+        t.d.connections(t.now)
+            .iter()
+            .map(|c| {
+                let s = c.expires_ms / 1000;
+                let row = lnc_row(c);
+                let mmss = format!("{:02}:{}x", s / 60, (s % 60) / 10);
+                row.replacen("MM:SS", &mmss, 1)
+            })
+            .collect();
     rows.sort();
     let want = "TCP 00:5x  SYN_RECV    10.0.0.254:40004   10.0.0.1:81        10.0.1.1:81
 TCP 01:3x  ESTABLISHED 10.0.0.254:40001   10.0.0.1:80        192.168.1.1:80
@@ -816,7 +903,11 @@ UDP 00:4x  UDP         10.0.0.254:40003   10.0.0.1:53        10.0.1.1:53";
     t.inb(tcp("10.0.0.254:40005", "10.0.0.1:83", SYN));
     t.inb(tcp("10.0.0.254:40005", "10.0.0.1:83", ACK));
     t.inb(tcp("10.0.0.254:40005", "10.0.0.1:83", FIN | ACK));
-    let fw = t.d.connections(t.now).into_iter().find(|c| c.cport == 40005).unwrap();
+    let fw =
+        t.d.connections(t.now)
+            .into_iter()
+            .find(|c| c.cport == 40005)
+            .unwrap();
     assert_eq!(fw.state, "FIN_WAIT");
     assert_eq!(fw.expires_ms, 70_000);
 }
@@ -832,7 +923,12 @@ fn oracle_fmt_stats_with_nat_replies() {
     let k = t.add_svc(svc(Protocol::Tcp, "10.0.0.1:80", "rr"));
     t.add_dest(k, masq("10.0.1.1:80"));
     t.add_dest(k, masq("10.0.1.2:80"));
-    for (port, n, size) in [(40001, 4, 100), (40002, 2, 1000), (40003, 1, 10), (40004, 3, 50)] {
+    for (port, n, size) in [
+        (40001, 4, 100),
+        (40002, 2, 1000),
+        (40003, 1, 10),
+        (40004, 3, 50),
+    ] {
         let client = format!("10.0.0.254:{port}");
         for _ in 0..n {
             let v = t.inb(udp(&client, "10.0.0.1:53", size));
@@ -845,7 +941,13 @@ fn oracle_fmt_stats_with_nat_replies() {
             };
             // The echo server answers through the director.
             let back = t.outb(udp(&fmt_ep(addr, rp), &client, size));
-            assert!(matches!(back, Verdict::Forward { rewrite: Rewrite::Snat { .. }, .. }));
+            assert!(matches!(
+                back,
+                Verdict::Forward {
+                    rewrite: Rewrite::Snat { .. },
+                    ..
+                }
+            ));
         }
     }
     for i in 5..=7 {
@@ -855,12 +957,24 @@ fn oracle_fmt_stats_with_nat_replies() {
     let snap = t.d.table.snapshot(4096);
     let g = snap.stats;
     // /proc/net/ip_vs_stats: 7 conns, D in, A out, BCC in bytes, B18 out bytes.
-    assert_eq!((g.conns, g.inpkts, g.outpkts, g.inbytes, g.outbytes), (7, 0xD, 0xA, 0xBCC, 0xB18));
+    assert_eq!(
+        (g.conns, g.inpkts, g.outpkts, g.inbytes, g.outbytes),
+        (7, 0xD, 0xA, 0xBCC, 0xB18)
+    );
     let us = snap.services.iter().find(|s| s.cfg.key == u).unwrap();
     let mut ds: Vec<_> = us
         .dests
         .iter()
-        .map(|d| (d.cfg.addr.to_string(), d.stats.conns, d.stats.inpkts, d.stats.outpkts, d.stats.inbytes, d.stats.outbytes))
+        .map(|d| {
+            (
+                d.cfg.addr.to_string(),
+                d.stats.conns,
+                d.stats.inpkts,
+                d.stats.outpkts,
+                d.stats.inbytes,
+                d.stats.outbytes,
+            )
+        })
         .collect();
     ds.sort();
     assert_eq!(
@@ -873,7 +987,10 @@ fn oracle_fmt_stats_with_nat_replies() {
     // UDP replies assure nothing without templates, and UDP never counts active.
     assert_eq!(
         t.dests(u),
-        counts(&[("192.168.1.1:53", (1, 0, 2, 0)), ("192.168.1.2:53", (2, 0, 2, 0))])
+        counts(&[
+            ("192.168.1.1:53", (1, 0, 2, 0)),
+            ("192.168.1.2:53", (2, 0, 2, 0))
+        ])
     );
 }
 
@@ -918,7 +1035,10 @@ fn rewrites_per_forwarding_method() {
         t.inb(tcp("1.1.1.1:1000", "10.0.0.1:80", SYN)),
         Verdict::Forward {
             method: FwdMethod::Tunnel,
-            rewrite: Rewrite::Tunnel { tun_type: TunType::Ipip, .. }
+            rewrite: Rewrite::Tunnel {
+                tun_type: TunType::Ipip,
+                ..
+            }
         }
     ));
     // A destination on a local address is LOCALNODE.
@@ -934,12 +1054,24 @@ fn rewrites_per_forwarding_method() {
         }
     );
     // Not IPVS traffic.
-    assert_eq!(t.inb(tcp("1.1.1.1:1000", "10.0.0.9:80", SYN)), Verdict::Accept);
+    assert_eq!(
+        t.inb(tcp("1.1.1.1:1000", "10.0.0.9:80", SYN)),
+        Verdict::Accept
+    );
     // A non-SYN without an entry is not scheduled.
-    assert_eq!(t.inb(tcp("1.1.1.1:1001", "10.0.0.1:80", ACK)), Verdict::Accept);
-    assert_eq!(t.inb(tcp("1.1.1.1:1002", "10.0.0.1:80", SYN | RST)), Verdict::Accept);
+    assert_eq!(
+        t.inb(tcp("1.1.1.1:1001", "10.0.0.1:80", ACK)),
+        Verdict::Accept
+    );
+    assert_eq!(
+        t.inb(tcp("1.1.1.1:1002", "10.0.0.1:80", SYN | RST)),
+        Verdict::Accept
+    );
     // Client port 20 (active FTP data) is never scheduled.
-    assert_eq!(t.inb(tcp("1.1.1.1:20", "10.0.0.1:80", SYN)), Verdict::Accept);
+    assert_eq!(
+        t.inb(tcp("1.1.1.1:20", "10.0.0.1:80", SYN)),
+        Verdict::Accept
+    );
     // Other protocols pass.
     let mut p = tcp("1.1.1.1:0", "10.0.0.1:0", 0);
     p.tuple.protocol = 50;
@@ -974,7 +1106,10 @@ fn entries_expire_and_release_their_destination() {
     assert_eq!(t.d.conn_count(), 0);
     assert_eq!(t.dests(k)["10.0.1.1:8080"], (1, 0, 0, 0));
     // Later packets of the old flow are not IPVS's.
-    assert_eq!(t.inb(tcp("1.1.1.1:1000", "10.0.0.1:80", ACK)), Verdict::Accept);
+    assert_eq!(
+        t.inb(tcp("1.1.1.1:1000", "10.0.0.1:80", ACK)),
+        Verdict::Accept
+    );
 }
 
 #[test]
@@ -985,16 +1120,28 @@ fn templates_live_while_they_control_connections() {
     handshake(&mut t, "1.1.1.1:1000", "10.0.0.1:80");
     // The template's 10 s pass, but it controls an ESTABLISHED connection: kept, 60-s rearm.
     t.advance(11_000);
-    let tpl = t.d.connections(t.now).into_iter().find(|c| c.is_template()).unwrap();
+    let tpl =
+        t.d.connections(t.now)
+            .into_iter()
+            .find(|c| c.is_template())
+            .unwrap();
     assert_eq!(tpl.state, "ASSURED");
-    assert!(tpl.expires_ms > 58_000 && tpl.expires_ms <= 60_000, "{}", tpl.expires_ms);
+    assert!(
+        tpl.expires_ms > 58_000 && tpl.expires_ms <= 60_000,
+        "{}",
+        tpl.expires_ms
+    );
     // A new connection re-arms the template with its (now 60-s) timeout.
     t.inb(tcp("1.1.1.1:1001", "10.0.0.1:80", SYN));
-    let tpl = t.d.connections(t.now).into_iter().find(|c| c.is_template()).unwrap();
+    let tpl =
+        t.d.connections(t.now)
+            .into_iter()
+            .find(|c| c.is_template())
+            .unwrap();
     assert_eq!(tpl.expires_ms, 60_000);
     // Reset both connections: CLOSE (10 s), then the template expires on its own timer.
     t.inb(tcp("1.1.1.1:1000", "10.0.0.1:80", RST));
-    t.inb(tcp("1.1.1.1:1001", "10.0.0.1:80", RST));
+    t.outb(tcp("10.0.1.1:80", "1.1.1.1:1001", RST));
     t.advance(11_000);
     assert_eq!(t.d.conn_count(), 1);
     assert_eq!(t.dests(k)["10.0.1.1:80"], (1, 0, 0, 1));
@@ -1009,13 +1156,19 @@ fn unavailable_destination_drops_or_expires() {
     t.inb(tcp("1.1.1.1:1000", "10.0.0.1:80", SYN));
     t.op(Op::DelDest(k, ip("10.0.1.1"), 8080));
     // Default: packets of the entry are dropped, the entry lives on (also after -C).
-    assert_eq!(t.inb(tcp("1.1.1.1:1000", "10.0.0.1:80", ACK)), Verdict::Drop);
+    assert_eq!(
+        t.inb(tcp("1.1.1.1:1000", "10.0.0.1:80", ACK)),
+        Verdict::Drop
+    );
     assert_eq!(t.d.conn_count(), 1);
     t.op(Op::Flush);
     assert_eq!(t.d.conn_count(), 1);
     // With expire_nodest_conn the packet expires the entry and is treated as new.
     t.d.set_sysctl("expire_nodest_conn", "1").unwrap();
-    assert_eq!(t.inb(tcp("1.1.1.1:1000", "10.0.0.1:80", ACK)), Verdict::Accept);
+    assert_eq!(
+        t.inb(tcp("1.1.1.1:1000", "10.0.0.1:80", ACK)),
+        Verdict::Accept
+    );
     assert_eq!(t.d.conn_count(), 0);
     // And deleting a destination sweeps its entries (with their templates).
     let mut t = T::new();
@@ -1038,18 +1191,26 @@ fn conn_reuse_reschedules_closed_entries() {
     t.add_dest(k, masq("10.0.1.1:80"));
     t.add_dest(k, masq("10.0.1.2:80"));
     t.inb(tcp("1.1.1.1:1000", "10.0.0.1:80", SYN));
+    // An input RST leaves SYN_RECV as it is; the server's RST closes.
     t.inb(tcp("1.1.1.1:1000", "10.0.0.1:80", RST));
+    assert_eq!(t.conns()[0].split_whitespace().nth(2), Some("SYN_RECV"));
+    t.outb(tcp("10.0.1.2:80", "1.1.1.1:1000", RST));
     assert_eq!(t.conns()[0].split_whitespace().nth(2), Some("CLOSE"));
     // A new SYN on the CLOSEd tuple is scheduled afresh (rr moves on).
     let v = t.inb(tcp("1.1.1.1:1000", "10.0.0.1:80", SYN));
-    assert!(matches!(v, Verdict::Forward { rewrite: Rewrite::Dnat { addr, .. }, .. } if addr == ip("10.0.1.1")));
+    assert!(
+        matches!(v, Verdict::Forward { rewrite: Rewrite::Dnat { addr, .. }, .. } if addr == ip("10.0.1.1"))
+    );
     assert_eq!(t.d.conn_count(), 1);
     assert_eq!(t.dests(k)["10.0.1.2:80"], (1, 0, 0, 0));
     // With conn_reuse_mode 0 the SYN reuses the entry.
     t.d.set_sysctl("conn_reuse_mode", "0").unwrap();
-    t.inb(tcp("1.1.1.1:1000", "10.0.0.1:80", RST));
+    t.outb(tcp("10.0.1.1:80", "1.1.1.1:1000", RST));
+    assert_eq!(t.conns()[0].split_whitespace().nth(2), Some("CLOSE"));
     let v = t.inb(tcp("1.1.1.1:1000", "10.0.0.1:80", SYN));
-    assert!(matches!(v, Verdict::Forward { rewrite: Rewrite::Dnat { addr, .. }, .. } if addr == ip("10.0.1.1")));
+    assert!(
+        matches!(v, Verdict::Forward { rewrite: Rewrite::Dnat { addr, .. }, .. } if addr == ip("10.0.1.1"))
+    );
     assert_eq!(t.conns()[0].split_whitespace().nth(2), Some("SYN_RECV"));
 }
 
@@ -1059,12 +1220,21 @@ fn full_table_drops_new_connections_and_counts() {
     t.d.conns.set_max_entries(2);
     let k = t.add_svc(svc(Protocol::Tcp, "10.0.0.1:80", "rr"));
     t.add_dest(k, masq("10.0.1.1:80"));
-    assert!(matches!(t.inb(tcp("1.1.1.1:1", "10.0.0.1:80", SYN)), Verdict::Forward { .. }));
-    assert!(matches!(t.inb(tcp("1.1.1.1:2", "10.0.0.1:80", SYN)), Verdict::Forward { .. }));
+    assert!(matches!(
+        t.inb(tcp("1.1.1.1:1", "10.0.0.1:80", SYN)),
+        Verdict::Forward { .. }
+    ));
+    assert!(matches!(
+        t.inb(tcp("1.1.1.1:2", "10.0.0.1:80", SYN)),
+        Verdict::Forward { .. }
+    ));
     assert_eq!(t.inb(tcp("1.1.1.1:3", "10.0.0.1:80", SYN)), Verdict::Drop);
     assert_eq!(t.d.counters.dropped_table_full, 1);
     // Existing entries still work; the conns counter only counts real entries.
-    assert!(matches!(t.inb(tcp("1.1.1.1:1", "10.0.0.1:80", ACK)), Verdict::Forward { .. }));
+    assert!(matches!(
+        t.inb(tcp("1.1.1.1:1", "10.0.0.1:80", ACK)),
+        Verdict::Forward { .. }
+    ));
     assert_eq!(t.d.table.service(&k).unwrap().stats.live.conns, 2);
     assert_eq!(t.dests(k)["10.0.1.1:80"].1, 2);
 }
@@ -1075,10 +1245,15 @@ fn port_zero_and_ftp_fallbacks() {
     let z = t.add_svc(svc(Protocol::Tcp, "10.0.0.1:0", "rr"));
     t.add_dest(z, masq("10.0.1.1:0"));
     // Not persistent: the kernel refuses port-zero scheduling with a log line.
-    assert_eq!(t.inb(tcp("1.1.1.1:1000", "10.0.0.1:8080", SYN)), Verdict::Reject);
+    assert_eq!(
+        t.inb(tcp("1.1.1.1:1000", "10.0.0.1:8080", SYN)),
+        Verdict::Reject
+    );
     assert_eq!(
         t.log(),
-        ["IPVS: Schedule: port zero only supported in persistent services, check your ipvs configuration"]
+        [
+            "IPVS: Schedule: port zero only supported in persistent services, check your ipvs configuration"
+        ]
     );
     // Persistent port-zero service: template with vport 0, connection keeps the port.
     let mut t = T::new();
@@ -1094,16 +1269,29 @@ fn port_zero_and_ftp_fallbacks() {
             }
         }
     );
-    assert!(t.conns().iter().any(|l| l.contains("NONE        1.1.1.1:0          10.0.0.1:0")));
+    assert!(
+        t.conns()
+            .iter()
+            .any(|l| l.contains("NONE        1.1.1.1:0          10.0.0.1:0"))
+    );
     // FTP: a persistent port-21 service also takes data connections to high ports.
     let mut t = T::new();
     let f = t.add_svc(persistent(svc(Protocol::Tcp, "10.0.0.1:21", "rr"), 60));
     t.add_dest(f, masq("10.0.1.1:21"));
     t.inb(tcp("1.1.1.1:1000", "10.0.0.1:21", SYN));
     let v = t.inb(tcp("1.1.1.1:1001", "10.0.0.1:40000", SYN));
-    assert!(matches!(v, Verdict::Forward { rewrite: Rewrite::Dnat { port: 40000, .. }, .. }));
+    assert!(matches!(
+        v,
+        Verdict::Forward {
+            rewrite: Rewrite::Dnat { port: 40000, .. },
+            ..
+        }
+    ));
     // Below 1024 (other than 20) the FTP service is not consulted.
-    assert_eq!(t.inb(tcp("1.1.1.1:1002", "10.0.0.1:25", SYN)), Verdict::Accept);
+    assert_eq!(
+        t.inb(tcp("1.1.1.1:1002", "10.0.0.1:25", SYN)),
+        Verdict::Accept
+    );
     // The FTP template has no ports: both connections share it.
     assert_eq!(t.conns().iter().filter(|l| l.contains(" NONE ")).count(), 1);
 }
@@ -1111,18 +1299,36 @@ fn port_zero_and_ftp_fallbacks() {
 #[test]
 fn fwmark_log_line_and_ipv6() {
     let mut t = T::new();
-    let mut c = ServiceConfig::new(ServiceKey::Fwmark { af: Af::V4, mark: 7 });
+    let mut c = ServiceConfig::new(ServiceKey::Fwmark {
+        af: Af::V4,
+        mark: 7,
+    });
     c.scheduler = "rr".into();
     t.add_svc(c);
-    assert_eq!(t.inb(tcp("1.1.1.1:1000", "10.0.0.1:80", SYN).mark(7)), Verdict::Reject);
-    assert_eq!(t.log(), ["IPVS: rr: FWM 7 0x00000007 - no destination available"]);
+    assert_eq!(
+        t.inb(tcp("1.1.1.1:1000", "10.0.0.1:80", SYN).mark(7)),
+        Verdict::Reject
+    );
+    assert_eq!(
+        t.log(),
+        ["IPVS: rr: FWM 7 0x00000007 - no destination available"]
+    );
     let k = t.add_svc(svc(Protocol::Tcp, "[2001:db8::1]:443", "rr"));
-    assert_eq!(t.inb(tcp("[2001:db8::fe]:40004", "[2001:db8::1]:443", SYN)), Verdict::Reject);
-    assert_eq!(t.log(), ["IPVS: rr: TCP [2001:db8::1]:443 - no destination available"]);
+    assert_eq!(
+        t.inb(tcp("[2001:db8::fe]:40004", "[2001:db8::1]:443", SYN)),
+        Verdict::Reject
+    );
+    assert_eq!(
+        t.log(),
+        ["IPVS: rr: TCP [2001:db8::1]:443 - no destination available"]
+    );
     t.add_dest(k, masq("[2001:db8::11]:443"));
     assert!(matches!(
         t.inb(tcp("[2001:db8::fe]:40004", "[2001:db8::1]:443", SYN)),
-        Verdict::Forward { rewrite: Rewrite::Dnat { port: 443, .. }, .. }
+        Verdict::Forward {
+            rewrite: Rewrite::Dnat { port: 443, .. },
+            ..
+        }
     ));
     assert_eq!(
         t.conns(),
@@ -1133,7 +1339,10 @@ fn fwmark_log_line_and_ipv6() {
     let mut n = svc(Protocol::Tcp, "10.0.0.5:80", "none");
     n.flags = ServiceFlags::default();
     t.add_svc(n);
-    assert_eq!(t.inb(tcp("1.1.1.1:1000", "10.0.0.5:80", SYN)), Verdict::Reject);
+    assert_eq!(
+        t.inb(tcp("1.1.1.1:1000", "10.0.0.5:80", SYN)),
+        Verdict::Reject
+    );
     assert!(t.log().is_empty());
 }
 
@@ -1170,7 +1379,15 @@ fn icmp_errors_follow_their_connection() {
     assert_eq!(t.inb(icmp(8)), Verdict::Accept);
     // Counted as an incoming packet; no state change, no timer restart.
     t.advance(2000);
-    assert_eq!(t.d.table.dests.get(t.d.table.service(&k).unwrap().dests[0]).stats.live.inpkts, 2);
+    assert_eq!(
+        t.d.table
+            .dests
+            .get(t.d.table.service(&k).unwrap().dests[0])
+            .stats
+            .live
+            .inpkts,
+        2
+    );
     let c = &t.d.connections(t.now)[0];
     assert_eq!(c.state, "SYN_RECV");
     assert!(c.expires_ms < before);
@@ -1207,11 +1424,23 @@ fn icmp_errors_follow_their_connection() {
 #[test]
 fn nat_icmp_send_rejects_stray_server_packets() {
     let (mut t, _) = one_service(FwdMethod::Masq);
-    assert_eq!(t.outb(tcp("10.0.1.1:8080", "1.1.1.1:5", ACK)), Verdict::Accept);
+    assert_eq!(
+        t.outb(tcp("10.0.1.1:8080", "1.1.1.1:5", ACK)),
+        Verdict::Accept
+    );
     t.d.set_sysctl("nat_icmp_send", "1").unwrap();
-    assert_eq!(t.outb(tcp("10.0.1.1:8080", "1.1.1.1:5", ACK)), Verdict::Reject);
-    assert_eq!(t.outb(tcp("10.0.1.1:8080", "1.1.1.1:5", RST)), Verdict::Accept);
-    assert_eq!(t.outb(tcp("10.0.1.9:8080", "1.1.1.1:5", ACK)), Verdict::Accept);
+    assert_eq!(
+        t.outb(tcp("10.0.1.1:8080", "1.1.1.1:5", ACK)),
+        Verdict::Reject
+    );
+    assert_eq!(
+        t.outb(tcp("10.0.1.1:8080", "1.1.1.1:5", RST)),
+        Verdict::Accept
+    );
+    assert_eq!(
+        t.outb(tcp("10.0.1.9:8080", "1.1.1.1:5", ACK)),
+        Verdict::Accept
+    );
 }
 
 #[test]
@@ -1225,6 +1454,8 @@ fn secure_tcp_needs_the_server_syn_ack() {
     t.outb(tcp("10.0.1.1:8080", "1.1.1.1:1000", SYN | ACK));
     assert_eq!(t.d.connections(t.now)[0].state, "SYNACK");
     t.inb(tcp("1.1.1.1:1000", "10.0.0.1:80", ACK));
+    assert_eq!(t.d.connections(t.now)[0].state, "SYNACK");
+    t.outb(tcp("10.0.1.1:8080", "1.1.1.1:1000", ACK));
     assert_eq!(t.d.connections(t.now)[0].state, "ESTABLISHED");
     // Automatic mode follows the memory the daemon reports.
     t.d.set_sysctl("secure_tcp", "1").unwrap();
@@ -1246,7 +1477,10 @@ fn drop_packet_and_drop_entry_defences() {
     t.d.set_sysctl("drop_packet", "3").unwrap();
     let mut verdicts = Vec::new();
     for p in 1..=6 {
-        verdicts.push(matches!(t.inb(tcp(&format!("1.1.1.1:{p}"), "10.0.0.1:80", SYN)), Verdict::Drop));
+        verdicts.push(matches!(
+            t.inb(tcp(&format!("1.1.1.1:{p}"), "10.0.0.1:80", SYN)),
+            Verdict::Drop
+        ));
     }
     assert_eq!(verdicts, [true, false, false, true, false, false]);
     assert_eq!(t.d.counters.dropped_defense, 2);
@@ -1268,7 +1502,10 @@ fn sctp_association_states() {
     let k = t.add_svc(svc(Protocol::Sctp, "10.0.0.1:3868", "rr"));
     t.add_dest(k, masq("10.0.1.1:3868"));
     // DATA does not open an association.
-    assert_eq!(t.inb(sctp("1.1.1.1:5000", "10.0.0.1:3868", DATA)), Verdict::Accept);
+    assert_eq!(
+        t.inb(sctp("1.1.1.1:5000", "10.0.0.1:3868", DATA)),
+        Verdict::Accept
+    );
     t.inb(sctp("1.1.1.1:5000", "10.0.0.1:3868", INIT));
     assert_eq!(t.d.connections(t.now)[0].state, "INIT1");
     t.outb(sctp("10.0.1.1:3868", "1.1.1.1:5000", INIT_ACK));
@@ -1300,7 +1537,57 @@ fn fragments_and_odd_input_never_panic() {
     icmp.tuple.protocol = 1;
     assert_eq!(t.inb(icmp), Verdict::Accept);
     assert_eq!(t.outb(icmp), Verdict::Accept);
+    // SCTP without a chunk header cannot be scheduled: dropped, like the kernel.
     let mut s = tcp("1.1.1.1:1", "10.0.0.1:80", 0);
     s.tuple.protocol = 132;
-    assert_eq!(t.inb(s), Verdict::Accept);
+    assert_eq!(t.inb(s), Verdict::Drop);
+}
+
+#[test]
+fn udp_templates_are_assured_by_replies_and_reused_by_ops() {
+    let mut t = T::new();
+    let mut c = persistent(svc(Protocol::Udp, "10.0.0.1:53", "rr"), 300);
+    c.flags.0 |= ServiceFlags::ONEPACKET;
+    let k = t.add_svc(c);
+    t.add_dest(k, masq("10.0.1.1:53"));
+    t.add_dest(k, masq("10.0.1.2:53"));
+    // One-packet scheduling: no connection entry stays, but the template does and pins
+    // every datagram of the client to one server.
+    for _ in 0..4 {
+        let v = t.inb(udp("10.0.0.254:40001", "10.0.0.1:53", 1));
+        assert!(
+            matches!(v, Verdict::Forward { rewrite: Rewrite::Dnat { addr, .. }, .. } if addr == ip("10.0.1.2"))
+        );
+    }
+    assert_eq!(
+        t.conns(),
+        ["UDP MM:SS  NONE        10.0.0.254:0       10.0.0.1:53        10.0.1.2:53"]
+    );
+    assert_eq!(t.dests(k)["10.0.1.2:53"], (1, 0, 0, 1));
+    let svc_conns = t.d.table.service(&k).unwrap().stats.live.conns;
+    assert_eq!(svc_conns, 4);
+    // Without ops, a reply through the director assures the template.
+    let mut t = T::new();
+    let k = t.add_svc(persistent(svc(Protocol::Udp, "10.0.0.1:53", "rr"), 300));
+    t.add_dest(k, masq("10.0.1.1:53"));
+    t.inb(udp("10.0.0.254:40001", "10.0.0.1:53", 1));
+    assert!(t.conns()[0].contains(" NONE "));
+    t.outb(udp("10.0.1.1:53", "10.0.0.254:40001", 1));
+    assert!(t.conns()[0].contains(" ASSURED "));
+}
+
+#[test]
+fn expire_later_keeps_templates_and_deleting_takes_unassured_ones() {
+    // A connection deleted by the drop_entry defence takes its unassured template with it.
+    let mut t = T::new();
+    let k = t.add_svc(persistent(svc(Protocol::Tcp, "10.0.0.1:80", "rr"), 300));
+    t.add_dest(k, masq("10.0.1.1:80"));
+    t.inb(tcp("1.1.1.1:1000", "10.0.0.1:80", SYN));
+    assert_eq!(t.d.conn_count(), 2);
+    t.d.set_sysctl("drop_entry", "3").unwrap();
+    for _ in 0..2 {
+        t.advance(1000);
+    }
+    assert_eq!(t.d.conn_count(), 0);
+    assert_eq!(t.dests(k)["10.0.1.1:80"], (1, 0, 0, 0));
 }

@@ -3,7 +3,7 @@
 //!
 //! Layout, chosen for memory (the kernel spends 288 B per entry plus conntrack):
 //!
-//! * entries live in a slab (`Vec<Entry>`, 52 B each, no per-entry allocation) addressed by
+//! * entries live in a slab (`Vec<Entry>`, 48 B each, no per-entry allocation) addressed by
 //!   [`ConnId`]; freed slots are reused through a free list;
 //! * IPv4 addresses are stored inline; entries with any IPv6 address keep their three
 //!   addresses in a side slab ([`V6Addrs`]), so the common IPv4 case pays nothing for IPv6;
@@ -104,6 +104,7 @@ mod cf {
 pub const MAX_TIMEOUT_SECS: u32 = 24 * 24 * 3600;
 
 const NIL: u32 = u32::MAX;
+const NO_DEST: u16 = u16::MAX;
 /// Timer index resolution: 2^8 ms.
 const TICK_SHIFT: u32 = 8;
 /// `sched` value of an entry that is not queued in the timer index.
@@ -113,7 +114,7 @@ const UNQUEUED: u32 = u32::MAX;
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnId(pub u32);
 
-/// One slab slot. 52 bytes.
+/// One slab slot. 48 bytes.
 #[derive(Clone, Copy, Debug)]
 #[repr(C)]
 struct Entry {
@@ -129,13 +130,16 @@ struct Entry {
     flags: u16,
     /// Index into the table of distinct firewall marks (0 = mark 0).
     mark: u16,
-    /// Bound destination, `NIL` when none (bypass).
-    dest: u32,
+    /// Bound destination ([`DestId`] fits 16 bits: ids are reused pool slots, so this
+    /// limits destinations existing at once, trash included, to 65535), `NO_DEST` if none.
+    dest: u16,
+    /// Incoming packets, wrapping at 2^16 (the kernel's wraps at 2^31; what reads it looks at
+    /// 1..=8 for `drop_entry` and at the value modulo the sync period).
+    in_pkts: u16,
     /// Normal entry: its controlling template (`NIL` = none). Template: `n_control`, the
     /// number of entries it controls. (Only templates control entries here: there is no FTP
     /// helper, whose control connections are the kernel's other controlling entries.)
     link: u32,
-    in_pkts: u32,
     /// Current idle timeout in seconds.
     timeout: u32,
     /// Deadline, wrapping milliseconds.
@@ -211,6 +215,8 @@ impl Conn {
 pub struct ConnTableStats {
     /// New entries refused because the table was at its maximum.
     pub refused_full: u64,
+    /// New entries refused because their destination id does not fit 16 bits.
+    pub refused_dest_id: u64,
     pub inserted: u64,
     pub removed: u64,
 }
@@ -259,12 +265,6 @@ fn v6_bytes(a: &IpAddr) -> [u8; 16] {
         IpAddr::V4(v) => v.to_ipv6_mapped().octets(),
         IpAddr::V6(v) => v.octets(),
     }
-}
-
-/// Compare addresses the kernel's way for an entry of family `af`: IPv6 compares 16 bytes,
-/// IPv4 (and fwmark template `vaddr`s) the first 4.
-fn addr_eq(a: &IpAddr, b: &IpAddr) -> bool {
-    a == b
 }
 
 impl ConnTable {
@@ -343,7 +343,10 @@ impl ConnTable {
                 (x as u64) ^ ((x >> 64) as u64).rotate_left(17)
             }
         };
-        let k = a ^ (u64::from(cport) << 32) ^ (u64::from(protocol) << 48) ^ (u64::from(af.number()) << 56);
+        let k = a
+            ^ (u64::from(cport) << 32)
+            ^ (u64::from(protocol) << 48)
+            ^ (u64::from(af.number()) << 56);
         // A 64-bit multiply-xorshift mix (splitmix64 finaliser) keyed by the seed.
         let mut z = k ^ self.seed;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -354,7 +357,11 @@ impl ConnTable {
 
     fn entry_hash(&self, id: u32) -> u32 {
         let e = &self.entries[id as usize];
-        let af = if e.flags & cf::AF6 != 0 { Af::V6 } else { Af::V4 };
+        let af = if e.flags & cf::AF6 != 0 {
+            Af::V6
+        } else {
+            Af::V4
+        };
         self.hash(af, e.protocol, &self.caddr_of(e), e.cport)
     }
 
@@ -438,8 +445,33 @@ impl ConnTable {
         }
     }
 
+    /// Address comparisons without decoding: IPv4 entries compare their inline words.
+    fn c_is(&self, e: &Entry, a: &IpAddr) -> bool {
+        match (e.flags & cf::EXT == 0, a) {
+            (true, IpAddr::V4(v)) => e.caddr == u32::from(*v),
+            (true, IpAddr::V6(_)) => false,
+            (false, _) => self.caddr_of(e) == *a,
+        }
+    }
+    fn v_is(&self, e: &Entry, a: &IpAddr) -> bool {
+        match (e.flags & cf::EXT == 0, a) {
+            (true, IpAddr::V4(v)) => e.vaddr == u32::from(*v),
+            (true, IpAddr::V6(_)) => false,
+            (false, _) => self.vaddr_of(e) == *a,
+        }
+    }
+    fn d_is(&self, e: &Entry, a: &IpAddr) -> bool {
+        match (e.flags & cf::EXT == 0, a) {
+            (true, IpAddr::V4(v)) => e.daddr == u32::from(*v),
+            (true, IpAddr::V6(_)) => false,
+            (false, _) => self.daddr_of(e) == *a,
+        }
+    }
+
     fn live(&self, id: u32) -> Option<&Entry> {
-        self.entries.get(id as usize).filter(|e| e.flags & cf::FREE == 0)
+        self.entries
+            .get(id as usize)
+            .filter(|e| e.flags & cf::FREE == 0)
     }
 
     fn mark_idx(&mut self, mark: u32) -> u16 {
@@ -463,6 +495,10 @@ impl ConnTable {
     pub fn insert(&mut self, c: &NewConn, now: Time) -> Option<ConnId> {
         if self.len >= self.max {
             self.stats.refused_full += 1;
+            return None;
+        }
+        if c.dest.is_some_and(|d| d.0 >= u32::from(NO_DEST)) {
+            self.stats.refused_dest_id += 1;
             return None;
         }
         let mut fl = cf::from_kernel(c.flags) & !(cf::HASHED);
@@ -513,7 +549,7 @@ impl ConnTable {
             state: 0,
             flags: fl,
             mark,
-            dest: c.dest.map_or(NIL, |d| d.0),
+            dest: c.dest.map_or(NO_DEST, |d| d.0 as u16),
             link: if fl & cf::TEMPLATE != 0 { 0 } else { NIL },
             in_pkts: 0,
             timeout,
@@ -598,8 +634,9 @@ impl ConnTable {
 
     /// Milliseconds until the entry's timer fires (0 if overdue).
     pub fn remaining_ms(&self, id: ConnId, now: Time) -> u64 {
-        self.live(id.0)
-            .map_or(0, |e| (e.expires.wrapping_sub(wrap_ms(now)) as i32).max(0) as u64)
+        self.live(id.0).map_or(0, |e| {
+            (e.expires.wrapping_sub(wrap_ms(now)) as i32).max(0) as u64
+        })
     }
 
     /// Milliseconds since the timer was last armed (`jiffies - (expires - timeout)`).
@@ -646,7 +683,15 @@ impl ConnTable {
     // ----- lookups -----
 
     /// `__ip_vs_conn_in_get` for one client port.
-    fn in_get(&self, af: Af, protocol: u8, caddr: &IpAddr, cport: u16, vaddr: &IpAddr, vport: u16) -> Option<ConnId> {
+    fn in_get(
+        &self,
+        af: Af,
+        protocol: u8,
+        caddr: &IpAddr,
+        cport: u16,
+        vaddr: &IpAddr,
+        vport: u16,
+    ) -> Option<ConnId> {
         let mut cur = self.buckets[self.hash(af, protocol, caddr, cport) as usize];
         while cur != NIL {
             let e = &self.entries[cur as usize];
@@ -657,8 +702,8 @@ impl ConnTable {
                 // A packet with client port 0 only matches entries still waiting for their
                 // port, and a packet with a port never matches those (the kernel's XOR test).
                 && ((cport == 0) == (e.flags & cf::NO_CPORT != 0))
-                && addr_eq(&self.caddr_of(e), caddr)
-                && addr_eq(&self.vaddr_of(e), vaddr)
+                && self.c_is(e, caddr)
+                && self.v_is(e, vaddr)
             {
                 return Some(ConnId(cur));
             }
@@ -668,31 +713,49 @@ impl ConnTable {
     }
 
     /// Inbound lookup (client → VIP, `ip_vs_conn_in_get`), with the NO_CPORT retry.
-    pub fn lookup_in(&self, af: Af, protocol: u8, caddr: &IpAddr, cport: u16, vaddr: &IpAddr, vport: u16) -> Option<ConnId> {
-        self.in_get(af, protocol, caddr, cport, vaddr, vport).or_else(|| {
-            if self.no_cport > 0 && cport != 0 {
-                self.in_get(af, protocol, caddr, 0, vaddr, vport)
-            } else {
-                None
-            }
-        })
+    pub fn lookup_in(
+        &self,
+        af: Af,
+        protocol: u8,
+        caddr: &IpAddr,
+        cport: u16,
+        vaddr: &IpAddr,
+        vport: u16,
+    ) -> Option<ConnId> {
+        self.in_get(af, protocol, caddr, cport, vaddr, vport)
+            .or_else(|| {
+                if self.no_cport > 0 && cport != 0 {
+                    self.in_get(af, protocol, caddr, 0, vaddr, vport)
+                } else {
+                    None
+                }
+            })
     }
 
     /// Outbound lookup (`ip_vs_conn_out_get`): a packet `src → dst` from the server side
     /// matches when `dst` is the client and `src` is the real server (NAT) or the virtual
     /// address (other methods).
-    pub fn lookup_out(&self, af: Af, protocol: u8, src: (&IpAddr, u16), dst: (&IpAddr, u16)) -> Option<ConnId> {
+    pub fn lookup_out(
+        &self,
+        af: Af,
+        protocol: u8,
+        src: (&IpAddr, u16),
+        dst: (&IpAddr, u16),
+    ) -> Option<ConnId> {
         let mut cur = self.buckets[self.hash(af, protocol, dst.0, dst.1) as usize];
         while cur != NIL {
             let e = &self.entries[cur as usize];
-            if e.cport == dst.1 && e.protocol == protocol && ((e.flags & cf::AF6 != 0) == (af == Af::V6)) {
+            if e.cport == dst.1
+                && e.protocol == protocol
+                && ((e.flags & cf::AF6 != 0) == (af == Af::V6))
+            {
                 let masq = u32::from(e.flags & cf::FWD_MASK) == flags::MASQ;
-                let (sa, sp) = if masq {
-                    (self.daddr_of(e), e.dport)
+                let hit = if masq {
+                    e.dport == src.1 && self.d_is(e, src.0)
                 } else {
-                    (self.vaddr_of(e), e.vport)
+                    e.vport == src.1 && self.v_is(e, src.0)
                 };
-                if sp == src.1 && addr_eq(&self.caddr_of(e), dst.0) && addr_eq(&sa, src.0) {
+                if hit && self.c_is(e, dst.0) {
                     return Some(ConnId(cur));
                 }
             }
@@ -704,7 +767,14 @@ impl ConnTable {
     /// Template lookup (`ip_vs_ct_in_get`): `(af, protocol, masked caddr, cport 0, vaddr,
     /// vport)` with the TEMPLATE flag. Protocol 0 (fwmark templates) compares the first 4
     /// bytes of `vaddr` only.
-    pub fn lookup_template(&self, af: Af, protocol: u8, caddr: &IpAddr, vaddr: &IpAddr, vport: u16) -> Option<ConnId> {
+    pub fn lookup_template(
+        &self,
+        af: Af,
+        protocol: u8,
+        caddr: &IpAddr,
+        vaddr: &IpAddr,
+        vport: u16,
+    ) -> Option<ConnId> {
         let mut cur = self.buckets[self.hash(af, protocol, caddr, 0) as usize];
         while cur != NIL {
             let e = &self.entries[cur as usize];
@@ -713,13 +783,12 @@ impl ConnTable {
                 && e.vport == vport
                 && e.protocol == protocol
                 && ((e.flags & cf::AF6 != 0) == (af == Af::V6))
-                && addr_eq(&self.caddr_of(e), caddr)
+                && self.c_is(e, caddr)
             {
-                let v = self.vaddr_of(e);
                 let same = if protocol == 0 {
-                    v4_prefix(&v) == v4_prefix(vaddr)
+                    v4_prefix(&self.vaddr_of(e)) == v4_prefix(vaddr)
                 } else {
-                    addr_eq(&v, vaddr)
+                    self.v_is(e, vaddr)
                 };
                 if same {
                     return Some(ConnId(cur));
@@ -741,7 +810,11 @@ impl ConnTable {
         let e = self.live(id.0)?;
         let template = e.flags & cf::TEMPLATE != 0;
         Some(Conn {
-            af: if e.flags & cf::AF6 != 0 { Af::V6 } else { Af::V4 },
+            af: if e.flags & cf::AF6 != 0 {
+                Af::V6
+            } else {
+                Af::V4
+            },
             protocol: e.protocol,
             caddr: self.caddr_of(e),
             cport: e.cport,
@@ -751,10 +824,10 @@ impl ConnTable {
             dport: e.dport,
             flags: cf::to_kernel(e.flags),
             state: e.state,
-            dest: (e.dest != NIL).then_some(DestId(e.dest)),
+            dest: (e.dest != NO_DEST).then_some(DestId(u32::from(e.dest))),
             control: (!template && e.link != NIL).then_some(ConnId(e.link)),
             n_control: if template { e.link } else { 0 },
-            in_pkts: e.in_pkts,
+            in_pkts: u32::from(e.in_pkts),
             fwmark: self.marks.get(usize::from(e.mark)).copied().unwrap_or(0),
             timeout: e.timeout,
         })
@@ -811,7 +884,8 @@ impl ConnTable {
         self.live(id.0).map_or(0, |e| e.protocol)
     }
     pub(crate) fn dest(&self, id: ConnId) -> Option<DestId> {
-        self.live(id.0).and_then(|e| (e.dest != NIL).then_some(DestId(e.dest)))
+        self.live(id.0)
+            .and_then(|e| (e.dest != NO_DEST).then_some(DestId(u32::from(e.dest))))
     }
     pub(crate) fn set_timeout(&mut self, id: ConnId, secs: u32) {
         if self.live(id.0).is_some() {
@@ -819,7 +893,7 @@ impl ConnTable {
         }
     }
     pub(crate) fn in_pkts(&self, id: ConnId) -> u32 {
-        self.live(id.0).map_or(0, |e| e.in_pkts)
+        self.live(id.0).map_or(0, |e| u32::from(e.in_pkts))
     }
     pub(crate) fn inc_in_pkts(&mut self, id: ConnId) -> u32 {
         if self.live(id.0).is_none() {
@@ -827,7 +901,7 @@ impl ConnTable {
         }
         let e = &mut self.entries[id.0 as usize];
         e.in_pkts = e.in_pkts.wrapping_add(1);
-        e.in_pkts
+        u32::from(e.in_pkts)
     }
     pub(crate) fn control(&self, id: ConnId) -> Option<ConnId> {
         self.live(id.0)
@@ -835,7 +909,9 @@ impl ConnTable {
             .map(|e| ConnId(e.link))
     }
     pub(crate) fn n_control(&self, id: ConnId) -> u32 {
-        self.live(id.0).filter(|e| e.flags & cf::TEMPLATE != 0).map_or(0, |e| e.link)
+        self.live(id.0)
+            .filter(|e| e.flags & cf::TEMPLATE != 0)
+            .map_or(0, |e| e.link)
     }
     /// `ip_vs_control_add`: `cp` is now controlled by the template `ct`.
     pub(crate) fn control_add(&mut self, cp: ConnId, ct: ConnId) {

@@ -82,8 +82,8 @@ use sctp::{
     SHUTDOWN_ACK_SENT as SSA, SHUTDOWN_RECEIVED as SSR, SHUTDOWN_SENT as SSS,
 };
 use tcp::{
-    CLOSE as TCL, CLOSE_WAIT as TCW, ESTABLISHED as TES, FIN_WAIT as TFW, LAST_ACK as TLA, LISTEN as TLI,
-    SYN_RECV as TSR, SYN_SENT as TSS, SYNACK as TSA, TIME_WAIT as TTW,
+    CLOSE as TCL, CLOSE_WAIT as TCW, ESTABLISHED as TES, FIN_WAIT as TFW, LAST_ACK as TLA,
+    LISTEN as TLI, SYN_RECV as TSR, SYN_SENT as TSS, SYNACK as TSA, TIME_WAIT as TTW,
 };
 
 // Tables: [direction: INPUT, OUTPUT, INPUT-ONLY][event][current state] -> next state.
@@ -137,46 +137,104 @@ pub static TCP_SECURE: [[[u8; 11]; 4]; 3] = [
 pub static SCTP_TABLE: [[[u8; 14]; 10]; 3] = [
     // C_IN
     [
-        [SES, SI1, SIN, SCS, SCR, SCW, SCO, SCE, SES, SSS, SSR, SSA, SRJ, SCL], // d
-        [SI1, SIN, SIN, SCS, SCR, SCW, SCO, SCE, SES, SSS, SSR, SSA, SIN, SIN], // i
-        [SCW, SCW, SCW, SCS, SCR, SCO, SCO, SCE, SES, SSS, SSR, SSA, SRJ, SCL], // i_a
-        [SCR, SIN, SIN, SCR, SCR, SCW, SCO, SCE, SES, SSS, SSR, SSA, SRJ, SCL], // c_e
-        [SES, SI1, SIN, SCS, SCR, SCW, SCO, SES, SES, SSS, SSR, SSA, SRJ, SCL], // c_a
-        [SSR, SI1, SIN, SCS, SCR, SCW, SCO, SCE, SSR, SSS, SSR, SSA, SRJ, SCL], // s
-        [SCL, SIN, SIN, SCS, SCR, SCW, SCO, SCE, SES, SCL, SSR, SCL, SRJ, SCL], // s_a
-        [SCL, SCL, SCL, SCS, SCR, SCW, SCO, SCE, SES, SSS, SSR, SCL, SRJ, SCL], // s_c
-        [SCL, SI1, SIN, SCS, SCR, SCW, SCO, SCL, SES, SSS, SSR, SSA, SRJ, SCL], // err
-        [SCL, SCL, SCL, SCL, SCL, SRJ, SCL, SCL, SCL, SCL, SCL, SCL, SCL, SCL], // ab
+        [
+            SES, SI1, SIN, SCS, SCR, SCW, SCO, SCE, SES, SSS, SSR, SSA, SRJ, SCL,
+        ], // d
+        [
+            SI1, SIN, SIN, SCS, SCR, SCW, SCO, SCE, SES, SSS, SSR, SSA, SIN, SIN,
+        ], // i
+        [
+            SCW, SCW, SCW, SCS, SCR, SCO, SCO, SCE, SES, SSS, SSR, SSA, SRJ, SCL,
+        ], // i_a
+        [
+            SCR, SIN, SIN, SCR, SCR, SCW, SCO, SCE, SES, SSS, SSR, SSA, SRJ, SCL,
+        ], // c_e
+        [
+            SES, SI1, SIN, SCS, SCR, SCW, SCO, SES, SES, SSS, SSR, SSA, SRJ, SCL,
+        ], // c_a
+        [
+            SSR, SI1, SIN, SCS, SCR, SCW, SCO, SCE, SSR, SSS, SSR, SSA, SRJ, SCL,
+        ], // s
+        [
+            SCL, SIN, SIN, SCS, SCR, SCW, SCO, SCE, SES, SCL, SSR, SCL, SRJ, SCL,
+        ], // s_a
+        [
+            SCL, SCL, SCL, SCS, SCR, SCW, SCO, SCE, SES, SSS, SSR, SCL, SRJ, SCL,
+        ], // s_c
+        [
+            SCL, SI1, SIN, SCS, SCR, SCW, SCO, SCL, SES, SSS, SSR, SSA, SRJ, SCL,
+        ], // err
+        [
+            SCL, SCL, SCL, SCL, SCL, SRJ, SCL, SCL, SCL, SCL, SCL, SCL, SCL, SCL,
+        ], // ab
     ],
     // C_OUT
     [
-        [SES, SI1, SIN, SCS, SCR, SCW, SCO, SCE, SES, SSS, SSR, SSA, SRJ, SCL], // d
-        [SCW, SCW, SCW, SCW, SCW, SCW, SCW, SCW, SES, SCW, SCW, SCW, SCW, SCW], // i
-        [SCS, SCS, SCS, SCS, SCR, SCW, SCO, SCE, SES, SSS, SSR, SSA, SRJ, SCL], // i_a
-        [SCE, SCE, SCE, SCE, SCE, SCE, SCE, SCE, SES, SSS, SSR, SSA, SRJ, SCL], // c_e
-        [SES, SES, SES, SES, SES, SES, SES, SES, SES, SSS, SSR, SSA, SRJ, SCL], // c_a
-        [SSS, SSS, SSS, SSS, SSS, SSS, SSS, SSS, SSS, SSS, SSR, SSA, SRJ, SCL], // s
-        [SSA, SSA, SSA, SSA, SSA, SCW, SCO, SCE, SES, SSA, SSA, SSA, SRJ, SCL], // s_a
-        [SCL, SI1, SIN, SCS, SCR, SCW, SCO, SCE, SES, SSS, SSR, SSA, SRJ, SCL], // s_c
-        [SCL, SCL, SCL, SCL, SCL, SCW, SCO, SCE, SES, SSS, SSR, SSA, SRJ, SCL], // err
-        [SCL, SRJ, SCL, SCL, SCL, SCL, SCL, SCL, SCL, SCL, SCL, SCL, SCL, SCL], // ab
+        [
+            SES, SI1, SIN, SCS, SCR, SCW, SCO, SCE, SES, SSS, SSR, SSA, SRJ, SCL,
+        ], // d
+        [
+            SCW, SCW, SCW, SCW, SCW, SCW, SCW, SCW, SES, SCW, SCW, SCW, SCW, SCW,
+        ], // i
+        [
+            SCS, SCS, SCS, SCS, SCR, SCW, SCO, SCE, SES, SSS, SSR, SSA, SRJ, SCL,
+        ], // i_a
+        [
+            SCE, SCE, SCE, SCE, SCE, SCE, SCE, SCE, SES, SSS, SSR, SSA, SRJ, SCL,
+        ], // c_e
+        [
+            SES, SES, SES, SES, SES, SES, SES, SES, SES, SSS, SSR, SSA, SRJ, SCL,
+        ], // c_a
+        [
+            SSS, SSS, SSS, SSS, SSS, SSS, SSS, SSS, SSS, SSS, SSR, SSA, SRJ, SCL,
+        ], // s
+        [
+            SSA, SSA, SSA, SSA, SSA, SCW, SCO, SCE, SES, SSA, SSA, SSA, SRJ, SCL,
+        ], // s_a
+        [
+            SCL, SI1, SIN, SCS, SCR, SCW, SCO, SCE, SES, SSS, SSR, SSA, SRJ, SCL,
+        ], // s_c
+        [
+            SCL, SCL, SCL, SCL, SCL, SCW, SCO, SCE, SES, SSS, SSR, SSA, SRJ, SCL,
+        ], // err
+        [
+            SCL, SRJ, SCL, SCL, SCL, SCL, SCL, SCL, SCL, SCL, SCL, SCL, SCL, SCL,
+        ], // ab
     ],
     // C_IO
     [
-        [SES, SI1, SIN, SCS, SCR, SES, SCO, SCE, SES, SSS, SSR, SSA, SRJ, SCL], // d
-        [SI1, SIN, SIN, SIN, SIN, SIN, SCO, SCE, SES, SSS, SSR, SSA, SIN, SIN], // i
-        [SCE, SCE, SCE, SCE, SCE, SCE, SCO, SCE, SES, SSS, SSR, SSA, SRJ, SCL], // i_a
-        [SES, SES, SES, SES, SES, SES, SCO, SCE, SES, SSS, SSR, SSA, SRJ, SCL], // c_e
-        [SES, SI1, SIN, SES, SES, SCW, SES, SES, SES, SSS, SSR, SSA, SRJ, SCL], // c_a
-        [SSR, SI1, SIN, SCS, SCR, SCW, SCO, SCE, SSR, SSS, SSR, SSA, SRJ, SCL], // s
-        [SCL, SIN, SIN, SCS, SCR, SCW, SCO, SCE, SCL, SCL, SSR, SCL, SRJ, SCL], // s_a
-        [SCL, SCL, SCL, SCL, SCL, SCW, SCO, SCE, SES, SSS, SCL, SCL, SRJ, SCL], // s_c
-        [SCL, SI1, SIN, SCS, SCR, SCW, SCO, SCE, SES, SSS, SSR, SSA, SRJ, SCL], // err
-        [SCL, SCL, SCL, SCL, SCL, SRJ, SCL, SCL, SCL, SCL, SCL, SCL, SCL, SCL], // ab
+        [
+            SES, SI1, SIN, SCS, SCR, SES, SCO, SCE, SES, SSS, SSR, SSA, SRJ, SCL,
+        ], // d
+        [
+            SI1, SIN, SIN, SIN, SIN, SIN, SCO, SCE, SES, SSS, SSR, SSA, SIN, SIN,
+        ], // i
+        [
+            SCE, SCE, SCE, SCE, SCE, SCE, SCO, SCE, SES, SSS, SSR, SSA, SRJ, SCL,
+        ], // i_a
+        [
+            SES, SES, SES, SES, SES, SES, SCO, SCE, SES, SSS, SSR, SSA, SRJ, SCL,
+        ], // c_e
+        [
+            SES, SI1, SIN, SES, SES, SCW, SES, SES, SES, SSS, SSR, SSA, SRJ, SCL,
+        ], // c_a
+        [
+            SSR, SI1, SIN, SCS, SCR, SCW, SCO, SCE, SSR, SSS, SSR, SSA, SRJ, SCL,
+        ], // s
+        [
+            SCL, SIN, SIN, SCS, SCR, SCW, SCO, SCE, SCL, SCL, SSR, SCL, SRJ, SCL,
+        ], // s_a
+        [
+            SCL, SCL, SCL, SCL, SCL, SCW, SCO, SCE, SES, SSS, SCL, SCL, SRJ, SCL,
+        ], // s_c
+        [
+            SCL, SI1, SIN, SCS, SCR, SCW, SCO, SCE, SES, SSS, SSR, SSA, SRJ, SCL,
+        ], // err
+        [
+            SCL, SCL, SCL, SCL, SCL, SRJ, SCL, SCL, SCL, SCL, SCL, SCL, SCL, SCL,
+        ], // ab
     ],
 ];
-
-
 
 pub const TCP_NAMES: [&str; tcp::COUNT] = [
     "NONE",
@@ -220,14 +278,11 @@ pub fn state_name(protocol: u8, is_template: bool, state: u8) -> &'static str {
     }
     match protocol {
         6 => TCP_NAMES.get(usize::from(state)).copied().unwrap_or("ERR!"),
-        17 => {
-            if state == 0 {
-                "UDP"
-            } else {
-                "ERR!"
-            }
-        }
-        132 => SCTP_NAMES.get(usize::from(state)).copied().unwrap_or("ERR!"),
+        17 if state == 0 => "UDP",
+        132 => SCTP_NAMES
+            .get(usize::from(state))
+            .copied()
+            .unwrap_or("ERR!"),
         // AH/ESP entries print through the UDP-less "ip_vs_proto" default.
         _ => "ERR!",
     }
@@ -256,12 +311,18 @@ pub fn tcp_next(secure: bool, dir: Dir, flags: u8, state: u8) -> u8 {
         return tcp::CLOSE;
     };
     let table = if secure { &TCP_SECURE } else { &TCP_NORMAL };
-    table[dir as usize][ev].get(usize::from(state)).copied().unwrap_or(tcp::CLOSE)
+    table[dir as usize][ev]
+        .get(usize::from(state))
+        .copied()
+        .unwrap_or(tcp::CLOSE)
 }
 
 /// States counted in ActiveConn (`tcp_state_active_table`): the handshake states count.
 pub fn tcp_active(state: u8) -> bool {
-    matches!(state, tcp::ESTABLISHED | tcp::SYN_SENT | tcp::SYN_RECV | tcp::SYNACK)
+    matches!(
+        state,
+        tcp::ESTABLISHED | tcp::SYN_SENT | tcp::SYN_RECV | tcp::SYNACK
+    )
 }
 
 /// TCP timeout of a state in seconds; ESTABLISHED and FIN_WAIT follow `--set`.
@@ -309,7 +370,10 @@ pub fn sctp_event(first: u8, next: Option<u8>) -> usize {
 
 pub fn sctp_next(dir: Dir, first: u8, next: Option<u8>, state: u8) -> u8 {
     let ev = sctp_event(first, next);
-    SCTP_TABLE[dir as usize][ev].get(usize::from(state)).copied().unwrap_or(sctp::CLOSED)
+    SCTP_TABLE[dir as usize][ev]
+        .get(usize::from(state))
+        .copied()
+        .unwrap_or(sctp::CLOSED)
 }
 
 /// Only ESTABLISHED counts as active for SCTP.
@@ -433,7 +497,12 @@ C_IO
                 if !r.starts_with('|') {
                     break;
                 }
-                let cells: Vec<String> = r.trim().trim_matches('|').split('|').map(|c| c.trim().to_string()).collect();
+                let cells: Vec<String> = r
+                    .trim()
+                    .trim_matches('|')
+                    .split('|')
+                    .map(|c| c.trim().to_string())
+                    .collect();
                 rows.push(cells);
                 lines.next();
             }
@@ -443,10 +512,14 @@ C_IO
     }
 
     fn tcp_abbrev(s: u8) -> &'static str {
-        ["NO", "ES", "SS", "SR", "FW", "TW", "CL", "CW", "LA", "LI", "SA"][s as usize]
+        [
+            "NO", "ES", "SS", "SR", "FW", "TW", "CL", "CW", "LA", "LI", "SA",
+        ][s as usize]
     }
     fn sctp_abbrev(s: u8) -> &'static str {
-        ["NO", "I1", "IN", "CS", "CR", "CW", "CO", "CE", "ES", "SS", "SR", "SA", "RJ", "CL"][s as usize]
+        [
+            "NO", "I1", "IN", "CS", "CR", "CW", "CO", "CE", "ES", "SS", "SR", "SA", "RJ", "CL",
+        ][s as usize]
     }
 
     #[test]
@@ -481,16 +554,34 @@ C_IO
         use crate::packet::tcp_flags::*;
         // Flag priority: RST beats SYN beats FIN beats ACK.
         assert_eq!(tcp_next(false, Dir::Input, SYN, tcp::NONE), tcp::SYN_RECV);
-        assert_eq!(tcp_next(false, Dir::Input, SYN | RST, tcp::ESTABLISHED), tcp::CLOSE);
-        assert_eq!(tcp_next(false, Dir::Input, FIN | ACK, tcp::ESTABLISHED), tcp::CLOSE_WAIT);
-        assert_eq!(tcp_next(false, Dir::InputOnly, FIN | ACK, tcp::ESTABLISHED), tcp::FIN_WAIT);
-        assert_eq!(tcp_next(false, Dir::Output, SYN | ACK, tcp::SYN_RECV), tcp::SYN_RECV);
+        assert_eq!(
+            tcp_next(false, Dir::Input, SYN | RST, tcp::ESTABLISHED),
+            tcp::CLOSE
+        );
+        assert_eq!(
+            tcp_next(false, Dir::Input, FIN | ACK, tcp::ESTABLISHED),
+            tcp::CLOSE_WAIT
+        );
+        assert_eq!(
+            tcp_next(false, Dir::InputOnly, FIN | ACK, tcp::ESTABLISHED),
+            tcp::FIN_WAIT
+        );
+        assert_eq!(
+            tcp_next(false, Dir::Output, SYN | ACK, tcp::SYN_RECV),
+            tcp::SYN_RECV
+        );
         assert_eq!(tcp_next(false, Dir::Output, RST, tcp::SYN_RECV), tcp::CLOSE);
         // No flag at all: CLOSE.
         assert_eq!(tcp_next(false, Dir::Input, 0, tcp::ESTABLISHED), tcp::CLOSE);
         // Secure table: an input ACK in SYN_RECV does not establish.
-        assert_eq!(tcp_next(true, Dir::Input, ACK, tcp::SYN_RECV), tcp::SYN_RECV);
-        assert_eq!(tcp_next(true, Dir::Output, SYN | ACK, tcp::SYN_RECV), tcp::SYNACK);
+        assert_eq!(
+            tcp_next(true, Dir::Input, ACK, tcp::SYN_RECV),
+            tcp::SYN_RECV
+        );
+        assert_eq!(
+            tcp_next(true, Dir::Output, SYN | ACK, tcp::SYN_RECV),
+            tcp::SYNACK
+        );
         assert_eq!(tcp_next(true, Dir::Input, ACK, tcp::SYNACK), tcp::SYNACK);
         // Out-of-range state never panics.
         assert_eq!(tcp_next(false, Dir::Input, ACK, 200), tcp::CLOSE);
@@ -503,7 +594,11 @@ C_IO
         for (s, w) in want.iter().enumerate() {
             assert_eq!(tcp_timeout(s as u8, &t), *w, "{}", TCP_NAMES[s]);
         }
-        let set = Timeouts { tcp: 100, tcp_fin: 70, udp: 45 };
+        let set = Timeouts {
+            tcp: 100,
+            tcp_fin: 70,
+            udp: 45,
+        };
         assert_eq!(tcp_timeout(tcp::ESTABLISHED, &set), 100);
         assert_eq!(tcp_timeout(tcp::FIN_WAIT, &set), 70);
         assert_eq!(tcp_timeout(tcp::TIME_WAIT, &set), 120);
@@ -530,8 +625,17 @@ C_IO
         assert_eq!(sctp_event(COOKIE_ECHO, Some(DATA)), 3);
         assert_eq!(sctp_event(INIT, Some(ABORT)), 1);
         assert_eq!(sctp_next(Dir::Input, INIT, None, sctp::NONE), sctp::INIT1);
-        assert_eq!(sctp_next(Dir::Output, INIT_ACK, None, sctp::INIT1), sctp::COOKIE_SENT);
-        assert_eq!(sctp_next(Dir::Input, COOKIE_ECHO, None, sctp::COOKIE_SENT), sctp::COOKIE_REPLIED);
-        assert_eq!(sctp_next(Dir::Output, COOKIE_ACK, None, sctp::COOKIE_REPLIED), sctp::ESTABLISHED);
+        assert_eq!(
+            sctp_next(Dir::Output, INIT_ACK, None, sctp::INIT1),
+            sctp::COOKIE_SENT
+        );
+        assert_eq!(
+            sctp_next(Dir::Input, COOKIE_ECHO, None, sctp::COOKIE_SENT),
+            sctp::COOKIE_REPLIED
+        );
+        assert_eq!(
+            sctp_next(Dir::Output, COOKIE_ACK, None, sctp::COOKIE_REPLIED),
+            sctp::ESTABLISHED
+        );
     }
 }

@@ -30,11 +30,17 @@ impl Scheduler for DestHash {
         let ids = dests.ids();
         self.buckets.clear();
         if !ids.is_empty() {
-            self.buckets.extend((0..DH_TAB_SIZE).map(|i| ids[i % ids.len()]));
+            self.buckets
+                .extend((0..DH_TAB_SIZE).map(|i| ids[i % ids.len()]));
         }
     }
 
-    fn schedule(&mut self, _svc: &ServiceConfig, dests: DestView<'_>, input: &SchedInput) -> Option<DestId> {
+    fn schedule(
+        &mut self,
+        _svc: &ServiceConfig,
+        dests: DestView<'_>,
+        input: &SchedInput,
+    ) -> Option<DestId> {
         let b = hash_32(fold(&input.daddr), DH_TAB_BITS) as usize;
         let id = *self.buckets.get(b)?;
         // Weight 0 or OVERLOAD means "no destination": dh never looks elsewhere.
@@ -60,7 +66,14 @@ mod tests {
     /// sched-dh-fwmark: destinations 10.0.5.1-12 map to fixed servers, twice over.
     #[test]
     fn oracle_case_sched_dh_fwmark() {
-        let mut s = Sim::with(ServiceKey::Fwmark { af: Af::V4, mark: 1 }, "dh", 0);
+        let mut s = Sim::with(
+            ServiceKey::Fwmark {
+                af: Af::V4,
+                mark: 1,
+            },
+            "dh",
+            0,
+        );
         for i in 1..=3 {
             s.add(&format!("10.0.1.{i}"), 0, 1);
         }

@@ -1,8 +1,8 @@
 //! fo — weighted failover (reference §2.7, `ip_vs_fo.c`).
 //!
 //! The kernel returns the first non-OVERLOAD destination with the highest weight (> 0).
-//! Weights change only through `update(Edited)` and the flag through `load_changed`, so a
-//! heap keyed by (weight descending, list position) answers in O(1).
+//! Weights change only through `update(Edited)` and the flag through `load_changed`, so the
+//! winner tree keyed by descending weight answers in O(1).
 
 use super::index::{LoadIndex, Policy};
 use super::{DestEvent, SchedInput, Scheduler};
@@ -14,9 +14,9 @@ use std::cmp::Reverse;
 pub(crate) struct FoPolicy;
 
 impl Policy for FoPolicy {
-    type Key = (Reverse<i32>, Reverse<u64>);
+    type Key = Reverse<i32>;
     fn key(d: &Dest) -> Option<Self::Key> {
-        d.is_schedulable().then_some((Reverse(d.cfg.weight), Reverse(d.seq)))
+        d.is_schedulable().then_some(Reverse(d.cfg.weight))
     }
 }
 
@@ -38,7 +38,12 @@ impl Scheduler for WeightedFailover {
         self.index.event(dests, event);
     }
 
-    fn schedule(&mut self, _svc: &ServiceConfig, dests: DestView<'_>, _input: &SchedInput) -> Option<DestId> {
+    fn schedule(
+        &mut self,
+        _svc: &ServiceConfig,
+        dests: DestView<'_>,
+        _input: &SchedInput,
+    ) -> Option<DestId> {
         self.index.pick(dests)
     }
 
@@ -97,6 +102,7 @@ mod tests {
                 let want = reference(s.view());
                 let got = s.schedule(ip("10.0.0.254"), 1);
                 assert_eq!(got, want, "seed {seed}");
+                got
             });
         }
     }

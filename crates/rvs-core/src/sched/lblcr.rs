@@ -12,7 +12,6 @@ use super::{DestEvent, SchedInput, Scheduler};
 use crate::model::ServiceConfig;
 use crate::table::{Dest, DestId, DestView};
 use crate::time::Time;
-use std::cmp::Ordering;
 use std::collections::HashMap;
 
 #[derive(Clone, Debug)]
@@ -43,7 +42,6 @@ fn load(overhead: u64, weight: i32) -> Ratio {
     Ratio {
         num: overhead,
         w: weight.max(0) as u64,
-        seq: 0,
     }
 }
 
@@ -61,7 +59,7 @@ fn set_min(members: &Members, dests: DestView<'_>, set: &DestSet) -> Option<Dest
         let q = load(d.overhead(), d.cfg.weight);
         match least {
             None if d.cfg.weight > 0 => least = Some((r.id, q)),
-            Some((_, l)) if q.load_cmp(&l) == Ordering::Less => least = Some((r.id, q)),
+            Some((_, l)) if q < l => least = Some((r.id, q)),
             _ => {}
         }
     }
@@ -70,7 +68,12 @@ fn set_min(members: &Members, dests: DestView<'_>, set: &DestSet) -> Option<Dest
 
 /// `ip_vs_dest_set_max`: the first member with weight > 0, replaced by a later one with weight
 /// > 0 and a strictly larger load. Neither availability nor OVERLOAD matter here.
-fn set_max(members: &Members, gone: &HashMap<DestId, Gone>, dests: DestView<'_>, set: &DestSet) -> Option<usize> {
+fn set_max(
+    members: &Members,
+    gone: &HashMap<DestId, Gone>,
+    dests: DestView<'_>,
+    set: &DestSet,
+) -> Option<usize> {
     let mut most: Option<(usize, Ratio)> = None;
     for (i, r) in set.members.iter().enumerate() {
         let (weight, overhead) = match members.resolve(dests, r) {
@@ -85,7 +88,7 @@ fn set_max(members: &Members, gone: &HashMap<DestId, Gone>, dests: DestView<'_>,
         }
         let q = load(overhead, weight);
         match most {
-            Some((_, m)) if m.load_cmp(&q) != Ordering::Less => {}
+            Some((_, m)) if m >= q => {}
             _ => most = Some((i, q)),
         }
     }
@@ -134,11 +137,17 @@ impl Scheduler for Lblcr {
         if self.cache.tick(now, expiration_secs) && !self.gone.is_empty() {
             // Forget departed members that no cached set names any more.
             let cache = &self.cache;
-            self.gone.retain(|_, g| cache.values().any(|s| is_member(s, &g.r)));
+            self.gone
+                .retain(|_, g| cache.values().any(|s| is_member(s, &g.r)));
         }
     }
 
-    fn schedule(&mut self, _svc: &ServiceConfig, dests: DestView<'_>, input: &SchedInput) -> Option<DestId> {
+    fn schedule(
+        &mut self,
+        _svc: &ServiceConfig,
+        dests: DestView<'_>,
+        input: &SchedInput,
+    ) -> Option<DestId> {
         let now = input.now;
         let daddr = input.daddr;
         let Lblcr {
@@ -153,17 +162,18 @@ impl Scheduler for Lblcr {
             e.lastuse = now;
             let set = &mut e.val;
             let min = set_min(members, dests, set);
-            if set.members.len() > 1 && now > set.lastmod + expiration {
-                if let Some(i) = set_max(members, gone, dests, set) {
-                    set.members.remove(i);
-                    set.lastmod = now;
-                }
+            if set.members.len() > 1
+                && now > set.lastmod + expiration
+                && let Some(i) = set_max(members, gone, dests, set)
+            {
+                set.members.remove(i);
+                set.lastmod = now;
             }
             // The member chosen before the shrink is used even if the shrink removed it.
-            if let Some(id) = min {
-                if !members.overloaded_rule(dests.get(id)) {
-                    return Some(id);
-                }
+            if let Some(id) = min
+                && !members.overloaded_rule(dests.get(id))
+            {
+                return Some(id);
             }
             let id = wlc.pick(dests)?;
             let r = DestRef::of(id, dests.get(id));

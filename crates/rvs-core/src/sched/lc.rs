@@ -2,22 +2,21 @@
 //!
 //! The kernel walks the list and keeps the first destination with the smallest overhead
 //! (`activeconns * 256 + totalconns`), skipping weight 0 and OVERLOAD. Here the same choice
-//! comes from a heap keyed by (overhead, list position) kept current by the notifications.
+//! comes from the winner tree of [`super::index`], kept current by the notifications.
 
 use super::index::{LoadIndex, Policy};
 use super::{DestEvent, SchedInput, Scheduler};
 use crate::model::ServiceConfig;
 use crate::table::{Dest, DestId, DestView};
-use std::cmp::Reverse;
 
 #[derive(Clone, Debug, Default)]
 pub(crate) struct LcPolicy;
 
 impl Policy for LcPolicy {
-    /// (overhead, newest first): the weight is ignored except for being non-zero.
-    type Key = (u64, Reverse<u64>);
-    fn key(d: &Dest) -> Option<Self::Key> {
-        d.is_schedulable().then(|| (d.overhead(), Reverse(d.seq)))
+    /// The overhead alone: the weight is ignored except for being non-zero.
+    type Key = u64;
+    fn key(d: &Dest) -> Option<u64> {
+        d.is_schedulable().then(|| d.overhead())
     }
 }
 
@@ -39,7 +38,12 @@ impl Scheduler for LeastConn {
         self.index.event(dests, event);
     }
 
-    fn schedule(&mut self, _svc: &ServiceConfig, dests: DestView<'_>, _input: &SchedInput) -> Option<DestId> {
+    fn schedule(
+        &mut self,
+        _svc: &ServiceConfig,
+        dests: DestView<'_>,
+        _input: &SchedInput,
+    ) -> Option<DestId> {
         self.index.pick(dests)
     }
 
@@ -114,6 +118,7 @@ pub(crate) mod tests {
                 let want = reference(s.view());
                 let got = s.schedule(ip("10.0.0.254"), 1);
                 assert_eq!(got, want, "seed {seed}");
+                got
             });
         }
     }

@@ -65,7 +65,10 @@ impl<V> Cache<V> {
     }
 
     pub fn get_mut(&mut self, addr: &IpAddr) -> Option<&mut Entry<V>> {
-        self.buckets.get_mut(bucket_of(addr))?.iter_mut().find(|e| e.addr == *addr)
+        self.buckets
+            .get_mut(bucket_of(addr))?
+            .iter_mut()
+            .find(|e| e.addr == *addr)
     }
 
     /// Insert an entry for an address known to be absent.
@@ -73,7 +76,11 @@ impl<V> Cache<V> {
         if self.buckets.is_empty() {
             self.buckets.resize_with(TAB_SIZE, Vec::new);
         }
-        self.buckets[bucket_of(&addr)].push(Entry { addr, lastuse: now, val });
+        self.buckets[bucket_of(&addr)].push(Entry {
+            addr,
+            lastuse: now,
+            val,
+        });
         self.entries += 1;
     }
 
@@ -120,7 +127,7 @@ impl<V> Cache<V> {
 
     /// One run of `ip_vs_lblc_check_expire` / `ip_vs_lblcr_check_expire`.
     fn run(&mut self, now: Time) {
-        if self.counter % COUNT_FOR_FULL_EXPIRATION == 0 {
+        if self.counter.is_multiple_of(COUNT_FOR_FULL_EXPIRATION) {
             let exp = self.expiration;
             self.sweep(now, exp, None);
             self.counter = 1;
@@ -221,7 +228,9 @@ impl Members {
                     self.set(id, true, is_under(d));
                 }
             }
-            DestEvent::Added(id) | DestEvent::Edited(id) => self.set(id, true, is_under(dests.get(id))),
+            DestEvent::Added(id) | DestEvent::Edited(id) => {
+                self.set(id, true, is_under(dests.get(id)))
+            }
             DestEvent::Removed { id, .. } => self.set(id, false, false),
         }
     }
@@ -260,7 +269,7 @@ mod tests {
         let mut c: Cache<u32> = Cache::default();
         c.arm(Time::ZERO);
         c.insert(addr(1), Time::ZERO, 1);
-        c.insert(addr(2), Time::from_secs(1000), 2);
+        c.insert(addr(2), Time::from_secs(1500), 2);
         // Expiration 600 s: entry 1 is stale from 600 s on, but only a full sweep removes it.
         for m in 1..30 {
             c.tick(Time::from_secs(60 * m), 600);
@@ -269,7 +278,7 @@ mod tests {
         c.tick(Time::from_secs(60 * 30), 600);
         assert_eq!(c.len(), 1);
         assert!(c.get_mut(&addr(2)).is_some());
-        // Next full sweep 30 runs later removes entry 2 (idle since 1000 s).
+        // Next full sweep 30 runs later removes entry 2 (idle since 1500 s).
         c.tick(Time::from_secs(60 * 59), 600);
         assert_eq!(c.len(), 1);
         c.tick(Time::from_secs(60 * 60), 600);

@@ -113,7 +113,12 @@ impl Scheduler for Maglev {
         }
     }
 
-    fn schedule(&mut self, svc: &ServiceConfig, dests: DestView<'_>, input: &SchedInput) -> Option<DestId> {
+    fn schedule(
+        &mut self,
+        svc: &ServiceConfig,
+        dests: DestView<'_>,
+        input: &SchedInput,
+    ) -> Option<DestId> {
         let port = if svc.flags.has(ServiceFlags::SCHED2) && input.has_ports {
             u32::from(input.sport)
         } else {
@@ -158,7 +163,11 @@ mod tests {
 
     fn j2_setup() -> Sim {
         let mut s = Sim::with(
-            ServiceKey::Addr { protocol: Protocol::Tcp, addr: ip("10.0.0.1"), port: 87 },
+            ServiceKey::Addr {
+                protocol: Protocol::Tcp,
+                addr: ip("10.0.0.1"),
+                port: 87,
+            },
             "mh",
             ServiceFlags::SCHED2,
         );
@@ -172,7 +181,11 @@ mod tests {
     #[test]
     fn oracle_mh_table_vectors() {
         let s = j2_setup();
-        for (a, off, skip) in [("192.168.1.3", 2186, 43), ("192.168.1.2", 3811, 145), ("192.168.1.1", 1866, 811)] {
+        for (a, off, skip) in [
+            ("192.168.1.3", 2186, 43),
+            ("192.168.1.2", 3811, 145),
+            ("192.168.1.1", 1866, 811),
+        ] {
             assert_eq!(dest_hash(&ip(a), 87, KEY1) % M, off, "{a}");
             assert_eq!(dest_hash(&ip(a), 87, KEY2) % (M - 1) + 1, skip, "{a}");
         }
@@ -201,7 +214,9 @@ mod tests {
             .collect();
         let want = "3 3 1 3 1 2 2 1 2 3 3 3 1 3 3 3 1 2 3 3 2 1 3 2 1 2 3 1 3 2";
         let mut it = ports.into_iter();
-        check(&mut s, "192.168.1.", want, |s| s.syn_from("10.0.0.1", it.next().unwrap()));
+        check(&mut s, "192.168.1.", want, |s| {
+            s.syn_from("10.0.0.1", it.next().unwrap())
+        });
     }
 
     fn mh_n(n: u32) -> Sim {

@@ -64,7 +64,12 @@ pub trait Scheduler: Send + Sync + std::fmt::Debug {
     /// The destination list, a destination or the service changed.
     fn update(&mut self, svc: &ServiceConfig, dests: DestView<'_>, event: DestEvent);
     /// Pick a destination for a new connection, or `None` ("no destination available").
-    fn schedule(&mut self, svc: &ServiceConfig, dests: DestView<'_>, input: &SchedInput) -> Option<DestId>;
+    fn schedule(
+        &mut self,
+        svc: &ServiceConfig,
+        dests: DestView<'_>,
+        input: &SchedInput,
+    ) -> Option<DestId>;
     /// A destination's connection counters or overload flag changed.
     fn load_changed(&mut self, _dests: DestView<'_>, _id: DestId) {}
     /// Periodic maintenance (lblc/lblcr cache aging), with the sysctls it needs.
@@ -79,7 +84,8 @@ impl Clone for Box<dyn Scheduler> {
 
 /// Every scheduler name the kernel (and ipvsadm's help) knows, plus `none`.
 pub const NAMES: &[&str] = &[
-    "rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "fo", "ovf", "mh", "twos", "none",
+    "rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "fo", "ovf", "mh", "twos",
+    "none",
 ];
 
 /// Instantiate a scheduler by name; `None` when the kernel would say "not found".

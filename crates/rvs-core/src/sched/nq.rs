@@ -1,8 +1,8 @@
 //! nq — never queue (reference §2.6, `ip_vs_nq.c`).
 //!
 //! The kernel returns the first idle (activeconns == 0) eligible destination in list order
-//! at once; otherwise the first one with the least `(activeconns + 1) / weight`. The heap key
-//! puts idle destinations first, ordered by list position only.
+//! at once; otherwise the first one with the least `(activeconns + 1) / weight`. The key puts
+//! idle destinations first, all equal, so list position decides among them.
 
 use super::index::{LoadIndex, Policy, Ratio};
 use super::{DestEvent, SchedInput, Scheduler};
@@ -10,7 +10,7 @@ use crate::model::ServiceConfig;
 use crate::table::{Dest, DestId, DestView};
 use std::cmp::Ordering;
 
-#[derive(Copy, Clone, Debug)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub(crate) struct NqKey {
     busy: bool,
     ratio: Ratio,
@@ -19,7 +19,8 @@ pub(crate) struct NqKey {
 impl Ord for NqKey {
     fn cmp(&self, other: &Self) -> Ordering {
         match (self.busy, other.busy) {
-            (false, false) => other.ratio.seq.cmp(&self.ratio.seq),
+            // Idle destinations rank by list position only.
+            (false, false) => Ordering::Equal,
             (true, true) => self.ratio.cmp(&other.ratio),
             (a, b) => a.cmp(&b),
         }
@@ -30,12 +31,6 @@ impl PartialOrd for NqKey {
         Some(self.cmp(other))
     }
 }
-impl PartialEq for NqKey {
-    fn eq(&self, other: &Self) -> bool {
-        self.busy == other.busy && self.ratio == other.ratio
-    }
-}
-impl Eq for NqKey {}
 
 #[derive(Clone, Debug, Default)]
 pub(crate) struct NqPolicy;
@@ -48,7 +43,6 @@ impl Policy for NqPolicy {
             ratio: Ratio {
                 num: u64::from(d.activeconns) + 1,
                 w: d.cfg.weight as u64,
-                seq: d.seq,
             },
         })
     }
@@ -72,7 +66,12 @@ impl Scheduler for NeverQueue {
         self.index.event(dests, event);
     }
 
-    fn schedule(&mut self, _svc: &ServiceConfig, dests: DestView<'_>, _input: &SchedInput) -> Option<DestId> {
+    fn schedule(
+        &mut self,
+        _svc: &ServiceConfig,
+        dests: DestView<'_>,
+        _input: &SchedInput,
+    ) -> Option<DestId> {
         self.index.pick(dests)
     }
 
@@ -98,7 +97,9 @@ mod tests {
                 return Some(id);
             }
             let w = i64::from(d.cfg.weight);
-            if least.is_none_or(|(_, loh, lw)| i128::from(loh) * i128::from(w) > i128::from(doh) * i128::from(lw)) {
+            if least.is_none_or(|(_, loh, lw)| {
+                i128::from(loh) * i128::from(w) > i128::from(doh) * i128::from(lw)
+            }) {
                 least = Some((id, doh, w));
             }
         }
@@ -131,6 +132,7 @@ mod tests {
                 let want = reference(s.view());
                 let got = s.schedule(ip("10.0.0.254"), 1);
                 assert_eq!(got, want, "seed {seed}");
+                got
             });
         }
     }

@@ -1,7 +1,7 @@
 //! ovf — weighted overflow (reference §2.8, `ip_vs_ovf.c`).
 //!
 //! Like fo, but a destination with more active connections than its weight is skipped too.
-//! Eligibility moves with `activeconns`, so the heap is re-keyed from `load_changed`.
+//! Eligibility moves with `activeconns`, so the tree is re-keyed from `load_changed`.
 
 use super::index::{LoadIndex, Policy};
 use super::{DestEvent, SchedInput, Scheduler};
@@ -13,10 +13,10 @@ use std::cmp::Reverse;
 pub(crate) struct OvfPolicy;
 
 impl Policy for OvfPolicy {
-    type Key = (Reverse<i32>, Reverse<u64>);
+    type Key = Reverse<i32>;
     fn key(d: &Dest) -> Option<Self::Key> {
         let w = d.cfg.weight;
-        (d.is_schedulable() && i64::from(d.activeconns) <= i64::from(w)).then_some((Reverse(w), Reverse(d.seq)))
+        (d.is_schedulable() && i64::from(d.activeconns) <= i64::from(w)).then_some(Reverse(w))
     }
 }
 
@@ -38,7 +38,12 @@ impl Scheduler for WeightedOverflow {
         self.index.event(dests, event);
     }
 
-    fn schedule(&mut self, _svc: &ServiceConfig, dests: DestView<'_>, _input: &SchedInput) -> Option<DestId> {
+    fn schedule(
+        &mut self,
+        _svc: &ServiceConfig,
+        dests: DestView<'_>,
+        _input: &SchedInput,
+    ) -> Option<DestId> {
         self.index.pick(dests)
     }
 
@@ -83,7 +88,9 @@ mod tests {
         s.add("10.0.1.1", 80, 2);
         s.add("10.0.1.2", 80, 3);
         s.add("10.0.1.3", 80, 1);
-        check(&mut s, "10.0.1.", "2 2 2 2 1 1 1 3 3 none none none", |s| s.syn());
+        check(&mut s, "10.0.1.", "2 2 2 2 1 1 1 3 3 none none none", |s| {
+            s.syn()
+        });
     }
 
     #[test]
@@ -93,6 +100,7 @@ mod tests {
                 let want = reference(s.view());
                 let got = s.schedule(ip("10.0.0.254"), 1);
                 assert_eq!(got, want, "seed {seed}");
+                got
             });
         }
     }

@@ -43,7 +43,12 @@ impl Scheduler for RoundRobin {
         };
     }
 
-    fn schedule(&mut self, _svc: &ServiceConfig, dests: DestView<'_>, _input: &SchedInput) -> Option<DestId> {
+    fn schedule(
+        &mut self,
+        _svc: &ServiceConfig,
+        dests: DestView<'_>,
+        _input: &SchedInput,
+    ) -> Option<DestId> {
         let ids = dests.ids();
         let start = match self.cursor {
             None => 0,
@@ -118,7 +123,9 @@ mod tests {
         s.add_thr("10.0.1.1", 80, 1, 2, 0);
         s.add_thr("10.0.1.2", 80, 1, 3, 0);
         s.add_thr("10.0.1.3", 80, 1, 4, 2);
-        check(&mut s, "10.0.1.", "3 2 1 3 2 1 3 2 3 none none", |s| s.syn());
+        check(&mut s, "10.0.1.", "3 2 1 3 2 1 3 2 3 none none", |s| {
+            s.syn()
+        });
     }
 
     /// sched-udp-ops: a UDP rr service, 7 flows (each one inactive).

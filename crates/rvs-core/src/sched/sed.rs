@@ -16,7 +16,6 @@ impl Policy for SedPolicy {
         d.is_schedulable().then(|| Ratio {
             num: u64::from(d.activeconns) + 1,
             w: d.cfg.weight as u64,
-            seq: d.seq,
         })
     }
 }
@@ -39,7 +38,12 @@ impl Scheduler for ShortestExpectedDelay {
         self.index.event(dests, event);
     }
 
-    fn schedule(&mut self, _svc: &ServiceConfig, dests: DestView<'_>, _input: &SchedInput) -> Option<DestId> {
+    fn schedule(
+        &mut self,
+        _svc: &ServiceConfig,
+        dests: DestView<'_>,
+        _input: &SchedInput,
+    ) -> Option<DestId> {
         self.index.pick(dests)
     }
 
@@ -70,7 +74,12 @@ mod tests {
         for i in 1..=3 {
             s.add(&format!("10.0.1.{i}"), 80, i);
         }
-        check(&mut s, "10.0.1.", "3 2 3 3 2 1 3 2 3 3 2 1 3 2 3 3 2 1 3 2", |s| s.syn());
+        check(
+            &mut s,
+            "10.0.1.",
+            "3 2 3 3 2 1 3 2 3 3 2 1 3 2 3 3 2 1 3 2",
+            |s| s.syn(),
+        );
     }
 
     #[test]
@@ -80,6 +89,7 @@ mod tests {
                 let want = reference_with(s.view(), |d| u64::from(d.activeconns) + 1);
                 let got = s.schedule(ip("10.0.0.254"), 1);
                 assert_eq!(got, want, "seed {seed}");
+                got
             });
         }
     }

