@@ -131,7 +131,7 @@ impl Conns {
         self.k += 1;
         t.conn_bound(id);
         t.conn_activity_changed(id, true);
-        let active = self.k % 4 != 0;
+        let active = !self.k.is_multiple_of(4);
         if !active {
             t.conn_activity_changed(id, false);
         }

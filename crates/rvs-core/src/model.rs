@@ -199,7 +199,9 @@ impl Netmask {
     /// `addr & mask`: the client network a persistence template is keyed by.
     pub fn apply(&self, addr: IpAddr) -> IpAddr {
         match (self, addr) {
-            (Netmask::V4(m), IpAddr::V4(a)) => IpAddr::V4(Ipv4Addr::from(u32::from(a) & u32::from(*m))),
+            (Netmask::V4(m), IpAddr::V4(a)) => {
+                IpAddr::V4(Ipv4Addr::from(u32::from(a) & u32::from(*m)))
+            }
             (Netmask::V6(p), IpAddr::V6(a)) => {
                 let bits = u128::from(a);
                 let mask = if *p == 0 {

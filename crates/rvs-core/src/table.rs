@@ -134,7 +134,9 @@ impl<'a> DestView<'a> {
 
 impl std::fmt::Debug for DestView<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list().entries(self.iter().map(|(_, d)| (d.cfg.addr, d.cfg.port))).finish()
+        f.debug_list()
+            .entries(self.iter().map(|(_, d)| (d.cfg.addr, d.cfg.port)))
+            .finish()
     }
 }
 
@@ -395,7 +397,10 @@ impl Table {
             .dests
             .iter()
             .filter(|(_, d)| {
-                !d.available && d.refs == 0 && d.trashed_at.is_some_and(|t| now.saturating_sub(t) >= TRASH_IDLE)
+                !d.available
+                    && d.refs == 0
+                    && d.trashed_at
+                        .is_some_and(|t| now.saturating_sub(t) >= TRASH_IDLE)
             })
             .map(|(id, _)| id)
             .collect();
@@ -542,7 +547,12 @@ impl Table {
         let trashed = self
             .dests
             .iter()
-            .find(|(_, d)| !d.available && d.svc_key == *key && d.cfg.addr == cfg.addr && d.cfg.port == cfg.port)
+            .find(|(_, d)| {
+                !d.available
+                    && d.svc_key == *key
+                    && d.cfg.addr == cfg.addr
+                    && d.cfg.port == cfg.port
+            })
             .map(|(id, _)| id);
         let id = match trashed {
             Some(id) => {
@@ -583,7 +593,9 @@ impl Table {
         let sid = *self.index.get(key).ok_or(CtlError::new(Errno::Srch))?;
         validate_dest(key, cfg, "ip_vs_edit_dest")?;
         let svc = &self.services[&sid];
-        let id = self.find_dest(svc, cfg.addr, cfg.port).ok_or(CtlError::new(Errno::NoEnt))?;
+        let id = self
+            .find_dest(svc, cfg.addr, cfg.port)
+            .ok_or(CtlError::new(Errno::NoEnt))?;
         let d = self.dests.get_mut(id);
         apply_dest_cfg(d, cfg);
         if cfg.weight > 0 {
@@ -596,15 +608,28 @@ impl Table {
         Ok(())
     }
 
-    fn del_dest(&mut self, key: &ServiceKey, addr: IpAddr, port: u16, now: Time) -> Result<(), CtlError> {
+    fn del_dest(
+        &mut self,
+        key: &ServiceKey,
+        addr: IpAddr,
+        port: u16,
+        now: Time,
+    ) -> Result<(), CtlError> {
         let sid = *self.index.get(key).ok_or(CtlError::new(Errno::Srch))?;
         let svc = &self.services[&sid];
-        let id = self.find_dest(svc, addr, port).ok_or(CtlError::new(Errno::NoEnt))?;
+        let id = self
+            .find_dest(svc, addr, port)
+            .ok_or(CtlError::new(Errno::NoEnt))?;
         let svc = self.services.get_mut(&sid).expect("indexed service");
-        let index = svc.dests.iter().position(|&d| d == id).expect("linked dest");
+        let index = svc
+            .dests
+            .iter()
+            .position(|&d| d == id)
+            .expect("linked dest");
         svc.dests.remove(index);
         let view = DestView::new(&svc.dests, &self.dests);
-        svc.sched.update(&svc.cfg, view, DestEvent::Removed { id, index });
+        svc.sched
+            .update(&svc.cfg, view, DestEvent::Removed { id, index });
         self.trash_dest(id, now);
         Ok(())
     }
@@ -622,21 +647,24 @@ fn apply_dest_cfg(d: &mut Dest, cfg: &DestConfig) {
 
 /// Kernel-side service checks (`ip_vs_add_service` / netlink parsing).
 pub fn validate_service(cfg: &ServiceConfig) -> Result<(), CtlError> {
-    if let Netmask::V6(p) = cfg.netmask {
-        if !(1..=128).contains(&p) {
-            return Err(Errno::Inval.into());
-        }
+    if let Netmask::V6(p) = cfg.netmask
+        && !(1..=128).contains(&p)
+    {
+        return Err(Errno::Inval.into());
     }
-    if matches!((cfg.key.af(), cfg.netmask), (Af::V4, Netmask::V6(_)) | (Af::V6, Netmask::V4(_))) {
+    if matches!(
+        (cfg.key.af(), cfg.netmask),
+        (Af::V4, Netmask::V6(_)) | (Af::V6, Netmask::V4(_))
+    ) {
         return Err(Errno::Inval.into());
     }
     if cfg.scheduler.len() > 15 {
         return Err(Errno::Inval.into());
     }
-    if let Some(pe) = &cfg.pe_name {
-        if pe != "sip" {
-            return Err(Errno::NoEnt.into());
-        }
+    if let Some(pe) = &cfg.pe_name
+        && pe != "sip"
+    {
+        return Err(Errno::NoEnt.into());
     }
     if let ServiceKey::Fwmark { mark: 0, .. } = cfg.key {
         return Err(Errno::Inval.into());
@@ -651,7 +679,10 @@ pub fn validate_dest(key: &ServiceKey, cfg: &DestConfig, func: &str) -> Result<(
         return Err(Errno::Inval.into());
     }
     if cfg.weight < 0 {
-        return Err(CtlError::logged(Errno::Range, format!("{func}(): server weight less than zero")));
+        return Err(CtlError::logged(
+            Errno::Range,
+            format!("{func}(): server weight less than zero"),
+        ));
     }
     if cfg.u_threshold > i32::MAX as u32 || cfg.l_threshold > i32::MAX as u32 {
         return Err(Errno::Inval.into());
@@ -663,7 +694,10 @@ pub fn validate_dest(key: &ServiceKey, cfg: &DestConfig, func: &str) -> Result<(
         ));
     }
     if cfg.fwd == FwdMethod::Tunnel && cfg.tun_type == TunType::Gue && cfg.tun_port == 0 {
-        return Err(CtlError::logged(Errno::Inval, format!("{func}(): tunnel port is zero")));
+        return Err(CtlError::logged(
+            Errno::Inval,
+            format!("{func}(): tunnel port is zero"),
+        ));
     }
     if !is_unicast(&cfg.addr) {
         return Err(Errno::Inval.into());
@@ -675,7 +709,9 @@ pub fn validate_dest(key: &ServiceKey, cfg: &DestConfig, func: &str) -> Result<(
 /// unicast, non-link-local IPv6 address.
 fn is_unicast(addr: &IpAddr) -> bool {
     match addr {
-        IpAddr::V4(a) => !(a.is_multicast() || a.is_broadcast() || a.is_unspecified() || a.octets()[0] >= 240),
+        IpAddr::V4(a) => {
+            !(a.is_multicast() || a.is_broadcast() || a.is_unspecified() || a.octets()[0] >= 240)
+        }
         IpAddr::V6(a) => {
             !(a.is_multicast() || a.is_unspecified() || (a.segments()[0] & 0xffc0) == 0xfe80)
         }

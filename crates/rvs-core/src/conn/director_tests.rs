@@ -114,7 +114,8 @@ fn masq(rs: &str) -> DestConfig {
 }
 
 /// Per destination "addr:port": (weight, ActiveConn, InActConn, PersistConn).
-type Counts = BTreeMap<String, (i32, u32, u32, u32)>;
+type Load = (i32, u32, u32, u32);
+type Counts = BTreeMap<String, Load>;
 
 struct T {
     d: Director,
@@ -227,7 +228,7 @@ fn lines(s: &str) -> Vec<String> {
         .collect()
 }
 
-fn counts(v: &[(&str, (i32, u32, u32, u32))]) -> Counts {
+fn counts(v: &[(&str, Load)]) -> Counts {
     v.iter().map(|(k, c)| (k.to_string(), *c)).collect()
 }
 
@@ -1590,4 +1591,47 @@ fn expire_later_keeps_templates_and_deleting_takes_unassured_ones() {
     }
     assert_eq!(t.d.conn_count(), 0);
     assert_eq!(t.dests(k)["10.0.1.1:80"], (1, 0, 0, 0));
+}
+
+#[test]
+fn overload_clears_below_the_lower_threshold() {
+    let mut t = T::new();
+    let k = t.add_svc(svc(Protocol::Tcp, "10.0.0.1:80", "rr"));
+    let mut d = masq("10.0.1.3:80");
+    d.u_threshold = 4;
+    d.l_threshold = 2;
+    t.add_dest(k, d);
+    // Four SYN_RECV entries one second apart: the server is full at 4.
+    for p in 1..=4 {
+        assert!(matches!(
+            t.inb(tcp(&format!("1.1.1.1:{p}"), "10.0.0.1:80", SYN)),
+            Verdict::Forward { .. }
+        ));
+        t.advance(1000);
+    }
+    assert_eq!(
+        t.inb(tcp("1.1.1.1:100", "10.0.0.1:80", SYN)),
+        Verdict::Reject
+    );
+    // 60 s after the first: 3 left, still at or above -y 2.
+    t.advance(56_500);
+    assert_eq!(t.d.conn_count(), 3);
+    assert_eq!(
+        t.inb(tcp("1.1.1.1:101", "10.0.0.1:80", SYN)),
+        Verdict::Reject
+    );
+    t.advance(1000);
+    assert_eq!(t.d.conn_count(), 2);
+    assert_eq!(
+        t.inb(tcp("1.1.1.1:102", "10.0.0.1:80", SYN)),
+        Verdict::Reject
+    );
+    // Below 2: OVERLOAD is cleared.
+    t.advance(1000);
+    assert_eq!(t.d.conn_count(), 1);
+    assert!(matches!(
+        t.inb(tcp("1.1.1.1:103", "10.0.0.1:80", SYN)),
+        Verdict::Forward { .. }
+    ));
+    t.log();
 }

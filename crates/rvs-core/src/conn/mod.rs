@@ -118,16 +118,20 @@ pub struct ConnId(pub u32);
 #[derive(Clone, Copy, Debug)]
 #[repr(C)]
 struct Entry {
+    // The fields a hash-chain walk reads come first (20 bytes), so that a lookup touches one
+    // cache line for most entries (48-byte slots straddle 64-byte lines 1 time in 4 here).
+    /// Hash chain link, or free-list link.
+    next: u32,
     /// IPv4 client address, or the index into the IPv6 side slab (flag EXT).
     caddr: u32,
     vaddr: u32,
-    daddr: u32,
     cport: u16,
     vport: u16,
-    dport: u16,
     protocol: u8,
     state: u8,
     flags: u16,
+    daddr: u32,
+    dport: u16,
     /// Index into the table of distinct firewall marks (0 = mark 0).
     mark: u16,
     /// Bound destination ([`DestId`] fits 16 bits: ids are reused pool slots, so this
@@ -144,8 +148,6 @@ struct Entry {
     timeout: u32,
     /// Deadline, wrapping milliseconds.
     expires: u32,
-    /// Hash chain link, or free-list link.
-    next: u32,
     /// Timer-index tick the entry is queued in (`UNQUEUED` if none).
     sched: u32,
 }
