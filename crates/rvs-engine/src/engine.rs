@@ -1,7 +1,7 @@
 //! The engine loop: read a packet, parse it (rvs-wire), ask the decider, rewrite (rvs-wire),
 //! write it back. No decisions here.
 
-use crate::io::PacketIo;
+use crate::io::{PacketIo, RecvMeta};
 use rvs_core::packet::{PacketInfo, Rewrite, Verdict};
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -93,11 +93,25 @@ pub fn process(
     stats: &Stats,
     cfg: &Config,
 ) -> Action {
+    process_meta(packet, RecvMeta::default(), reply, decider, stats, cfg)
+}
+
+/// [`process`] for a packet the back-end told more about: `meta.fwmark` becomes
+/// `PacketInfo::fwmark` (the mark TUN it was read from, see [`crate::MultiTun`]).
+pub fn process_meta(
+    packet: &mut [u8],
+    meta: RecvMeta,
+    reply: &mut [u8],
+    decider: &mut dyn Decider,
+    stats: &Stats,
+    cfg: &Config,
+) -> Action {
     inc(&stats.received);
-    let Ok(info) = rvs_wire::parse(packet) else {
+    let Ok(mut info) = rvs_wire::parse(packet) else {
         inc(&stats.malformed);
         return Action::Drop;
     };
+    info.fwmark = meta.fwmark;
     let len = info.len as usize;
     if cfg.check_checksums && rvs_wire::verify_checksums(&packet[..len]) == Ok(false) {
         inc(&stats.bad_checksum);
@@ -153,7 +167,8 @@ pub fn process(
     }
 }
 
-/// Runs until `stop` is set: packets from `io` are decided by `decider` and written back
+/// Runs until `stop` is set: packets from `io` (with [`PacketIo::recv_meta`], so a
+/// [`crate::MultiTun`] reports firewall marks) are decided by `decider` and written back
 /// to `io`. Returns when stopped, or on an I/O error of `recv`.
 pub fn run(
     io: &mut dyn PacketIo,
@@ -165,10 +180,10 @@ pub fn run(
     let mut packet = vec![0u8; MAX_PACKET];
     let mut reply = vec![0u8; 1500];
     while !stop.load(Ordering::Relaxed) {
-        let Some(n) = io.recv(&mut packet, cfg.poll_interval)? else {
+        let Some((n, meta)) = io.recv_meta(&mut packet, cfg.poll_interval)? else {
             continue;
         };
-        let action = process(&mut packet[..n], &mut reply, decider, stats, cfg);
+        let action = process_meta(&mut packet[..n], meta, &mut reply, decider, stats, cfg);
         let r = match action {
             Action::Send(len) => io.send(&packet[..len]),
             Action::Reply(len) => io.send(&reply[..len]),

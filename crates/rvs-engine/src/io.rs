@@ -3,6 +3,23 @@
 use std::io;
 use std::time::Duration;
 
+/// What a back-end knows about a packet besides its bytes. `#[non_exhaustive]`: build it
+/// with `RecvMeta::default()` (or [`RecvMeta::with_fwmark`]) and set fields.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct RecvMeta {
+    /// Firewall mark the packet carried before it reached rvs (0 = none / not known).
+    /// A [`crate::MultiTun`] knows it from the TUN device the packet was routed into.
+    pub fwmark: u32,
+}
+
+impl RecvMeta {
+    /// Metadata with only the firewall mark known.
+    pub fn with_fwmark(fwmark: u32) -> RecvMeta {
+        RecvMeta { fwmark }
+    }
+}
+
 /// A source and sink of whole IP packets (no link-layer header). TUN today; AF_PACKET /
 /// AF_XDP back-ends implement the same trait later.
 pub trait PacketIo {
@@ -11,4 +28,13 @@ pub trait PacketIo {
     fn recv(&mut self, buf: &mut [u8], timeout: Duration) -> io::Result<Option<usize>>;
     /// Sends one packet (hands it to the kernel, which routes it onward).
     fn send(&mut self, packet: &[u8]) -> io::Result<()>;
+    /// [`recv`](Self::recv), plus what the back-end knows about the packet (its firewall
+    /// mark). [`crate::run`] uses this. The default knows nothing: `RecvMeta::default()`.
+    fn recv_meta(
+        &mut self,
+        buf: &mut [u8],
+        timeout: Duration,
+    ) -> io::Result<Option<(usize, RecvMeta)>> {
+        Ok(self.recv(buf, timeout)?.map(|n| (n, RecvMeta::default())))
+    }
 }

@@ -23,10 +23,24 @@
 //!   sport PORT lookup T` (its replies come back into rvs for SNAT), and per RIP once
 //!   `ip rule add pref B+2 from RIP ipproto icmp|ipv6-icmp lookup T` (its ICMP errors).
 //!
-//! [`Plumbing::sync`] applies the difference to a new set of VIPs / real servers;
-//! [`Plumbing::teardown`] (also run on drop) removes everything it added.
+//! * per firewall mark M of an fwmark service ([`Plumbing::sync_fwmarks`]), with D =
+//!   [`fwmark_tun_name`]`(M)` (`rvsm<M>`, created by [`crate::MultiTun`]) and T_M a table of
+//!   its own (`T+1`, `T+2`, ... the lowest free one): `disable_ipv6=0` on D,
+//!   `ip link set D up`, `ip route replace default dev D table T_M` and
+//!   `ip rule add pref B fwmark M lookup T_M`. The rule is at preference B, after the
+//!   `iif TUN` rule (rules of equal preference keep the order they were added in, and the
+//!   `iif` rule is added by `setup`, before any mark) and before the VIP rules: like the
+//!   kernel's service lookup, which tries the fwmark service first. What rvs writes back
+//!   goes into the main TUN with mark 0, so neither the `iif` rule nor the mark rules
+//!   can send it round again. A marked packet whose mark has no service has no rule here
+//!   and is routed as if rvs were not there.
+//!
+//! [`Plumbing::sync`] applies the difference to a new set of VIPs / real servers,
+//! [`Plumbing::sync_fwmarks`] to a new set of marks; [`Plumbing::teardown`] (also run on
+//! drop) removes everything they added.
 
-use std::collections::BTreeSet;
+use crate::multitun::fwmark_tun_name;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::net::IpAddr;
 use std::process::Command;
@@ -70,6 +84,8 @@ pub struct Plumbing {
     cfg: PlumbingConfig,
     vips: BTreeSet<IpAddr>,
     reals: BTreeSet<NatReal>,
+    /// Firewall mark → its routing table.
+    fwmarks: BTreeMap<u32, u32>,
     /// (family flag, sysctl path, old value) to restore.
     saved_sysctls: Vec<(String, String)>,
     moved_local: [bool; 2],
@@ -128,6 +144,7 @@ impl Plumbing {
             cfg,
             vips: BTreeSet::new(),
             reals: BTreeSet::new(),
+            fwmarks: BTreeMap::new(),
             saved_sysctls: Vec::new(),
             moved_local: [false; 2],
             active: true,
@@ -300,6 +317,93 @@ impl Plumbing {
         }
     }
 
+    /// Makes the firewall-mark routing match `marks` (see the module documentation),
+    /// changing only what differs; duplicates are ignored. The mark devices must exist
+    /// ([`crate::MultiTun::sync_fwmarks`] first when adding marks). Mark 0 is refused. On
+    /// an error the other marks are still handled and the first error is returned; a mark
+    /// that failed is not recorded as plumbed, so the next call tries it again.
+    pub fn sync_fwmarks(&mut self, marks: &[u32]) -> io::Result<()> {
+        if marks.contains(&0) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "firewall mark 0 cannot select a service",
+            ));
+        }
+        let want: BTreeSet<u32> = marks.iter().copied().collect();
+        let mut first_err = None;
+        let gone: Vec<(u32, u32)> = self
+            .fwmarks
+            .iter()
+            .filter(|(m, _)| !want.contains(m))
+            .map(|(m, t)| (*m, *t))
+            .collect();
+        for (mark, table) in gone {
+            if let Err(e) = self.fwmark_cmds(mark, table, false) {
+                first_err.get_or_insert(e);
+            }
+            self.fwmarks.remove(&mark);
+        }
+        for &mark in &want {
+            if self.fwmarks.contains_key(&mark) {
+                continue;
+            }
+            let Some(table) = self.free_fwmark_table() else {
+                first_err.get_or_insert(io::Error::other("no routing table left for a mark"));
+                continue;
+            };
+            match self.fwmark_cmds(mark, table, true) {
+                Ok(()) => {
+                    self.fwmarks.insert(mark, table);
+                }
+                Err(e) => {
+                    let _ = self.fwmark_cmds(mark, table, false);
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// The lowest table above `cfg.table` no mark uses.
+    fn free_fwmark_table(&self) -> Option<u32> {
+        let used: BTreeSet<u32> = self.fwmarks.values().copied().collect();
+        (1..=u32::MAX - self.cfg.table)
+            .map(|k| self.cfg.table + k)
+            .find(|t| !used.contains(t))
+    }
+
+    fn fwmark_cmds(&self, mark: u32, table: u32, add: bool) -> io::Result<()> {
+        let dev = fwmark_tun_name(mark);
+        let m = mark.to_string();
+        let t = table.to_string();
+        let pref = self.cfg.pref_base.to_string();
+        if add {
+            write_sysctl(&format!("net.ipv6.conf.{dev}.disable_ipv6"), "0")?;
+            run_ip(&["link", "set", &dev, "up"])?;
+        }
+        for f in ["-4", "-6"] {
+            let rule = |op| [f, "rule", op, "pref", &pref, "fwmark", &m, "lookup", &t];
+            // Removal is best effort: a rule or table that is not there is already gone
+            // (and the routes go with the device).
+            let _ = run_ip(&rule("del"));
+            if add {
+                run_ip(&[f, "route", "replace", "default", "dev", &dev, "table", &t])?;
+                run_ip(&rule("add"))?;
+            } else {
+                let _ = run_ip(&[f, "route", "flush", "table", &t]);
+            }
+        }
+        Ok(())
+    }
+
+    /// The firewall marks currently routed into their devices, with their tables.
+    pub fn fwmarks(&self) -> &BTreeMap<u32, u32> {
+        &self.fwmarks
+    }
+
     /// The VIPs currently plumbed.
     pub fn vips(&self) -> &BTreeSet<IpAddr> {
         &self.vips
@@ -320,6 +424,9 @@ impl Plumbing {
         let mut first_err = None;
         let r = self.sync(&[], &[]);
         if let Err(e) = r {
+            first_err.get_or_insert(e);
+        }
+        if let Err(e) = self.sync_fwmarks(&[]) {
             first_err.get_or_insert(e);
         }
         let table = self.cfg.table.to_string();

@@ -70,6 +70,15 @@ impl Tun {
         Ok(Tun { fd, name })
     }
 
+    /// A "device" over any packet descriptor (unit tests use socket pairs).
+    #[cfg(test)]
+    pub(crate) fn from_fd(fd: OwnedFd, name: &str) -> Tun {
+        Tun {
+            fd,
+            name: name.to_string(),
+        }
+    }
+
     /// The interface name the kernel gave.
     pub fn name(&self) -> &str {
         &self.name
@@ -99,11 +108,9 @@ impl Tun {
     }
 }
 
-impl PacketIo for Tun {
-    fn recv(&mut self, buf: &mut [u8], timeout: Duration) -> io::Result<Option<usize>> {
-        if !self.wait_readable(timeout)? {
-            return Ok(None);
-        }
+impl Tun {
+    /// One `read(2)`: `Ok(None)` on `EINTR` / `EAGAIN`.
+    pub(crate) fn read_packet(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
         // SAFETY: buf is valid for buf.len() bytes.
         let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
         if n < 0 {
@@ -119,12 +126,26 @@ impl PacketIo for Tun {
         Ok(Some(n as usize))
     }
 
-    fn send(&mut self, packet: &[u8]) -> io::Result<()> {
+    /// One `write(2)` of a whole packet.
+    pub(crate) fn write_packet(&self, packet: &[u8]) -> io::Result<()> {
         // SAFETY: packet is valid for packet.len() bytes.
         let n = unsafe { libc::write(self.fd.as_raw_fd(), packet.as_ptr().cast(), packet.len()) };
         if n < 0 {
             return Err(io::Error::last_os_error());
         }
         Ok(())
+    }
+}
+
+impl PacketIo for Tun {
+    fn recv(&mut self, buf: &mut [u8], timeout: Duration) -> io::Result<Option<usize>> {
+        if !self.wait_readable(timeout)? {
+            return Ok(None);
+        }
+        self.read_packet(buf)
+    }
+
+    fn send(&mut self, packet: &[u8]) -> io::Result<()> {
+        self.write_packet(packet)
     }
 }

@@ -10,16 +10,21 @@ use crate::protocol::{
     ErrorCode, MAX_REQUEST_BYTES, PROTOCOL_VERSION, Payload, Request, Response, SysctlEntry,
 };
 use crate::state::{PersistedConfig, State};
-use crate::sysctl::SysctlError;
-use rvs_core::Time;
+use crate::dataplane::{DataPlane, Quiescer};
+use crate::state::SysctlError;
+use rvs_core::conn::ConnTable;
+use rvs_core::packet::Verdict;
+use rvs_core::{CtlError, Errno, Op, SyncRole, Time};
+use rvs_engine::Direction;
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
 
 pub const DEFAULT_SOCKET: &str = "/run/rvs/rvs.sock";
@@ -37,6 +42,26 @@ pub struct DaemonOpts {
     /// Mirror the /proc views into this directory (`net/ip_vs`, `sys/net/ipv4/vs/NAME`...),
     /// refreshed after every change and every tick. For the oracle replay and debugging.
     pub proc_dir: Option<PathBuf>,
+    /// Run the packet data plane (TUN device and routing plumbing).
+    pub dataplane: bool,
+    /// Name of the TUN device.
+    pub tun: String,
+    /// Bound of the connection table.
+    pub max_conns: usize,
+}
+
+impl DaemonOpts {
+    pub fn new(socket: PathBuf, state: PathBuf) -> DaemonOpts {
+        DaemonOpts {
+            socket,
+            state,
+            klog: None,
+            proc_dir: None,
+            dataplane: true,
+            tun: "rvs0".into(),
+            max_conns: crate::state::DEFAULT_MAX_CONNS,
+        }
+    }
 }
 
 struct Inner {
@@ -47,11 +72,14 @@ struct Inner {
     klog: Option<File>,
     proc_dir: Option<PathBuf>,
     proc_cache: HashMap<String, String>,
+    dataplane: Option<DataPlane>,
 }
 
 struct Shared {
     inner: Mutex<Inner>,
     epoch: Instant,
+    /// Set when the data plane runs: lets a listing wait for queued packets, without the lock.
+    quiescer: OnceLock<Quiescer>,
 }
 
 impl Shared {
@@ -109,10 +137,8 @@ impl Shared {
     }
 }
 
-/// Persist `next` if its configuration differs from what is saved, then make it current.
-/// On a write failure the current state stays as it was.
-fn commit(inner: &mut Inner, next: State) -> Result<(), Box<Response>> {
-    let cfg = next.config();
+/// Persist `cfg` if it differs from what is saved. On a write failure nothing may change.
+fn persist(inner: &mut Inner, cfg: PersistedConfig) -> Result<(), Box<Response>> {
     if cfg != inner.saved {
         if let Err(e) = persist::save_state(&inner.state_path, &cfg) {
             return Err(Box::new(Response::error(
@@ -125,11 +151,81 @@ fn commit(inner: &mut Inner, next: State) -> Result<(), Box<Response>> {
         }
         inner.saved = cfg;
     }
-    inner.state = next;
     Ok(())
 }
 
+/// Plan the operations on a copy of the table, persist the result, then make the change on
+/// the director and bring the data plane's routing in line with it.
+fn apply_ops(inner: &mut Inner, ops: &[Op], now: Time, batch: bool) -> Response {
+    let ops = match ops.iter().map(fill_sync_defaults).collect::<Result<Vec<Op>, _>>() {
+        Ok(o) => o,
+        Err(error) => return Response::CtlError { index: None, error },
+    };
+    let cfg = match inner.state.plan(&ops, now) {
+        Ok(c) => c,
+        Err((i, error)) => {
+            return Response::CtlError {
+                index: batch.then_some(i),
+                error,
+            };
+        }
+    };
+    if let Err(resp) = persist(inner, cfg) {
+        return *resp;
+    }
+    if let Err((i, e)) = inner.state.commit(&ops, now) {
+        // Cannot happen: the same operations succeeded on an identical table.
+        return Response::error(
+            ErrorCode::Internal,
+            format!("operation {i} failed after planning: {e}"),
+        );
+    }
+    sync_dataplane(inner);
+    Response::ok()
+}
+
+fn sync_dataplane(inner: &mut Inner) {
+    if let Some(dp) = inner.dataplane.as_mut() {
+        let snap = inner.state.snapshot();
+        if let Err(e) = dp.sync(&snap) {
+            eprintln!("rvs daemon: data plane routing: {e}");
+        }
+    }
+}
+
+/// The kernel fills in what `--start-daemon` leaves out: the message size follows the role
+/// and the interface MTU, and the interface must exist (ENODEV otherwise).
+fn fill_sync_defaults(op: &Op) -> Result<Op, CtlError> {
+    let Op::StartDaemon(cfg) = op else {
+        return Ok(op.clone());
+    };
+    let mtu = fs::read_to_string(format!("/sys/class/net/{}/mtu", cfg.mcast_ifn))
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok())
+        .ok_or(CtlError::new(Errno::NoDev))?;
+    let mut cfg = cfg.clone();
+    let v6 = matches!(cfg.mcast_group, Some(IpAddr::V6(_)));
+    let headers: u32 = if v6 { 48 } else { 28 };
+    if cfg.sync_maxlen.is_none() {
+        let len = match cfg.role {
+            SyncRole::Master => 1500 - headers,
+            SyncRole::Backup => mtu.clamp(1500, 65535) - headers,
+        };
+        cfg.sync_maxlen = Some(len as u16);
+    }
+    Ok(Op::StartDaemon(cfg))
+}
+
 fn handle(shared: &Shared, req: Request) -> Response {
+    // A listing shows what the kernel would show right after the client's last packet: let
+    // the engine decide what is already queued (it needs the lock, so wait before taking it).
+    if matches!(
+        req,
+        Request::Snapshot | Request::Connections | Request::Proc { .. }
+    ) && let Some(q) = shared.quiescer.get()
+    {
+        q.quiesce();
+    }
     let now = shared.now();
     let mut guard = shared.lock();
     let inner = &mut *guard;
@@ -140,39 +236,8 @@ fn handle(shared: &Shared, req: Request) -> Response {
             protocol: PROTOCOL_VERSION,
             pid: std::process::id(),
         }),
-        Request::Apply { op } => {
-            // The change is made on a copy, so a failed write leaves everything as it was.
-            // (With the Director's connection table this becomes an undo of the one op.)
-            let mut next = inner.state.clone();
-            let r = next.apply(&op, now);
-            for l in next.drain_klog() {
-                inner.state.push_klog(l);
-            }
-            match r {
-                Ok(()) => match commit(inner, next) {
-                    Ok(()) => Response::ok(),
-                    Err(resp) => *resp,
-                },
-                Err(error) => Response::CtlError { index: None, error },
-            }
-        }
-        Request::ApplyBatch { ops } => {
-            let mut next = inner.state.clone();
-            let r = next.apply_batch(&ops, now);
-            for l in next.drain_klog() {
-                inner.state.push_klog(l);
-            }
-            match r {
-                Ok(()) => match commit(inner, next) {
-                    Ok(()) => Response::ok(),
-                    Err(resp) => *resp,
-                },
-                Err((i, error)) => Response::CtlError {
-                    index: Some(i),
-                    error,
-                },
-            }
-        }
+        Request::Apply { op } => apply_ops(inner, std::slice::from_ref(&op), now, false),
+        Request::ApplyBatch { ops } => apply_ops(inner, &ops, now, true),
         Request::Snapshot => Response::data(Payload::Snapshot {
             snapshot: inner.state.snapshot(),
         }),
@@ -183,22 +248,22 @@ fn handle(shared: &Shared, req: Request) -> Response {
             Some(value) => Response::data(Payload::Sysctl { name, value }),
             None => Response::error(ErrorCode::NotFound, format!("unknown sysctl {name:?}")),
         },
-        Request::SysctlSet { name, value } => {
-            let mut next = inner.state.clone();
-            match next.sysctl_set(&name, &value) {
-                Ok(()) => match commit(inner, next) {
+        Request::SysctlSet { name, value } => match inner.state.plan_sysctl(&name, &value) {
+            Ok(cfg) => match persist(inner, cfg) {
+                Ok(()) => match inner.state.sysctl_set(&name, &value) {
                     Ok(()) => {
                         let value = inner.state.sysctl_get(&name).unwrap_or_default();
                         Response::data(Payload::Sysctl { name, value })
                     }
-                    Err(resp) => *resp,
+                    Err(e) => Response::error(ErrorCode::Internal, format!("{e:?}")),
                 },
-                Err(SysctlError::NotFound) => {
-                    Response::error(ErrorCode::NotFound, format!("unknown sysctl {name:?}"))
-                }
-                Err(SysctlError::Invalid(m)) => Response::error(ErrorCode::InvalidValue, m),
+                Err(resp) => *resp,
+            },
+            Err(SysctlError::NotFound) => {
+                Response::error(ErrorCode::NotFound, format!("unknown sysctl {name:?}"))
             }
-        }
+            Err(SysctlError::Invalid(m)) => Response::error(ErrorCode::InvalidValue, m),
+        },
         Request::SysctlList => Response::data(Payload::SysctlList {
             entries: inner
                 .state
@@ -354,6 +419,11 @@ fn install_signal_thread(shared: Arc<Shared>, socket: PathBuf) -> Result<(), Str
             let mut sig: libc::c_int = 0;
             // SAFETY: sigwait on a valid set with the signals blocked.
             unsafe { libc::sigwait(&set, &mut sig) };
+            // Stop the engine outside the lock: it takes the lock for every packet.
+            let dp = shared.lock().dataplane.take();
+            if let Some(mut dp) = dp {
+                dp.shutdown();
+            }
             let _guard = shared.lock();
             let _ = fs::remove_file(&socket);
             eprintln!("rvs daemon: signal {sig}, exiting");
@@ -361,6 +431,65 @@ fn install_signal_thread(shared: Arc<Shared>, socket: PathBuf) -> Result<(), Str
         })
         .map_err(|e| format!("cannot start the signal thread: {e}"))?;
     Ok(())
+}
+
+/// A connection table with a random hash seed, so that clients cannot choose addresses and
+/// ports that collide.
+fn new_conn_table(max: usize) -> ConnTable {
+    let mut seed = [0u8; 8];
+    if let Ok(mut f) = File::open("/dev/urandom") {
+        let _ = f.read_exact(&mut seed);
+    }
+    ConnTable::with_seed(max, u64::from_ne_bytes(seed))
+}
+
+/// What the director needs to know about the host: its own addresses (destinations on them
+/// are local) and the available memory (the automatic defence modes).
+fn update_host_facts(shared: &Shared) {
+    let addrs = local_addrs();
+    let mem = fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+        m.lines()
+            .find(|l| l.starts_with("MemAvailable:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<i64>().ok())
+            .map(|kb| kb / 4)
+    });
+    let mut g = shared.lock();
+    let d = g.state.director_mut();
+    d.local_addrs = addrs;
+    d.avail_mem_pages = mem;
+}
+
+/// The addresses configured on this host's interfaces.
+fn local_addrs() -> std::collections::HashSet<IpAddr> {
+    let mut set = std::collections::HashSet::new();
+    let mut ifap: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills a list we free with freeifaddrs; we only read it in between.
+    unsafe {
+        if libc::getifaddrs(&mut ifap) != 0 {
+            return set;
+        }
+        let mut p = ifap;
+        while !p.is_null() {
+            let a = (*p).ifa_addr;
+            if !a.is_null() {
+                match i32::from((*a).sa_family) {
+                    libc::AF_INET => {
+                        let sin = &*(a as *const libc::sockaddr_in);
+                        set.insert(IpAddr::from(u32::from_be(sin.sin_addr.s_addr).to_be_bytes()));
+                    }
+                    libc::AF_INET6 => {
+                        let sin6 = &*(a as *const libc::sockaddr_in6);
+                        set.insert(IpAddr::from(sin6.sin6_addr.s6_addr));
+                    }
+                    _ => {}
+                }
+            }
+            p = (*p).ifa_next;
+        }
+        libc::freeifaddrs(ifap);
+    }
+    set
 }
 
 /// Run the daemon until a termination signal. Errors are startup failures.
@@ -373,7 +502,7 @@ pub fn run(opts: DaemonOpts) -> Result<(), String> {
 
     let (state, saved) = match persist::load_state(&opts.state)? {
         Some(cfg) => {
-            let (st, warnings) = State::restore(&cfg, Time::ZERO);
+            let (st, warnings) = State::restore(&cfg, new_conn_table(opts.max_conns), Time::ZERO);
             for w in warnings {
                 eprintln!("rvs daemon: {w}");
             }
@@ -381,7 +510,7 @@ pub fn run(opts: DaemonOpts) -> Result<(), String> {
             (st, saved)
         }
         None => {
-            let st = State::new();
+            let st = State::with_conns(new_conn_table(opts.max_conns));
             let cfg = st.config();
             persist::save_state(&opts.state, &cfg)
                 .map_err(|e| format!("cannot write state file {}: {e}", opts.state.display()))?;
@@ -415,9 +544,31 @@ pub fn run(opts: DaemonOpts) -> Result<(), String> {
             klog,
             proc_dir: opts.proc_dir.clone(),
             proc_cache: HashMap::new(),
+            dataplane: None,
         }),
         epoch,
+        quiescer: OnceLock::new(),
     });
+    if opts.dataplane {
+        let sh = shared.clone();
+        let decide = move |info: &rvs_core::packet::PacketInfo, dir: Direction| -> Verdict {
+            let now = sh.now();
+            let mut g = sh.lock();
+            let d = g.state.director_mut();
+            let v = match dir {
+                Direction::Inbound => d.inbound(info, now),
+                Direction::Outbound => d.outbound(info, now),
+            };
+            sh.flush_klog(&mut g);
+            v
+        };
+        let dp = DataPlane::start(&opts.tun, decide)?;
+        let _ = shared.quiescer.set(dp.quiescer());
+        let mut g = shared.lock();
+        g.dataplane = Some(dp);
+        sync_dataplane(&mut g);
+    }
+    update_host_facts(&shared);
     {
         let mut g = shared.lock();
         shared.refresh_proc(&mut g);
@@ -431,6 +582,9 @@ pub fn run(opts: DaemonOpts) -> Result<(), String> {
             loop {
                 std::thread::sleep(TICK);
                 let now = timer.now();
+                if now.millis() % 1000 < TICK.as_millis() as u64 {
+                    update_host_facts(&timer);
+                }
                 let mut g = timer.lock();
                 g.state.tick(now);
                 timer.flush_klog(&mut g);

@@ -3,11 +3,11 @@
 
 mod client;
 mod daemon;
+mod dataplane;
 mod persist;
 mod procfs;
 mod protocol;
 mod state;
-mod sysctl;
 
 use client::{Client, error_of};
 use protocol::{Payload, Request, Response};
@@ -22,7 +22,9 @@ usage: rvs [--socket PATH] COMMAND [ARGS...]
 
 commands:
   daemon [--socket PATH] [--state PATH] [--klog PATH] [--proc-dir DIR]
-                         run the daemon (foreground) that owns the table
+         [--dataplane tun|none] [--tun NAME] [--max-conns N]
+                         run the daemon (foreground) that owns the table and, with the
+                         default `--dataplane tun`, carries the traffic (TUN device `rvs0`)
   ipvsadm ARGS...        the ipvsadm command line (also: run this binary as `ipvsadm`)
   restore --atomic       ipvsadm -R input on stdin, applied all-or-nothing
   restore                the same as `ipvsadm -R`
@@ -125,12 +127,12 @@ fn rvs_main(mut args: Vec<String>) -> i32 {
 }
 
 fn daemon_main(socket: Option<PathBuf>, args: &[String]) -> i32 {
-    let mut opts = daemon::DaemonOpts {
-        socket: socket.unwrap_or_else(default_socket),
-        state: env_path("RVS_STATE").unwrap_or_else(|| PathBuf::from(daemon::DEFAULT_STATE)),
-        klog: env_path("RVS_KLOG"),
-        proc_dir: env_path("RVS_PROC_DIR"),
-    };
+    let mut opts = daemon::DaemonOpts::new(
+        socket.unwrap_or_else(default_socket),
+        env_path("RVS_STATE").unwrap_or_else(|| PathBuf::from(daemon::DEFAULT_STATE)),
+    );
+    opts.klog = env_path("RVS_KLOG");
+    opts.proc_dir = env_path("RVS_PROC_DIR");
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let (flag, inline) = match a.split_once('=') {
@@ -151,6 +153,19 @@ fn daemon_main(socket: Option<PathBuf>, args: &[String]) -> i32 {
                     _ => opts.proc_dir = Some(p),
                 }
             }
+            "--dataplane" => match value().as_deref() {
+                Some("tun") => opts.dataplane = true,
+                Some("none") => opts.dataplane = false,
+                _ => return usage_error("--dataplane takes tun or none"),
+            },
+            "--tun" => match value() {
+                Some(v) if !v.is_empty() && v.len() < 16 => opts.tun = v,
+                _ => return usage_error("--tun needs an interface name of at most 15 bytes"),
+            },
+            "--max-conns" => match value().and_then(|v| v.parse::<usize>().ok()) {
+                Some(n) if n > 0 => opts.max_conns = n,
+                _ => return usage_error("--max-conns needs a positive number"),
+            },
             _ => return usage_error(&format!("daemon: unknown option {a:?}")),
         }
     }

@@ -4,7 +4,7 @@
 //! maps paths to them and renders `/proc/sys/net/ipv4/vs/NAME`. `State::proc_file` in
 //! `state.rs` is the one call site.
 
-use crate::sysctl::Sysctls;
+use rvs_core::sysctl::Sysctl;
 use rvs_core::snapshot::{ConnSnap, Snapshot};
 use rvs_ipvsadm::proc as kproc;
 
@@ -21,7 +21,7 @@ pub fn render(
     path: &str,
     snap: &Snapshot,
     conns: &[ConnSnap],
-    sysctls: &Sysctls,
+    sysctls: &Sysctl,
 ) -> Option<String> {
     let path = path.trim().trim_start_matches('/');
     let path = path.strip_prefix("proc/").unwrap_or(path);
@@ -48,7 +48,7 @@ mod tests {
     #[test]
     fn paths() {
         let snap = Table::new().snapshot(4096);
-        let sc = Sysctls::default();
+        let sc = Sysctl::default();
         assert!(
             render("net/ip_vs", &snap, &[], &sc)
                 .unwrap()

@@ -10,10 +10,13 @@
 //! * [`State::config`] / [`State::restore`]: what the state file keeps.
 
 use crate::procfs;
-use crate::sysctl::{SysctlError, Sysctls};
+use rvs_core::conn::ConnTable;
+use rvs_core::director::Director;
 use rvs_core::snapshot::{ConnSnap, Snapshot};
+use rvs_core::sysctl::Sysctl;
 use rvs_core::{
-    CtlError, DestConfig, Op, ServiceConfig, ServiceFlags, SyncDaemonConfig, Table, Time, Timeouts,
+    CtlError, DestConfig, Errno, Op, ServiceConfig, ServiceFlags, SyncDaemonConfig, Table, Time,
+    Timeouts,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -21,16 +24,23 @@ use std::collections::BTreeMap;
 /// `size=` in the `-L` header: `CONFIG_IP_VS_TAB_BITS=12`.
 pub const CONN_TAB_SIZE: u32 = 4096;
 
-/// How often the rate estimator runs (the kernel's 2 s).
-const ESTIMATOR_PERIOD_MS: u64 = 2000;
+/// Default bound of the connection table (entries).
+pub const DEFAULT_MAX_CONNS: usize = 1 << 20;
 
-#[derive(Clone, Debug)]
+/// Why a sysctl write was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SysctlError {
+    /// No such sysctl (`ENOENT`).
+    NotFound,
+    /// The kernel would answer `EINVAL`.
+    Invalid(String),
+}
+
+#[derive(Debug)]
 pub struct State {
-    table: Table,
-    sysctls: Sysctls,
+    director: Director,
     /// Kernel log lines (without the `IPVS: ` prefix) not yet written to the klog file.
     klog: Vec<String>,
-    last_estimate: Option<Time>,
 }
 
 impl Default for State {
@@ -41,96 +51,131 @@ impl Default for State {
 
 impl State {
     pub fn new() -> State {
+        State::with_conns(ConnTable::new(DEFAULT_MAX_CONNS))
+    }
+
+    /// A state whose connection table was built by the caller (size bound, hash seed).
+    pub fn with_conns(conns: ConnTable) -> State {
         State {
-            table: Table::new(),
-            sysctls: Sysctls::default(),
+            director: Director::with_table(Table::new(), conns),
             klog: Vec::new(),
-            last_estimate: None,
         }
     }
 
-    /// One control operation, with the kernel's checks. A failure may still log.
-    pub fn apply(&mut self, op: &Op, now: Time) -> Result<(), CtlError> {
-        let r = self.table.apply(op, now);
-        if let Err(CtlError { log: Some(l), .. }) = &r {
-            self.klog.push(l.clone());
-        }
-        r
+    /// The director, for the data plane.
+    pub fn director_mut(&mut self) -> &mut Director {
+        &mut self.director
     }
 
-    /// All-or-nothing: on failure the state is as before (kernel log lines of the failing
-    /// operation are still emitted) and the index of the failing operation is returned.
-    pub fn apply_batch(&mut self, ops: &[Op], now: Time) -> Result<(), (usize, CtlError)> {
-        let mut next = self.clone();
+    /// Apply operations to a copy of the table only (connections are not copied) and return
+    /// the configuration that would result, so it can be persisted before the change is made.
+    /// On failure: the index of the failing operation and its error; nothing changes, but the
+    /// kernel log line of the failure is queued.
+    pub fn plan(&mut self, ops: &[Op], now: Time) -> Result<PersistedConfig, (usize, CtlError)> {
+        let mut table = self.director.table.clone();
         for (i, op) in ops.iter().enumerate() {
-            if let Err(e) = next.apply(op, now) {
-                self.klog.append(&mut next.klog);
+            if let Err(e) = table.apply(op, now) {
+                if let Some(l) = &e.log {
+                    self.klog.push(l.clone());
+                }
                 return Err((i, e));
             }
         }
-        *self = next;
+        Ok(config_of(&table, &self.director.sysctl))
+    }
+
+    /// Make a planned change: apply the operations to the director itself. They were
+    /// validated by [`State::plan`] on an identical table, so they succeed.
+    pub fn commit(&mut self, ops: &[Op], now: Time) -> Result<(), (usize, CtlError)> {
+        for (i, op) in ops.iter().enumerate() {
+            self.director.apply(op, now).map_err(|e| (i, e))?;
+        }
+        self.collect_log();
         Ok(())
     }
 
+    /// One control operation, planned and made at once (no persistence step).
+    pub fn apply(&mut self, op: &Op, now: Time) -> Result<(), CtlError> {
+        self.plan(std::slice::from_ref(op), now).map_err(|(_, e)| e)?;
+        self.commit(std::slice::from_ref(op), now).map_err(|(_, e)| e)
+    }
+
+    /// All-or-nothing (no persistence step).
+    #[cfg(test)]
+    pub fn apply_batch(&mut self, ops: &[Op], now: Time) -> Result<(), (usize, CtlError)> {
+        self.plan(ops, now)?;
+        self.commit(ops, now)
+    }
+
     pub fn snapshot(&self) -> Snapshot {
-        self.table.snapshot(CONN_TAB_SIZE)
+        self.director.table.snapshot(CONN_TAB_SIZE)
     }
 
-    /// The connection table. CALL SITE: empty until the core's `Director` (with its
-    /// connection table) replaces the bare `Table` here.
-    pub fn connections(&self, _now: Time) -> Vec<ConnSnap> {
-        Vec::new()
+    pub fn connections(&self, now: Time) -> Vec<ConnSnap> {
+        self.director.connections(now)
     }
 
-    /// Periodic work, every ~100 ms: scheduler caches and the trash, the 2 s estimator.
-    /// (The Director will also expire connections here.)
+    /// Periodic work, every ~100 ms: connection expiry, estimator, defence, trash, scheduler
+    /// caches.
     pub fn tick(&mut self, now: Time) {
-        let lblc = self
-            .sysctls
-            .get_int("lblc_expiration")
-            .and_then(|v| u64::try_from(v).ok())
-            .unwrap_or(86400);
-        self.table.tick(now, lblc);
-        match self.last_estimate {
-            None => self.last_estimate = Some(now),
-            Some(t) if now.saturating_sub(t).millis() >= ESTIMATOR_PERIOD_MS => {
-                if self.sysctls.get_int("run_estimation") != Some(0) {
-                    self.table.estimate();
-                }
-                self.last_estimate = Some(now);
-            }
-            Some(_) => {}
-        }
+        self.director.tick(now);
+        self.collect_log();
     }
 
-    /// Queue a kernel log line (without the `IPVS: ` prefix).
-    pub fn push_klog(&mut self, line: String) {
-        self.klog.push(line);
+    /// Move the director's log lines to the queue (without their `IPVS: ` prefix).
+    pub fn collect_log(&mut self) {
+        for l in self.director.take_log() {
+            let l = l.strip_prefix("IPVS: ").map(str::to_string).unwrap_or(l);
+            self.klog.push(l);
+        }
     }
 
     /// Kernel log lines produced since the last call, oldest first.
     pub fn drain_klog(&mut self) -> Vec<String> {
+        self.collect_log();
         std::mem::take(&mut self.klog)
     }
 
-    // ----- sysctls (CALL SITES: forward to the Director's sysctls once it has them) -----
+    // ----- sysctls -----
 
     pub fn sysctl_get(&self, name: &str) -> Option<String> {
-        self.sysctls.get(name)
+        self.director.sysctl.get(name)
+    }
+
+    /// The configuration that would result from a sysctl write, or why it is refused.
+    pub fn plan_sysctl(&self, name: &str, value: &str) -> Result<PersistedConfig, SysctlError> {
+        let mut sc = self.director.sysctl.clone();
+        sc.set(name, value).map_err(|e| match e {
+            Errno::NoEnt => SysctlError::NotFound,
+            _ => SysctlError::Invalid(format!("invalid value {value:?} for {name}")),
+        })?;
+        Ok(config_of(&self.director.table, &sc))
     }
 
     pub fn sysctl_set(&mut self, name: &str, value: &str) -> Result<(), SysctlError> {
-        self.sysctls.set(name, value)
+        self.plan_sysctl(name, value)?;
+        self.director
+            .set_sysctl(name, value)
+            .map_err(|_| SysctlError::Invalid(format!("invalid value {value:?} for {name}")))
     }
 
     pub fn sysctl_list(&self) -> Vec<(String, String)> {
-        self.sysctls.list()
+        self.director
+            .sysctl
+            .all()
+            .into_iter()
+            .map(|(n, v)| (n.to_string(), v))
+            .collect()
     }
 
     /// The content of a /proc file (path relative to /proc), `None` if there is no such file.
     pub fn proc_file(&self, path: &str, now: Time) -> Option<String> {
-        let conns = self.connections(now);
-        procfs::render(path, &self.snapshot(), &conns, &self.sysctls)
+        let conns = if path.contains("ip_vs_conn") {
+            self.connections(now)
+        } else {
+            Vec::new()
+        };
+        procfs::render(path, &self.snapshot(), &conns, &self.director.sysctl)
     }
 
     /// Every /proc file the daemon serves, as `(path relative to /proc, content)`.
@@ -140,10 +185,10 @@ impl State {
         let mut v: Vec<(String, String)> = procfs::FILES
             .iter()
             .filter_map(|p| {
-                procfs::render(p, &snap, &conns, &self.sysctls).map(|t| (p.to_string(), t))
+                procfs::render(p, &snap, &conns, &self.director.sysctl).map(|t| (p.to_string(), t))
             })
             .collect();
-        for (name, value) in self.sysctls.list() {
+        for (name, value) in self.sysctl_list() {
             v.push((format!("sys/net/ipv4/vs/{name}"), format!("{value}\n")));
         }
         v
@@ -153,17 +198,14 @@ impl State {
 
     /// The configuration the state file keeps.
     pub fn config(&self) -> PersistedConfig {
-        let mut cfg = PersistedConfig::from_snapshot(&self.snapshot());
-        cfg.daemons = self.table.daemons.clone();
-        cfg.sysctls = self.sysctls.changed();
-        cfg
+        config_of(&self.director.table, &self.director.sysctl)
     }
 
     /// Rebuild a state from a saved configuration by re-applying it as operations, in an
     /// order that reproduces service and destination list order. Operations the table
     /// refuses (a file from another version) are skipped and reported.
-    pub fn restore(cfg: &PersistedConfig, now: Time) -> (State, Vec<String>) {
-        let mut st = State::new();
+    pub fn restore(cfg: &PersistedConfig, conns: ConnTable, now: Time) -> (State, Vec<String>) {
+        let mut st = State::with_conns(conns);
         let mut warnings = Vec::new();
         for op in cfg.ops() {
             if let Err(e) = st.apply(&op, now) {
@@ -178,6 +220,20 @@ impl State {
         st.klog.clear();
         (st, warnings)
     }
+}
+
+/// What the state file keeps for a table and its sysctls.
+fn config_of(table: &Table, sysctl: &Sysctl) -> PersistedConfig {
+    let mut cfg = PersistedConfig::from_snapshot(&table.snapshot(CONN_TAB_SIZE));
+    cfg.daemons = table.daemons.clone();
+    let defaults = Sysctl::default();
+    cfg.sysctls = sysctl
+        .all()
+        .into_iter()
+        .filter(|(n, v)| defaults.get(n).as_deref() != Some(v.as_str()))
+        .map(|(n, v)| (n.to_string(), v))
+        .collect();
+    cfg
 }
 
 pub const STATE_FORMAT: &str = "rvs-state";
@@ -338,7 +394,7 @@ mod tests {
         let json = serde_json::to_string(&c).unwrap();
         let back: PersistedConfig = serde_json::from_str(&json).unwrap();
         assert_eq!(back, c);
-        let (st2, warnings) = State::restore(&back, Time::ZERO);
+        let (st2, warnings) = State::restore(&back, ConnTable::new(16), Time::ZERO);
         assert!(warnings.is_empty(), "{warnings:?}");
         assert_eq!(st2.snapshot(), st.snapshot());
         assert_eq!(st2.config(), c);

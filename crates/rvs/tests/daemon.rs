@@ -44,7 +44,7 @@ impl Drop for Daemon {
 
 fn start_daemon(dir: &Path) -> Daemon {
     let child = Command::new(BIN)
-        .args(["daemon", "--socket"])
+        .args(["daemon", "--dataplane", "none", "--socket"])
         .arg(dir.join("rvs.sock"))
         .arg("--state")
         .arg(dir.join("state/state.json"))
@@ -309,7 +309,7 @@ fn second_daemon_on_the_same_socket_is_refused() {
     let dir = TempDir::new("twice");
     let _d = start_daemon(&dir.0);
     let out = Command::new(BIN)
-        .args(["daemon", "--socket"])
+        .args(["daemon", "--dataplane", "none", "--socket"])
         .arg(dir.0.join("rvs.sock"))
         .arg("--state")
         .arg(dir.0.join("other.json"))
@@ -338,7 +338,7 @@ fn stale_socket_is_replaced_and_corrupt_state_refused() {
     }
     std::fs::write(dir.0.join("state/state.json"), b"{ not json").unwrap();
     let out = Command::new(BIN)
-        .args(["daemon", "--socket"])
+        .args(["daemon", "--dataplane", "none", "--socket"])
         .arg(dir.0.join("rvs.sock"))
         .arg("--state")
         .arg(dir.0.join("state/state.json"))
