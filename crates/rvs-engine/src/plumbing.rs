@@ -309,6 +309,15 @@ impl Plumbing {
         for a in new_addrs.difference(&old_addrs) {
             note(self.icmp_cmd(a, true));
         }
+        // Removing the last address of a family from the TUN (a VIP) makes the kernel flush
+        // that family's routes through it, the default route of our table included.
+        let tun = self.tun.clone();
+        let table = self.cfg.table.to_string();
+        for f in ["-4", "-6"] {
+            note(run_ip(&[
+                f, "route", "replace", "default", "dev", &tun, "table", &table,
+            ]));
+        }
         self.vips = want_v;
         self.reals = want_r;
         match first_err {
