@@ -4,53 +4,23 @@
 //! Weights change only through `update(Edited)` and the flag through `load_changed`, so the
 //! winner tree keyed by descending weight answers in O(1).
 
-use super::index::{LoadIndex, Policy};
-use super::{DestEvent, SchedInput, Scheduler};
-use crate::model::ServiceConfig;
-use crate::table::{Dest, DestId, DestView};
+use super::index::{Indexed, Policy};
+use crate::table::Dest;
 use std::cmp::Reverse;
 
 #[derive(Clone, Debug, Default)]
 pub(crate) struct FoPolicy;
 
 impl Policy for FoPolicy {
+    const NAME: &'static str = "fo";
     type Key = Reverse<i32>;
     fn key(d: &Dest) -> Option<Self::Key> {
         d.is_schedulable().then_some(Reverse(d.cfg.weight))
     }
 }
 
-#[derive(Clone, Debug, Default)]
-pub struct WeightedFailover {
-    index: LoadIndex<FoPolicy>,
-}
-
-impl Scheduler for WeightedFailover {
-    fn name(&self) -> &'static str {
-        "fo"
-    }
-
-    fn clone_box(&self) -> Box<dyn Scheduler> {
-        Box::new(self.clone())
-    }
-
-    fn update(&mut self, _svc: &ServiceConfig, dests: DestView<'_>, event: DestEvent) {
-        self.index.event(dests, event);
-    }
-
-    fn schedule(
-        &mut self,
-        _svc: &ServiceConfig,
-        dests: DestView<'_>,
-        _input: &SchedInput,
-    ) -> Option<DestId> {
-        self.index.pick(dests)
-    }
-
-    fn load_changed(&mut self, dests: DestView<'_>, id: DestId) {
-        self.index.load_changed(dests, id);
-    }
-}
+/// `fo`: see the module documentation.
+pub type WeightedFailover = Indexed<FoPolicy>;
 
 #[cfg(test)]
 mod tests {

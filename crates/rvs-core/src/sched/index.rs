@@ -13,7 +13,8 @@
 //! the root after every pick, and measured about twice as slow as the heap's sift, which
 //! usually stops early.)
 
-use super::DestEvent;
+use super::{DestEvent, SchedInput, Scheduler};
+use crate::model::ServiceConfig;
 use crate::table::{Dest, DestId, DestView};
 use std::cmp::{Ordering, Reverse};
 use std::marker::PhantomData;
@@ -147,9 +148,66 @@ impl<K: Ord + Copy> KeyHeap<K> {
 
 /// How one scheduler ranks destinations: the key of a destination it may pick (smaller is
 /// better; equal keys go to the earlier list element), or `None` for one it skips.
-pub(crate) trait Policy {
+pub(crate) trait Policy: Send + Sync + 'static {
+    /// The scheduler's name (`lc`, `wlc`, ...).
+    const NAME: &'static str;
     type Key: Ord + Copy + std::fmt::Debug + Send + Sync;
     fn key(d: &Dest) -> Option<Self::Key>;
+}
+
+/// A scheduler whose whole decision is "the best key under `P`, earliest in the list on a
+/// tie": lc, wlc, sed, nq, fo and ovf differ only in their [`Policy`].
+pub struct Indexed<P: Policy> {
+    index: LoadIndex<P>,
+}
+
+impl<P: Policy> Default for Indexed<P> {
+    fn default() -> Self {
+        Indexed {
+            index: LoadIndex::default(),
+        }
+    }
+}
+
+impl<P: Policy> Clone for Indexed<P> {
+    fn clone(&self) -> Self {
+        Indexed {
+            index: self.index.clone(),
+        }
+    }
+}
+
+impl<P: Policy> std::fmt::Debug for Indexed<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct(P::NAME).field("index", &self.index).finish()
+    }
+}
+
+impl<P: Policy> Scheduler for Indexed<P> {
+    fn name(&self) -> &'static str {
+        P::NAME
+    }
+
+    fn clone_box(&self) -> Box<dyn Scheduler> {
+        Box::new(self.clone())
+    }
+
+    fn update(&mut self, _svc: &ServiceConfig, dests: DestView<'_>, event: DestEvent) {
+        self.index.event(dests, event);
+    }
+
+    fn schedule(
+        &mut self,
+        _svc: &ServiceConfig,
+        dests: DestView<'_>,
+        _input: &SchedInput,
+    ) -> Option<DestId> {
+        self.index.pick(dests)
+    }
+
+    fn load_changed(&mut self, dests: DestView<'_>, id: DestId) {
+        self.index.load_changed(dests, id);
+    }
 }
 
 /// Heap key: the policy's key, then the earlier list element (larger `seq`) first.
@@ -304,6 +362,7 @@ impl Eq for Ratio {}
 pub(crate) struct WlcPolicy;
 
 impl Policy for WlcPolicy {
+    const NAME: &'static str = "wlc";
     type Key = Ratio;
     fn key(d: &Dest) -> Option<Ratio> {
         d.is_schedulable().then(|| Ratio {

@@ -4,15 +4,14 @@
 //! (`activeconns * 256 + totalconns`), skipping weight 0 and OVERLOAD. Here the same choice
 //! comes from the winner tree of [`super::index`], kept current by the notifications.
 
-use super::index::{LoadIndex, Policy};
-use super::{DestEvent, SchedInput, Scheduler};
-use crate::model::ServiceConfig;
-use crate::table::{Dest, DestId, DestView};
+use super::index::{Indexed, Policy};
+use crate::table::Dest;
 
 #[derive(Clone, Debug, Default)]
 pub(crate) struct LcPolicy;
 
 impl Policy for LcPolicy {
+    const NAME: &'static str = "lc";
     /// The overhead alone: the weight is ignored except for being non-zero.
     type Key = u64;
     fn key(d: &Dest) -> Option<u64> {
@@ -20,37 +19,8 @@ impl Policy for LcPolicy {
     }
 }
 
-#[derive(Clone, Debug, Default)]
-pub struct LeastConn {
-    index: LoadIndex<LcPolicy>,
-}
-
-impl Scheduler for LeastConn {
-    fn name(&self) -> &'static str {
-        "lc"
-    }
-
-    fn clone_box(&self) -> Box<dyn Scheduler> {
-        Box::new(self.clone())
-    }
-
-    fn update(&mut self, _svc: &ServiceConfig, dests: DestView<'_>, event: DestEvent) {
-        self.index.event(dests, event);
-    }
-
-    fn schedule(
-        &mut self,
-        _svc: &ServiceConfig,
-        dests: DestView<'_>,
-        _input: &SchedInput,
-    ) -> Option<DestId> {
-        self.index.pick(dests)
-    }
-
-    fn load_changed(&mut self, dests: DestView<'_>, id: DestId) {
-        self.index.load_changed(dests, id);
-    }
-}
+/// `lc`: see the module documentation.
+pub type LeastConn = Indexed<LcPolicy>;
 
 #[cfg(test)]
 pub(crate) mod tests {

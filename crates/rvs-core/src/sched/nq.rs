@@ -4,10 +4,8 @@
 //! at once; otherwise the first one with the least `(activeconns + 1) / weight`. The key puts
 //! idle destinations first, all equal, so list position decides among them.
 
-use super::index::{LoadIndex, Policy, Ratio};
-use super::{DestEvent, SchedInput, Scheduler};
-use crate::model::ServiceConfig;
-use crate::table::{Dest, DestId, DestView};
+use super::index::{Indexed, Policy, Ratio};
+use crate::table::Dest;
 use std::cmp::Ordering;
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -36,6 +34,7 @@ impl PartialOrd for NqKey {
 pub(crate) struct NqPolicy;
 
 impl Policy for NqPolicy {
+    const NAME: &'static str = "nq";
     type Key = NqKey;
     fn key(d: &Dest) -> Option<NqKey> {
         d.is_schedulable().then(|| NqKey {
@@ -48,37 +47,8 @@ impl Policy for NqPolicy {
     }
 }
 
-#[derive(Clone, Debug, Default)]
-pub struct NeverQueue {
-    index: LoadIndex<NqPolicy>,
-}
-
-impl Scheduler for NeverQueue {
-    fn name(&self) -> &'static str {
-        "nq"
-    }
-
-    fn clone_box(&self) -> Box<dyn Scheduler> {
-        Box::new(self.clone())
-    }
-
-    fn update(&mut self, _svc: &ServiceConfig, dests: DestView<'_>, event: DestEvent) {
-        self.index.event(dests, event);
-    }
-
-    fn schedule(
-        &mut self,
-        _svc: &ServiceConfig,
-        dests: DestView<'_>,
-        _input: &SchedInput,
-    ) -> Option<DestId> {
-        self.index.pick(dests)
-    }
-
-    fn load_changed(&mut self, dests: DestView<'_>, id: DestId) {
-        self.index.load_changed(dests, id);
-    }
-}
+/// `nq`: see the module documentation.
+pub type NeverQueue = Indexed<NqPolicy>;
 
 #[cfg(test)]
 mod tests {

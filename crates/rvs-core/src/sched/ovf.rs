@@ -3,16 +3,15 @@
 //! Like fo, but a destination with more active connections than its weight is skipped too.
 //! Eligibility moves with `activeconns`, so the tree is re-keyed from `load_changed`.
 
-use super::index::{LoadIndex, Policy};
-use super::{DestEvent, SchedInput, Scheduler};
-use crate::model::ServiceConfig;
-use crate::table::{Dest, DestId, DestView};
+use super::index::{Indexed, Policy};
+use crate::table::Dest;
 use std::cmp::Reverse;
 
 #[derive(Clone, Debug, Default)]
 pub(crate) struct OvfPolicy;
 
 impl Policy for OvfPolicy {
+    const NAME: &'static str = "ovf";
     type Key = Reverse<i32>;
     fn key(d: &Dest) -> Option<Self::Key> {
         let w = d.cfg.weight;
@@ -20,37 +19,8 @@ impl Policy for OvfPolicy {
     }
 }
 
-#[derive(Clone, Debug, Default)]
-pub struct WeightedOverflow {
-    index: LoadIndex<OvfPolicy>,
-}
-
-impl Scheduler for WeightedOverflow {
-    fn name(&self) -> &'static str {
-        "ovf"
-    }
-
-    fn clone_box(&self) -> Box<dyn Scheduler> {
-        Box::new(self.clone())
-    }
-
-    fn update(&mut self, _svc: &ServiceConfig, dests: DestView<'_>, event: DestEvent) {
-        self.index.event(dests, event);
-    }
-
-    fn schedule(
-        &mut self,
-        _svc: &ServiceConfig,
-        dests: DestView<'_>,
-        _input: &SchedInput,
-    ) -> Option<DestId> {
-        self.index.pick(dests)
-    }
-
-    fn load_changed(&mut self, dests: DestView<'_>, id: DestId) {
-        self.index.load_changed(dests, id);
-    }
-}
+/// `ovf`: see the module documentation.
+pub type WeightedOverflow = Indexed<OvfPolicy>;
 
 #[cfg(test)]
 mod tests {

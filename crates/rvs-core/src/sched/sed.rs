@@ -2,15 +2,14 @@
 //!
 //! wlc's two-stage loop with overhead `activeconns + 1` (inactive connections ignored).
 
-use super::index::{LoadIndex, Policy, Ratio};
-use super::{DestEvent, SchedInput, Scheduler};
-use crate::model::ServiceConfig;
-use crate::table::{Dest, DestId, DestView};
+use super::index::{Indexed, Policy, Ratio};
+use crate::table::Dest;
 
 #[derive(Clone, Debug, Default)]
 pub(crate) struct SedPolicy;
 
 impl Policy for SedPolicy {
+    const NAME: &'static str = "sed";
     type Key = Ratio;
     fn key(d: &Dest) -> Option<Ratio> {
         d.is_schedulable().then(|| Ratio {
@@ -20,37 +19,8 @@ impl Policy for SedPolicy {
     }
 }
 
-#[derive(Clone, Debug, Default)]
-pub struct ShortestExpectedDelay {
-    index: LoadIndex<SedPolicy>,
-}
-
-impl Scheduler for ShortestExpectedDelay {
-    fn name(&self) -> &'static str {
-        "sed"
-    }
-
-    fn clone_box(&self) -> Box<dyn Scheduler> {
-        Box::new(self.clone())
-    }
-
-    fn update(&mut self, _svc: &ServiceConfig, dests: DestView<'_>, event: DestEvent) {
-        self.index.event(dests, event);
-    }
-
-    fn schedule(
-        &mut self,
-        _svc: &ServiceConfig,
-        dests: DestView<'_>,
-        _input: &SchedInput,
-    ) -> Option<DestId> {
-        self.index.pick(dests)
-    }
-
-    fn load_changed(&mut self, dests: DestView<'_>, id: DestId) {
-        self.index.load_changed(dests, id);
-    }
-}
+/// `sed`: see the module documentation.
+pub type ShortestExpectedDelay = Indexed<SedPolicy>;
 
 #[cfg(test)]
 mod tests {

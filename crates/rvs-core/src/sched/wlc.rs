@@ -4,42 +4,10 @@
 //! by any later non-OVERLOAD one with `loh * w(d) > doh * w(least)`. That is the first list
 //! element with the least `overhead / weight`; the winner tree of [`WlcPolicy`] yields it directly.
 
-use super::index::{LoadIndex, WlcPolicy};
-use super::{DestEvent, SchedInput, Scheduler};
-use crate::model::ServiceConfig;
-use crate::table::{DestId, DestView};
+use super::index::{Indexed, WlcPolicy};
 
-#[derive(Clone, Debug, Default)]
-pub struct WeightedLeastConn {
-    index: LoadIndex<WlcPolicy>,
-}
-
-impl Scheduler for WeightedLeastConn {
-    fn name(&self) -> &'static str {
-        "wlc"
-    }
-
-    fn clone_box(&self) -> Box<dyn Scheduler> {
-        Box::new(self.clone())
-    }
-
-    fn update(&mut self, _svc: &ServiceConfig, dests: DestView<'_>, event: DestEvent) {
-        self.index.event(dests, event);
-    }
-
-    fn schedule(
-        &mut self,
-        _svc: &ServiceConfig,
-        dests: DestView<'_>,
-        _input: &SchedInput,
-    ) -> Option<DestId> {
-        self.index.pick(dests)
-    }
-
-    fn load_changed(&mut self, dests: DestView<'_>, id: DestId) {
-        self.index.load_changed(dests, id);
-    }
-}
+/// `wlc`: see the module documentation.
+pub type WeightedLeastConn = Indexed<WlcPolicy>;
 
 #[cfg(test)]
 pub(crate) mod tests {
