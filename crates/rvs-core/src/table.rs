@@ -250,6 +250,11 @@ impl Table {
             Op::Zero(key) => self.zero(key.as_ref()),
             Op::SetTimeouts(t) => self.set_timeouts(t),
             Op::StartDaemon(cfg) => {
+                // ip_vs_genl_new_daemon: the sync protocol cannot carry mixed-family
+                // destinations, checked before "already running".
+                if self.has_mixed_family_dests() {
+                    return Err(Errno::Inval.into());
+                }
                 if self.daemons.iter().any(|d| d.role == cfg.role) {
                     return Err(Errno::Exist.into());
                 }
@@ -415,11 +420,14 @@ impl Table {
     // ----- services -----
 
     fn add_service(&mut self, cfg: &ServiceConfig) -> Result<(), CtlError> {
-        validate_service(cfg)?;
+        // The kernel's order: attribute policy, EEXIST (ip_vs_genl_set_cmd), then
+        // ip_vs_add_service's scheduler, PE and prefix checks.
+        validate_sched_name(cfg)?;
         if self.index.contains_key(&cfg.key) {
             return Err(Errno::Exist.into());
         }
         let mut sched = new_scheduler(&cfg.scheduler).ok_or(CtlError::new(Errno::NoEnt))?;
+        validate_service(cfg)?;
         let id = SvcId(self.next_svc);
         self.next_svc += 1;
         let mut cfg = cfg.clone();
@@ -448,14 +456,16 @@ impl Table {
     }
 
     fn edit_service(&mut self, cfg: &ServiceConfig) -> Result<(), CtlError> {
+        validate_sched_name(cfg)?;
         let id = *self.index.get(&cfg.key).ok_or(CtlError::new(Errno::Srch))?;
-        validate_service(cfg)?;
         let svc = self.services.get_mut(&id).expect("indexed service");
+        // ip_vs_edit_service: scheduler, then PE, then prefix.
         let new_sched = if svc.cfg.scheduler != cfg.scheduler {
             Some(new_scheduler(&cfg.scheduler).ok_or(CtlError::new(Errno::NoEnt))?)
         } else {
             None
         };
+        validate_service(cfg)?;
         svc.cfg.flags = ServiceFlags(cfg.flags.0 | ServiceFlags::HASHED);
         svc.cfg.timeout = cfg.timeout;
         svc.cfg.netmask = cfg.netmask;
@@ -533,6 +543,7 @@ impl Table {
 
     fn add_dest(&mut self, key: &ServiceKey, cfg: &DestConfig) -> Result<(), CtlError> {
         let sid = *self.index.get(key).ok_or(CtlError::new(Errno::Srch))?;
+        self.check_dest_family(key, cfg)?;
         validate_dest(key, cfg, "ip_vs_add_dest")?;
         let svc = &self.services[&sid];
         if self.find_dest(svc, cfg.addr, cfg.port).is_some() {
@@ -549,11 +560,16 @@ impl Table {
             .iter()
             .find(|(_, d)| {
                 !d.available
-                    && d.svc_key == *key
+                    && trash_matches(&d.svc_key, key)
                     && d.cfg.addr == cfg.addr
                     && d.cfg.port == cfg.port
             })
             .map(|(id, _)| id);
+        // ip_vs_new_dest checks the address type; a dest from the trash was checked when it
+        // was first added (and ip_vs_edit_dest checks none: a missing dest is ENOENT).
+        if trashed.is_none() && !is_unicast(&cfg.addr) {
+            return Err(Errno::Inval.into());
+        }
         let id = match trashed {
             Some(id) => {
                 let d = self.dests.get_mut(id);
@@ -591,6 +607,7 @@ impl Table {
 
     fn edit_dest(&mut self, key: &ServiceKey, cfg: &DestConfig) -> Result<(), CtlError> {
         let sid = *self.index.get(key).ok_or(CtlError::new(Errno::Srch))?;
+        self.check_dest_family(key, cfg)?;
         validate_dest(key, cfg, "ip_vs_edit_dest")?;
         let svc = &self.services[&sid];
         let id = self
@@ -634,6 +651,25 @@ impl Table {
         Ok(())
     }
 
+    /// `ip_vs_genl_set_cmd`: a destination of another family than its service is refused
+    /// while a sync daemon runs (the sync protocol cannot carry it).
+    fn check_dest_family(&self, key: &ServiceKey, cfg: &DestConfig) -> Result<(), CtlError> {
+        if cfg.af() != key.af() && !self.daemons.is_empty() {
+            return Err(Errno::Inval.into());
+        }
+        Ok(())
+    }
+
+    /// The kernel's `mixed_address_family_dests > 0`: a linked destination whose family
+    /// differs from its service's.
+    fn has_mixed_family_dests(&self) -> bool {
+        self.services.values().any(|s| {
+            s.dests
+                .iter()
+                .any(|&id| self.dests.get(id).cfg.af() != s.cfg.key.af())
+        })
+    }
+
     fn trash_dest(&mut self, id: DestId, now: Time) {
         let d = self.dests.get_mut(id);
         d.available = false;
@@ -641,12 +677,37 @@ impl Table {
     }
 }
 
+/// `ip_vs_trash_get_dest`: a fwmark service takes back the destinations of its mark (the
+/// protocol is always TCP; the service's family is not compared), other services those of
+/// the same protocol, address and port.
+fn trash_matches(trashed_from: &ServiceKey, key: &ServiceKey) -> bool {
+    match (trashed_from, key) {
+        (ServiceKey::Fwmark { mark: a, .. }, ServiceKey::Fwmark { mark: b, .. }) => a == b,
+        (a, b) => a == b,
+    }
+}
+
 fn apply_dest_cfg(d: &mut Dest, cfg: &DestConfig) {
     d.cfg = cfg.clone();
 }
 
+/// The netlink attribute policy: a scheduler name longer than 15 bytes is refused before
+/// anything else.
+fn validate_sched_name(cfg: &ServiceConfig) -> Result<(), CtlError> {
+    if cfg.scheduler.len() > 15 {
+        return Err(Errno::Inval.into());
+    }
+    Ok(())
+}
+
 /// Kernel-side service checks (`ip_vs_add_service` / netlink parsing).
 pub fn validate_service(cfg: &ServiceConfig) -> Result<(), CtlError> {
+    // The persistence engine is looked up before the prefix is checked.
+    if let Some(pe) = &cfg.pe_name
+        && pe != "sip"
+    {
+        return Err(Errno::NoEnt.into());
+    }
     if let Netmask::V6(p) = cfg.netmask
         && !(1..=128).contains(&p)
     {
@@ -661,11 +722,6 @@ pub fn validate_service(cfg: &ServiceConfig) -> Result<(), CtlError> {
     if cfg.scheduler.len() > 15 {
         return Err(Errno::Inval.into());
     }
-    if let Some(pe) = &cfg.pe_name
-        && pe != "sip"
-    {
-        return Err(Errno::NoEnt.into());
-    }
     if let ServiceKey::Fwmark { mark: 0, .. } = cfg.key {
         return Err(Errno::Inval.into());
     }
@@ -673,7 +729,8 @@ pub fn validate_service(cfg: &ServiceConfig) -> Result<(), CtlError> {
 }
 
 /// Kernel-side destination checks, in the kernel's order. `func` names the kernel function
-/// for the log line (`ip_vs_add_dest` / `ip_vs_edit_dest`).
+/// for the log line (`ip_vs_add_dest` / `ip_vs_edit_dest`). The address type is checked by
+/// `add_dest` alone, after the duplicate check, as `ip_vs_new_dest` does.
 pub fn validate_dest(key: &ServiceKey, cfg: &DestConfig, func: &str) -> Result<(), CtlError> {
     if cfg.af() != key.af() && cfg.fwd != FwdMethod::Tunnel {
         return Err(Errno::Inval.into());
@@ -693,14 +750,12 @@ pub fn validate_dest(key: &ServiceKey, cfg: &DestConfig, func: &str) -> Result<(
             format!("{func}(): lower threshold is higher than upper threshold"),
         ));
     }
-    if cfg.fwd == FwdMethod::Tunnel && cfg.tun_type == TunType::Gue && cfg.tun_port == 0 {
+    // Checked on the tunnel type alone, whatever the forwarding method.
+    if cfg.tun_type == TunType::Gue && cfg.tun_port == 0 {
         return Err(CtlError::logged(
             Errno::Inval,
             format!("{func}(): tunnel port is zero"),
         ));
-    }
-    if !is_unicast(&cfg.addr) {
-        return Err(Errno::Inval.into());
     }
     Ok(())
 }
@@ -767,5 +822,150 @@ impl Table {
             stats: self.stats.shown(),
             rates: self.stats.rates(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Regressions found by the property tests in `tests/props.rs`.
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    fn tcp(port: u16) -> ServiceKey {
+        ServiceKey::Addr {
+            protocol: Protocol::Tcp,
+            addr: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
+            port,
+        }
+    }
+
+    #[test]
+    fn duplicate_service_is_eexist_before_the_engine_check() {
+        // ip_vs_genl_set_cmd answers EEXIST before ip_vs_add_service looks up the PE.
+        let mut t = Table::new();
+        t.apply(&Op::AddService(ServiceConfig::new(tcp(80))), Time::ZERO)
+            .unwrap();
+        let mut c = ServiceConfig::new(tcp(80));
+        c.pe_name = Some("bogus".into());
+        assert_eq!(
+            t.apply(&Op::AddService(c), Time::ZERO).unwrap_err().errno,
+            Errno::Exist
+        );
+    }
+
+    #[test]
+    fn unknown_scheduler_is_enoent_before_a_bad_prefix() {
+        let k = ServiceKey::Fwmark {
+            af: Af::V6,
+            mark: 1,
+        };
+        let mut c = ServiceConfig::new(k);
+        c.scheduler = "bogus".into();
+        c.netmask = Netmask::V6(0);
+        let mut t = Table::new();
+        assert_eq!(
+            t.apply(&Op::AddService(c), Time::ZERO).unwrap_err().errno,
+            Errno::NoEnt
+        );
+    }
+
+    #[test]
+    fn editing_a_missing_non_unicast_dest_is_enoent() {
+        // ip_vs_edit_dest checks no address type: a dest that is not there is ENOENT.
+        let mut t = Table::new();
+        t.apply(&Op::AddService(ServiceConfig::new(tcp(80))), Time::ZERO)
+            .unwrap();
+        let d = DestConfig::new(IpAddr::V4(Ipv4Addr::new(224, 0, 0, 1)), 80);
+        assert_eq!(
+            t.apply(&Op::EditDest(tcp(80), d), Time::ZERO)
+                .unwrap_err()
+                .errno,
+            Errno::NoEnt
+        );
+    }
+
+    #[test]
+    fn gue_without_port_is_einval_whatever_the_method() {
+        let mut t = Table::new();
+        t.apply(&Op::AddService(ServiceConfig::new(tcp(80))), Time::ZERO)
+            .unwrap();
+        let mut d = DestConfig::new(IpAddr::V4(Ipv4Addr::new(10, 0, 1, 1)), 80);
+        d.tun_type = TunType::Gue;
+        assert_eq!(
+            t.apply(&Op::AddDest(tcp(80), d), Time::ZERO)
+                .unwrap_err()
+                .errno,
+            Errno::Inval
+        );
+    }
+
+    #[test]
+    fn mixed_family_dests_and_sync_daemons_exclude_each_other() {
+        let daemon = SyncDaemonConfig {
+            role: SyncRole::Master,
+            mcast_ifn: "eth0".into(),
+            syncid: 0,
+            sync_maxlen: None,
+            mcast_group: None,
+            mcast_port: None,
+            mcast_ttl: None,
+        };
+        let mut v6 = DestConfig::new("2001:db8::10".parse().unwrap(), 80);
+        v6.fwd = FwdMethod::Tunnel;
+        let mut t = Table::new();
+        t.apply(&Op::AddService(ServiceConfig::new(tcp(80))), Time::ZERO)
+            .unwrap();
+        // a daemon runs: no mixed-family destination may be added
+        t.apply(&Op::StartDaemon(daemon.clone()), Time::ZERO)
+            .unwrap();
+        assert_eq!(
+            t.apply(&Op::AddDest(tcp(80), v6.clone()), Time::ZERO)
+                .unwrap_err()
+                .errno,
+            Errno::Inval
+        );
+        t.apply(&Op::StopDaemon(SyncRole::Master), Time::ZERO)
+            .unwrap();
+        // a mixed-family destination exists: no daemon may start, until it is gone
+        t.apply(&Op::AddDest(tcp(80), v6.clone()), Time::ZERO)
+            .unwrap();
+        assert_eq!(
+            t.apply(&Op::StartDaemon(daemon.clone()), Time::ZERO)
+                .unwrap_err()
+                .errno,
+            Errno::Inval
+        );
+        t.apply(&Op::DelDest(tcp(80), v6.addr, 80), Time::ZERO)
+            .unwrap();
+        t.apply(&Op::StartDaemon(daemon), Time::ZERO).unwrap();
+    }
+
+    #[test]
+    fn fwmark_trash_matches_the_mark_not_the_family() {
+        // ip_vs_trash_get_dest compares vfwmark and protocol for fwmark services, not the
+        // service's family.
+        let v4 = ServiceKey::Fwmark {
+            af: Af::V4,
+            mark: 5,
+        };
+        let v6 = ServiceKey::Fwmark {
+            af: Af::V6,
+            mark: 5,
+        };
+        let mut d = DestConfig::new(IpAddr::V4(Ipv4Addr::new(10, 0, 1, 1)), 0);
+        d.fwd = FwdMethod::Tunnel;
+        let mut t = Table::new();
+        t.apply(&Op::AddService(ServiceConfig::new(v4)), Time::ZERO)
+            .unwrap();
+        t.apply(&Op::AddDest(v4, d.clone()), Time::ZERO).unwrap();
+        let svc = t.service(&v4).unwrap();
+        let id = t.find_dest(svc, d.addr, 0).unwrap();
+        t.dests.get_mut(id).stats.add_conn();
+        t.estimate();
+        t.apply(&Op::DelService(v4), Time::ZERO).unwrap();
+        t.apply(&Op::AddService(ServiceConfig::new(v6)), Time::ZERO)
+            .unwrap();
+        t.apply(&Op::AddDest(v6, d), Time::ZERO).unwrap();
+        assert_eq!(t.snapshot(4096).services[0].dests[0].stats.conns, 1);
     }
 }

@@ -107,7 +107,7 @@ pub fn process_meta(
     cfg: &Config,
 ) -> Action {
     inc(&stats.received);
-    let Ok(mut info) = rvs_wire::parse(packet) else {
+    let Ok((mut info, lay)) = rvs_wire::parse_layout(packet) else {
         inc(&stats.malformed);
         return Action::Drop;
     };
@@ -141,7 +141,7 @@ pub fn process_meta(
         },
         Verdict::Forward { rewrite, .. } => match rewrite {
             Rewrite::Dnat { .. } | Rewrite::Snat { .. } => {
-                match rvs_wire::apply(&mut packet[..len], &rewrite) {
+                match rvs_wire::apply_at(packet, &lay, &rewrite) {
                     Ok(()) => {
                         inc(&stats.forwarded);
                         Action::Send(len)
@@ -313,6 +313,77 @@ mod tests {
             self.tx.push(packet.to_vec());
             Ok(())
         }
+    }
+
+    /// A back-end that knows marks: `run` hands them to the decider via `recv_meta`.
+    struct MarkedMock {
+        rx: VecDeque<(Vec<u8>, u32)>,
+        tx: usize,
+        stop: std::sync::Arc<AtomicBool>,
+    }
+
+    impl PacketIo for MarkedMock {
+        fn recv(&mut self, _: &mut [u8], _: Duration) -> io::Result<Option<usize>> {
+            panic!("run must use recv_meta");
+        }
+        fn send(&mut self, _: &[u8]) -> io::Result<()> {
+            self.tx += 1;
+            Ok(())
+        }
+        fn recv_meta(
+            &mut self,
+            buf: &mut [u8],
+            _: Duration,
+        ) -> io::Result<Option<(usize, RecvMeta)>> {
+            match self.rx.pop_front() {
+                Some((p, mark)) => {
+                    buf[..p.len()].copy_from_slice(&p);
+                    Ok(Some((p.len(), RecvMeta::with_fwmark(mark))))
+                }
+                None => {
+                    self.stop.store(true, Ordering::Relaxed);
+                    Ok(None)
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn run_passes_the_fwmark_to_the_decider() {
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let mut io = MarkedMock {
+            rx: [(syn(), 7), (syn(), 0), (syn(), 9)].into(),
+            tx: 0,
+            stop: stop.clone(),
+        };
+        let mut marks = Vec::new();
+        let mut d = |i: &PacketInfo, dir: Direction| {
+            if dir == Direction::Inbound {
+                marks.push(i.fwmark);
+            }
+            Verdict::Accept
+        };
+        run(
+            &mut io,
+            &mut d,
+            &stop,
+            &Stats::default(),
+            &Config::default(),
+        )
+        .unwrap();
+        assert_eq!(marks, [7, 0, 9]);
+        assert_eq!(io.tx, 3);
+        // A back-end without recv_meta: the default knows no mark.
+        let mut m = Mock {
+            rx: [syn()].into(),
+            tx: Vec::new(),
+            stop: &stop,
+        };
+        let mut buf = [0u8; 64];
+        assert_eq!(
+            m.recv_meta(&mut buf, Duration::ZERO).unwrap(),
+            Some((40, RecvMeta::default()))
+        );
     }
 
     #[test]

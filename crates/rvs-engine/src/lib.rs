@@ -9,7 +9,9 @@ pub mod multitun;
 pub mod plumbing;
 pub mod tun;
 
-pub use engine::{Action, Config, Decider, Direction, MAX_PACKET, Stats, process, process_meta, run};
+pub use engine::{
+    Action, Config, Decider, Direction, MAX_PACKET, Stats, process, process_meta, run,
+};
 pub use io::{PacketIo, RecvMeta};
 pub use multitun::{FWMARK_TUN_PREFIX, FwmarkTuns, MultiTun, fwmark_tun_name};
 pub use plumbing::{NatReal, Plumbing, PlumbingConfig};

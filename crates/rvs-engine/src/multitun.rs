@@ -242,13 +242,7 @@ impl PacketIo for MultiTun {
         self.refresh();
         let ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
         // SAFETY: pfds is a valid array of pollfd of the given length.
-        let r = unsafe {
-            libc::poll(
-                self.pfds.as_mut_ptr(),
-                self.pfds.len() as libc::nfds_t,
-                ms,
-            )
-        };
+        let r = unsafe { libc::poll(self.pfds.as_mut_ptr(), self.pfds.len() as libc::nfds_t, ms) };
         if r < 0 {
             let e = io::Error::last_os_error();
             if e.kind() == io::ErrorKind::Interrupted {
@@ -461,12 +455,16 @@ mod tests {
     fn removed_and_broken_devices() {
         let (mut mt, ends) = bed();
         // Remove 9: its packets are no longer read; 7 still is.
-        mt.fwmark_tuns().sync_with(&[7], |_| panic!("no device to create")).unwrap();
+        mt.fwmark_tuns()
+            .sync_with(&[7], |_| panic!("no device to create"))
+            .unwrap();
         assert_eq!(mt.fwmarks(), [7]);
         kernel_sends(&ends[1].1, b"seven");
         assert_eq!(next(&mut mt), Some((b"seven".to_vec(), 7)));
         // The same set again: no change, no new device.
-        mt.fwmark_tuns().sync_with(&[7, 7], |_| panic!("no device to create")).unwrap();
+        mt.fwmark_tuns()
+            .sync_with(&[7, 7], |_| panic!("no device to create"))
+            .unwrap();
         // Mark 0 is refused.
         assert!(mt.sync_fwmarks(&[0]).is_err());
         assert_eq!(mt.fwmarks(), [7]);

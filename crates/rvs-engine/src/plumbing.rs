@@ -8,6 +8,11 @@
 //!   `rp_filter=2` (loose: injected packets carry the client's address, whose route is not
 //!   the TUN) and `accept_local=1` (injected packets may carry a local source: a VIP, or a
 //!   local client's address); `disable_ipv6=0`. Global values are restored on teardown.
+//! * `net.ipv4.ip_early_demux=0` (IPv4 and IPv6): a reply from a real server to a local
+//!   socket that talks to it directly (a health check, a client connecting to RIP:port) is
+//!   steered into the TUN by the real-server rules below, i.e. *forwarded*; with early
+//!   demux the kernel first attaches the local socket it is addressed to, and `ip_forward`
+//!   drops packets that carry a socket — the connection would hang. Restored on teardown.
 //! * `ip link set TUN up`
 //! * `ip route replace default dev TUN table T`
 //! * the `local` rule moves from preference 0 to L: `ip rule add pref L lookup local`,
@@ -71,7 +76,10 @@ impl Default for PlumbingConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct NatReal {
     pub addr: IpAddr,
-    /// 6, 17 or 132; 0 = any protocol (fwmark services): all its traffic is steered.
+    /// 6, 17 or 132; 0 = any protocol IPVS balances (fwmark services): its TCP, UDP and
+    /// SCTP traffic is steered (not all of it: a rule without `ipproto` would also catch
+    /// the route lookups of ARP requests from the real server, and the director would stop
+    /// answering ARP for its own address).
     pub protocol: u8,
     /// 0 = any port.
     pub port: u16,
@@ -129,6 +137,27 @@ fn write_sysctl(name: &str, v: &str) -> io::Result<()> {
         .map_err(|e| io::Error::new(e.kind(), format!("sysctl {name}={v}: {e}")))
 }
 
+/// The `from RIP ipproto P [sport PORT]` rules the real servers need (protocol 0 becomes
+/// one rule for each of TCP, UDP and SCTP), deduplicated so that two real servers sharing a
+/// rule do not remove it from each other.
+fn real_rules(reals: &BTreeSet<NatReal>) -> BTreeSet<NatReal> {
+    reals
+        .iter()
+        .flat_map(|r| {
+            let any = r.protocol == 0;
+            [6u8, 17, 132]
+                .into_iter()
+                .filter(move |&p| any || p == r.protocol)
+                .map(move |protocol| NatReal {
+                    protocol,
+                    port: if any { 0 } else { r.port },
+                    ..*r
+                })
+                .chain((!matches!(r.protocol, 0 | 6 | 17 | 132)).then_some(*r))
+        })
+        .collect()
+}
+
 impl Plumbing {
     /// Brings `tun` up and installs the fixed part (sysctls, table, rules). Idempotent:
     /// rules left at rvs's preferences by an earlier run are removed first.
@@ -168,6 +197,10 @@ impl Plumbing {
         let tun = self.tun.clone();
         self.set_global_sysctl("net.ipv4.ip_forward", "1")?;
         self.set_global_sysctl("net.ipv6.conf.all.forwarding", "1")?;
+        // See the module documentation: early demux would attach a local socket to a
+        // packet the rules steer into the TUN, and the kernel drops forwarded packets
+        // that carry a socket.
+        self.set_global_sysctl("net.ipv4.ip_early_demux", "0")?;
         write_sysctl(&format!("net.ipv4.conf.{tun}.rp_filter"), "2")?;
         write_sysctl(&format!("net.ipv4.conf.{tun}.accept_local"), "1")?;
         write_sysctl(&format!("net.ipv6.conf.{tun}.disable_ipv6"), "0")?;
@@ -295,10 +328,12 @@ impl Plumbing {
         for v in want_v.difference(&self.vips) {
             note(self.vip_cmds(v, true));
         }
-        for r in self.reals.difference(&want_r) {
+        let old_rules = real_rules(&self.reals);
+        let new_rules = real_rules(&want_r);
+        for r in old_rules.difference(&new_rules) {
             note(self.real_cmds(r, false));
         }
-        for r in want_r.difference(&self.reals) {
+        for r in new_rules.difference(&old_rules) {
             note(self.real_cmds(r, true));
         }
         let old_addrs: BTreeSet<IpAddr> = self.reals.iter().map(|r| r.addr).collect();
@@ -472,5 +507,36 @@ impl Plumbing {
 impl Drop for Plumbing {
     fn drop(&mut self) {
         let _ = self.teardown();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nr(addr: &str, protocol: u8, port: u16) -> NatReal {
+        NatReal {
+            addr: addr.parse().unwrap(),
+            protocol,
+            port,
+        }
+    }
+
+    #[test]
+    fn any_protocol_real_becomes_tcp_udp_sctp_rules() {
+        let reals: BTreeSet<NatReal> = [nr("10.0.0.2", 0, 0), nr("10.0.0.2", 6, 0)].into();
+        let rules: Vec<NatReal> = real_rules(&reals).into_iter().collect();
+        assert_eq!(
+            rules,
+            [
+                nr("10.0.0.2", 6, 0),
+                nr("10.0.0.2", 17, 0),
+                nr("10.0.0.2", 132, 0)
+            ]
+        );
+        // A port only for the protocol-specific entry; other protocols kept as given.
+        let reals: BTreeSet<NatReal> = [nr("fd00::2", 17, 53), nr("fd00::2", 47, 0)].into();
+        let rules: Vec<NatReal> = real_rules(&reals).into_iter().collect();
+        assert_eq!(rules, [nr("fd00::2", 17, 53), nr("fd00::2", 47, 0)]);
     }
 }

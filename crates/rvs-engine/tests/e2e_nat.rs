@@ -2,6 +2,8 @@
 //! veth pairs; the engine runs on a TUN device in the director namespace with a small NAT
 //! decider (VIP:80 → RIP:8080, replies SNATed back); real TCP and UDP over IPv4 and IPv6,
 //! from the client namespace and from the director itself; a Reject gives ECONNREFUSED.
+//! The second test adds firewall-mark services: a `MultiTun` with one TUN per mark, marks
+//! from `SO_MARK` (local clients) and from nftables (forwarded traffic).
 //! Skipped (with a printed reason) when not root or without /dev/net/tun.
 
 use rvs_core::model::FwdMethod;
@@ -228,35 +230,6 @@ fn start_servers(bed: &mut Bed) {
     }
 }
 
-/// The test decider: NAT VIP:80 → RIP:8080 both directions, Reject VIP:81.
-fn nat_decider(info: &PacketInfo, dir: Direction) -> Verdict {
-    let t = &info.tuple;
-    let (vip, rip) = if t.saddr.is_ipv4() {
-        (ip(VIP4), ip(RIP4))
-    } else {
-        (ip(VIP6), ip(RIP6))
-    };
-    let nat_proto = matches!(t.protocol, 6 | 17);
-    match dir {
-        Direction::Outbound if nat_proto && t.saddr == rip && t.sport == 8080 => Verdict::Forward {
-            method: FwdMethod::Masq,
-            rewrite: Rewrite::Snat {
-                addr: vip,
-                port: 80,
-            },
-        },
-        Direction::Inbound if nat_proto && t.daddr == vip && t.dport == 80 => Verdict::Forward {
-            method: FwdMethod::Masq,
-            rewrite: Rewrite::Dnat {
-                addr: rip,
-                port: 8080,
-            },
-        },
-        Direction::Inbound if nat_proto && t.daddr == vip && t.dport == 81 => Verdict::Reject,
-        _ => Verdict::Accept,
-    }
-}
-
 /// Starts the engine in the director namespace; returns its stats.
 fn start_engine(bed: &mut Bed) -> Arc<Stats> {
     let stats = Arc::new(Stats::default());
@@ -298,7 +271,7 @@ fn start_engine(bed: &mut Bed) -> Arc<Stats> {
             check_checksums: true,
             ..Config::default()
         };
-        let mut decider = nat_decider;
+        let mut decider = TestNat::default();
         rvs_engine::run(&mut tun, &mut decider, &stop, &st, &cfg).expect("engine");
         plumbing.teardown().expect("teardown");
     }));
@@ -391,6 +364,15 @@ fn nat_through_tun_end_to_end() {
     let (r, from) = in_ns(bed.d(), move || udp_ping("0.0.0.0:0", vip4));
     assert_eq!((r.as_str(), from), ("echo:ping", vip4));
     let r = in_ns(bed.d(), move || http_get(vip6));
+    assert!(r.contains("hello from real server"), "{r}");
+
+    // A local connection straight to the real server (a health check): its replies are
+    // steered into rvs by the real-server rules, and must still reach the local socket.
+    let rs4: SocketAddr = format!("{RIP4}:8080").parse().unwrap();
+    let rs6: SocketAddr = format!("[{RIP6}]:8080").parse().unwrap();
+    let r = in_ns(bed.d(), move || http_get(rs4));
+    assert!(r.contains("hello from real server"), "{r}");
+    let r = in_ns(bed.d(), move || http_get(rs6));
     assert!(r.contains("hello from real server"), "{r}");
 
     // Not a service: the VIP is a local address, so the local stack answers (here: RST).
@@ -510,10 +492,6 @@ fn marked_connect(to: SocketAddr, mark: u32) -> TcpStream {
     };
     // SAFETY: ss holds a valid address of `len` bytes.
     let r = unsafe { libc::connect(fd, (&ss as *const libc::sockaddr_storage).cast(), len as _) };
-    if r != 0 && std::env::var_os("RVS_E2E_PAUSE").is_some() {
-        eprintln!("PAUSED pid {}", std::process::id());
-        thread::sleep(Duration::from_secs(120));
-    }
     assert_eq!(
         r,
         0,
@@ -533,20 +511,28 @@ fn marked_udp_ping(bind: &str, to: SocketAddr, mark: u32) -> (String, SocketAddr
     udp_ping_on(u, to)
 }
 
-/// A stateful NAT decider keyed by firewall mark: packets read with mark `FWM` (from its
-/// TUN) are DNATed to RIP:8080 whatever their address and port, and the connection is
-/// remembered so its replies are SNATed back to the address the client used. Everything
-/// else: the plain `nat_decider`'s VIP services. Counts inbound packets per mark seen.
-struct FwmDecider {
+/// The test decider, a tiny stateful NAT director: VIP:80 (unmarked) and anything read with
+/// mark `FWM` (from its TUN) are DNATed to RIP:8080 and the connection is remembered, so
+/// that its replies are SNATed back to the address the client used; VIP:81 is rejected;
+/// everything else (marks without a service included) is accepted. Replies from RIP:8080
+/// to connections it does not know (a local client talking to the real server directly)
+/// are left alone. Counts inbound packets per mark.
+#[derive(Default)]
+struct TestNat {
     conns: std::collections::HashMap<(u8, IpAddr, u16), (IpAddr, u16)>,
-    seen: Arc<std::sync::Mutex<std::collections::BTreeMap<u32, u64>>>,
+    seen: Seen,
 }
 
-impl rvs_engine::Decider for FwmDecider {
+impl rvs_engine::Decider for TestNat {
     fn decide(&mut self, info: &PacketInfo, dir: Direction) -> Verdict {
         let t = &info.tuple;
-        let rip = if t.saddr.is_ipv4() { ip(RIP4) } else { ip(RIP6) };
+        let (vip, rip) = if t.saddr.is_ipv4() {
+            (ip(VIP4), ip(RIP4))
+        } else {
+            (ip(VIP6), ip(RIP6))
+        };
         let nat_proto = matches!(t.protocol, 6 | 17);
+        let key = (t.protocol, t.saddr, t.sport);
         match dir {
             Direction::Outbound if nat_proto && t.saddr == rip && t.sport == 8080 => {
                 match self.conns.get(&(t.protocol, t.daddr, t.dport)) {
@@ -554,28 +540,32 @@ impl rvs_engine::Decider for FwmDecider {
                         method: FwdMethod::Masq,
                         rewrite: Rewrite::Snat { addr, port },
                     },
-                    // Not one of ours: a reply to a direct connection.
                     None => Verdict::Accept,
                 }
             }
             Direction::Outbound => Verdict::Accept,
             Direction::Inbound => {
                 *self.seen.lock().unwrap().entry(info.fwmark).or_default() += 1;
-                if info.fwmark == FWM && nat_proto {
-                    self.conns
-                        .insert((t.protocol, t.saddr, t.sport), (t.daddr, t.dport));
-                    Verdict::Forward {
+                let service = nat_proto
+                    && (info.fwmark == FWM
+                        || (info.fwmark == 0 && t.daddr == vip && t.dport == 80));
+                if service {
+                    self.conns.insert(key, (t.daddr, t.dport));
+                    return Verdict::Forward {
                         method: FwdMethod::Masq,
                         rewrite: Rewrite::Dnat {
                             addr: rip,
                             port: 8080,
                         },
-                    }
-                } else if info.fwmark != 0 {
-                    // A mark without a service: left alone.
-                    Verdict::Accept
+                    };
+                }
+                // The client port now belongs to another connection (ports are reused for
+                // other destinations).
+                self.conns.remove(&key);
+                if info.fwmark == 0 && nat_proto && t.daddr == vip && t.dport == 81 {
+                    Verdict::Reject
                 } else {
-                    nat_decider(info, dir)
+                    Verdict::Accept
                 }
             }
         }
@@ -639,9 +629,9 @@ fn start_fwmark_engine(
             check_checksums: true,
             ..Config::default()
         };
-        let mut decider = FwmDecider {
-            conns: Default::default(),
+        let mut decider = TestNat {
             seen: sn,
+            ..TestNat::default()
         };
         rvs_engine::run(&mut io, &mut decider, &stop, &st, &cfg).expect("engine");
         plumbing.lock().unwrap().teardown().expect("teardown");
@@ -678,7 +668,9 @@ fn nft(ns: &str, script: &str) -> Result<(), String> {
 
 fn nft_counter(ns: &str, name: &str) -> u64 {
     let out = Command::new("ip")
-        .args(["netns", "exec", ns, "nft", "list", "counter", "inet", "rvst", name])
+        .args([
+            "netns", "exec", ns, "nft", "list", "counter", "inet", "rvst", name,
+        ])
         .output()
         .expect("nft list counter");
     let text = String::from_utf8_lossy(&out.stdout);
@@ -701,8 +693,24 @@ fn fwmark_service_through_tun_end_to_end() {
     start_servers(&mut bed);
     let d = bed.d().to_string();
     // The fwmark service's addresses are local to the director, as IPVS needs.
-    sh(&["-n", &d, "addr", "add", &format!("{FWM_ADDR4}/32"), "dev", "lo"]);
-    sh(&["-n", &d, "addr", "add", &format!("{FWM_ADDR6}/128"), "dev", "lo"]);
+    sh(&[
+        "-n",
+        &d,
+        "addr",
+        "add",
+        &format!("{FWM_ADDR4}/32"),
+        "dev",
+        "lo",
+    ]);
+    sh(&[
+        "-n",
+        &d,
+        "addr",
+        "add",
+        &format!("{FWM_ADDR6}/128"),
+        "dev",
+        "lo",
+    ]);
     // Forwarded traffic to them is marked in the director (a SO_MARK set in the client
     // namespace would not survive the veth: crossing namespaces clears skb->mark). The
     // counters check that what rvs writes into its TUN carries no mark.
@@ -716,8 +724,8 @@ fn fwmark_service_through_tun_end_to_end() {
                     type filter hook prerouting priority mangle;
                     iifname \"rvs0\" counter name from_tun
                     iifname \"rvs0\" meta mark != 0 counter name from_tun_marked
-                    iifname \"c0\" ip daddr {FWM_ADDR4} meta mark set {FWM}
-                    iifname \"c0\" ip6 daddr {FWM_ADDR6} meta mark set {FWM}
+                    iifname \"d0\" ip daddr {FWM_ADDR4} meta mark set {FWM}
+                    iifname \"d0\" ip6 daddr {FWM_ADDR6} meta mark set {FWM}
                 }}
             }}"
         ),
@@ -778,9 +786,13 @@ fn fwmark_service_through_tun_end_to_end() {
     assert_eq!((r.as_str(), from), ("echo:ping", rs4));
     let r = in_ns(&d, move || marked_http_get(rs4, FWM_IDLE));
     assert!(r.contains("hello from real server"), "{r}");
+    let rs6: SocketAddr = format!("[{RIP6}]:8080").parse().unwrap();
+    let r = in_ns(&d, move || marked_http_get(rs6, FWM_IDLE));
+    assert!(r.contains("hello from real server"), "{r}");
     assert!(count(FWM_IDLE) >= 2);
-    // A mark rvs has no rule for never reaches it.
-    let (r, from) = in_ns(&d, move || marked_udp_ping("0.0.0.0:0", rs4, FWM_NONE));
+    // A mark rvs has no rule for never reaches it (a fixed port outside the ephemeral
+    // range, so no earlier service connection of the test decider matches its replies).
+    let (r, from) = in_ns(&d, move || marked_udp_ping("0.0.0.0:31999", rs4, FWM_NONE));
     assert_eq!((r.as_str(), from), ("echo:ping", rs4));
     assert_eq!(count(FWM_NONE), 0);
     // The VIP services still work, unmarked.
@@ -791,7 +803,10 @@ fn fwmark_service_through_tun_end_to_end() {
     // longer reaches rvs.
     let p2 = plumbing.clone();
     in_ns(&d, move || {
-        p2.lock().unwrap().sync_fwmarks(&[FWM]).expect("sync_fwmarks");
+        p2.lock()
+            .unwrap()
+            .sync_fwmarks(&[FWM])
+            .expect("sync_fwmarks");
         tuns.sync(&[FWM]).expect("tun sync");
     });
     let rules = sh_out(&["-n", &d, "rule", "show"]);

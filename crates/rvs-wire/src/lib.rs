@@ -6,7 +6,8 @@
 //!   short or malformed input.
 //! * [`parse`] turns an IP packet into the director's [`PacketInfo`].
 //! * [`apply`] performs a [`Rewrite`] in place (NAT with incremental checksums, reference
-//!   §4.2; ICMP errors about a connection, §3.9).
+//!   §4.2; ICMP errors about a connection, §3.9). [`parse_layout`] + [`apply_at`] do the
+//!   same without parsing the packet twice (the engine's path).
 //! * [`build_port_unreachable`] builds the ICMP/ICMPv6 port unreachable for
 //!   `Verdict::Reject`.
 //! * [`checksum`], [`crc32c`]: the checksum primitives; [`fill_checksums`] and
@@ -21,8 +22,8 @@ mod nat;
 mod parse;
 mod reject;
 
-pub use nat::apply;
-pub use parse::{Layout, layout, parse, quoted_layout};
+pub use nat::{apply, apply_at};
+pub use parse::{Layout, layout, parse, parse_layout, quoted_layout};
 pub use reject::build_port_unreachable;
 
 pub use rvs_core::packet::{IcmpError, L4Info, PacketInfo, Rewrite, Tuple, Verdict};

@@ -1,6 +1,6 @@
 //! NAT rewrites (reference §4.2) and NAT of ICMP errors about a connection (§3.9).
 
-use crate::checksum::{self, update, update16};
+use crate::checksum;
 use crate::crc32c;
 use crate::l4::proto;
 use crate::parse::{Layout, icmp_proto, is_related_error, layout, quoted_layout};
@@ -84,27 +84,145 @@ fn write16(b: &mut [u8], at: usize, v: u16) -> Result<(), WireError> {
 /// On error the packet may be partly rewritten only if the error is detected late
 /// (never for well-formed input of a supported kind).
 pub fn apply(packet: &mut [u8], rewrite: &Rewrite) -> Result<(), WireError> {
+    if let Rewrite::Tunnel { .. } = rewrite {
+        return Err(WireError::Unsupported);
+    }
+    let lay = layout(packet)?;
+    apply_at(packet, &lay, rewrite)
+}
+
+/// [`apply`] for a packet whose layout is known: `lay` must be what [`layout`] (or
+/// [`crate::parse_layout`]) gave for these bytes. A layout that does not fit the bytes is
+/// refused ([`WireError::Malformed`]) or makes a wrong rewrite, never a panic.
+#[inline]
+pub fn apply_at(packet: &mut [u8], lay: &Layout, rewrite: &Rewrite) -> Result<(), WireError> {
+    let l3_ok = match lay.af {
+        Af::V4 => lay.l3_len >= 20,
+        Af::V6 => lay.l3_len == 40,
+    };
+    if !l3_ok || lay.l3_len > lay.l4 || lay.l4 > lay.len || lay.len > packet.len() {
+        return Err(WireError::Malformed);
+    }
+    let (side, addr, port) = match *rewrite {
+        Rewrite::Dnat { addr, port } => (Side::Dst, addr, port),
+        Rewrite::Snat { addr, port } => (Side::Src, addr, port),
+        Rewrite::Route { .. } | Rewrite::Local | Rewrite::Bypass => return Ok(()),
+        Rewrite::Tunnel { .. } => return Err(WireError::Unsupported),
+    };
+    if let IpAddr::V4(a) = addr
+        && nat_v4_fast(packet, lay, side, a.octets(), port)
+    {
+        return Ok(());
+    }
     match *rewrite {
-        Rewrite::Dnat { addr, port } => nat(packet, Side::Dst, addr, port),
-        Rewrite::Snat { addr, port } => nat(packet, Side::Src, addr, port),
-        Rewrite::Route { .. } | Rewrite::Local | Rewrite::Bypass => {
-            layout(packet)?;
-            Ok(())
-        }
+        Rewrite::Dnat { addr, port } => nat(packet, lay, Side::Dst, addr, port),
+        Rewrite::Snat { addr, port } => nat(packet, lay, Side::Src, addr, port),
+        Rewrite::Route { .. } | Rewrite::Local | Rewrite::Bypass => Ok(()),
         Rewrite::Tunnel { .. } => Err(WireError::Unsupported),
     }
 }
 
-fn nat(buf: &mut [u8], side: Side, addr: IpAddr, port: u16) -> Result<(), WireError> {
-    let lay = layout(buf)?;
+/// The common case of [`nat`] in straight-line code: IPv4, TCP or UDP (with a checksum),
+/// not a later fragment. Returns `false`, having changed nothing, for anything else (and
+/// for a layout that does not fit), which then takes the general path. Same result as
+/// the general path: both apply RFC 1624 eqn. 3 to the same sums.
+#[inline]
+fn nat_v4_fast(buf: &mut [u8], lay: &Layout, side: Side, new: [u8; 4], port: u16) -> bool {
+    if lay.af != Af::V4 || lay.non_first {
+        return false;
+    }
+    let csum_at = match lay.protocol {
+        proto::TCP => 16,
+        proto::UDP => 6,
+        _ => return false,
+    };
+    let Some((ip, rest)) = buf.split_at_mut_checked(lay.l4) else {
+        return false;
+    };
+    let Some(l4) = rest.get_mut(..lay.len.saturating_sub(lay.l4)) else {
+        return false;
+    };
+    let Some(h) = ip.first_chunk_mut::<20>() else {
+        return false;
+    };
+    if l4.len() < csum_at + 2 {
+        return false;
+    }
+    let l4hc = u16::from_be_bytes([l4[csum_at], l4[csum_at + 1]]);
+    if lay.protocol == proto::UDP && l4hc == 0 {
+        // No checksum: the general path computes one in full.
+        return false;
+    }
+    let (aoff, poff) = match side {
+        Side::Src => (12, 0),
+        Side::Dst => (16, 2),
+    };
+    let o = [h[aoff], h[aoff + 1], h[aoff + 2], h[aoff + 3]];
+    let delta = delta16(
+        u16::from_be_bytes([o[0], o[1]]),
+        u16::from_be_bytes([new[0], new[1]]),
+    ) + delta16(
+        u16::from_be_bytes([o[2], o[3]]),
+        u16::from_be_bytes([new[2], new[3]]),
+    );
+    let iphc = upd(u16::from_be_bytes([h[10], h[11]]), delta);
+    h[10..12].copy_from_slice(&iphc.to_be_bytes());
+    h[aoff..aoff + 4].copy_from_slice(&new);
+    let old_port = u16::from_be_bytes([l4[poff], l4[poff + 1]]);
+    let l4delta = delta + delta16(old_port, port);
+    let l4hc = if lay.protocol == proto::UDP {
+        let c = upd(if l4hc == 0xffff { 0 } else { l4hc }, l4delta);
+        if c == 0 { 0xffff } else { c }
+    } else {
+        upd(l4hc, l4delta)
+    };
+    l4[poff..poff + 2].copy_from_slice(&port.to_be_bytes());
+    l4[csum_at..csum_at + 2].copy_from_slice(&l4hc.to_be_bytes());
+    true
+}
+
+/// Σ(~old word) + Σ(new word) over two addresses of the same length: the part of an
+/// RFC 1624 eqn. 3 update that the address change contributes. Unfolded; at most 16
+/// terms of 16 bits, so a `u32` cannot overflow.
+#[inline]
+fn addr_delta(old: &[u8], new: &[u8]) -> u32 {
+    old.chunks_exact(2)
+        .zip(new.chunks_exact(2))
+        .map(|(o, n)| {
+            u32::from(!u16::from_be_bytes([o[0], o[1]]))
+                + u32::from(u16::from_be_bytes([n[0], n[1]]))
+        })
+        .sum()
+}
+
+/// RFC 1624 eqn. 3 with a precomputed delta: `~(~hc + delta)`, folded.
+#[inline]
+fn upd(hc: u16, delta: u32) -> u16 {
+    !fold32(u32::from(!hc) + delta)
+}
+
+/// Folds a sum below 2^31 to 16 bits (two end-around carries are enough).
+#[inline]
+fn fold32(s: u32) -> u16 {
+    let s = (s & 0xffff) + (s >> 16);
+    ((s & 0xffff) + (s >> 16)) as u16
+}
+
+/// The checksum delta of a 16-bit field changing from `old` to `new`.
+#[inline]
+fn delta16(old: u16, new: u16) -> u32 {
+    u32::from(!old) + u32::from(new)
+}
+
+fn nat(buf: &mut [u8], lay: &Layout, side: Side, addr: IpAddr, port: u16) -> Result<(), WireError> {
+    let lay = *lay;
     let new = AddrBytes::of(addr);
     if (new.n == 4) != (lay.af == Af::V4) {
         return Err(WireError::AddressFamily);
     }
     let (aoff, alen) = addr_off(lay.af, side);
-    let mut old = [0u8; 16];
-    old[..alen].copy_from_slice(&buf[aoff..aoff + alen]);
-    let old = &old[..alen];
+    let old = buf.get(aoff..aoff + alen).ok_or(WireError::Truncated)?;
+    let delta = addr_delta(old, new.get());
 
     if !lay.non_first {
         let icmp = icmp_proto(lay.af);
@@ -121,7 +239,7 @@ fn nat(buf: &mut [u8], side: Side, addr: IpAddr, port: u16) -> Result<(), WireEr
             proto::TCP => {
                 let hc = read16(l4, 16)?;
                 let old_port = read16(l4, port_off)?;
-                let hc = update16(update(hc, old, new.get()), old_port, port);
+                let hc = upd(hc, delta + delta16(old_port, port));
                 write16(l4, port_off, port)?;
                 write16(l4, 16, hc)?;
             }
@@ -133,12 +251,12 @@ fn nat(buf: &mut [u8], side: Side, addr: IpAddr, port: u16) -> Result<(), WireEr
                     // No checksum (IPv4) / invalid (IPv6): compute it in full, once the
                     // addresses are in place, if the datagram is whole (§4.2).
                     if !lay.fragmented {
-                        write_addr(buf, &lay, side, new)?;
+                        write_addr(buf, &lay, side, new, delta)?;
                         return fill_l4(buf, &lay);
                     }
                 } else {
                     let hc = if hc == 0xffff { 0 } else { hc };
-                    let hc = update16(update(hc, old, new.get()), old_port, port);
+                    let hc = upd(hc, delta + delta16(old_port, port));
                     write16(l4, 6, if hc == 0 { 0xffff } else { hc })?;
                 }
             }
@@ -155,29 +273,30 @@ fn nat(buf: &mut [u8], side: Side, addr: IpAddr, port: u16) -> Result<(), WireEr
             p if p == proto::ICMPV6 => {
                 // Not an error (echo, ...): only the pseudo-header changes.
                 let hc = read16(l4, 2)?;
-                write16(l4, 2, update(hc, old, new.get()))?;
+                write16(l4, 2, upd(hc, delta))?;
             }
             _ => {}
         }
     }
-    write_addr(buf, &lay, side, new)
+    write_addr(buf, &lay, side, new, delta)
 }
 
-/// Writes an address into the IP header (IPv4: incremental header checksum).
-fn write_addr(buf: &mut [u8], lay: &Layout, side: Side, new: AddrBytes) -> Result<(), WireError> {
-    match lay.af {
-        Af::V4 => {
-            let mut ip = Ipv4Packet::new_quoted(&mut buf[..lay.l3_len])?;
-            let a: [u8; 4] = new.get().try_into().map_err(|_| WireError::AddressFamily)?;
-            match side {
-                Side::Src => ip.set_src_addr(a),
-                Side::Dst => ip.set_dst_addr(a),
-            }
-        }
-        Af::V6 => {
-            let (off, n) = addr_off(Af::V6, side);
-            buf[off..off + n].copy_from_slice(new.get());
-        }
+/// Writes an address into the IP header; IPv4: the header checksum is updated with
+/// `delta`, the [`addr_delta`] of the old and new address.
+fn write_addr(
+    buf: &mut [u8],
+    lay: &Layout,
+    side: Side,
+    new: AddrBytes,
+    delta: u32,
+) -> Result<(), WireError> {
+    let (off, n) = addr_off(lay.af, side);
+    buf.get_mut(off..off + n)
+        .ok_or(WireError::Truncated)?
+        .copy_from_slice(new.get());
+    if lay.af == Af::V4 {
+        let hc = read16(buf, 10)?;
+        write16(buf, 10, upd(hc, delta))?;
     }
     Ok(())
 }
@@ -224,7 +343,9 @@ fn nat_icmp_error(
             write16(&mut q[ql.l4..ql.len], p, port)?;
         }
     }
-    write_addr(buf, lay, side, new)?;
+    let (aoff, alen) = addr_off(lay.af, side);
+    let delta = addr_delta(&buf[aoff..aoff + alen], new.get());
+    write_addr(buf, lay, side, new, delta)?;
     fill_l4(buf, lay)
 }
 

@@ -125,7 +125,77 @@ pub(crate) fn icmp_proto(af: Af) -> u8 {
 /// an ICMP error whose quote cannot be parsed (or quotes a non-first fragment) is
 /// reported as a plain ICMP packet (`icmp: None`), which IPVS ignores.
 pub fn parse(buf: &[u8]) -> Result<PacketInfo, WireError> {
+    parse_layout(buf).map(|(info, _)| info)
+}
+
+/// [`parse`], plus the [`Layout`] found on the way, so that a rewrite of the same bytes
+/// ([`crate::apply_at`]) does not parse them again.
+#[inline]
+pub fn parse_layout(buf: &[u8]) -> Result<(PacketInfo, Layout), WireError> {
+    if let Some(r) = parse_v4_fast(buf) {
+        return Ok(r);
+    }
     let lay = layout(buf)?;
+    parse_with(buf, lay).map(|info| (info, lay))
+}
+
+/// The common case without the general machinery: IPv4 without options, not a fragment,
+/// TCP or UDP with a whole header. `None` for anything else (the general path decides,
+/// and gives the same answer for these packets).
+#[inline]
+fn parse_v4_fast(buf: &[u8]) -> Option<(PacketInfo, Layout)> {
+    let h: &[u8; 20] = buf.first_chunk()?;
+    // Version 4, header length 20; no MF, no fragment offset.
+    if h[0] != 0x45 || h[6] & 0x3f != 0 || h[7] != 0 {
+        return None;
+    }
+    let len = usize::from(u16::from_be_bytes([h[2], h[3]]));
+    let l4b = buf.get(20..len)?;
+    let protocol = h[9];
+    let tcp_flags = match protocol {
+        proto::TCP => {
+            let t: &[u8; 20] = l4b.first_chunk()?;
+            let doff = usize::from(t[12] >> 4) * 4;
+            if doff < 20 || doff > l4b.len() {
+                return None;
+            }
+            t[13]
+        }
+        proto::UDP if l4b.len() >= 8 => 0,
+        _ => return None,
+    };
+    let info = PacketInfo {
+        tuple: Tuple {
+            af: Af::V4,
+            protocol,
+            saddr: IpAddr::from([h[12], h[13], h[14], h[15]]),
+            sport: u16::from_be_bytes([l4b[0], l4b[1]]),
+            daddr: IpAddr::from([h[16], h[17], h[18], h[19]]),
+            dport: u16::from_be_bytes([l4b[2], l4b[3]]),
+        },
+        l4: L4Info {
+            tcp_flags,
+            sctp_chunks: None,
+        },
+        len: len as u32,
+        fwmark: 0,
+        is_fragment: false,
+        local_origin: false,
+        icmp: None,
+    };
+    let lay = Layout {
+        af: Af::V4,
+        len,
+        l3_len: 20,
+        protocol,
+        l4: 20,
+        fragmented: false,
+        non_first: false,
+    };
+    Some((info, lay))
+}
+
+fn parse_with(buf: &[u8], lay: Layout) -> Result<PacketInfo, WireError> {
     let (saddr, daddr) = addrs(buf, lay.af);
     let mut tuple = Tuple {
         af: lay.af,

@@ -6,7 +6,8 @@
 use rvs_core::model::Af;
 use rvs_core::packet::Rewrite;
 use rvs_wire::{
-    apply, build_port_unreachable, fill_checksums, layout, parse, quoted_layout, verify_checksums,
+    apply, apply_at, build_port_unreachable, fill_checksums, layout, parse, parse_layout,
+    quoted_layout, verify_checksums,
 };
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -375,7 +376,27 @@ fn exercise(b: &mut [u8], rng: &mut Rng) {
             port: 443,
         },
     ];
-    let _ = apply(b, &rws[rng.below(4)]);
+    let rw = rws[rng.below(4)];
+    // parse_layout agrees with parse and layout; apply_at with that layout does what apply
+    // does; apply_at with a made-up layout does not panic.
+    let pl = parse_layout(b);
+    assert_eq!(pl.map(|(i, _)| i), parse(b));
+    if let Ok((_, lay)) = pl {
+        assert_eq!(Ok(lay), layout(b));
+        let mut c = b.to_vec();
+        assert_eq!(apply_at(&mut c, &lay, &rw), apply(b, &rw));
+        assert_eq!(&c[..], &b[..]);
+        let mut bogus = lay;
+        bogus.len = rng.below(b.len() + 64);
+        bogus.l4 = rng.below(bogus.len + 1);
+        bogus.l3_len = rng.below(bogus.l4 + 1);
+        bogus.protocol = [6, 17, 132, 1, 58][rng.below(5)];
+        bogus.non_first = rng.below(2) == 0;
+        bogus.fragmented = rng.below(2) == 0;
+        let _ = apply_at(&mut c, &bogus, &rw);
+    } else {
+        let _ = apply(b, &rw);
+    }
     let _ = fill_checksums(b);
 }
 

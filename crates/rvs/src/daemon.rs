@@ -5,13 +5,13 @@
 //! timer, and a signal thread (SIGTERM/SIGINT/SIGHUP: wait for the request in progress,
 //! remove the socket, exit 0).
 
+use crate::dataplane::{DataPlane, Quiescer};
 use crate::persist;
 use crate::protocol::{
     ErrorCode, MAX_REQUEST_BYTES, PROTOCOL_VERSION, Payload, Request, Response, SysctlEntry,
 };
-use crate::state::{PersistedConfig, State};
-use crate::dataplane::{DataPlane, Quiescer};
 use crate::state::SysctlError;
+use crate::state::{PersistedConfig, State};
 use rvs_core::conn::ConnTable;
 use rvs_core::packet::Verdict;
 use rvs_core::{CtlError, Errno, Op, SyncRole, Time};
@@ -19,10 +19,10 @@ use rvs_engine::Direction;
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
@@ -157,7 +157,11 @@ fn persist(inner: &mut Inner, cfg: PersistedConfig) -> Result<(), Box<Response>>
 /// Plan the operations on a copy of the table, persist the result, then make the change on
 /// the director and bring the data plane's routing in line with it.
 fn apply_ops(inner: &mut Inner, ops: &[Op], now: Time, batch: bool) -> Response {
-    let ops = match ops.iter().map(fill_sync_defaults).collect::<Result<Vec<Op>, _>>() {
+    let ops = match ops
+        .iter()
+        .map(fill_sync_defaults)
+        .collect::<Result<Vec<Op>, _>>()
+    {
         Ok(o) => o,
         Err(error) => return Response::CtlError { index: None, error },
     };
@@ -476,7 +480,9 @@ fn local_addrs() -> std::collections::HashSet<IpAddr> {
                 match i32::from((*a).sa_family) {
                     libc::AF_INET => {
                         let sin = &*(a as *const libc::sockaddr_in);
-                        set.insert(IpAddr::from(u32::from_be(sin.sin_addr.s_addr).to_be_bytes()));
+                        set.insert(IpAddr::from(
+                            u32::from_be(sin.sin_addr.s_addr).to_be_bytes(),
+                        ));
                     }
                     libc::AF_INET6 => {
                         let sin6 = &*(a as *const libc::sockaddr_in6);

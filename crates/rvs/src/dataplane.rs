@@ -8,7 +8,9 @@
 use rvs_core::packet::{PacketInfo, Verdict};
 use rvs_core::snapshot::Snapshot;
 use rvs_core::{FwdMethod, ServiceKey};
-use rvs_engine::{Config, Decider, Direction, NatReal, PacketIo, Plumbing, PlumbingConfig, Stats, Tun};
+use rvs_engine::{
+    Config, Decider, Direction, NatReal, PacketIo, Plumbing, PlumbingConfig, Stats, Tun,
+};
 use std::io;
 use std::net::IpAddr;
 use std::os::fd::RawFd;
@@ -120,7 +122,6 @@ impl DataPlane {
     pub fn quiescer(&self) -> Quiescer {
         Quiescer(self.probe.clone())
     }
-
 }
 
 /// Waits until the packets queued so far have been decided.
@@ -202,7 +203,11 @@ fn plumbing_targets(snap: &Snapshot) -> (Vec<IpAddr>, Vec<NatReal>) {
                 continue;
             }
             // A NAT server without a port answers from the port the client asked for.
-            let port = if d.cfg.port != 0 { d.cfg.port } else { svc_port };
+            let port = if d.cfg.port != 0 {
+                d.cfg.port
+            } else {
+                svc_port
+            };
             reals.push(NatReal {
                 addr: d.cfg.addr,
                 protocol,

@@ -4,8 +4,8 @@
 //! maps paths to them and renders `/proc/sys/net/ipv4/vs/NAME`. `State::proc_file` in
 //! `state.rs` is the one call site.
 
-use rvs_core::sysctl::Sysctl;
 use rvs_core::snapshot::{ConnSnap, Snapshot};
+use rvs_core::sysctl::Sysctl;
 use rvs_ipvsadm::proc as kproc;
 
 /// The /proc files the daemon can answer, relative to /proc.
@@ -17,12 +17,7 @@ pub const FILES: &[&str] = &[
 ];
 
 /// Render one /proc file. `None`: no such file.
-pub fn render(
-    path: &str,
-    snap: &Snapshot,
-    conns: &[ConnSnap],
-    sysctls: &Sysctl,
-) -> Option<String> {
+pub fn render(path: &str, snap: &Snapshot, conns: &[ConnSnap], sysctls: &Sysctl) -> Option<String> {
     let path = path.trim().trim_start_matches('/');
     let path = path.strip_prefix("proc/").unwrap_or(path);
     match path {

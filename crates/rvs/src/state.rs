@@ -96,8 +96,10 @@ impl State {
 
     /// One control operation, planned and made at once (no persistence step).
     pub fn apply(&mut self, op: &Op, now: Time) -> Result<(), CtlError> {
-        self.plan(std::slice::from_ref(op), now).map_err(|(_, e)| e)?;
-        self.commit(std::slice::from_ref(op), now).map_err(|(_, e)| e)
+        self.plan(std::slice::from_ref(op), now)
+            .map_err(|(_, e)| e)?;
+        self.commit(std::slice::from_ref(op), now)
+            .map_err(|(_, e)| e)
     }
 
     /// All-or-nothing (no persistence step).
