@@ -4,6 +4,7 @@
 # names that exist only for UDP, a host with several names, addresses and ports without a
 # name (stay numeric), a fwmark service; -L, -S, -Lc and -L of one service; names on the
 # command line (host names, service names, names that do not exist for the protocol).
+# --stats is read 3 s after the one UDP datagram (the estimator folds counters every 2 s).
 
 # --- common preamble (identical in every case) ---
 # The client side: dummy0 holds 10.0.0.254/16. Addresses in 10.0.0.0/16 that no interface holds
@@ -63,6 +64,7 @@ run ipvsadm -L
 run ipvsadm -S
 run ipvsadm -L -t 10.0.0.3:22
 run ipvsadm -L -u lb:ntp
+sleep 3
 run ipvsadm -L --stats
 ipvsadm -Lc | sed -E '3,$ s/^([A-Z]+ +)[0-9]+:[0-9][0-9]/\1MM:SS/'
 run ipvsadm -A -u lb:snmp -s rr

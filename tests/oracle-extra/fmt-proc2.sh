@@ -5,6 +5,8 @@
 # service with flags, an IPv6 SCTP service, a port-0 persistent service; /proc/net/ip_vs_conn
 # and ip_vs_conn_sync with a template and UDP/IPv6 entries (expire masked as S, sorted). Then
 # sysctl writes (accepted and refused values) and every file under /proc/sys/net/ipv4/vs.
+# The -p 1 template is read 2 s after it was made: its 1 s timer has fired, and a template
+# that still controls a connection is re-armed for 60 s (two-digit expire, masked as S).
 
 # --- common preamble (identical in every case) ---
 # The client side: dummy0 holds 10.0.0.254/16. Addresses in 10.0.0.0/16 that no interface holds
@@ -67,6 +69,7 @@ run ipvsadm -A -t 10.0.0.9:0 -s dh -p 1
 run ipvsadm -a -t 10.0.0.9:0 -r 10.0.1.23:0 -m
 VIP=10.0.0.9 VPORT=8080
 pick 10.0.0.254 40001
+sleep 2
 run cat /proc/net/ip_vs
 procconn
 run ipvsadm -C

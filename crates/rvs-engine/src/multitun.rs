@@ -118,6 +118,26 @@ impl FwmarkTuns {
         }
     }
 
+    /// Whether a packet is waiting on any mark device (a zero-timeout poll).
+    pub fn any_readable(&self) -> bool {
+        let mut pfds: Vec<libc::pollfd> = self
+            .shared
+            .lock()
+            .iter()
+            .map(|(_, t)| libc::pollfd {
+                fd: t.raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        if pfds.is_empty() {
+            return false;
+        }
+        // SAFETY: a valid array of pollfd of the given length; zero timeout.
+        let r = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, 0) };
+        r > 0 && pfds.iter().any(|p| p.revents & libc::POLLIN != 0)
+    }
+
     /// The marks that have a device, ascending.
     pub fn marks(&self) -> Vec<u32> {
         self.shared.lock().iter().map(|(m, _)| *m).collect()

@@ -9,7 +9,8 @@ use rvs_core::packet::{PacketInfo, Verdict};
 use rvs_core::snapshot::Snapshot;
 use rvs_core::{FwdMethod, ServiceKey};
 use rvs_engine::{
-    Config, Decider, Direction, NatReal, PacketIo, Plumbing, PlumbingConfig, Stats, Tun,
+    Config, Decider, Direction, FwmarkTuns, MultiTun, NatReal, PacketIo, Plumbing, PlumbingConfig,
+    RecvMeta, Stats, Tun,
 };
 use std::io;
 use std::net::IpAddr;
@@ -25,18 +26,35 @@ use std::time::{Duration, Instant};
 #[derive(Debug)]
 struct Probe {
     busy: AtomicBool,
+    /// The main TUN.
     fd: RawFd,
+    /// The per-mark TUNs.
+    marks: FwmarkTuns,
+}
+
+impl Probe {
+    fn pending(&self) -> bool {
+        self.busy.load(Ordering::SeqCst) || readable(self.fd) || self.marks.any_readable()
+    }
 }
 
 struct ProbedTun {
-    tun: Tun,
+    tun: MultiTun,
     probe: Arc<Probe>,
 }
 
 impl PacketIo for ProbedTun {
     fn recv(&mut self, buf: &mut [u8], timeout: Duration) -> io::Result<Option<usize>> {
+        Ok(self.recv_meta(buf, timeout)?.map(|(n, _)| n))
+    }
+
+    fn recv_meta(
+        &mut self,
+        buf: &mut [u8],
+        timeout: Duration,
+    ) -> io::Result<Option<(usize, RecvMeta)>> {
         self.probe.busy.store(false, Ordering::SeqCst);
-        let r = self.tun.recv(buf, timeout);
+        let r = self.tun.recv_meta(buf, timeout);
         if let Ok(Some(_)) = r {
             self.probe.busy.store(true, Ordering::SeqCst);
         }
@@ -62,6 +80,8 @@ fn readable(fd: RawFd) -> bool {
 /// The running data plane.
 pub struct DataPlane {
     plumbing: Plumbing,
+    /// The per-mark TUN devices of fwmark services.
+    marks: FwmarkTuns,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
     probe: Arc<Probe>,
@@ -83,9 +103,13 @@ impl DataPlane {
         })?;
         let plumbing = Plumbing::setup(tun.name(), PlumbingConfig::default())
             .map_err(|e| format!("cannot set up routing for {}: {e}", tun.name()))?;
+        let fd = tun.raw_fd();
+        let tun = MultiTun::new(tun).map_err(|e| format!("cannot poll the TUN devices: {e}"))?;
+        let marks = tun.fwmark_tuns();
         let probe = Arc::new(Probe {
             busy: AtomicBool::new(false),
-            fd: tun.raw_fd(),
+            fd,
+            marks: marks.clone(),
         });
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(Stats::default());
@@ -104,6 +128,7 @@ impl DataPlane {
             .map_err(|e| format!("cannot start the engine thread: {e}"))?;
         Ok(DataPlane {
             plumbing,
+            marks,
             stop,
             thread: Some(thread),
             probe,
@@ -114,8 +139,17 @@ impl DataPlane {
     /// Route the table's virtual addresses into the TUN and steer its NAT real servers'
     /// replies back (applies only the differences).
     pub fn sync(&mut self, snap: &Snapshot) -> io::Result<()> {
-        let (vips, reals) = plumbing_targets(snap);
-        self.plumbing.sync(&vips, &reals)
+        let (vips, reals, marks) = plumbing_targets(snap);
+        let r = self.plumbing.sync(&vips, &reals);
+        // Devices for new marks must exist before their rules; rules of old marks go first.
+        let mut all = self.marks.marks();
+        all.extend_from_slice(&marks);
+        let r2 = self
+            .marks
+            .sync(&all)
+            .and_then(|()| self.plumbing.sync_fwmarks(&marks))
+            .and_then(|()| self.marks.sync(&marks));
+        r.and(r2)
     }
 
     /// A handle that waits for queued packets, usable without the daemon's lock.
@@ -134,7 +168,7 @@ impl Quiescer {
         let deadline = Instant::now() + Duration::from_millis(200);
         let mut idle_checks = 0;
         while Instant::now() < deadline {
-            if !self.0.busy.load(Ordering::SeqCst) && !readable(self.0.fd) {
+            if !self.0.pending() {
                 // Twice, some time apart: a packet read in between flips `busy` first.
                 idle_checks += 1;
                 if idle_checks == 2 {
@@ -181,10 +215,12 @@ impl Drop for DataPlane {
     }
 }
 
-/// Which addresses to route into rvs and which replies to steer back, from the table.
-fn plumbing_targets(snap: &Snapshot) -> (Vec<IpAddr>, Vec<NatReal>) {
+/// Which addresses to route into rvs, which replies to steer back and which firewall marks
+/// to catch, from the table.
+fn plumbing_targets(snap: &Snapshot) -> (Vec<IpAddr>, Vec<NatReal>, Vec<u32>) {
     let mut vips = Vec::new();
     let mut reals = Vec::new();
+    let mut marks = Vec::new();
     for s in &snap.services {
         let (protocol, svc_port) = match s.cfg.key {
             ServiceKey::Addr {
@@ -196,7 +232,10 @@ fn plumbing_targets(snap: &Snapshot) -> (Vec<IpAddr>, Vec<NatReal>) {
                 (protocol.number(), port)
             }
             // Any protocol and port may reach a fwmark service.
-            ServiceKey::Fwmark { .. } => (0, 0),
+            ServiceKey::Fwmark { mark, .. } => {
+                marks.push(mark);
+                (0, 0)
+            }
         };
         for d in &s.dests {
             if d.cfg.fwd != FwdMethod::Masq {
@@ -219,5 +258,7 @@ fn plumbing_targets(snap: &Snapshot) -> (Vec<IpAddr>, Vec<NatReal>) {
     vips.dedup();
     reals.sort();
     reals.dedup();
-    (vips, reals)
+    marks.sort_unstable();
+    marks.dedup();
+    (vips, reals, marks)
 }
