@@ -5,7 +5,8 @@
 # brackets, too many colons, port 0 and an empty port on IPv6, servers without brackets or with
 # a hex port in an IPv6 service, IPv4 servers in an IPv6 service, multicast (then deleted: it sorts
 # inconsistently with 8.0.0.1, more than 2^31 apart) and loopback VIPs,
-# port 65535 at both ends, a loopback real server.
+# port 65535 at both ends, a loopback real server; real servers in 0/8, class E, the
+# limited broadcast, dummy0's subnet broadcast 10.0.255.255, the local 10.0.0.254, link-local.
 
 # --- common preamble (identical in every case) ---
 # The client side: dummy0 holds 10.0.0.254/16. Addresses in 10.0.0.0/16 that no interface holds
@@ -74,6 +75,7 @@ run ipvsadm -A -t 127.0.0.1:80 -s rr
 run ipvsadm -A -t 10.0.0.7:65535
 run ipvsadm -a -t 10.0.0.7:65535 -r 10.0.1.1:65535 -m
 run ipvsadm -a -t 10.0.0.7:65535 -r 127.0.0.1 -m
+for r in 0.1.2.3 240.0.0.1 254.1.1.1 255.255.255.255 10.0.255.255 10.0.0.254 169.254.1.1; do run ipvsadm -a -t 10.0.0.7:65535 -r $r -m; done
 run ipvsadm -a -t 10.0.0.7:65535 -r 10.0.1.2: -m
 run ipvsadm -a -t 10.0.0.7:65535 -r :80 -m
 run ipvsadm -Ln

@@ -416,6 +416,7 @@ impl Director {
     }
 
     /// Release after use (`ip_vs_conn_put`): re-arm the timer, or free a one-packet entry.
+    #[inline]
     fn put(&mut self, id: ConnId, now: Time) {
         if self.conns.has_flag(id, flags::ONE_PACKET) {
             self.expire_entry(id, now, false);
@@ -471,7 +472,17 @@ impl Director {
         }
     }
 
+    #[inline]
     fn reap_pending(&mut self, now: Time) {
+        if self.reap.is_empty() {
+            return;
+        }
+        self.reap_pending_slow(now);
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn reap_pending_slow(&mut self, now: Time) {
         while let Some(id) = self.reap.pop() {
             if self.conns.contains(id) && self.conns.remaining_ms(id, now) == 0 {
                 self.expire_entry(id, now, false);
@@ -561,15 +572,14 @@ impl Director {
     fn out_stats(&mut self, id: ConnId, len: u32) {
         self.count(id, len, false);
     }
+    /// `ip_vs_in_stats` / `ip_vs_out_stats`: the destination's, its service's and the
+    /// global counters, if the entry's destination is still linked in a service.
+    #[inline]
     fn count(&mut self, id: ConnId, len: u32, input: bool) {
         let Some(d) = self.conns.dest(id) else { return };
-        let Some(dest) = self.table.dests.try_get(d) else {
+        let Some(stats) = self.table.dest_svc_stats_mut(d) else {
             return;
         };
-        if !dest.available {
-            return;
-        }
-        let svc = dest.svc;
         let bytes = u64::from(len);
         let add = |s: &mut crate::stats::Stats| {
             if input {
@@ -578,11 +588,11 @@ impl Director {
                 s.add_out(bytes)
             }
         };
-        add(&mut self.table.dests.get_mut(d).stats);
-        if let Some(s) = self.table.service_by_id_mut(svc) {
-            add(&mut s.stats);
+        add(stats.dest);
+        if let Some(s) = stats.svc {
+            add(s);
         }
-        add(&mut self.table.stats);
+        add(stats.total);
     }
 
     /// `ip_vs_conn_stats`: a new normal connection.
@@ -641,22 +651,48 @@ impl Director {
     }
 
     /// `ip_vs_set_state`: the protocol's state transition for one packet.
+    #[inline]
     fn set_state(&mut self, id: ConnId, output: bool, l4: &L4Info) {
-        let old = self.conns.state(id);
-        match self.conns.protocol(id) {
-            6 => {
-                let dir = self.direction(id, output);
-                let new = state::tcp_next(self.secure_tcp_on, dir, l4.tcp_flags, old);
-                if new != old {
-                    self.set_activity(id, state::tcp_active(new));
-                    if new == state::tcp::ESTABLISHED {
-                        self.assure_control(id);
-                    }
-                }
-                self.conns.set_state(id, new);
-                self.conns
-                    .set_timeout(id, state::tcp_timeout(new, &self.table.timeouts));
+        let Some(c) = self.conns.get_ref(id) else {
+            return;
+        };
+        let (old, protocol) = (c.state(), c.protocol());
+        if protocol == 6 {
+            // TCP inline (the packet path's common case); the rest out of line.
+            let dir = if c.has_flag(flags::NOOUTPUT) {
+                self.direction(id, output)
+            } else if output {
+                Dir::Output
+            } else {
+                Dir::Input
+            };
+            let new = state::tcp_next(self.secure_tcp_on, dir, l4.tcp_flags, old);
+            if new != old {
+                self.tcp_state_changed(id, new);
             }
+            // Even when the state stays, the timeout is set again: `--set` may have changed
+            // the timeout of the state.
+            let timeout = state::tcp_timeout(new, &self.table.timeouts);
+            self.conns.set_state_timeout(id, new, timeout);
+        } else {
+            self.set_state_other(id, protocol, old, output, l4);
+        }
+    }
+
+    /// What a TCP state change does besides the state: activity counters, and a template
+    /// is assured once its connection is established.
+    #[inline(never)]
+    fn tcp_state_changed(&mut self, id: ConnId, new: u8) {
+        self.set_activity(id, state::tcp_active(new));
+        if new == state::tcp::ESTABLISHED {
+            self.assure_control(id);
+        }
+    }
+
+    /// [`Self::set_state`] for UDP, SCTP and others.
+    #[inline(never)]
+    fn set_state_other(&mut self, id: ConnId, protocol: u8, old: u8, output: bool, l4: &L4Info) {
+        match protocol {
             17 => {
                 self.conns.set_timeout(id, self.table.timeouts.udp);
                 if output {
@@ -689,23 +725,44 @@ impl Director {
 
     /// The rewrite of the connection's forwarding method (`cp->packet_xmit`). NAT fills in
     /// the client port of a NO_CPORT entry from the packet.
+    #[inline]
     fn xmit(&mut self, id: ConnId, sport: Option<u16>) -> Verdict {
-        let Some(c) = self.conns.get(id) else {
+        // The common case inline: NAT of an entry that has its client port. A view, not a
+        // decoded copy: only the real server's address and port are read.
+        if let Some(c) = self.conns.get_ref(id)
+            && c.fwd() == flags::MASQ
+            && !c.has_flag(flags::NO_CPORT)
+        {
+            return Verdict::Forward {
+                method: FwdMethod::Masq,
+                rewrite: Rewrite::Dnat {
+                    addr: c.daddr(),
+                    port: c.dport(),
+                },
+            };
+        }
+        self.xmit_other(id, sport)
+    }
+
+    #[inline(never)]
+    fn xmit_other(&mut self, id: ConnId, sport: Option<u16>) -> Verdict {
+        let Some(c) = self.conns.get_ref(id) else {
             return Verdict::Drop;
         };
         match c.fwd() {
             flags::MASQ => {
+                let rewrite = Rewrite::Dnat {
+                    addr: c.daddr(),
+                    port: c.dport(),
+                };
                 if let Some(p) = sport
-                    && c.flags & flags::NO_CPORT != 0
+                    && c.has_flag(flags::NO_CPORT)
                 {
                     self.conns.fill_cport(id, p);
                 }
                 Verdict::Forward {
                     method: FwdMethod::Masq,
-                    rewrite: Rewrite::Dnat {
-                        addr: c.daddr,
-                        port: c.dport,
-                    },
+                    rewrite,
                 }
             }
             flags::LOCALNODE => Verdict::Forward {
@@ -714,7 +771,7 @@ impl Director {
             },
             flags::TUNNEL => {
                 let (tun_type, tun_port, tun_flags) = c
-                    .dest
+                    .dest()
                     .and_then(|d| self.table.dests.try_get(d))
                     .map_or((TunType::Ipip, 0, TunCsum::NoCsum), |d| {
                         (d.cfg.tun_type, d.cfg.tun_port, d.cfg.tun_flags)
@@ -722,7 +779,7 @@ impl Director {
                 Verdict::Forward {
                     method: FwdMethod::Tunnel,
                     rewrite: Rewrite::Tunnel {
-                        rs: c.daddr,
+                        rs: c.daddr(),
                         tun_type,
                         tun_port,
                         tun_flags,
@@ -731,7 +788,7 @@ impl Director {
             }
             flags::DROUTE => Verdict::Forward {
                 method: FwdMethod::Route,
-                rewrite: Rewrite::Route { rs: c.daddr },
+                rewrite: Rewrite::Route { rs: c.daddr() },
             },
             _ => Verdict::Forward {
                 method: FwdMethod::Bypass,
@@ -778,22 +835,9 @@ impl Director {
         if Af::of(&t.saddr) != t.af || Af::of(&t.daddr) != t.af {
             return Verdict::Accept;
         }
-        let f = Flow {
-            af: t.af,
-            protocol,
-            caddr: t.saddr,
-            cport: t.sport,
-            vaddr: t.daddr,
-            vport: t.dport,
-            fwmark: pkt.fwmark,
-            len: pkt.len,
-            icmp: false,
-            local_origin: pkt.local_origin,
-            l4: pkt.l4,
-        };
         let mut cp = self
             .conns
-            .lookup_in(f.af, t.protocol, &f.caddr, f.cport, &f.vaddr, f.vport);
+            .lookup_in(t.af, t.protocol, &t.saddr, t.sport, &t.daddr, t.dport);
 
         if pkt.is_fragment {
             // A later fragment carries no transport header: it can only follow an existing
@@ -802,34 +846,15 @@ impl Director {
             if self.conns.dest(id).is_some_and(|d| !self.dest_available(d)) {
                 return Verdict::Drop;
             }
-            self.in_stats(id, f.len);
+            self.in_stats(id, pkt.len);
             return self.xmit(id, None);
         }
 
         if let Some(id) = cp
-            && is_new_conn(protocol, &f.l4)
+            && is_new_conn(protocol, &pkt.l4)
+            && self.reschedule_on_new_conn(id, now)
         {
-            let dest = self.conns.dest(id);
-            let resched = if self.sysctl.expire_nodest_conn != 0
-                && dest.is_some_and(|d| {
-                    self.table
-                        .dests
-                        .try_get(d)
-                        .is_some_and(|d| d.cfg.weight == 0)
-                }) {
-                true
-            } else {
-                // Without netfilter conntrack there is never an old confirmed conntrack,
-                // so an expected reuse always reschedules.
-                self.sysctl.conn_reuse_mode != 0 && self.new_conn_expected(id)
-            };
-            if resched {
-                if self.conns.n_control(id) == 0 {
-                    self.conns.expire_now(id, now);
-                    self.reap.push(id);
-                }
-                cp = None;
-            }
+            cp = None;
         }
 
         if let Some(id) = cp
@@ -846,15 +871,15 @@ impl Director {
 
         let id = match cp {
             Some(id) => id,
-            None => match self.try_to_schedule(&f, now) {
+            None => match self.schedule_new(pkt, protocol, now) {
                 Ok(id) => id,
                 Err(v) => return v,
             },
         };
 
-        self.in_stats(id, f.len);
-        self.set_state(id, false, &f.l4);
-        let verdict = self.xmit(id, Some(f.cport));
+        self.in_stats(id, pkt.len);
+        self.set_state(id, false, &pkt.l4);
+        let verdict = self.xmit(id, Some(t.sport));
         if self.conns.has_flag(id, flags::ONE_PACKET) {
             if let Some(ct) = self.conns.control(id) {
                 self.conns.inc_in_pkts(ct);
@@ -864,6 +889,60 @@ impl Director {
         }
         self.put(id, now);
         verdict
+    }
+
+    /// A new-connection packet (SYN / INIT) hit the existing entry `id`: whether to drop
+    /// the entry's claim and schedule afresh (a weight-0 destination with
+    /// `expire_nodest_conn`, or an expected reuse of the tuple). The entry is expired now
+    /// unless it controls others. Out of line: the established path never gets here.
+    #[cold]
+    #[inline(never)]
+    fn reschedule_on_new_conn(&mut self, id: ConnId, now: Time) -> bool {
+        let dest = self.conns.dest(id);
+        let resched = if self.sysctl.expire_nodest_conn != 0
+            && dest.is_some_and(|d| {
+                self.table
+                    .dests
+                    .try_get(d)
+                    .is_some_and(|d| d.cfg.weight == 0)
+            }) {
+            true
+        } else {
+            // Without netfilter conntrack there is never an old confirmed conntrack,
+            // so an expected reuse always reschedules.
+            self.sysctl.conn_reuse_mode != 0 && self.new_conn_expected(id)
+        };
+        if resched && self.conns.n_control(id) == 0 {
+            self.conns.expire_now(id, now);
+            self.reap.push(id);
+        }
+        resched
+    }
+
+    /// No usable entry: schedule a new connection for the packet. Out of line, so that the
+    /// flow description is built only here and the established path stays small.
+    #[inline(never)]
+    fn schedule_new(
+        &mut self,
+        pkt: &PacketInfo,
+        protocol: Protocol,
+        now: Time,
+    ) -> Result<ConnId, Verdict> {
+        let t = &pkt.tuple;
+        let f = Flow {
+            af: t.af,
+            protocol,
+            caddr: t.saddr,
+            cport: t.sport,
+            vaddr: t.daddr,
+            vport: t.dport,
+            fwmark: pkt.fwmark,
+            len: pkt.len,
+            icmp: false,
+            local_origin: pkt.local_origin,
+            l4: pkt.l4,
+        };
+        self.try_to_schedule(&f, now)
     }
 
     /// `is_new_conn_expected`: may a SYN/INIT reuse the tuple of this old entry?
@@ -1302,7 +1381,25 @@ impl Director {
 
     /// The out-handler (`ip_vs_out_hook`) for a packet from a real server (or a local
     /// service) that may be a NAT reply.
+    #[inline]
     pub fn outbound(&mut self, pkt: &PacketInfo, now: Time) -> Verdict {
+        // Every packet is offered here first, and most are not replies: when the connection
+        // table proves no entry has this source as its server side, and `nat_icmp_send` is
+        // off, the answer is `Accept` whatever the protocol — decided inline, in a few
+        // instructions. ICMP is looked up by its quoted packet, so it always goes on.
+        let t = &pkt.tuple;
+        if t.protocol != 1
+            && t.protocol != 58
+            && self.sysctl.nat_icmp_send == 0
+            && !self.conns.may_match_out(&t.saddr)
+        {
+            return Verdict::Accept;
+        }
+        self.outbound_full(pkt, now)
+    }
+
+    #[inline(never)]
+    fn outbound_full(&mut self, pkt: &PacketInfo, now: Time) -> Verdict {
         let t = &pkt.tuple;
         if t.protocol == 1 || t.protocol == 58 {
             return self.out_icmp(pkt);
@@ -1314,7 +1411,7 @@ impl Director {
             self.conns
                 .lookup_out(t.af, t.protocol, (&t.saddr, t.sport), (&t.daddr, t.dport))
         {
-            let c = match self.conns.get(id) {
+            let c = match self.conns.get_ref(id) {
                 Some(c) => c,
                 None => return Verdict::Accept,
             };
@@ -1322,8 +1419,8 @@ impl Director {
                 Verdict::Forward {
                     method: FwdMethod::Masq,
                     rewrite: Rewrite::Snat {
-                        addr: c.vaddr,
-                        port: c.vport,
+                        addr: c.vaddr(),
+                        port: c.vport(),
                     },
                 }
             } else {

@@ -33,7 +33,9 @@ pub enum Op {
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct DestId(pub u32);
 
-/// Stable handle of a service (its creation sequence number).
+/// Stable handle of a service: its creation sequence number in the high 32 bits (so ids
+/// order by creation) and its slot in the table's service slab in the low 32 bits (so the
+/// packet path finds a service's counters without a search).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct SvcId(pub u64);
 
@@ -196,7 +198,7 @@ pub const TRASH_IDLE: Duration = Duration(120_000);
 #[derive(Clone, Debug)]
 pub struct Table {
     /// By id, which is also creation order (the order `--nosort` shows).
-    services: std::collections::BTreeMap<SvcId, Service>,
+    services: ServiceMap,
     index: HashMap<ServiceKey, SvcId>,
     pub dests: DestPool,
     pub timeouts: Timeouts,
@@ -285,6 +287,22 @@ impl Table {
 
     pub fn service_by_id_mut(&mut self, id: SvcId) -> Option<&mut Service> {
         self.services.get_mut(&id)
+    }
+
+    /// The counters a packet of a connection to destination `d` adds to: the
+    /// destination's, its service's and the global ones; `None` unless the destination is
+    /// linked in a service. One call on the packet path, no search.
+    #[inline]
+    pub fn dest_svc_stats_mut(&mut self, d: DestId) -> Option<PacketStats<'_>> {
+        let dest = self.dests.slots.get_mut(d.0 as usize)?.as_mut()?;
+        if !dest.available {
+            return None;
+        }
+        Some(PacketStats {
+            dest: &mut dest.stats,
+            svc: self.services.get_mut(&dest.svc).map(|s| &mut s.stats),
+            total: &mut self.stats,
+        })
     }
 
     /// Services in creation order.
@@ -428,7 +446,7 @@ impl Table {
         }
         let mut sched = new_scheduler(&cfg.scheduler).ok_or(CtlError::new(Errno::NoEnt))?;
         validate_service(cfg)?;
-        let id = SvcId(self.next_svc);
+        let id = self.services.next_id(self.next_svc);
         self.next_svc += 1;
         let mut cfg = cfg.clone();
         cfg.flags.0 |= ServiceFlags::HASHED;
@@ -764,9 +782,10 @@ pub fn validate_dest(key: &ServiceKey, cfg: &DestConfig, func: &str) -> Result<(
 /// unicast, non-link-local IPv6 address.
 fn is_unicast(addr: &IpAddr) -> bool {
     match addr {
-        IpAddr::V4(a) => {
-            !(a.is_multicast() || a.is_broadcast() || a.is_unspecified() || a.octets()[0] >= 240)
-        }
+        // `inet_addr_type`: 0.0.0.0/8 and 255.255.255.255 are "broadcast", 224/4 multicast;
+        // anything else (class E included) is unicast unless a route says otherwise, and
+        // the core knows no routes.
+        IpAddr::V4(a) => !(a.is_multicast() || a.is_broadcast() || a.octets()[0] == 0),
         IpAddr::V6(a) => {
             !(a.is_multicast() || a.is_unspecified() || (a.segments()[0] & 0xffc0) == 0xfe80)
         }
@@ -822,6 +841,95 @@ impl Table {
             stats: self.stats.shown(),
             rates: self.stats.rates(),
         }
+    }
+}
+
+/// What [`Table::dest_svc_stats_mut`] hands out.
+pub struct PacketStats<'a> {
+    pub dest: &'a mut Stats,
+    pub svc: Option<&'a mut Stats>,
+    pub total: &'a mut Stats,
+}
+
+/// The services: a slab indexed by the slot part of [`SvcId`] (O(1) from an id, which a
+/// destination keeps) plus the ids in creation order for listings.
+#[derive(Clone, Debug, Default)]
+struct ServiceMap {
+    slots: Vec<Option<Service>>,
+    free: Vec<u32>,
+    /// Ids in ascending order, which is creation order.
+    order: Vec<SvcId>,
+}
+
+impl ServiceMap {
+    fn slot(id: &SvcId) -> usize {
+        (id.0 & 0xffff_ffff) as usize
+    }
+
+    /// The id the next [`ServiceMap::insert`] gets, for creation sequence number `seq`.
+    fn next_id(&self, seq: u64) -> SvcId {
+        let slot = self.free.last().copied().unwrap_or(self.slots.len() as u32);
+        SvcId((seq << 32) | u64::from(slot))
+    }
+
+    /// Insert under an id from [`ServiceMap::next_id`] (ids grow with every insert).
+    fn insert(&mut self, id: SvcId, svc: Service) {
+        let slot = Self::slot(&id);
+        if self.free.last() == Some(&(slot as u32)) {
+            self.free.pop();
+            self.slots[slot] = Some(svc);
+        } else {
+            assert_eq!(slot, self.slots.len(), "SvcId not from next_id");
+            self.slots.push(Some(svc));
+        }
+        debug_assert!(self.order.last().is_none_or(|&last| last < id));
+        self.order.push(id);
+    }
+
+    #[inline]
+    fn get(&self, id: &SvcId) -> Option<&Service> {
+        self.slots
+            .get(Self::slot(id))?
+            .as_ref()
+            .filter(|s| s.id == *id)
+    }
+
+    #[inline]
+    fn get_mut(&mut self, id: &SvcId) -> Option<&mut Service> {
+        self.slots
+            .get_mut(Self::slot(id))?
+            .as_mut()
+            .filter(|s| s.id == *id)
+    }
+
+    fn remove(&mut self, id: &SvcId) -> Option<Service> {
+        self.get(id)?;
+        let slot = Self::slot(id);
+        let svc = self.slots[slot].take();
+        self.free.push(slot as u32);
+        if let Ok(i) = self.order.binary_search(id) {
+            self.order.remove(i);
+        }
+        svc
+    }
+
+    /// In creation order.
+    fn values(&self) -> impl Iterator<Item = &Service> {
+        self.order
+            .iter()
+            .filter_map(|id| self.slots[Self::slot(id)].as_ref())
+    }
+
+    /// In slot order (callers change each service on its own).
+    fn values_mut(&mut self) -> impl Iterator<Item = &mut Service> {
+        self.slots.iter_mut().flatten()
+    }
+}
+
+impl std::ops::Index<&SvcId> for ServiceMap {
+    type Output = Service;
+    fn index(&self, id: &SvcId) -> &Service {
+        self.get(id).expect("no such service")
     }
 }
 

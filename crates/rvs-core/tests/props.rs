@@ -596,7 +596,7 @@ fn config(cases: u32) -> Config {
 }
 
 proptest! {
-    #![proptest_config(config(512))]
+    #![proptest_config(config(2000))]
 
     /// Random sequences of valid and invalid operations follow the model step by step.
     #[test]
@@ -658,7 +658,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(config(128))]
+    #![proptest_config(config(500))]
 
     /// Destinations deleted (one by one, or with their service) and added back to the same
     /// service come back with their counters; new ones start from zero.

@@ -79,22 +79,28 @@ mod cf {
         (NFCT, super::flags::NFCT),
     ];
 
-    pub fn from_kernel(k: u32) -> u16 {
+    // `const` so that a constant kernel flag folds to its compact bit at compile time
+    // (`has_flag(id, flags::ONE_PACKET)` is then one `test` on the packet path).
+    pub const fn from_kernel(k: u32) -> u16 {
         let mut f = (k & super::flags::FWD_MASK) as u16;
-        for (c, kb) in KERNEL {
-            if k & kb != 0 {
-                f |= c;
+        let mut i = 0;
+        while i < KERNEL.len() {
+            if k & KERNEL[i].1 != 0 {
+                f |= KERNEL[i].0;
             }
+            i += 1;
         }
         f
     }
 
-    pub fn to_kernel(f: u16) -> u32 {
-        let mut k = u32::from(f & FWD_MASK);
-        for (c, kb) in KERNEL {
-            if f & c != 0 {
-                k |= kb;
+    pub const fn to_kernel(f: u16) -> u32 {
+        let mut k = (f & FWD_MASK) as u32;
+        let mut i = 0;
+        while i < KERNEL.len() {
+            if f & KERNEL[i].0 != 0 {
+                k |= KERNEL[i].1;
             }
+            i += 1;
         }
         k
     }
@@ -212,6 +218,108 @@ impl Conn {
     }
 }
 
+/// A borrowed view of one live entry ([`ConnTable::get_ref`]): each accessor decodes one
+/// field, the same way [`ConnTable::get`] decodes it into a [`Conn`].
+#[derive(Copy, Clone)]
+pub struct ConnRef<'a> {
+    table: &'a ConnTable,
+    e: &'a Entry,
+}
+
+impl ConnRef<'_> {
+    pub fn af(&self) -> Af {
+        if self.e.flags & cf::AF6 != 0 {
+            Af::V6
+        } else {
+            Af::V4
+        }
+    }
+    pub fn protocol(&self) -> u8 {
+        self.e.protocol
+    }
+    pub fn caddr(&self) -> IpAddr {
+        self.table.caddr_of(self.e)
+    }
+    pub fn cport(&self) -> u16 {
+        self.e.cport
+    }
+    pub fn vaddr(&self) -> IpAddr {
+        self.table.vaddr_of(self.e)
+    }
+    pub fn vport(&self) -> u16 {
+        self.e.vport
+    }
+    pub fn daddr(&self) -> IpAddr {
+        self.table.daddr_of(self.e)
+    }
+    pub fn dport(&self) -> u16 {
+        self.e.dport
+    }
+    /// Kernel flag bits.
+    pub fn flags(&self) -> u32 {
+        cf::to_kernel(self.e.flags)
+    }
+    /// Whether any of the kernel flag bits is set (no conversion for a constant flag).
+    #[inline]
+    pub fn has_flag(&self, kernel_flag: u32) -> bool {
+        self.e.flags & cf::from_kernel(kernel_flag) != 0
+    }
+    /// The forwarding method bits (`flags::MASQ`, ...).
+    pub fn fwd(&self) -> u32 {
+        u32::from(self.e.flags & cf::FWD_MASK)
+    }
+    pub fn is_template(&self) -> bool {
+        self.e.flags & cf::TEMPLATE != 0
+    }
+    pub fn state(&self) -> u8 {
+        self.e.state
+    }
+    pub fn dest(&self) -> Option<DestId> {
+        (self.e.dest != NO_DEST).then_some(DestId(u32::from(self.e.dest)))
+    }
+    pub fn control(&self) -> Option<ConnId> {
+        (!self.is_template() && self.e.link != NIL).then_some(ConnId(self.e.link))
+    }
+    pub fn n_control(&self) -> u32 {
+        if self.is_template() { self.e.link } else { 0 }
+    }
+    pub fn in_pkts(&self) -> u32 {
+        u32::from(self.e.in_pkts)
+    }
+    pub fn fwmark(&self) -> u32 {
+        self.table
+            .marks
+            .get(usize::from(self.e.mark))
+            .copied()
+            .unwrap_or(0)
+    }
+    /// Seconds.
+    pub fn timeout(&self) -> u32 {
+        self.e.timeout
+    }
+    /// The whole entry, decoded.
+    pub fn to_conn(&self) -> Conn {
+        Conn {
+            af: self.af(),
+            protocol: self.protocol(),
+            caddr: self.caddr(),
+            cport: self.cport(),
+            vaddr: self.vaddr(),
+            vport: self.vport(),
+            daddr: self.daddr(),
+            dport: self.dport(),
+            flags: self.flags(),
+            state: self.state(),
+            dest: self.dest(),
+            control: self.control(),
+            n_control: self.n_control(),
+            in_pkts: self.in_pkts(),
+            fwmark: self.fwmark(),
+            timeout: self.timeout(),
+        }
+    }
+}
+
 /// Counters of the table itself.
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
 pub struct ConnTableStats {
@@ -233,13 +341,41 @@ pub struct ConnTable {
     buckets: Vec<u32>,
     mask: u32,
     seed: u64,
+    /// Second hash key, derived from `seed` (odd).
+    seed2: u64,
     len: u32,
     max: u32,
     no_cport: u32,
     timers: BTreeMap<u32, Vec<u32>>,
     marks: Vec<u32>,
     mark_index: HashMap<u32, u16>,
+    /// Out-handler pre-filter: for each of [`OUT_FILTER_SLOTS`] slots, the number of hashed
+    /// entries whose *server-side* address (the source an outbound packet of the entry has:
+    /// `daddr` for NAT, `vaddr` otherwise) maps to the slot. Every packet is offered to the
+    /// out-handler first, and almost none are replies; a zero count proves the outbound
+    /// lookup cannot match without hashing the client side and walking its chain. Exact by
+    /// construction: it is updated wherever an entry is linked into or unlinked from the
+    /// hash table, the only way an entry becomes reachable by a lookup.
+    out_filter: Vec<u32>,
     pub stats: ConnTableStats,
+}
+
+/// Slots of the out-handler pre-filter (16 KiB of counters). Server-side addresses are
+/// configuration-sized (real servers, VIPs), so few slots are non-zero.
+const OUT_FILTER_SLOTS: usize = 4096;
+
+/// Pre-filter slot of a server-side address.
+#[inline]
+fn out_slot(a: &IpAddr) -> usize {
+    let x: u32 = match a {
+        IpAddr::V4(v) => u32::from(*v),
+        IpAddr::V6(v) => {
+            let x = u128::from(*v);
+            (x as u32) ^ ((x >> 32) as u32) ^ ((x >> 64) as u32) ^ ((x >> 96) as u32)
+        }
+    };
+    // Fibonacci hashing: the top 12 bits of the product depend on every bit of `x`.
+    (x.wrapping_mul(0x9E37_79B1) >> (32 - OUT_FILTER_SLOTS.trailing_zeros())) as usize
 }
 
 /// The kernel's default table size (`2^conn_tab_bits`); only a starting point here.
@@ -286,12 +422,14 @@ impl ConnTable {
             buckets: vec![NIL; INITIAL_BUCKETS],
             mask: (INITIAL_BUCKETS - 1) as u32,
             seed,
+            seed2: (seed.rotate_left(29) ^ 0xA076_1D64_78BD_642F) | 1,
             len: 0,
             max: max_entries.min(NIL as usize - 1) as u32,
             no_cport: 0,
             timers: BTreeMap::new(),
             marks: vec![0],
             mark_index: HashMap::from([(0, 0)]),
+            out_filter: vec![0; OUT_FILTER_SLOTS],
             stats: ConnTableStats::default(),
         }
     }
@@ -328,6 +466,7 @@ impl ConnTable {
             + timers
             + self.marks.capacity() * 4
             + self.mark_index.capacity() * 8
+            + self.out_filter.capacity() * 4
     }
 
     /// Size of one slab slot in bytes.
@@ -337,6 +476,7 @@ impl ConnTable {
 
     // ----- hashing -----
 
+    #[inline]
     fn hash(&self, af: Af, protocol: u8, caddr: &IpAddr, cport: u16) -> u32 {
         let a: u64 = match caddr {
             IpAddr::V4(v) => u64::from(u32::from(*v)),
@@ -345,16 +485,23 @@ impl ConnTable {
                 (x as u64) ^ ((x >> 64) as u64).rotate_left(17)
             }
         };
+        self.hash_word(af, protocol, a, cport)
+    }
+
+    /// [`Self::hash`] of an address already folded to 64 bits (an IPv4 address is its
+    /// 32-bit value).
+    #[inline]
+    fn hash_word(&self, af: Af, protocol: u8, a: u64, cport: u16) -> u32 {
         let k = a
             ^ (u64::from(cport) << 32)
             ^ (u64::from(protocol) << 48)
             ^ (u64::from(af.number()) << 56);
-        // A 64-bit multiply-xorshift mix (splitmix64 finaliser) keyed by the seed.
-        let mut z = k ^ self.seed;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        (z as u32) & self.mask
+        // A folded multiply (the 64×64→128-bit product of the key and a key-derived odd
+        // factor, high half xor low half, as foldhash and wyhash mix): one multiply, and
+        // every key bit reaches the low bits the mask keeps. Keyed by the seed on both
+        // sides, so bucket collisions cannot be planned without it.
+        let p = u128::from(k ^ self.seed) * u128::from(self.seed2);
+        ((p as u64) ^ ((p >> 64) as u64)) as u32 & self.mask
     }
 
     fn entry_hash(&self, id: u32) -> u32 {
@@ -372,12 +519,27 @@ impl ConnTable {
         self.entries[id as usize].next = self.buckets[h];
         self.buckets[h] = id;
         self.entries[id as usize].flags |= cf::HASHED;
+        let slot = self.out_slot_of(id);
+        self.out_filter[slot] += 1;
+    }
+
+    /// The pre-filter slot of an entry: its server-side address, as [`Self::lookup_out`]
+    /// compares it (NAT: the real server; other methods: the virtual address).
+    fn out_slot_of(&self, id: u32) -> usize {
+        let e = &self.entries[id as usize];
+        if u32::from(e.flags & cf::FWD_MASK) == flags::MASQ {
+            out_slot(&self.daddr_of(e))
+        } else {
+            out_slot(&self.vaddr_of(e))
+        }
     }
 
     fn unlink(&mut self, id: u32) {
         if self.entries[id as usize].flags & cf::HASHED == 0 {
             return;
         }
+        let slot = self.out_slot_of(id);
+        self.out_filter[slot] -= 1;
         let h = self.entry_hash(id) as usize;
         let mut cur = self.buckets[h];
         let mut prev = NIL;
@@ -470,9 +632,16 @@ impl ConnTable {
         }
     }
 
+    #[inline]
     fn live(&self, id: u32) -> Option<&Entry> {
         self.entries
             .get(id as usize)
+            .filter(|e| e.flags & cf::FREE == 0)
+    }
+    #[inline]
+    fn live_mut(&mut self, id: u32) -> Option<&mut Entry> {
+        self.entries
+            .get_mut(id as usize)
             .filter(|e| e.flags & cf::FREE == 0)
     }
 
@@ -615,14 +784,21 @@ impl ConnTable {
         }
     }
 
-    /// Re-arm the entry's timer to `now + timeout` (`__ip_vs_conn_put_timer`).
+    /// Re-arm the entry's timer to `now + timeout` (`__ip_vs_conn_put_timer`). On every
+    /// packet: the timer index is touched only when the deadline moves before the tick the
+    /// entry is queued in, which a steady flow (same timeout, later `now`) never does.
+    #[inline]
     pub fn arm(&mut self, id: ConnId, now: Time) {
-        let Some(e) = self.live(id.0) else {
+        let Some(e) = self.live_mut(id.0) else {
             return;
         };
         let t = e.timeout;
-        self.entries[id.0 as usize].expires = wrap_ms(now).wrapping_add(t.saturating_mul(1000));
-        self.queue(id.0, now.0.saturating_add(u64::from(t) * 1000));
+        e.expires = wrap_ms(now).wrapping_add(t.saturating_mul(1000));
+        let abs_ms = now.0.saturating_add(u64::from(t) * 1000);
+        let tick = (abs_ms >> TICK_SHIFT).min(u64::from(UNQUEUED - 1)) as u32;
+        if tick < e.sched {
+            self.queue(id.0, abs_ms);
+        }
     }
 
     /// Make the entry due now (`ip_vs_conn_expire_now`).
@@ -685,7 +861,61 @@ impl ConnTable {
     // ----- lookups -----
 
     /// `__ip_vs_conn_in_get` for one client port.
+    #[inline]
     fn in_get(
+        &self,
+        af: Af,
+        protocol: u8,
+        caddr: &IpAddr,
+        cport: u16,
+        vaddr: &IpAddr,
+        vport: u16,
+    ) -> Option<ConnId> {
+        match (af, caddr, vaddr) {
+            (Af::V4, IpAddr::V4(c), IpAddr::V4(v)) => {
+                self.in_get_v4(protocol, u32::from(*c), cport, u32::from(*v), vport)
+            }
+            _ => self.in_get_any(af, protocol, caddr, cport, vaddr, vport),
+        }
+    }
+
+    /// [`Self::in_get`] for an IPv4 packet: the same tests, on the addresses as words.
+    #[inline]
+    fn in_get_v4(&self, protocol: u8, c: u32, cport: u16, v: u32, vport: u16) -> Option<ConnId> {
+        let mut cur = self.buckets[self.hash_word(Af::V4, protocol, u64::from(c), cport) as usize];
+        while cur != NIL {
+            let e = &self.entries[cur as usize];
+            if e.cport == cport
+                && e.vport == vport
+                && e.protocol == protocol
+                && e.flags & cf::AF6 == 0
+                && ((cport == 0) == (e.flags & cf::NO_CPORT != 0))
+            {
+                let hit = if e.flags & cf::EXT == 0 {
+                    e.caddr == c && e.vaddr == v
+                } else {
+                    self.ext_is_v4(e, c, v)
+                };
+                if hit {
+                    return Some(ConnId(cur));
+                }
+            }
+            cur = e.next;
+        }
+        None
+    }
+
+    /// Client and virtual address test of an IPv4 entry whose addresses are in the side
+    /// slab (an IPv4 client with an IPv6 real server). Rare: out of line.
+    #[cold]
+    #[inline(never)]
+    fn ext_is_v4(&self, e: &Entry, c: u32, v: u32) -> bool {
+        self.caddr_of(e) == IpAddr::from(c.to_be_bytes())
+            && self.vaddr_of(e) == IpAddr::from(v.to_be_bytes())
+    }
+
+    #[inline(never)]
+    fn in_get_any(
         &self,
         af: Af,
         protocol: u8,
@@ -715,6 +945,7 @@ impl ConnTable {
     }
 
     /// Inbound lookup (client → VIP, `ip_vs_conn_in_get`), with the NO_CPORT retry.
+    #[inline]
     pub fn lookup_in(
         &self,
         af: Af,
@@ -734,6 +965,14 @@ impl ConnTable {
             })
     }
 
+    /// Whether [`Self::lookup_out`] can find an entry for a packet from `src`: `false`
+    /// proves it cannot (every match has `src` as its server-side address, and no hashed
+    /// entry's maps to this pre-filter slot). Cheap enough to ask for every packet.
+    #[inline]
+    pub fn may_match_out(&self, src: &IpAddr) -> bool {
+        self.out_filter[out_slot(src)] != 0
+    }
+
     /// Outbound lookup (`ip_vs_conn_out_get`): a packet `src → dst` from the server side
     /// matches when `dst` is the client and `src` is the real server (NAT) or the virtual
     /// address (other methods).
@@ -744,6 +983,9 @@ impl ConnTable {
         src: (&IpAddr, u16),
         dst: (&IpAddr, u16),
     ) -> Option<ConnId> {
+        if !self.may_match_out(src.0) {
+            return None;
+        }
         let mut cur = self.buckets[self.hash(af, protocol, dst.0, dst.1) as usize];
         while cur != NIL {
             let e = &self.entries[cur as usize];
@@ -809,30 +1051,14 @@ impl ConnTable {
 
     /// A decoded copy of the entry.
     pub fn get(&self, id: ConnId) -> Option<Conn> {
-        let e = self.live(id.0)?;
-        let template = e.flags & cf::TEMPLATE != 0;
-        Some(Conn {
-            af: if e.flags & cf::AF6 != 0 {
-                Af::V6
-            } else {
-                Af::V4
-            },
-            protocol: e.protocol,
-            caddr: self.caddr_of(e),
-            cport: e.cport,
-            vaddr: self.vaddr_of(e),
-            vport: e.vport,
-            daddr: self.daddr_of(e),
-            dport: e.dport,
-            flags: cf::to_kernel(e.flags),
-            state: e.state,
-            dest: (e.dest != NO_DEST).then_some(DestId(u32::from(e.dest))),
-            control: (!template && e.link != NIL).then_some(ConnId(e.link)),
-            n_control: if template { e.link } else { 0 },
-            in_pkts: u32::from(e.in_pkts),
-            fwmark: self.marks.get(usize::from(e.mark)).copied().unwrap_or(0),
-            timeout: e.timeout,
-        })
+        self.get_ref(id).map(|c| c.to_conn())
+    }
+
+    /// A borrowed view of the entry that decodes fields only when asked (the packet path
+    /// needs two or three of them, not a whole [`Conn`]).
+    #[inline]
+    pub fn get_ref(&self, id: ConnId) -> Option<ConnRef<'_>> {
+        self.live(id.0).map(|e| ConnRef { table: self, e })
     }
 
     /// Ids of all entries, in slab order.
@@ -859,14 +1085,25 @@ impl ConnTable {
     pub(crate) fn kflags(&self, id: ConnId) -> u32 {
         self.live(id.0).map_or(0, |e| cf::to_kernel(e.flags))
     }
+    /// Whether any of the kernel flag bits is set. Tests the compact bits directly (the
+    /// mapping is one to one), so a constant flag costs no conversion.
+    #[inline]
     pub(crate) fn has_flag(&self, id: ConnId, kernel_flag: u32) -> bool {
-        self.kflags(id) & kernel_flag != 0
+        self.live(id.0)
+            .is_some_and(|e| e.flags & cf::from_kernel(kernel_flag) != 0)
     }
+    /// Set or clear flag bits. Not the forwarding method: that is fixed at insertion (the
+    /// hash chain and the out-handler pre-filter depend on it).
     pub(crate) fn set_flag(&mut self, id: ConnId, kernel_flag: u32, on: bool) {
         if self.live(id.0).is_none() {
             return;
         }
-        let b = cf::from_kernel(kernel_flag);
+        debug_assert_eq!(
+            kernel_flag & flags::FWD_MASK,
+            0,
+            "set_flag on the fwd method"
+        );
+        let b = cf::from_kernel(kernel_flag) & !cf::FWD_MASK;
         let e = &mut self.entries[id.0 as usize];
         if on {
             e.flags |= b;
@@ -892,6 +1129,14 @@ impl ConnTable {
     pub(crate) fn set_timeout(&mut self, id: ConnId, secs: u32) {
         if self.live(id.0).is_some() {
             self.entries[id.0 as usize].timeout = secs.min(MAX_TIMEOUT_SECS);
+        }
+    }
+    /// [`Self::set_state`] and [`Self::set_timeout`] in one step.
+    #[inline]
+    pub(crate) fn set_state_timeout(&mut self, id: ConnId, s: u8, secs: u32) {
+        if let Some(e) = self.live_mut(id.0) {
+            e.state = s;
+            e.timeout = secs.min(MAX_TIMEOUT_SECS);
         }
     }
     pub(crate) fn in_pkts(&self, id: ConnId) -> u32 {

@@ -305,11 +305,39 @@ pub fn tcp_event(flags: u8) -> Option<usize> {
     }
 }
 
+/// [`tcp_event`] of every flag byte (`NO_EVENT`: none), so that the packet path does one
+/// load instead of four tests.
+static TCP_EVENT: [u8; 256] = {
+    use crate::packet::tcp_flags::*;
+    let mut t = [NO_EVENT; 256];
+    let mut f = 0;
+    while f < 256 {
+        let b = f as u8;
+        t[f] = if b & RST != 0 {
+            3
+        } else if b & SYN != 0 {
+            0
+        } else if b & FIN != 0 {
+            1
+        } else if b & ACK != 0 {
+            2
+        } else {
+            NO_EVENT
+        };
+        f += 1;
+    }
+    t
+};
+const NO_EVENT: u8 = u8::MAX;
+
 /// Next TCP state (`set_tcp_state`).
+#[inline]
 pub fn tcp_next(secure: bool, dir: Dir, flags: u8, state: u8) -> u8 {
-    let Some(ev) = tcp_event(flags) else {
+    let ev = TCP_EVENT[usize::from(flags)];
+    if ev == NO_EVENT {
         return tcp::CLOSE;
-    };
+    }
+    let ev = usize::from(ev);
     let table = if secure { &TCP_SECURE } else { &TCP_NORMAL };
     table[dir as usize][ev]
         .get(usize::from(state))
@@ -547,6 +575,14 @@ C_IO
             }
         }
         assert_eq!(cells, 3 * 4 * 11 * 2 + 3 * 10 * 14);
+    }
+
+    #[test]
+    fn event_table_is_tcp_event() {
+        for f in 0..=255u8 {
+            let want = tcp_event(f).map_or(NO_EVENT, |e| e as u8);
+            assert_eq!(TCP_EVENT[usize::from(f)], want, "flags {f:#04x}");
+        }
     }
 
     #[test]
