@@ -8,11 +8,17 @@
 //!   stays steady; this includes the schedulers' index maintenance in `load_changed`.
 //! * `sched share`: `pick+load` minus the same accounting on a scheduler with no index
 //!   (measured separately), i.e. what the scheduler itself costs per connection.
+//! * `kernel walk` (lc, wlc, sed, nq, fo, ovf only): the same two measures with the service's
+//!   scheduler replaced by [`rvs_core::sched::reference::KernelWalk`], the kernel's O(n)
+//!   list walk (no index, nothing to maintain per counter change), on the same table (same
+//!   seed: same weights, loads and inputs) in the same run; the picks of both are checked
+//!   to agree first. `ratio` = kernel-walk ns / rvs ns.
 //!
 //! Run: `cargo bench -p rvs-core --bench sched`. Writes its section of `bench/RESULTS.md`.
 
 use rvs_core::model::*;
 use rvs_core::sched::SchedInput;
+use rvs_core::sched::reference::{self, KernelWalk};
 use rvs_core::{DestId, Op, SvcId, Table, Time};
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
@@ -50,6 +56,7 @@ fn key() -> ServiceKey {
 /// A service with `n` destinations of random weight and a little load.
 fn setup(sched: &str, n: usize, seed: u64) -> (Table, SvcId, Vec<DestId>) {
     let mut t = Table::new();
+    t.enable_scheduler("twos");
     let mut cfg = ServiceConfig::new(key());
     cfg.scheduler = sched.to_string();
     t.apply(&Op::AddService(cfg), Time::ZERO).expect("service");
@@ -94,8 +101,26 @@ fn best_of(mut f: impl FnMut() -> f64) -> f64 {
     (0..REPEAT).map(|_| f()).fold(f64::INFINITY, f64::min)
 }
 
-fn bench_pick(sched: &str, n: usize) -> f64 {
-    let (mut t, svc, _) = setup(sched, n, 7);
+/// Which algorithm answers: the scheduler rvs ships, or the kernel's list walk installed in
+/// its place.
+#[derive(Copy, Clone, PartialEq, Eq)]
+enum Algo {
+    Rvs,
+    KernelWalk,
+}
+
+/// [`setup`], then for [`Algo::KernelWalk`] the service's scheduler swapped for the walk.
+fn setup_algo(sched: &str, n: usize, seed: u64, algo: Algo) -> (Table, SvcId, Vec<DestId>) {
+    let (mut t, svc, ids) = setup(sched, n, seed);
+    if algo == Algo::KernelWalk {
+        let walk = KernelWalk::new(sched).expect("a scheduler with a kernel walk");
+        t.service_by_id_mut(svc).expect("service").sched = Box::new(walk);
+    }
+    (t, svc, ids)
+}
+
+fn bench_pick(sched: &str, n: usize, algo: Algo) -> f64 {
+    let (mut t, svc, _) = setup_algo(sched, n, 7, algo);
     let ins = inputs(11);
     // Warm caches (lblc/lblcr entries, wrr/rr cursors).
     for i in 0..8192 {
@@ -144,8 +169,8 @@ impl Conns {
     }
 }
 
-fn bench_pick_load(sched: &str, n: usize) -> f64 {
-    let (mut t, svc, _) = setup(sched, n, 7);
+fn bench_pick_load(sched: &str, n: usize, algo: Algo) -> f64 {
+    let (mut t, svc, _) = setup_algo(sched, n, 7, algo);
     let ins = inputs(11);
     let mut conns = Conns::new(n);
     for i in 0..(16 * n).max(8192) {
@@ -162,6 +187,30 @@ fn bench_pick_load(sched: &str, n: usize) -> f64 {
         }
         start.elapsed().as_nanos() as f64 / ITERS as f64
     })
+}
+
+/// Drive rvs's scheduler and the kernel walk in lockstep through the `pick+load` workload
+/// and check that they pick the same destination every time (so both are timed on the same
+/// sequence of tables).
+fn check_same_picks(sched: &str, n: usize) {
+    let (mut a, sa, _) = setup_algo(sched, n, 7, Algo::Rvs);
+    let (mut b, sb, _) = setup_algo(sched, n, 7, Algo::KernelWalk);
+    let ins = inputs(11);
+    let (mut ca, mut cb) = (Conns::new(n), Conns::new(n));
+    for i in 0..(16 * n).max(8192) + 20_000 {
+        let (pa, pb) = (
+            a.schedule(sa, &ins[i & 4095]),
+            b.schedule(sb, &ins[i & 4095]),
+        );
+        assert_eq!(
+            pa, pb,
+            "{sched} at {n} dests: rvs and the kernel walk differ at step {i}"
+        );
+        if let Some(id) = pa {
+            ca.open(&mut a, id);
+            cb.open(&mut b, id);
+        }
+    }
 }
 
 /// The accounting alone (random destinations, a scheduler without an index).
@@ -193,6 +242,12 @@ fn sh(cmd: &str, args: &[&str]) -> String {
         .unwrap_or_default()
 }
 
+/// The kernel walk's timings for one row.
+struct Kernel {
+    pick: f64,
+    pick_load: f64,
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test --all-targets` runs this binary without it,
     // and then it should not spend a minute measuring.
@@ -210,19 +265,44 @@ fn main() {
     }
     let mut rows = Vec::new();
     println!(
-        "{:<6} {:>5} {:>9} {:>11} {:>12}",
-        "sched", "dests", "pick ns", "pick+load", "sched share"
+        "{:<6} {:>5} {:>9} {:>11} {:>12} {:>11} {:>11} {:>11} {:>11}",
+        "sched",
+        "dests",
+        "pick ns",
+        "pick+load",
+        "sched share",
+        "kwalk pick",
+        "kwalk p+l",
+        "ratio pick",
+        "ratio p+l"
     );
     for s in SCHEDULERS {
         if only.as_ref().is_some_and(|o| !o.iter().any(|x| x == s)) {
             continue;
         }
         for (k, &n) in SIZES.iter().enumerate() {
-            let p = bench_pick(s, n);
-            let pl = bench_pick_load(s, n);
+            let p = bench_pick(s, n, Algo::Rvs);
+            let pl = bench_pick_load(s, n, Algo::Rvs);
             let share = (pl - acct[k]).max(0.0);
-            println!("{s:<6} {n:>5} {p:>9.1} {pl:>11.1} {share:>12.1}");
-            rows.push((s, n, p, pl, share));
+            let kernel = reference::NAMES.contains(&s).then(|| {
+                check_same_picks(s, n);
+                Kernel {
+                    pick: bench_pick(s, n, Algo::KernelWalk),
+                    pick_load: bench_pick_load(s, n, Algo::KernelWalk),
+                }
+            });
+            let kcols = match &kernel {
+                Some(kw) => format!(
+                    " {:>11.1} {:>11.1} {:>10.1}x {:>10.1}x",
+                    kw.pick,
+                    kw.pick_load,
+                    kw.pick / p,
+                    kw.pick_load / pl
+                ),
+                None => String::new(),
+            };
+            println!("{s:<6} {n:>5} {p:>9.1} {pl:>11.1} {share:>12.1}{kcols}");
+            rows.push((s, n, p, pl, share, kernel));
         }
     }
     println!(
@@ -254,13 +334,37 @@ fn main() {
          `pick` = `Table::schedule` with static loads; `pick+load` = schedule plus the \
          connection accounting of each new connection (bind, active, a quarter closing, the \
          oldest unbound past 8 per destination), which includes the schedulers' index \
-         maintenance; `sched share` = `pick+load` minus that accounting alone.\n\n",
+         maintenance; `sched share` = `pick+load` minus that accounting alone.\n\
+         `kernel walk` (lc, wlc, sed, nq, fo, ovf): the same two measures, same run, same \
+         table (seed, weights, loads, inputs), with the service's scheduler replaced by \
+         `rvs_core::sched::reference::KernelWalk`, the kernel's O(n) list walk \
+         (`ip_vs_<name>.c`, transcribed literally; no index, so nothing to maintain per \
+         counter change). Both were checked to pick the same destination at every step. \
+         `ratio` = kernel-walk ns / rvs ns (above 1: rvs is faster). `ratio pick` is the \
+         index's best case (loads never change, so the index is never touched); `ratio \
+         pick+load` is the cost per new connection that matters, index maintenance included. \
+         nq's walk stops at the first idle destination, so with idle ones near the head of \
+         the list (as in this static set-up) its `pick` is short at any size.\n\n",
     );
     md.push_str(
-        "| sched | dests | pick ns | pick+load ns | sched share ns |\n|---|---:|---:|---:|---:|\n",
+        "| sched | dests | pick ns | pick+load ns | sched share ns \
+         | kernel walk pick ns | kernel walk pick+load ns | ratio pick | ratio pick+load |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
-    for (s, n, p, pl, share) in &rows {
-        md.push_str(&format!("| {s} | {n} | {p:.1} | {pl:.1} | {share:.1} |\n"));
+    for (s, n, p, pl, share, kernel) in &rows {
+        let k = match kernel {
+            Some(kw) => format!(
+                "{:.1} | {:.1} | {:.1}× | {:.1}×",
+                kw.pick,
+                kw.pick_load,
+                kw.pick / p,
+                kw.pick_load / pl
+            ),
+            None => "– | – | – | –".to_string(),
+        };
+        md.push_str(&format!(
+            "| {s} | {n} | {p:.1} | {pl:.1} | {share:.1} | {k} |\n"
+        ));
     }
     md.push_str(&format!(
         "\nAccounting alone: {}.\n<!-- sched:end -->\n",

@@ -146,6 +146,9 @@ impl Director {
 
     /// Kernel log lines (with their `IPVS: ` prefix) since the last call.
     pub fn take_log(&mut self) -> Vec<String> {
+        for l in self.table.log.drain(..) {
+            self.log.push(format!("IPVS: {l}"));
+        }
         std::mem::take(&mut self.log)
     }
 
@@ -651,7 +654,7 @@ impl Director {
     }
 
     /// `ip_vs_set_state`: the protocol's state transition for one packet.
-    #[inline]
+    #[inline(always)]
     fn set_state(&mut self, id: ConnId, output: bool, l4: &L4Info) {
         let Some(c) = self.conns.get_ref(id) else {
             return;
@@ -1512,7 +1515,8 @@ impl Director {
     /// kernel's order is its randomly seeded hash order, so callers sort).
     pub fn connections(&self, now: Time) -> Vec<ConnSnap> {
         self.conns
-            .ids()
+            .listing_ids()
+            .into_iter()
             .filter_map(|id| {
                 let c = self.conns.get(id)?;
                 Some(conn_snap(&c, self.conns.remaining_ms(id, now)))

@@ -209,6 +209,14 @@ pub struct Table {
     /// Number of services with port 0 / port 21 (packet-path lookups skip work without them).
     pub port_zero_services: u32,
     pub ftp_services: u32,
+    /// Kernel log lines (without the `IPVS: ` prefix) of successful operations, drained by
+    /// the director. Failed operations carry theirs in [`CtlError::log`].
+    pub log: Vec<String>,
+    /// Schedulers newer than the emulated 6.1 kernel that this table offers anyway.
+    extra_schedulers: Vec<String>,
+    /// Broadcast addresses of the host's subnets (from its routes, set by the daemon): the
+    /// kernel refuses them as destinations like any non-unicast address.
+    pub host_broadcasts: std::collections::HashSet<IpAddr>,
 }
 
 impl Default for Table {
@@ -224,6 +232,9 @@ impl Default for Table {
             next_dest_seq: 1,
             port_zero_services: 0,
             ftp_services: 0,
+            log: Vec::new(),
+            extra_schedulers: Vec::new(),
+            host_broadcasts: Default::default(),
         }
     }
 }
@@ -262,6 +273,12 @@ impl Table {
                 }
                 self.daemons.push(cfg.clone());
                 self.daemons.sort_by_key(|d| d.role == SyncRole::Backup);
+                self.log.push(format!(
+                    "sync thread started: state = {}, mcast_ifn = {}, syncid = {}, id = 0",
+                    cfg.role.name().to_uppercase(),
+                    cfg.mcast_ifn,
+                    cfg.syncid
+                ));
                 Ok(())
             }
             Op::StopDaemon(role) => {
@@ -270,6 +287,11 @@ impl Table {
                 if self.daemons.len() == before {
                     return Err(Errno::Srch.into());
                 }
+                // The kernel names the thread's pid; rvs's sync work has no thread of its
+                // own, so a stable stand-in number (the logs mask it anyway).
+                let pid = if *role == SyncRole::Master { 1 } else { 2 };
+                self.log
+                    .push(format!("stopping {} sync thread {pid} ...", role.name()));
                 Ok(())
             }
         }
@@ -437,6 +459,31 @@ impl Table {
 
     // ----- services -----
 
+    /// A new instance of the named scheduler, if this table offers it ("the module loads").
+    fn scheduler(&self, name: &str) -> Result<Box<dyn Scheduler>, CtlError> {
+        let offered = !crate::sched::NEWER_THAN_6_1.contains(&name)
+            || self.extra_schedulers.iter().any(|s| s == name);
+        match new_scheduler(name) {
+            Some(s) if offered => Ok(s),
+            _ => Err(CtlError::logged(
+                Errno::NoEnt,
+                format!("Scheduler module ip_vs_{name} not found"),
+            )),
+        }
+    }
+
+    /// Offer a scheduler that the emulated 6.1 kernel lacks (`twos`).
+    pub fn enable_scheduler(&mut self, name: &str) -> bool {
+        if crate::sched::NEWER_THAN_6_1.contains(&name) {
+            if !self.extra_schedulers.iter().any(|s| s == name) {
+                self.extra_schedulers.push(name.to_string());
+            }
+            true
+        } else {
+            false
+        }
+    }
+
     fn add_service(&mut self, cfg: &ServiceConfig) -> Result<(), CtlError> {
         // The kernel's order: attribute policy, EEXIST (ip_vs_genl_set_cmd), then
         // ip_vs_add_service's scheduler, PE and prefix checks.
@@ -444,7 +491,7 @@ impl Table {
         if self.index.contains_key(&cfg.key) {
             return Err(Errno::Exist.into());
         }
-        let mut sched = new_scheduler(&cfg.scheduler).ok_or(CtlError::new(Errno::NoEnt))?;
+        let mut sched = self.scheduler(&cfg.scheduler)?;
         validate_service(cfg)?;
         let id = self.services.next_id(self.next_svc);
         self.next_svc += 1;
@@ -476,13 +523,13 @@ impl Table {
     fn edit_service(&mut self, cfg: &ServiceConfig) -> Result<(), CtlError> {
         validate_sched_name(cfg)?;
         let id = *self.index.get(&cfg.key).ok_or(CtlError::new(Errno::Srch))?;
-        let svc = self.services.get_mut(&id).expect("indexed service");
         // ip_vs_edit_service: scheduler, then PE, then prefix.
-        let new_sched = if svc.cfg.scheduler != cfg.scheduler {
-            Some(new_scheduler(&cfg.scheduler).ok_or(CtlError::new(Errno::NoEnt))?)
+        let new_sched = if self.services[&id].cfg.scheduler != cfg.scheduler {
+            Some(self.scheduler(&cfg.scheduler)?)
         } else {
             None
         };
+        let svc = self.services.get_mut(&id).expect("indexed service");
         validate_service(cfg)?;
         svc.cfg.flags = ServiceFlags(cfg.flags.0 | ServiceFlags::HASHED);
         svc.cfg.timeout = cfg.timeout;
@@ -585,7 +632,8 @@ impl Table {
             .map(|(id, _)| id);
         // ip_vs_new_dest checks the address type; a dest from the trash was checked when it
         // was first added (and ip_vs_edit_dest checks none: a missing dest is ENOENT).
-        if trashed.is_none() && !is_unicast(&cfg.addr) {
+        if trashed.is_none() && (!is_unicast(&cfg.addr) || self.host_broadcasts.contains(&cfg.addr))
+        {
             return Err(Errno::Inval.into());
         }
         let id = match trashed {
@@ -724,7 +772,10 @@ pub fn validate_service(cfg: &ServiceConfig) -> Result<(), CtlError> {
     if let Some(pe) = &cfg.pe_name
         && pe != "sip"
     {
-        return Err(Errno::NoEnt.into());
+        return Err(CtlError::logged(
+            Errno::NoEnt,
+            format!("persistence engine module ip_vs_pe_{pe} not found"),
+        ));
     }
     if let Netmask::V6(p) = cfg.netmask
         && !(1..=128).contains(&p)
@@ -782,12 +833,16 @@ pub fn validate_dest(key: &ServiceKey, cfg: &DestConfig, func: &str) -> Result<(
 /// unicast, non-link-local IPv6 address.
 fn is_unicast(addr: &IpAddr) -> bool {
     match addr {
-        // `inet_addr_type`: 0.0.0.0/8 and 255.255.255.255 are "broadcast", 224/4 multicast;
-        // anything else (class E included) is unicast unless a route says otherwise, and
-        // the core knows no routes.
-        IpAddr::V4(a) => !(a.is_multicast() || a.is_broadcast() || a.octets()[0] == 0),
+        // `inet_addr_type` (Linux 6.1, oracle): 255.255.255.255 is broadcast and 224/4
+        // multicast; 0.x.y.z and class E are unicast. A local subnet's broadcast address is
+        // "broadcast" by its route: see `Table::host_broadcasts`.
+        IpAddr::V4(a) => !(a.is_multicast() || a.is_broadcast() || a.is_unspecified()),
+        // `ipv6_addr_type`: multicast, the unspecified address, IPv4-mapped addresses
+        // (::ffff:0:0/96, not "unicast") and link-local ones are refused.
         IpAddr::V6(a) => {
-            !(a.is_multicast() || a.is_unspecified() || (a.segments()[0] & 0xffc0) == 0xfe80)
+            let seg = a.segments();
+            let mapped = seg[..5] == [0; 5] && seg[5] == 0xffff;
+            !(a.is_multicast() || a.is_unspecified() || mapped || (seg[0] & 0xffc0) == 0xfe80)
         }
     }
 }
@@ -938,6 +993,48 @@ mod tests {
     //! Regressions found by the property tests in `tests/props.rs`.
     use super::*;
     use std::net::Ipv4Addr;
+
+    /// twos is newer than the emulated 6.1 kernel: refused like a missing module (with the
+    /// kernel's log line) until it is offered.
+    #[test]
+    fn twos_is_offered_only_on_request() {
+        let mut t = Table::new();
+        let mut cfg = ServiceConfig::new(tcp(80));
+        cfg.scheduler = "twos".into();
+        let e = t
+            .apply(&Op::AddService(cfg.clone()), Time::ZERO)
+            .unwrap_err();
+        assert_eq!(e.errno, Errno::NoEnt);
+        assert_eq!(
+            e.log.as_deref(),
+            Some("Scheduler module ip_vs_twos not found")
+        );
+        assert!(t.enable_scheduler("twos"));
+        assert!(!t.enable_scheduler("rr"), "rr is always there");
+        t.apply(&Op::AddService(cfg), Time::ZERO).unwrap();
+        assert_eq!(t.service(&tcp(80)).unwrap().sched.name(), "twos");
+    }
+
+    /// Service slots are reused, ids are not: a stale id finds nothing, and listings keep
+    /// creation order.
+    #[test]
+    fn service_slots_are_reused_ids_are_not() {
+        let mut t = Table::new();
+        for p in [1, 2, 3] {
+            t.apply(&Op::AddService(ServiceConfig::new(tcp(p))), Time::ZERO)
+                .unwrap();
+        }
+        let old = t.service(&tcp(2)).unwrap().id;
+        t.apply(&Op::DelService(tcp(2)), Time::ZERO).unwrap();
+        t.apply(&Op::AddService(ServiceConfig::new(tcp(4))), Time::ZERO)
+            .unwrap();
+        let new = t.service(&tcp(4)).unwrap().id;
+        assert!(new > old);
+        assert!(t.service_by_id(old).is_none());
+        assert_eq!(t.service_by_id(new).unwrap().cfg.key, tcp(4));
+        let ports: Vec<u16> = t.services().map(|s| s.cfg.key.port()).collect();
+        assert_eq!(ports, [1, 3, 4]);
+    }
 
     fn tcp(port: u16) -> ServiceKey {
         ServiceKey::Addr {

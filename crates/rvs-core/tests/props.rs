@@ -49,8 +49,7 @@ struct Model {
 }
 
 const SCHEDULERS: &[&str] = &[
-    "rr", "wrr", "lc", "wlc", "sed", "nq", "fo", "ovf", "twos", "dh", "sh", "mh", "lblc", "lblcr",
-    "none",
+    "rr", "wrr", "lc", "wlc", "sed", "nq", "fo", "ovf", "dh", "sh", "mh", "lblc", "lblcr", "none",
 ];
 
 fn unicast(a: &IpAddr) -> bool {

@@ -222,7 +222,6 @@ const TOKENS: &[&str] = &[
     "sh",
     "mh",
     "none",
-    "twos",
     "bogus",
     "abcdefghijklmnopqrstuvwxyz",
     "sh-port",
@@ -469,7 +468,7 @@ fn svc(max_mark: u32, plain: bool) -> impl Strategy<Value = Svc> {
 fn svc_opts() -> impl Strategy<Value = String> {
     let sched = prop::sample::select(vec![
         "", "rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "fo", "ovf", "mh",
-        "twos", "none",
+        "none",
     ]);
     let persist = prop_oneof![
         2 => Just(String::new()),
@@ -1008,7 +1007,7 @@ fn expressible_service() -> impl Strategy<Value = ServiceConfig> {
     ];
     let sched = prop::sample::select(vec![
         "rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "fo", "ovf", "mh",
-        "twos", "none",
+        "none",
     ]);
     (
         key,

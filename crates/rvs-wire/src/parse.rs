@@ -132,18 +132,55 @@ pub fn parse(buf: &[u8]) -> Result<PacketInfo, WireError> {
 /// ([`crate::apply_at`]) does not parse them again.
 #[inline]
 pub fn parse_layout(buf: &[u8]) -> Result<(PacketInfo, Layout), WireError> {
-    if let Some(r) = parse_v4_fast(buf) {
-        return Ok(r);
+    let mut info = EMPTY_INFO;
+    let lay = parse_into(buf, &mut info)?;
+    Ok((info, lay))
+}
+
+/// A [`PacketInfo`] to hand to [`parse_into`] (an unspecified IPv4 packet of length 0).
+pub const EMPTY_INFO: PacketInfo = PacketInfo {
+    tuple: Tuple {
+        af: Af::V4,
+        protocol: 0,
+        saddr: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+        sport: 0,
+        daddr: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+        dport: 0,
+    },
+    l4: L4Info {
+        tcp_flags: 0,
+        sctp_chunks: None,
+    },
+    len: 0,
+    fwmark: 0,
+    is_fragment: false,
+    local_origin: false,
+    icmp: None,
+};
+
+/// [`parse_layout`] into a caller-owned [`PacketInfo`]: every field of `info` is written
+/// (on success), none is read. The engine's path: the description is built where the
+/// decider reads it, instead of being returned and moved (it is ~100 bytes).
+#[inline]
+pub fn parse_into(buf: &[u8], info: &mut PacketInfo) -> Result<Layout, WireError> {
+    if let Some(lay) = parse_v4_fast(buf, info) {
+        return Ok(lay);
     }
+    parse_general(buf, info)
+}
+
+#[inline(never)]
+fn parse_general(buf: &[u8], info: &mut PacketInfo) -> Result<Layout, WireError> {
     let lay = layout(buf)?;
-    parse_with(buf, lay).map(|info| (info, lay))
+    *info = parse_with(buf, lay)?;
+    Ok(lay)
 }
 
 /// The common case without the general machinery: IPv4 without options, not a fragment,
-/// TCP or UDP with a whole header. `None` for anything else (the general path decides,
-/// and gives the same answer for these packets).
+/// TCP or UDP with a whole header. `None` for anything else, with `info` untouched (the
+/// general path decides, and gives the same answer for these packets).
 #[inline]
-fn parse_v4_fast(buf: &[u8]) -> Option<(PacketInfo, Layout)> {
+fn parse_v4_fast(buf: &[u8], info: &mut PacketInfo) -> Option<Layout> {
     let h: &[u8; 20] = buf.first_chunk()?;
     // Version 4, header length 20; no MF, no fragment offset.
     if h[0] != 0x45 || h[6] & 0x3f != 0 || h[7] != 0 {
@@ -164,7 +201,7 @@ fn parse_v4_fast(buf: &[u8]) -> Option<(PacketInfo, Layout)> {
         proto::UDP if l4b.len() >= 8 => 0,
         _ => return None,
     };
-    let info = PacketInfo {
+    *info = PacketInfo {
         tuple: Tuple {
             af: Af::V4,
             protocol,
@@ -183,7 +220,7 @@ fn parse_v4_fast(buf: &[u8]) -> Option<(PacketInfo, Layout)> {
         local_origin: false,
         icmp: None,
     };
-    let lay = Layout {
+    Some(Layout {
         af: Af::V4,
         len,
         l3_len: 20,
@@ -191,8 +228,7 @@ fn parse_v4_fast(buf: &[u8]) -> Option<(PacketInfo, Layout)> {
         l4: 20,
         fragmented: false,
         non_first: false,
-    };
-    Some((info, lay))
+    })
 }
 
 fn parse_with(buf: &[u8], lay: Layout) -> Result<PacketInfo, WireError> {

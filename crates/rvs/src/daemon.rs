@@ -48,6 +48,8 @@ pub struct DaemonOpts {
     pub tun: String,
     /// Bound of the connection table.
     pub max_conns: usize,
+    /// Schedulers newer than the emulated 6.1 kernel to offer anyway (`twos`).
+    pub extra_schedulers: Vec<String>,
 }
 
 impl DaemonOpts {
@@ -60,6 +62,7 @@ impl DaemonOpts {
             dataplane: true,
             tun: "rvs0".into(),
             max_conns: crate::state::DEFAULT_MAX_CONNS,
+            extra_schedulers: Vec::new(),
         }
     }
 }
@@ -163,8 +166,15 @@ fn apply_ops(inner: &mut Inner, ops: &[Op], now: Time, batch: bool) -> Response 
         .collect::<Result<Vec<Op>, _>>()
     {
         Ok(o) => o,
-        Err(error) => return Response::CtlError { index: None, error },
+        Err(error) => {
+            if let Some(l) = &error.log {
+                inner.state.push_klog(l.clone());
+            }
+            return Response::CtlError { index: None, error };
+        }
     };
+    // The kernel checks destination addresses against the routes of this moment.
+    HostFacts::read().apply(&mut inner.state);
     let cfg = match inner.state.plan(&ops, now) {
         Ok(c) => c,
         Err((i, error)) => {
@@ -203,10 +213,12 @@ fn fill_sync_defaults(op: &Op) -> Result<Op, CtlError> {
     let Op::StartDaemon(cfg) = op else {
         return Ok(op.clone());
     };
-    let mtu = fs::read_to_string(format!("/sys/class/net/{}/mtu", cfg.mcast_ifn))
-        .ok()
-        .and_then(|s| s.trim().parse::<u32>().ok())
-        .ok_or(CtlError::new(Errno::NoDev))?;
+    let mtu = iface_mtu(&cfg.mcast_ifn).ok_or_else(|| {
+        CtlError::logged(
+            Errno::NoDev,
+            format!("Unknown mcast interface: {}", cfg.mcast_ifn),
+        )
+    })?;
     let mut cfg = cfg.clone();
     let v6 = matches!(cfg.mcast_group, Some(IpAddr::V6(_)));
     let headers: u32 = if v6 { 48 } else { 28 };
@@ -218,6 +230,29 @@ fn fill_sync_defaults(op: &Op) -> Result<Op, CtlError> {
         cfg.sync_maxlen = Some(len as u16);
     }
     Ok(Op::StartDaemon(cfg))
+}
+
+/// The MTU of a network interface of this process's network namespace (SIOCGIFMTU), `None`
+/// when there is no such interface.
+fn iface_mtu(name: &str) -> Option<u32> {
+    if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.contains('\0') {
+        return None;
+    }
+    // SAFETY: a plain datagram socket, closed below; the ioctl reads a NUL-terminated name
+    // and writes an int into a zeroed ifreq we own.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return None;
+        }
+        let mut req: libc::ifreq = std::mem::zeroed();
+        for (d, b) in req.ifr_name.iter_mut().zip(name.bytes()) {
+            *d = b as libc::c_char;
+        }
+        let r = libc::ioctl(fd, libc::SIOCGIFMTU, &mut req);
+        libc::close(fd);
+        (r == 0).then(|| req.ifr_ifru.ifru_mtu.max(0) as u32)
+    }
 }
 
 fn handle(shared: &Shared, req: Request) -> Response {
@@ -402,11 +437,13 @@ fn bind_socket(path: &Path) -> Result<UnixListener, String> {
     Ok(l)
 }
 
-/// Block the termination signals in every thread and handle them in one: wait for the
-/// request in progress (its change is persisted), remove the socket, exit 0.
-fn install_signal_thread(shared: Arc<Shared>, socket: PathBuf) -> Result<(), String> {
+/// Block the termination signals in the calling thread, before it starts any other: threads
+/// inherit the mask, so none of them (the engine thread in particular) can take a SIGTERM
+/// with its default action and end the process without the data plane's teardown. One
+/// arriving before [`install_signal_thread`] stays pending until its `sigwait`.
+fn block_term_signals() -> Result<libc::sigset_t, String> {
     // SAFETY: plain libc signal-set manipulation on a local, zero-initialised set.
-    let set = unsafe {
+    unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGTERM);
@@ -415,8 +452,18 @@ fn install_signal_thread(shared: Arc<Shared>, socket: PathBuf) -> Result<(), Str
         if libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
             return Err("cannot block signals".into());
         }
-        set
-    };
+        Ok(set)
+    }
+}
+
+/// Handle the termination signals (blocked in every thread by [`block_term_signals`]) in one
+/// thread: wait for the request in progress (its change is persisted), stop the data plane
+/// (its teardown removes the plumbing), remove the socket, exit 0.
+fn install_signal_thread(
+    shared: Arc<Shared>,
+    socket: PathBuf,
+    set: libc::sigset_t,
+) -> Result<(), String> {
     std::thread::Builder::new()
         .name("rvs-signals".into())
         .spawn(move || {
@@ -437,6 +484,15 @@ fn install_signal_thread(shared: Arc<Shared>, socket: PathBuf) -> Result<(), Str
     Ok(())
 }
 
+/// An empty state as the options ask for: connection table size, extra schedulers.
+fn new_state(opts: &DaemonOpts) -> State {
+    let mut st = State::with_conns(new_conn_table(opts.max_conns));
+    for s in &opts.extra_schedulers {
+        st.director_mut().table.enable_scheduler(s);
+    }
+    st
+}
+
 /// A connection table with a random hash seed, so that clients cannot choose addresses and
 /// ports that collide.
 fn new_conn_table(max: usize) -> ConnTable {
@@ -448,59 +504,96 @@ fn new_conn_table(max: usize) -> ConnTable {
 }
 
 /// What the director needs to know about the host: its own addresses (destinations on them
-/// are local) and the available memory (the automatic defence modes).
-fn update_host_facts(shared: &Shared) {
-    let addrs = local_addrs();
-    let mem = fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
-        m.lines()
-            .find(|l| l.starts_with("MemAvailable:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|kb| kb.parse::<i64>().ok())
-            .map(|kb| kb / 4)
-    });
-    let mut g = shared.lock();
-    let d = g.state.director_mut();
-    d.local_addrs = addrs;
-    d.avail_mem_pages = mem;
+/// are local), its subnets' broadcast addresses (not valid destinations) and the available
+/// memory (the automatic defence modes).
+struct HostFacts {
+    local: std::collections::HashSet<IpAddr>,
+    broadcasts: std::collections::HashSet<IpAddr>,
+    mem_pages: Option<i64>,
 }
 
-/// The addresses configured on this host's interfaces.
-fn local_addrs() -> std::collections::HashSet<IpAddr> {
-    let mut set = std::collections::HashSet::new();
+impl HostFacts {
+    fn read() -> HostFacts {
+        let (local, broadcasts) = host_addrs();
+        let mem_pages = fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemAvailable:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<i64>().ok())
+                .map(|kb| kb / 4)
+        });
+        HostFacts {
+            local,
+            broadcasts,
+            mem_pages,
+        }
+    }
+
+    fn apply(self, state: &mut State) {
+        let d = state.director_mut();
+        d.local_addrs = self.local;
+        d.avail_mem_pages = self.mem_pages;
+        d.table.host_broadcasts = self.broadcasts;
+    }
+}
+
+fn update_host_facts(shared: &Shared) {
+    let facts = HostFacts::read();
+    facts.apply(&mut shared.lock().state);
+}
+
+/// The addresses configured on this host's interfaces, and their IPv4 broadcast addresses.
+fn host_addrs() -> (
+    std::collections::HashSet<IpAddr>,
+    std::collections::HashSet<IpAddr>,
+) {
+    let mut local = std::collections::HashSet::new();
+    let mut brd = std::collections::HashSet::new();
     let mut ifap: *mut libc::ifaddrs = std::ptr::null_mut();
+    let v4 = |a: *const libc::sockaddr| -> Option<IpAddr> {
+        // SAFETY: called only on non-null sockaddrs from getifaddrs, whose family we check.
+        unsafe {
+            (!a.is_null() && i32::from((*a).sa_family) == libc::AF_INET).then(|| {
+                let sin = &*(a as *const libc::sockaddr_in);
+                IpAddr::from(u32::from_be(sin.sin_addr.s_addr).to_be_bytes())
+            })
+        }
+    };
     // SAFETY: getifaddrs fills a list we free with freeifaddrs; we only read it in between.
     unsafe {
         if libc::getifaddrs(&mut ifap) != 0 {
-            return set;
+            return (local, brd);
         }
         let mut p = ifap;
         while !p.is_null() {
             let a = (*p).ifa_addr;
-            if !a.is_null() {
-                match i32::from((*a).sa_family) {
-                    libc::AF_INET => {
-                        let sin = &*(a as *const libc::sockaddr_in);
-                        set.insert(IpAddr::from(
-                            u32::from_be(sin.sin_addr.s_addr).to_be_bytes(),
-                        ));
+            if let Some(ip) = v4(a) {
+                local.insert(ip);
+                // The kernel routes `addr | ~mask` as broadcast for prefixes shorter than
+                // /31 (fib_add_ifaddr); getifaddrs' broadcast field is not that address
+                // when none was given explicitly.
+                if let (IpAddr::V4(ip4), Some(IpAddr::V4(m))) = (ip, v4((*p).ifa_netmask)) {
+                    let mask = u32::from(m);
+                    if mask.count_ones() < 31 && (*p).ifa_flags & libc::IFF_LOOPBACK as u32 == 0 {
+                        brd.insert(IpAddr::from((u32::from(ip4) | !mask).to_be_bytes()));
                     }
-                    libc::AF_INET6 => {
-                        let sin6 = &*(a as *const libc::sockaddr_in6);
-                        set.insert(IpAddr::from(sin6.sin6_addr.s6_addr));
-                    }
-                    _ => {}
                 }
+            } else if !a.is_null() && i32::from((*a).sa_family) == libc::AF_INET6 {
+                let sin6 = &*(a as *const libc::sockaddr_in6);
+                local.insert(IpAddr::from(sin6.sin6_addr.s6_addr));
             }
             p = (*p).ifa_next;
         }
         libc::freeifaddrs(ifap);
     }
-    set
+    (local, brd)
 }
 
 /// Run the daemon until a termination signal. Errors are startup failures.
 pub fn run(opts: DaemonOpts) -> Result<(), String> {
     let epoch = Instant::now();
+    // First, before any thread exists.
+    let term_signals = block_term_signals()?;
     create_parent(&opts.socket)?;
     create_parent(&opts.state)?;
     let _socket_lock = lock_file(&with_suffix(&opts.socket, ".lock"))?;
@@ -508,7 +601,7 @@ pub fn run(opts: DaemonOpts) -> Result<(), String> {
 
     let (state, saved) = match persist::load_state(&opts.state)? {
         Some(cfg) => {
-            let (st, warnings) = State::restore(&cfg, new_conn_table(opts.max_conns), Time::ZERO);
+            let (st, warnings) = State::restore(&cfg, new_state(&opts), Time::ZERO);
             for w in warnings {
                 eprintln!("rvs daemon: {w}");
             }
@@ -516,7 +609,7 @@ pub fn run(opts: DaemonOpts) -> Result<(), String> {
             (st, saved)
         }
         None => {
-            let st = State::with_conns(new_conn_table(opts.max_conns));
+            let st = new_state(&opts);
             let cfg = st.config();
             persist::save_state(&opts.state, &cfg)
                 .map_err(|e| format!("cannot write state file {}: {e}", opts.state.display()))?;
@@ -579,7 +672,7 @@ pub fn run(opts: DaemonOpts) -> Result<(), String> {
         let mut g = shared.lock();
         shared.refresh_proc(&mut g);
     }
-    install_signal_thread(shared.clone(), opts.socket.clone())?;
+    install_signal_thread(shared.clone(), opts.socket.clone(), term_signals)?;
 
     let timer = shared.clone();
     std::thread::Builder::new()

@@ -22,7 +22,7 @@ usage: rvs [--socket PATH] COMMAND [ARGS...]
 
 commands:
   daemon [--socket PATH] [--state PATH] [--klog PATH] [--proc-dir DIR]
-         [--dataplane tun|none] [--tun NAME] [--max-conns N]
+         [--dataplane tun|none] [--tun NAME] [--max-conns N] [--enable-scheduler twos]
                          run the daemon (foreground) that owns the table and, with the
                          default `--dataplane tun`, carries the traffic (TUN device `rvs0`)
   ipvsadm ARGS...        the ipvsadm command line (also: run this binary as `ipvsadm`)
@@ -162,6 +162,14 @@ fn daemon_main(socket: Option<PathBuf>, args: &[String]) -> i32 {
                 Some(v) if !v.is_empty() && v.len() < 16 => opts.tun = v,
                 _ => return usage_error("--tun needs an interface name of at most 15 bytes"),
             },
+            "--enable-scheduler" => match value().as_deref() {
+                Some("twos") => opts.extra_schedulers.push("twos".into()),
+                _ => {
+                    return usage_error(
+                        "--enable-scheduler takes twos (the schedulers newer than Linux 6.1)",
+                    );
+                }
+            },
             "--max-conns" => match value().and_then(|v| v.parse::<usize>().ok()) {
                 Some(n) if n > 0 => opts.max_conns = n,
                 _ => return usage_error("--max-conns needs a positive number"),
@@ -230,13 +238,14 @@ fn restore_main(socket: &Path, args: &[String]) -> i32 {
 
 /// `sysctl` for `net.ipv4.vs.*`, with busybox's output and messages.
 fn sysctl_main(socket: &Path, args: &[String]) -> i32 {
-    let (mut quiet, mut value_only, mut all) = (false, false, false);
+    let (mut quiet, mut value_only, mut all, mut write) = (false, false, false, false);
     let mut names = Vec::new();
     for a in args {
         if a.starts_with('-') && a.len() > 1 && !a.contains('=') {
             for c in a[1..].chars() {
                 match c {
-                    'w' | 'e' => {}
+                    'w' => write = true,
+                    'e' => {}
                     'q' => quiet = true,
                     'n' => value_only = true,
                     'a' | 'A' => all = true,
@@ -280,6 +289,11 @@ fn sysctl_main(socket: &Path, args: &[String]) -> i32 {
     for spec in names {
         let (key, value) = match spec.split_once('=') {
             Some((k, v)) => (k.trim().to_string(), Some(v.trim().to_string())),
+            None if write => {
+                eprintln!("sysctl: error: '{spec}' must be of the form name=value");
+                rc = 1;
+                continue;
+            }
             None => (spec.trim().to_string(), None),
         };
         let dotted = key.replace('/', ".");
@@ -320,7 +334,7 @@ fn sysctl_main(socket: &Path, args: &[String]) -> i32 {
                 code: protocol::ErrorCode::InvalidValue,
                 ..
             }) => {
-                eprintln!("sysctl: error setting key '{dotted}': Invalid argument");
+                eprintln!("sysctl: write error: Invalid argument");
                 rc = 1;
             }
             Ok(other) => {

@@ -132,6 +132,11 @@ impl State {
         }
     }
 
+    /// Queue a kernel log line (without the `IPVS: ` prefix).
+    pub fn push_klog(&mut self, line: String) {
+        self.klog.push(line);
+    }
+
     /// Kernel log lines produced since the last call, oldest first.
     pub fn drain_klog(&mut self) -> Vec<String> {
         self.collect_log();
@@ -206,8 +211,8 @@ impl State {
     /// Rebuild a state from a saved configuration by re-applying it as operations, in an
     /// order that reproduces service and destination list order. Operations the table
     /// refuses (a file from another version) are skipped and reported.
-    pub fn restore(cfg: &PersistedConfig, conns: ConnTable, now: Time) -> (State, Vec<String>) {
-        let mut st = State::with_conns(conns);
+    pub fn restore(cfg: &PersistedConfig, base: State, now: Time) -> (State, Vec<String>) {
+        let mut st = base;
         let mut warnings = Vec::new();
         for op in cfg.ops() {
             if let Err(e) = st.apply(&op, now) {
@@ -396,7 +401,8 @@ mod tests {
         let json = serde_json::to_string(&c).unwrap();
         let back: PersistedConfig = serde_json::from_str(&json).unwrap();
         assert_eq!(back, c);
-        let (st2, warnings) = State::restore(&back, ConnTable::new(16), Time::ZERO);
+        let (st2, warnings) =
+            State::restore(&back, State::with_conns(ConnTable::new(16)), Time::ZERO);
         assert!(warnings.is_empty(), "{warnings:?}");
         assert_eq!(st2.snapshot(), st.snapshot());
         assert_eq!(st2.config(), c);

@@ -237,18 +237,21 @@ impl ConnRef<'_> {
     pub fn protocol(&self) -> u8 {
         self.e.protocol
     }
+    #[inline]
     pub fn caddr(&self) -> IpAddr {
         self.table.caddr_of(self.e)
     }
     pub fn cport(&self) -> u16 {
         self.e.cport
     }
+    #[inline]
     pub fn vaddr(&self) -> IpAddr {
         self.table.vaddr_of(self.e)
     }
     pub fn vport(&self) -> u16 {
         self.e.vport
     }
+    #[inline]
     pub fn daddr(&self) -> IpAddr {
         self.table.daddr_of(self.e)
     }
@@ -584,28 +587,28 @@ impl ConnTable {
 
     // ----- address decoding -----
 
+    #[inline]
     fn caddr_of(&self, e: &Entry) -> IpAddr {
         if e.flags & cf::EXT == 0 {
             IpAddr::V4(Ipv4Addr::from(e.caddr))
         } else {
-            let x = &self.v6[e.caddr as usize];
-            decode(x.c, e.flags & cf::AF6 != 0)
+            decode(self.v6[e.caddr as usize].c, e.flags & cf::AF6 != 0)
         }
     }
+    #[inline]
     fn vaddr_of(&self, e: &Entry) -> IpAddr {
         if e.flags & cf::EXT == 0 {
             IpAddr::V4(Ipv4Addr::from(e.vaddr))
         } else {
-            let x = &self.v6[e.caddr as usize];
-            decode(x.v, e.flags & cf::AF6 != 0)
+            decode(self.v6[e.caddr as usize].v, e.flags & cf::AF6 != 0)
         }
     }
+    #[inline]
     fn daddr_of(&self, e: &Entry) -> IpAddr {
         if e.flags & cf::EXT == 0 {
             IpAddr::V4(Ipv4Addr::from(e.daddr))
         } else {
-            let x = &self.v6[e.caddr as usize];
-            decode(x.d, e.flags & cf::DAF6 != 0)
+            decode(self.v6[e.caddr as usize].d, e.flags & cf::DAF6 != 0)
         }
     }
 
@@ -775,6 +778,7 @@ impl ConnTable {
 
     // ----- timers -----
 
+    #[inline(never)]
     fn queue(&mut self, id: u32, abs_ms: u64) {
         let tick = (abs_ms >> TICK_SHIFT).min(u64::from(UNQUEUED - 1)) as u32;
         let e = &mut self.entries[id as usize];
@@ -787,7 +791,7 @@ impl ConnTable {
     /// Re-arm the entry's timer to `now + timeout` (`__ip_vs_conn_put_timer`). On every
     /// packet: the timer index is touched only when the deadline moves before the tick the
     /// entry is queued in, which a steady flow (same timeout, later `now`) never does.
-    #[inline]
+    #[inline(always)]
     pub fn arm(&mut self, id: ConnId, now: Time) {
         let Some(e) = self.live_mut(id.0) else {
             return;
@@ -1068,6 +1072,26 @@ impl ConnTable {
             .enumerate()
             .filter(|(_, e)| e.flags & cf::FREE == 0)
             .map(|(i, _)| ConnId(i as u32))
+    }
+
+    /// Live entries in the order the kernel lists its connection table: bucket by bucket,
+    /// each chain newest first (entries are linked at the chain head). Entries of one client
+    /// address and port share a chain, so they list newest first, as with the kernel. Live
+    /// entries that are not hashed come last.
+    pub fn listing_ids(&self) -> Vec<ConnId> {
+        let mut out = Vec::with_capacity(self.len as usize);
+        for &head in &self.buckets {
+            let mut cur = head;
+            while cur != NIL {
+                out.push(ConnId(cur));
+                cur = self.entries[cur as usize].next;
+            }
+        }
+        out.extend(
+            self.ids()
+                .filter(|id| self.entries[id.0 as usize].flags & cf::HASHED == 0),
+        );
+        out
     }
 
     /// Slab capacity in slots (live and free); [`ConnTable::slot`] walks it.

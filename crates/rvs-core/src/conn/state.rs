@@ -331,7 +331,7 @@ static TCP_EVENT: [u8; 256] = {
 const NO_EVENT: u8 = u8::MAX;
 
 /// Next TCP state (`set_tcp_state`).
-#[inline]
+#[inline(always)]
 pub fn tcp_next(secure: bool, dir: Dir, flags: u8, state: u8) -> u8 {
     let ev = TCP_EVENT[usize::from(flags)];
     if ev == NO_EVENT {

@@ -249,3 +249,109 @@ fn reused_slots_do_not_fire_for_stale_queue_positions() {
     assert!(t.pop_due(Time(50_000)).is_empty());
     assert_eq!(t.pop_due(Time(100_000)), vec![b]);
 }
+
+/// The out-handler pre-filter counts exactly the hashed entries by server-side address,
+/// through inserts (hashed or not, every forwarding method, IPv4, IPv6 and mixed),
+/// client-port fills and removals; and a reply of every hashed entry still finds one.
+#[test]
+fn out_filter_is_exact() {
+    let mut t = ConnTable::new(10_000);
+    let mut rng = 0x2545_F491_4F6C_DD1Du64;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let recount = |t: &ConnTable| {
+        let mut want = vec![0u32; OUT_FILTER_SLOTS];
+        for id in t.ids() {
+            if t.entries[id.0 as usize].flags & cf::HASHED != 0 {
+                want[t.out_slot_of(id.0)] += 1;
+            }
+        }
+        want
+    };
+    let mut live: Vec<ConnId> = Vec::new();
+    for step in 0..3000 {
+        let r = next();
+        if r % 4 == 0 && !live.is_empty() {
+            let id = live.swap_remove((r >> 8) as usize % live.len());
+            t.remove(id);
+        } else if r % 4 == 1 && !live.is_empty() {
+            let id = live[(r >> 8) as usize % live.len()];
+            t.fill_cport(id, (r >> 32) as u16 | 1);
+        } else {
+            let n = (r >> 8) as u8;
+            let six = r & 0x100 != 0;
+            let addr = |x: u8| -> IpAddr {
+                if six {
+                    IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, u16::from(x)))
+                } else {
+                    v4([10, 0, x / 16, x % 16])
+                }
+            };
+            let d = if r & 0x200 != 0 {
+                IpAddr::V6(Ipv6Addr::new(
+                    0x2001,
+                    0xdb8,
+                    1,
+                    0,
+                    0,
+                    0,
+                    0,
+                    u16::from(n % 8),
+                ))
+            } else {
+                v4([10, 1, 0, n % 8])
+            };
+            let fwd = [
+                flags::MASQ,
+                flags::LOCALNODE,
+                flags::TUNNEL,
+                flags::DROUTE,
+                flags::BYPASS,
+            ][(r >> 16) as usize % 5];
+            let mut fl = fwd;
+            if r & 0x400 != 0 {
+                fl |= flags::NO_CPORT;
+            }
+            if r & 0x800 != 0 {
+                fl |= flags::ONE_PACKET;
+            }
+            let cport = if fl & flags::NO_CPORT != 0 {
+                0
+            } else {
+                (r >> 40) as u16
+            };
+            let c = conn(addr(n), cport, addr(200 + n % 4), 80, d, 8080, fl);
+            if let Some(id) = t.insert(&c, Time(0)) {
+                live.push(id);
+            }
+        }
+        if step % 100 == 0 || step == 2999 {
+            assert_eq!(t.out_filter, recount(&t), "step {step}");
+        }
+        for &id in &live {
+            let c = t.get(id).unwrap();
+            if c.flags & flags::HASHED == 0 || c.flags & flags::NO_CPORT != 0 {
+                continue;
+            }
+            let (src, sport) = if c.fwd() == flags::MASQ {
+                (c.daddr, c.dport)
+            } else {
+                (c.vaddr, c.vport)
+            };
+            assert!(t.may_match_out(&src));
+            assert!(
+                t.lookup_out(c.af, c.protocol, (&src, sport), (&c.caddr, c.cport))
+                    .is_some(),
+                "step {step}: reply of {c:?} not found"
+            );
+        }
+    }
+    for id in live {
+        t.remove(id);
+    }
+    assert!(t.out_filter.iter().all(|&n| n == 0));
+}

@@ -24,20 +24,8 @@ pub type WeightedFailover = Indexed<FoPolicy>;
 
 #[cfg(test)]
 mod tests {
+    use super::super::reference::fo as reference;
     use super::super::testutil::*;
-    use crate::table::{DestId, DestView};
-
-    fn reference(dests: DestView<'_>) -> Option<DestId> {
-        let mut hw = 0;
-        let mut best = None;
-        for (id, d) in dests.iter() {
-            if !d.overloaded && d.cfg.weight > hw {
-                best = Some(id);
-                hw = d.cfg.weight;
-            }
-        }
-        best
-    }
 
     /// §2.7 / fact 15: weights 2,5,5 added A,B,C: always C.
     #[test]

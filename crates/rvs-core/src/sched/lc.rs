@@ -23,24 +23,9 @@ impl Policy for LcPolicy {
 pub type LeastConn = Indexed<LcPolicy>;
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
+    use super::super::reference::lc as reference;
     use super::super::testutil::*;
-    use crate::table::{DestId, DestView};
-
-    /// The kernel's loop, literally.
-    pub fn reference(dests: DestView<'_>) -> Option<DestId> {
-        let mut least: Option<(DestId, u64)> = None;
-        for (id, d) in dests.iter() {
-            if d.overloaded || d.cfg.weight == 0 {
-                continue;
-            }
-            let doh = d.overhead();
-            if least.is_none_or(|(_, loh)| doh < loh) {
-                least = Some((id, doh));
-            }
-        }
-        least.map(|(id, _)| id)
-    }
 
     /// §2.3 / j3: weights A1 B5 C0 added A,B,C, all connections active.
     #[test]

@@ -8,6 +8,7 @@ use crate::time::Time;
 use std::net::IpAddr;
 
 pub mod hash;
+pub mod reference;
 
 mod dh;
 mod fo;
@@ -87,6 +88,10 @@ pub const NAMES: &[&str] = &[
     "rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "fo", "ovf", "mh", "twos",
     "none",
 ];
+
+/// Schedulers the emulated kernel (Debian's 6.1, the recorded oracle) does not have: a table
+/// refuses them like a missing module unless `Table::enable_scheduler` offers them.
+pub const NEWER_THAN_6_1: &[&str] = &["twos"];
 
 /// Instantiate a scheduler by name; `None` when the kernel would say "not found".
 pub fn new_scheduler(name: &str) -> Option<Box<dyn Scheduler>> {

@@ -52,29 +52,8 @@ pub type NeverQueue = Indexed<NqPolicy>;
 
 #[cfg(test)]
 mod tests {
+    use super::super::reference::nq as reference;
     use super::super::testutil::*;
-    use crate::table::{DestId, DestView};
-
-    /// The kernel's loop, literally.
-    fn reference(dests: DestView<'_>) -> Option<DestId> {
-        let mut least: Option<(DestId, u64, i64)> = None;
-        for (id, d) in dests.iter() {
-            if d.overloaded || d.cfg.weight == 0 {
-                continue;
-            }
-            let doh = u64::from(d.activeconns) + 1;
-            if d.activeconns == 0 {
-                return Some(id);
-            }
-            let w = i64::from(d.cfg.weight);
-            if least.is_none_or(|(_, loh, lw)| {
-                i128::from(loh) * i128::from(w) > i128::from(doh) * i128::from(lw)
-            }) {
-                least = Some((id, doh, w));
-            }
-        }
-        least.map(|(id, _, _)| id)
-    }
 
     /// §2.6 / fact 12: weights 1,2,3 added A,B,C.
     #[test]

@@ -24,22 +24,8 @@ pub type WeightedOverflow = Indexed<OvfPolicy>;
 
 #[cfg(test)]
 mod tests {
+    use super::super::reference::ovf as reference;
     use super::super::testutil::*;
-    use crate::table::{DestId, DestView};
-
-    fn reference(dests: DestView<'_>) -> Option<DestId> {
-        let mut h: Option<(DestId, i32)> = None;
-        for (id, d) in dests.iter() {
-            let w = d.cfg.weight;
-            if d.overloaded || i64::from(d.activeconns) > i64::from(w) || w == 0 {
-                continue;
-            }
-            if h.is_none_or(|(_, hw)| w > hw) {
-                h = Some((id, w));
-            }
-        }
-        h.map(|(id, _)| id)
-    }
 
     /// §2.8 / fact 14: weights 2,3,1 added A,B,C, all connections active.
     #[test]

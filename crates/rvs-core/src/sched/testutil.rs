@@ -38,6 +38,7 @@ impl Sim {
 
     pub fn with(key: ServiceKey, sched: &str, flags: u32) -> Sim {
         let mut t = Table::new();
+        t.enable_scheduler("twos");
         let mut cfg = ServiceConfig::new(key);
         cfg.scheduler = sched.to_string();
         cfg.flags = ServiceFlags(flags);

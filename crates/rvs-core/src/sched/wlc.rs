@@ -10,41 +10,9 @@ use super::index::{Indexed, WlcPolicy};
 pub type WeightedLeastConn = Indexed<WlcPolicy>;
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
+    use super::super::reference::wlc as reference;
     use super::super::testutil::*;
-    use crate::table::{Dest, DestId, DestView};
-
-    /// The kernel's two-stage loop, literally, with a pluggable overhead (wlc/sed/lblc).
-    pub fn reference_with(dests: DestView<'_>, oh: impl Fn(&Dest) -> u64) -> Option<DestId> {
-        let mut it = dests.iter();
-        let mut least = None;
-        for (id, d) in it.by_ref() {
-            if !d.overloaded && d.cfg.weight > 0 {
-                least = Some((id, d));
-                break;
-            }
-        }
-        let (mut lid, mut ld) = least?;
-        let mut loh = oh(ld);
-        for (id, d) in it {
-            if d.overloaded {
-                continue;
-            }
-            let doh = oh(d);
-            if i128::from(loh) * i128::from(d.cfg.weight)
-                > i128::from(doh) * i128::from(ld.cfg.weight)
-            {
-                lid = id;
-                ld = d;
-                loh = doh;
-            }
-        }
-        Some(lid)
-    }
-
-    pub fn reference(dests: DestView<'_>) -> Option<DestId> {
-        reference_with(dests, |d| d.overhead())
-    }
 
     /// §2.4 / fact 10: weights 1,2,3 added A,B,C, every connection active.
     #[test]
