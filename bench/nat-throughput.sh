@@ -25,8 +25,9 @@
 #   RVS_BENCH_CONNS     connection counts (default "1 32")
 #   RVS_BIN             an rvs binary to use instead of building target/release/rvs
 # Needs: wrk haproxy nginx curl iproute2 python3 busybox gcc (oracle_prepare builds `conn`).
-# Takes about 3 x 2 x |CONNS| x (DURATION + 1) s plus set-up; a watchdog stops it (and the
-# trap cleans up) if it runs far past that.
+# Takes about 3 x 2 x |CONNS| x (DURATION + 1) s, plus up to 2 min before each
+# new-connection run (TIME_WAIT drain, see drain()) and set-up: 6-10 min with the defaults. A
+# watchdog stops it (and the trap cleans up) if it runs far past that.
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$REPO"
@@ -76,7 +77,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'echo "nat-throughput.sh: interrupted" >&2; exit 130' INT TERM
 runs=$((3 * 2 * $(wc -w <<<"$CONNS")))
-LIMIT=$((runs * (DURATION + 3) + 3 * (WARMUP + 3) + 75 + 180))
+LIMIT=$((runs * (DURATION + 3) + 3 * (WARMUP + 3) + runs / 2 * 150 + 180))
 (
   sleep "$LIMIT" & s=$!
   trap 'kill $s 2>/dev/null; exit 0' TERM
@@ -138,13 +139,41 @@ PY
   tail -1 "$OUT/results.tsv" | awk -F'\t' '{printf "  %-8s %-10s c=%-3s %10s req/s  p50 %8s us  p99 %8s us  errors %s\n", $1, $2, $3, $4, $5, $6, $7}' >&2
 }
 
+# Wait until the bed holds no TIME_WAIT socket (any namespace) and, while the rvs daemon
+# runs, no connection entry, so that a new-connection run starts on fresh 4-tuples. A run
+# of new connections cycles through the client's whole ephemeral port range; measured
+# right after another one, most of its SYNs reuse a 4-tuple still in TIME_WAIT somewhere
+# (a real server, HAProxy's side of the director, rvs's table) and throughput collapses
+# for rvs and HAProxy alike (seen: 13k -> 1-4k req/s). TIME_WAIT lasts 60 s (2 min in
+# rvs's table, as in IPVS).
+DRAINED=0
+drain() {
+  local t0=$SECONDS n tw
+  while :; do
+    tw=0
+    for n in "$BED_C" "$BED_D" "${BED_RS[@]}"; do
+      tw=$((tw + $(ip netns exec "$n" ss -Htn state time-wait | wc -l)))
+    done
+    if alive "$DAEMON_PID"; then tw=$((tw + $(bed_ipvsadm -Lnc | grep -c TCP || true))); fi
+    [ "$tw" = 0 ] && break
+    [ $((SECONDS - t0)) -lt 150 ] || { echo "nat-throughput.sh: $tw TIME_WAIT sockets/entries do not drain" >&2; return 1; }
+    sleep 2
+  done
+  DRAINED=$((DRAINED + SECONDS - t0))
+  [ $((SECONDS - t0)) = 0 ] || echo "  (waited $((SECONDS - t0)) s for TIME_WAIT to drain)" >&2
+}
+alive() { [ -n "$(ps -o stat= -p "$1" 2>/dev/null | grep -v Z)" ]; }
+
 measure() { # PEER URL
   echo "== $1 ($2)" >&2
   probe "$2"
   bed_client timeout $((WARMUP + 20)) wrk -t2 -c32 -d"${WARMUP}s" "$2" >/dev/null 2>&1 || true
   local mode c
   for mode in keepalive close; do
-    for c in $CONNS; do run_wrk "$1" "$mode" "$c" "$2"; done
+    for c in $CONNS; do
+      [ "$mode" = keepalive ] || drain
+      run_wrk "$1" "$mode" "$c" "$2"
+    done
   done
 }
 
@@ -158,7 +187,6 @@ bed_ipvsadm -Ln --stats >"$OUT/rvs-stats.txt"
 # Stop the daemon: its teardown removes the TUN plumbing (routing rules, the moved `local`
 # rule, the sysctls), so the other peers see a director without rvs.
 kill -TERM "$DAEMON_PID"
-alive() { [ -n "$(ps -o stat= -p "$1" 2>/dev/null | grep -v Z)" ]; }
 for _ in $(seq 100); do alive "$DAEMON_PID" || break; sleep 0.05; done
 ! alive "$DAEMON_PID" || { echo "nat-throughput.sh: the rvs daemon did not stop" >&2; exit 1; }
 wait "$DAEMON_PID" 2>/dev/null || true
@@ -191,17 +219,6 @@ measure haproxy "http://10.111.0.1/"
 kill "$HAPROXY_PID" 2>/dev/null; wait "$HAPROXY_PID" 2>/dev/null || true; HAPROXY_PID=
 
 # --- ceiling: plain forwarding through the director -----------------------------------
-# rs1 still holds TIME_WAIT sockets of the client's connections through the VIP. The
-# client's TCP timestamps and ISNs depend on the destination address it connected to (the
-# VIP then, rs1 now), so a new SYN straight to rs1 that reuses one of those 4-tuples fails
-# PAWS and waits a SYN retransmission (1 s): the ceiling's new-connection runs would crawl.
-# Let them expire (TIME_WAIT lasts 60 s) first.
-t0=$SECONDS
-while [ -n "$(ip netns exec "${BED_RS[0]}" ss -Htn state time-wait dst 10.111.0.2 | head -1)" ]; do
-  [ $((SECONDS - t0)) -lt 75 ] || { echo "nat-throughput.sh: TIME_WAIT on rs1 does not drain" >&2; exit 1; }
-  sleep 1
-done
-echo "(waited $((SECONDS - t0)) s for rs1's TIME_WAIT sockets from the client to expire)" >&2
 ip netns exec "$D" sysctl -qw net.ipv4.ip_forward=1
 measure ceiling "http://10.112.0.11/"
 
@@ -267,10 +284,12 @@ other in the same run on the same bed:
 * **HAProxy** ($HAPROXY_V): TCP mode (\`mode tcp\`, \`balance roundrobin\`), bound to the
   director's address, same three servers, default thread count; the rvs daemon stopped first
   (its plumbing removed).
-* **ceiling**: no balancer, the director's kernel forwarding only; wrk straight to rs1
-  (once rs1's TIME_WAIT sockets from the rvs runs have expired: the client's timestamps
-  and ISNs to rs1 differ from those it used towards the VIP, so reusing one of those
-  4-tuples would stall a SYN for a second).
+* **ceiling**: no balancer, the director's kernel forwarding only; wrk straight to rs1.
+
+Each new-connection run starts once the bed holds no TIME_WAIT socket and rvs's table no
+entry (waited $DRAINED s in all): a run cycles through the client's ephemeral ports, and the
+next one, started at once, reuses 4-tuples still in TIME_WAIT and collapses (seen for rvs
+and HAProxy alike, 13k → 1-4k req/s), which would measure the order of the runs.
 
 $TABLE
 

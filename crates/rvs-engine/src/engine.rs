@@ -19,6 +19,17 @@ pub enum Direction {
 /// The decisions, made elsewhere (the daemon wraps `Director::inbound` / `outbound`).
 pub trait Decider {
     fn decide(&mut self, info: &PacketInfo, dir: Direction) -> Verdict;
+
+    /// The verdict for one packet: the out-handler first and, if it does not claim the
+    /// packet (`Accept`), the in-handler — the order the kernel's LOCAL_IN hooks run in
+    /// (out-handler at priority 98, in-handler at 99). Override it to make both decisions
+    /// under one lock.
+    fn decide_packet(&mut self, info: &PacketInfo) -> Verdict {
+        match self.decide(info, Direction::Outbound) {
+            Verdict::Accept => self.decide(info, Direction::Inbound),
+            v => v,
+        }
+    }
 }
 
 impl<F: FnMut(&PacketInfo, Direction) -> Verdict> Decider for F {
@@ -118,11 +129,7 @@ pub fn process_meta(
     if cfg.check_checksums && rvs_wire::verify_checksums(&packet[..len]) == Ok(false) {
         inc(&stats.bad_checksum);
     }
-    let mut verdict = decider.decide(&info, Direction::Outbound);
-    if verdict == Verdict::Accept {
-        verdict = decider.decide(&info, Direction::Inbound);
-    }
-    match verdict {
+    match decider.decide_packet(&info) {
         Verdict::Accept => {
             inc(&stats.accepted);
             Action::Send(len)

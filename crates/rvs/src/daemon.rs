@@ -13,9 +13,10 @@ use crate::protocol::{
 use crate::state::SysctlError;
 use crate::state::{PersistedConfig, State};
 use rvs_core::conn::ConnTable;
-use rvs_core::packet::Verdict;
+use rvs_core::director::Director;
+use rvs_core::packet::{PacketInfo, Verdict};
 use rvs_core::{CtlError, Errno, Op, SyncRole, Time};
-use rvs_engine::Direction;
+use rvs_engine::{Decider, Direction};
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -484,6 +485,35 @@ fn install_signal_thread(
     Ok(())
 }
 
+/// The engine's view of the director: both of the kernel's hooks under one lock.
+struct PacketDecider(Arc<Shared>);
+
+impl PacketDecider {
+    fn with_director(&self, f: impl FnOnce(&mut Director, Time) -> Verdict) -> Verdict {
+        let now = self.0.now();
+        let mut g = self.0.lock();
+        let v = f(g.state.director_mut(), now);
+        self.0.flush_klog(&mut g);
+        v
+    }
+}
+
+impl Decider for PacketDecider {
+    fn decide(&mut self, info: &PacketInfo, dir: Direction) -> Verdict {
+        self.with_director(|d, now| match dir {
+            Direction::Inbound => d.inbound(info, now),
+            Direction::Outbound => d.outbound(info, now),
+        })
+    }
+
+    fn decide_packet(&mut self, info: &PacketInfo) -> Verdict {
+        self.with_director(|d, now| match d.outbound(info, now) {
+            Verdict::Accept => d.inbound(info, now),
+            v => v,
+        })
+    }
+}
+
 /// An empty state as the options ask for: connection table size, extra schedulers.
 fn new_state(opts: &DaemonOpts) -> State {
     let mut st = State::with_conns(new_conn_table(opts.max_conns));
@@ -649,18 +679,7 @@ pub fn run(opts: DaemonOpts) -> Result<(), String> {
         quiescer: OnceLock::new(),
     });
     if opts.dataplane {
-        let sh = shared.clone();
-        let decide = move |info: &rvs_core::packet::PacketInfo, dir: Direction| -> Verdict {
-            let now = sh.now();
-            let mut g = sh.lock();
-            let d = g.state.director_mut();
-            let v = match dir {
-                Direction::Inbound => d.inbound(info, now),
-                Direction::Outbound => d.outbound(info, now),
-            };
-            sh.flush_klog(&mut g);
-            v
-        };
+        let decide = PacketDecider(shared.clone());
         let dp = DataPlane::start(&opts.tun, decide)?;
         let _ = shared.quiescer.set(dp.quiescer());
         let mut g = shared.lock();

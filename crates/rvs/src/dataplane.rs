@@ -5,12 +5,11 @@
 //! I/O only: every decision is the director's (`Director::inbound` / `outbound`), reached
 //! through the `decide` callback the daemon passes in.
 
-use rvs_core::packet::{PacketInfo, Verdict};
 use rvs_core::snapshot::Snapshot;
 use rvs_core::{FwdMethod, ServiceKey};
 use rvs_engine::{
-    Config, Decider, Direction, FwmarkTuns, MultiTun, NatReal, PacketIo, Plumbing, PlumbingConfig,
-    RecvMeta, Stats, Tun,
+    Config, Decider, FwmarkTuns, MultiTun, NatReal, PacketIo, Plumbing, PlumbingConfig, RecvMeta,
+    Stats, Tun,
 };
 use std::io;
 use std::net::IpAddr;
@@ -93,7 +92,7 @@ impl DataPlane {
     /// calls `decide` for each packet.
     pub fn start<D>(tun_name: &str, decide: D) -> Result<DataPlane, String>
     where
-        D: FnMut(&PacketInfo, Direction) -> Verdict + Send + 'static,
+        D: Decider + Send + 'static,
     {
         let tun = Tun::create(tun_name).map_err(|e| {
             format!(
