@@ -54,6 +54,20 @@ ok=0
 for _ in $(seq 30); do bed_client "$CONN" -u -w 1000 -n 2 -d 32 $VIP 53 && ok=$((ok+1)); done
 check "30 UDP round trips" $([ $ok = 30 ]; echo $?) "$ok of 30"
 
+# 2b. ICMP errors related to a connection: a UDP datagram to a real server port with no
+# listener makes the real server answer ICMP port unreachable; rvs must translate it back
+# (outer source and quoted destination become the VIP) so the client's socket sees it as
+# "connection refused" (conn exit status 3).
+bed_ipvsadm -A -u $VIP:54 -s rr
+bed_ipvsadm -a -u $VIP:54 -r 10.112.0.11:54 -m
+bed_ipvsadm -A -u "[$VIP6]:54" -s rr
+bed_ipvsadm -a -u "[$VIP6]:54" -r "[fd12::11]:54" -m
+sleep 1   # the fresh bridge delays the first IPv6 neighbour resolution by about a second
+rc4=0; bed_client "$CONN" -u -w 1000 $VIP 54 || rc4=$?
+check "ICMP port unreachable from a real server reaches the client (IPv4)" $([ $rc4 = 3 ]; echo $?) "conn exit $rc4, want 3"
+rc6=0; bed_client "$CONN" -u -w 1000 $VIP6 54 || rc6=$?
+check "ICMPv6 port unreachable from a real server reaches the client (IPv6)" $([ $rc6 = 3 ]; echo $?) "conn exit $rc6, want 3"
+
 # 3. IPv6.
 http 30 "http://[$VIP6]/" "$T/http6.txt"
 n=$(count "$T/http6.txt")
