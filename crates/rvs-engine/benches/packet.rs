@@ -126,10 +126,7 @@ fn main() {
         .unwrap_or(2_000_000);
     let mut dir = director();
     let now = Time::from_secs(10);
-    let mut decide = DirectorDecider {
-        dir: &mut dir,
-        now,
-    };
+    let mut decide = DirectorDecider { dir: &mut dir, now };
     let stats = Stats::default();
     let cfg = Config::default();
     let mut reply = vec![0u8; 1500];
