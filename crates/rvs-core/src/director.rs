@@ -79,6 +79,15 @@ enum NoConn {
     Drop,
 }
 
+/// Where the in-handler's fast path ([`Director::inbound_established`]) left a packet it
+/// does not handle, with nothing changed.
+enum Slow {
+    /// Before the connection lookup: the general path starts from the beginning.
+    Start,
+    /// After the lookup (`ip_vs_conn_in_get`) of a TCP or UDP packet, with what it found.
+    Looked(Protocol, Option<ConnId>),
+}
+
 /// The director.
 #[derive(Clone, Debug)]
 pub struct Director {
@@ -814,10 +823,117 @@ impl Director {
     }
 
     /// The in-handler (`ip_vs_in_hook`) for a packet towards a virtual service.
+    ///
+    /// Inline, so that the established-flow fast path ([`Self::inbound_established`]) runs in
+    /// the caller (the engine's decider) without a call; everything else is out of line.
+    #[inline]
     pub fn inbound(&mut self, pkt: &PacketInfo, now: Time) -> Verdict {
-        let v = self.inbound_inner(pkt, now);
+        match self.inbound_established(pkt, now) {
+            Ok(v) => v,
+            Err(at) => self.inbound_slow(pkt, at, now),
+        }
+    }
+
+    /// The general in-handler, from where the fast path left the packet.
+    #[inline(never)]
+    fn inbound_slow(&mut self, pkt: &PacketInfo, at: Slow, now: Time) -> Verdict {
+        let v = match at {
+            Slow::Start => self.inbound_inner(pkt, now),
+            // The fast path only looks up IPv4 TCP/UDP packets that are not fragments and
+            // not in backup-only mode: the checks `inbound_inner` makes before its lookup
+            // all pass, so it continues from the same point.
+            Slow::Looked(protocol, cp) => self.inbound_conn(pkt, protocol, cp, now),
+        };
         self.reap_pending(now);
         v
+    }
+
+    /// The in-handler's common case in straight-line code: an IPv4 TCP or UDP packet of a
+    /// NAT connection that exists, whose destination is available, and that does not move
+    /// the connection's state. The entry is found once and updated in place.
+    ///
+    /// It makes exactly the general path's decision: every condition under which the general
+    /// path would do anything else (a new-connection packet, a state change, an unavailable
+    /// or missing destination, an entry that is not plain NAT, ...) is tested *before*
+    /// anything changes, and sends the packet to [`Self::inbound_slow`] with what was found so
+    /// far. Past that point it does what the general path does, in its order: statistics,
+    /// state timeout, rewrite, `in_pkts`, timer (`ip_vs_conn_put`).
+    #[inline(always)]
+    fn inbound_established(&mut self, pkt: &PacketInfo, now: Time) -> Result<Verdict, Slow> {
+        let t = &pkt.tuple;
+        let (IpAddr::V4(caddr), IpAddr::V4(vaddr)) = (t.saddr, t.daddr) else {
+            return Err(Slow::Start);
+        };
+        let protocol = match t.protocol {
+            6 => Protocol::Tcp,
+            17 => Protocol::Udp,
+            _ => return Err(Slow::Start),
+        };
+        if t.af != Af::V4 || pkt.is_fragment || self.sysctl.backup_only != 0 {
+            return Err(Slow::Start);
+        }
+        let Some((id, mut e)) = self
+            .conns
+            .lookup_in_v4_mut(t.protocol, caddr, t.sport, vaddr, t.dport)
+        else {
+            return Err(Slow::Looked(protocol, None));
+        };
+        let slow = Err(Slow::Looked(protocol, Some(id)));
+        if !e.is_plain_masq() {
+            return slow;
+        }
+        // `set_state` without a transition: the state stays, its timeout is set again
+        // (`--set` may have changed it).
+        let timeout = if protocol == Protocol::Tcp {
+            let flags = pkt.l4.tcp_flags;
+            if flags & tcp_flags::SYN != 0 {
+                // `is_new_conn`: the general path decides whether to reschedule.
+                return slow;
+            }
+            // `direction` for an input packet (it changes nothing then).
+            let dir = if e.has_flag(flags::NOOUTPUT) {
+                Dir::InputOnly
+            } else {
+                Dir::Input
+            };
+            let old = e.state();
+            if state::tcp_next(self.secure_tcp_on, dir, flags, old) != old {
+                return slow;
+            }
+            state::tcp_timeout(old, &self.table.timeouts)
+        } else {
+            self.table.timeouts.udp
+        };
+        // A bound destination that is available (else the general path drops or expires);
+        // its statistics are the ones `in_stats` adds to.
+        let Some(d) = e.dest() else { return slow };
+        let Some(stats) = self.table.dest_svc_stats_mut(d) else {
+            return slow;
+        };
+
+        // Decided: from here on, the general path's updates.
+        let bytes = u64::from(pkt.len);
+        stats.dest.add_in(bytes);
+        if let Some(s) = stats.svc {
+            s.add_in(bytes);
+        }
+        stats.total.add_in(bytes);
+        e.set_timeout(timeout);
+        let (addr, port) = e.daddr_v4();
+        e.inc_in_pkts();
+        if let Some(abs_ms) = e.rearm(now) {
+            self.conns.queue_at(id, abs_ms);
+        }
+        // Nothing here queues an entry for reaping, and every in-handler call reaps what it
+        // queued before it returns, so there is nothing to reap.
+        debug_assert!(self.reap.is_empty());
+        Ok(Verdict::Forward {
+            method: FwdMethod::Masq,
+            rewrite: Rewrite::Dnat {
+                addr: IpAddr::V4(addr),
+                port,
+            },
+        })
     }
 
     fn inbound_inner(&mut self, pkt: &PacketInfo, now: Time) -> Verdict {
@@ -838,10 +954,21 @@ impl Director {
         if Af::of(&t.saddr) != t.af || Af::of(&t.daddr) != t.af {
             return Verdict::Accept;
         }
-        let mut cp = self
+        let cp = self
             .conns
             .lookup_in(t.af, t.protocol, &t.saddr, t.sport, &t.daddr, t.dport);
+        self.inbound_conn(pkt, protocol, cp, now)
+    }
 
+    /// The in-handler after the connection lookup (`cp`: the entry found, if any).
+    fn inbound_conn(
+        &mut self,
+        pkt: &PacketInfo,
+        protocol: Protocol,
+        mut cp: Option<ConnId>,
+        now: Time,
+    ) -> Verdict {
+        let t = &pkt.tuple;
         if pkt.is_fragment {
             // A later fragment carries no transport header: it can only follow an existing
             // entry, and does not move its state.

@@ -97,6 +97,7 @@ pub const MAX_PACKET: usize = 65535;
 /// built in `reply`. The direction: the out-handler is asked first and, if it does not claim
 /// the packet (`Accept`), the in-handler — the order the kernel's LOCAL_IN hooks run in
 /// (out-handler at priority 98, in-handler at 99).
+#[inline]
 pub fn process(
     packet: &mut [u8],
     reply: &mut [u8],
@@ -118,12 +119,45 @@ pub fn process_meta(
     cfg: &Config,
 ) -> Action {
     inc(&stats.received);
-    // Parsed in place: the description is ~100 bytes, returning it by value costs a copy.
-    let mut info = rvs_wire::EMPTY_INFO;
-    let Ok(lay) = rvs_wire::parse_into(packet, &mut info) else {
+    // The common case (IPv4 TCP/UDP without options) on a path of its own: the description
+    // is built where the decider reads it, and the layout's constant parts fold into the
+    // rewrite's checks.
+    if let Some((info, lay)) = rvs_wire::parse_fast(packet) {
+        return decide_and_rewrite(packet, info, lay, meta, reply, decider, stats, cfg);
+    }
+    process_general(packet, meta, reply, decider, stats, cfg)
+}
+
+/// [`process_meta`] for any other packet.
+#[inline(never)]
+fn process_general(
+    packet: &mut [u8],
+    meta: RecvMeta,
+    reply: &mut [u8],
+    decider: &mut dyn Decider,
+    stats: &Stats,
+    cfg: &Config,
+) -> Action {
+    let Ok((info, lay)) = rvs_wire::parse_layout(packet) else {
         inc(&stats.malformed);
         return Action::Drop;
     };
+    decide_and_rewrite(packet, info, lay, meta, reply, decider, stats, cfg)
+}
+
+/// The decision and its execution for a parsed packet.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn decide_and_rewrite(
+    packet: &mut [u8],
+    mut info: PacketInfo,
+    lay: rvs_wire::Layout,
+    meta: RecvMeta,
+    reply: &mut [u8],
+    decider: &mut dyn Decider,
+    stats: &Stats,
+    cfg: &Config,
+) -> Action {
     info.fwmark = meta.fwmark;
     let len = info.len as usize;
     if cfg.check_checksums && rvs_wire::verify_checksums(&packet[..len]) == Ok(false) {
@@ -148,9 +182,10 @@ pub fn process_meta(
                 Action::Drop
             }
         },
-        Verdict::Forward { rewrite, .. } => match rewrite {
+        // By reference: the rewrite is read where the decider left it, not copied out.
+        Verdict::Forward { ref rewrite, .. } => match rewrite {
             Rewrite::Dnat { .. } | Rewrite::Snat { .. } => {
-                match rvs_wire::apply_at(packet, &lay, &rewrite) {
+                match rvs_wire::apply_at(packet, &lay, rewrite) {
                     Ok(()) => {
                         inc(&stats.forwarded);
                         Action::Send(len)

@@ -60,6 +60,11 @@ pub struct PlumbingConfig {
     pub pref_base: u32,
     /// Where the `local` rule is moved to.
     pub local_pref: u32,
+    /// A file recording what the plumbing changed on the host (the original sysctl values,
+    /// whether the `local` rule was moved), written before the first change and removed by
+    /// teardown. After a crash the next setup reads it, so the eventual teardown restores
+    /// the host as it was before the first run, not as the crash left it.
+    pub journal: Option<std::path::PathBuf>,
 }
 
 impl Default for PlumbingConfig {
@@ -68,6 +73,7 @@ impl Default for PlumbingConfig {
             table: 4242,
             pref_base: 100,
             local_pref: 1000,
+            journal: None,
         }
     }
 }
@@ -94,7 +100,7 @@ pub struct Plumbing {
     reals: BTreeSet<NatReal>,
     /// Firewall mark → its routing table.
     fwmarks: BTreeMap<u32, u32>,
-    /// (family flag, sysctl path, old value) to restore.
+    /// (sysctl name, original value) to restore, in the order they were changed.
     saved_sysctls: Vec<(String, String)>,
     moved_local: [bool; 2],
     active: bool,
@@ -178,17 +184,61 @@ impl Plumbing {
             moved_local: [false; 2],
             active: true,
         };
+        p.load_journal();
         p.install().inspect_err(|_| {
             let _ = p.teardown();
         })?;
         Ok(p)
     }
 
+    /// What an earlier run that did not tear down (a crash) recorded: its originals win.
+    fn load_journal(&mut self) {
+        let Some(path) = &self.cfg.journal else {
+            return;
+        };
+        let Ok(text) = std::fs::read_to_string(path) else {
+            return;
+        };
+        for line in text.lines() {
+            let mut w = line.splitn(3, ' ');
+            match (w.next(), w.next(), w.next()) {
+                (Some("sysctl"), Some(name), Some(old)) => {
+                    self.saved_sysctls.push((name.to_string(), old.to_string()))
+                }
+                (Some("moved_local"), Some("4"), None) => self.moved_local[0] = true,
+                (Some("moved_local"), Some("6"), None) => self.moved_local[1] = true,
+                _ => {}
+            }
+        }
+    }
+
+    /// Record what must be undone, before (and each time) more is changed.
+    fn write_journal(&self) -> io::Result<()> {
+        let Some(path) = &self.cfg.journal else {
+            return Ok(());
+        };
+        let mut text = String::new();
+        for (name, old) in &self.saved_sysctls {
+            text.push_str(&format!("sysctl {name} {old}\n"));
+        }
+        for (i, f) in ["4", "6"].into_iter().enumerate() {
+            if self.moved_local[i] {
+                text.push_str(&format!("moved_local {f}\n"));
+            }
+        }
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, text)?;
+        std::fs::rename(&tmp, path)
+    }
+
     fn set_global_sysctl(&mut self, name: &str, v: &str) -> io::Result<()> {
         let old = read_sysctl(name)?;
         if old != v {
+            if !self.saved_sysctls.iter().any(|(n, _)| n == name) {
+                self.saved_sysctls.push((name.to_string(), old));
+                self.write_journal()?;
+            }
             write_sysctl(name, v)?;
-            self.saved_sysctls.push((name.to_string(), old));
         }
         Ok(())
     }
@@ -222,8 +272,9 @@ impl Plumbing {
             }
             let at_zero = ip_output(&[f, "rule", "show", "pref", "0"])?;
             if at_zero.contains("lookup local") {
-                run_ip(&[f, "rule", "del", "pref", "0", "lookup", "local"])?;
                 self.moved_local[i] = true;
+                self.write_journal()?;
+                run_ip(&[f, "rule", "del", "pref", "0", "lookup", "local"])?;
             }
             run_ip(&[f, "rule", "add", "pref", &base, "iif", &tun, "goto", &local])?;
         }
@@ -316,18 +367,33 @@ impl Plumbing {
     pub fn sync(&mut self, vips: &[IpAddr], nat_reals: &[NatReal]) -> io::Result<()> {
         let want_v: BTreeSet<IpAddr> = vips.iter().copied().collect();
         let want_r: BTreeSet<NatReal> = nat_reals.iter().copied().collect();
-        let mut first_err = None;
+        let mut first_err: Option<io::Error> = None;
+        // What is recorded as installed must be what is: a VIP whose commands failed is not
+        // recorded, so the next sync tries it again (the add commands are idempotent).
+        let mut vips = self.vips.clone();
+        for v in self.vips.difference(&want_v) {
+            if let Err(e) = self.vip_cmds(v, false) {
+                first_err.get_or_insert(e);
+            }
+            vips.remove(v);
+        }
+        for v in want_v.difference(&self.vips) {
+            match self.vip_cmds(v, true) {
+                Ok(()) => {
+                    vips.insert(*v);
+                }
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        let mut reals_ok = true;
         let mut note = |r: io::Result<()>| {
             if let Err(e) = r {
+                reals_ok = false;
                 first_err.get_or_insert(e);
             }
         };
-        for v in self.vips.difference(&want_v) {
-            note(self.vip_cmds(v, false));
-        }
-        for v in want_v.difference(&self.vips) {
-            note(self.vip_cmds(v, true));
-        }
         let old_rules = real_rules(&self.reals);
         let new_rules = real_rules(&want_r);
         for r in old_rules.difference(&new_rules) {
@@ -349,12 +415,20 @@ impl Plumbing {
         let tun = self.tun.clone();
         let table = self.cfg.table.to_string();
         for f in ["-4", "-6"] {
-            note(run_ip(&[
+            if let Err(e) = run_ip(&[
                 f, "route", "replace", "default", "dev", &tun, "table", &table,
-            ]));
+            ]) {
+                first_err.get_or_insert(e);
+            }
         }
-        self.vips = want_v;
-        self.reals = want_r;
+        self.vips = vips;
+        // After a failure only what both sets share is taken as installed: the next sync
+        // adds the rest again (idempotently); failed removals are not retried.
+        self.reals = if reals_ok {
+            want_r
+        } else {
+            self.reals.intersection(&want_r).copied().collect()
+        };
         match first_err {
             Some(e) => Err(e),
             None => Ok(()),
@@ -492,14 +566,25 @@ impl Plumbing {
                 self.moved_local[i] = false;
             }
         }
-        for (name, old) in self.saved_sysctls.drain(..).rev() {
+        let saved = std::mem::take(&mut self.saved_sysctls);
+        for (name, old) in saved.into_iter().rev() {
             if let Err(e) = write_sysctl(&name, &old) {
                 first_err.get_or_insert(e);
+                self.saved_sysctls.insert(0, (name, old));
             }
         }
         match first_err {
-            Some(e) => Err(e),
-            None => Ok(()),
+            Some(e) => {
+                // Keep what is left to undo for the next run.
+                let _ = self.write_journal();
+                Err(e)
+            }
+            None => {
+                if let Some(path) = &self.cfg.journal {
+                    let _ = std::fs::remove_file(path);
+                }
+                Ok(())
+            }
         }
     }
 }

@@ -23,7 +23,9 @@ mod parse;
 mod reject;
 
 pub use nat::{apply, apply_at};
-pub use parse::{EMPTY_INFO, Layout, layout, parse, parse_into, parse_layout, quoted_layout};
+pub use parse::{
+    EMPTY_INFO, Layout, layout, parse, parse_fast, parse_into, parse_layout, quoted_layout,
+};
 pub use reject::build_port_unreachable;
 
 pub use rvs_core::packet::{IcmpError, L4Info, PacketInfo, Rewrite, Tuple, Verdict};

@@ -94,25 +94,25 @@ pub fn apply(packet: &mut [u8], rewrite: &Rewrite) -> Result<(), WireError> {
 /// [`apply`] for a packet whose layout is known: `lay` must be what [`layout`] (or
 /// [`crate::parse_layout`]) gave for these bytes. A layout that does not fit the bytes is
 /// refused ([`WireError::Malformed`]) or makes a wrong rewrite, never a panic.
+///
+/// Inline: the common case (IPv4 NAT of TCP or UDP, [`nat_v4_fast`]) in the caller, the
+/// rest out of line.
 #[inline]
 pub fn apply_at(packet: &mut [u8], lay: &Layout, rewrite: &Rewrite) -> Result<(), WireError> {
+    if nat_v4_fast(packet, lay, rewrite) {
+        return Ok(());
+    }
+    apply_at_general(packet, lay, rewrite)
+}
+
+#[inline(never)]
+fn apply_at_general(packet: &mut [u8], lay: &Layout, rewrite: &Rewrite) -> Result<(), WireError> {
     let l3_ok = match lay.af {
         Af::V4 => lay.l3_len >= 20,
         Af::V6 => lay.l3_len == 40,
     };
     if !l3_ok || lay.l3_len > lay.l4 || lay.l4 > lay.len || lay.len > packet.len() {
         return Err(WireError::Malformed);
-    }
-    let (side, addr, port) = match *rewrite {
-        Rewrite::Dnat { addr, port } => (Side::Dst, addr, port),
-        Rewrite::Snat { addr, port } => (Side::Src, addr, port),
-        Rewrite::Route { .. } | Rewrite::Local | Rewrite::Bypass => return Ok(()),
-        Rewrite::Tunnel { .. } => return Err(WireError::Unsupported),
-    };
-    if let IpAddr::V4(a) = addr
-        && nat_v4_fast(packet, lay, side, a.octets(), port)
-    {
-        return Ok(());
     }
     match *rewrite {
         Rewrite::Dnat { addr, port } => nat(packet, lay, Side::Dst, addr, port),
@@ -122,13 +122,31 @@ pub fn apply_at(packet: &mut [u8], lay: &Layout, rewrite: &Rewrite) -> Result<()
     }
 }
 
-/// The common case of [`nat`] in straight-line code: IPv4, TCP or UDP (with a checksum),
-/// not a later fragment. Returns `false`, having changed nothing, for anything else (and
-/// for a layout that does not fit), which then takes the general path. Same result as
-/// the general path: both apply RFC 1624 eqn. 3 to the same sums.
-#[inline]
-fn nat_v4_fast(buf: &mut [u8], lay: &Layout, side: Side, new: [u8; 4], port: u16) -> bool {
-    if lay.af != Af::V4 || lay.non_first {
+/// The common case of [`nat`] in straight-line code: an IPv4 address rewrite of an IPv4
+/// packet without header options, TCP or UDP (with a checksum), not a later fragment.
+/// Returns `false`, having changed nothing, for anything else (and for a layout that does
+/// not fit), which then takes the general path. A layout it accepts passes the general
+/// path's validation too (`l3_len` = `l4` = 20 ≤ `len` ≤ `packet.len()`), and the result
+/// is the same: both apply RFC 1624 eqn. 3 to the same sums.
+///
+/// The sums are taken on 16-bit words in native byte order, not big-endian: the ones'
+/// complement sum is byte-order independent (RFC 1071 §2 B: swapping the bytes of every
+/// word swaps the bytes of the sum), so a checksum read, updated and written back in the
+/// same order is the same bytes — without a byte swap per word.
+#[inline(always)]
+fn nat_v4_fast(buf: &mut [u8], lay: &Layout, rewrite: &Rewrite) -> bool {
+    let (side, new, port) = match *rewrite {
+        Rewrite::Dnat {
+            addr: IpAddr::V4(a),
+            port,
+        } => (Side::Dst, a, port),
+        Rewrite::Snat {
+            addr: IpAddr::V4(a),
+            port,
+        } => (Side::Src, a, port),
+        _ => return false,
+    };
+    if lay.af != Af::V4 || lay.l3_len != 20 || lay.l4 != 20 || lay.non_first {
         return false;
     }
     let csum_at = match lay.protocol {
@@ -136,19 +154,17 @@ fn nat_v4_fast(buf: &mut [u8], lay: &Layout, side: Side, new: [u8; 4], port: u16
         proto::UDP => 6,
         _ => return false,
     };
-    let Some((ip, rest)) = buf.split_at_mut_checked(lay.l4) else {
+    let Some((h, l4)) = buf
+        .get_mut(..lay.len)
+        .and_then(|p| p.split_first_chunk_mut::<20>())
+    else {
         return false;
     };
-    let Some(l4) = rest.get_mut(..lay.len.saturating_sub(lay.l4)) else {
+    let Some(l4) = l4.get_mut(..csum_at + 2) else {
         return false;
     };
-    let Some(h) = ip.first_chunk_mut::<20>() else {
-        return false;
-    };
-    if l4.len() < csum_at + 2 {
-        return false;
-    }
-    let l4hc = u16::from_be_bytes([l4[csum_at], l4[csum_at + 1]]);
+    let ne16 = |b: &[u8], at: usize| u16::from_ne_bytes([b[at], b[at + 1]]);
+    let l4hc = ne16(l4, csum_at);
     if lay.protocol == proto::UDP && l4hc == 0 {
         // No checksum: the general path computes one in full.
         return false;
@@ -157,28 +173,31 @@ fn nat_v4_fast(buf: &mut [u8], lay: &Layout, side: Side, new: [u8; 4], port: u16
         Side::Src => (12, 0),
         Side::Dst => (16, 2),
     };
-    let o = [h[aoff], h[aoff + 1], h[aoff + 2], h[aoff + 3]];
-    let delta = delta16(
-        u16::from_be_bytes([o[0], o[1]]),
-        u16::from_be_bytes([new[0], new[1]]),
-    ) + delta16(
-        u16::from_be_bytes([o[2], o[3]]),
-        u16::from_be_bytes([new[2], new[3]]),
-    );
-    let iphc = upd(u16::from_be_bytes([h[10], h[11]]), delta);
-    h[10..12].copy_from_slice(&iphc.to_be_bytes());
+    let old: [u8; 4] = [h[aoff], h[aoff + 1], h[aoff + 2], h[aoff + 3]];
+    let new = new.octets();
+    let delta = halves(!u32::from_ne_bytes(old)) + halves(u32::from_ne_bytes(new));
+    let iphc = upd(ne16(h, 10), delta);
+    h[10..12].copy_from_slice(&iphc.to_ne_bytes());
     h[aoff..aoff + 4].copy_from_slice(&new);
-    let old_port = u16::from_be_bytes([l4[poff], l4[poff + 1]]);
-    let l4delta = delta + delta16(old_port, port);
+    // The port as the packet holds it (big-endian), read as a native word like the rest.
+    let port = u16::from_ne_bytes(port.to_be_bytes());
+    let l4delta = delta + delta16(ne16(l4, poff), port);
     let l4hc = if lay.protocol == proto::UDP {
+        // 0xffff and 0 read the same in either byte order.
         let c = upd(if l4hc == 0xffff { 0 } else { l4hc }, l4delta);
         if c == 0 { 0xffff } else { c }
     } else {
         upd(l4hc, l4delta)
     };
-    l4[poff..poff + 2].copy_from_slice(&port.to_be_bytes());
-    l4[csum_at..csum_at + 2].copy_from_slice(&l4hc.to_be_bytes());
+    l4[poff..poff + 2].copy_from_slice(&port.to_ne_bytes());
+    l4[csum_at..csum_at + 2].copy_from_slice(&l4hc.to_ne_bytes());
     true
+}
+
+/// The sum of the two 16-bit halves of a 32-bit word (two address words), unfolded.
+#[inline]
+fn halves(x: u32) -> u32 {
+    (x & 0xffff) + (x >> 16)
 }
 
 /// Σ(~old word) + Σ(new word) over two addresses of the same length: the part of an
@@ -421,5 +440,71 @@ fn pseudo(buf: &[u8], lay: &Layout) -> u64 {
             let d: [u8; 16] = buf[24..40].try_into().unwrap_or_default();
             checksum::pseudo_v6(&s, &d, lay.protocol, l4len as u32)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    /// The fast path (native-order sums) rewrites exactly as the general path, for TCP and
+    /// UDP, both directions, all checksum values (UDP 0 and 0xffff included) and any
+    /// addresses and ports.
+    #[test]
+    fn fast_path_rewrites_as_the_general_path() {
+        let mut seed = 0x2545_F491_4F6C_DD1Du64;
+        let mut rnd = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut fast_taken = 0;
+        for i in 0..20_000 {
+            let r = rnd();
+            let udp = r & 1 == 0;
+            let payload = (r >> 8) as usize % 40;
+            let len = 20 + if udp { 8 } else { 20 } + payload;
+            let mut p = vec![0u8; len + (r >> 16) as usize % 3];
+            for b in p.iter_mut() {
+                *b = rnd() as u8;
+            }
+            p[0] = 0x45;
+            p[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+            p[6] = 0x40;
+            p[7] = 0;
+            p[9] = if udp { 17 } else { 6 };
+            if !udp {
+                p[32] = 0x50;
+            }
+            // Checksum fields: random, with the special values now and then.
+            let csum_at = 20 + if udp { 6 } else { 16 };
+            match i % 5 {
+                0 => p[csum_at..csum_at + 2].copy_from_slice(&[0, 0]),
+                1 => p[csum_at..csum_at + 2].copy_from_slice(&[0xff, 0xff]),
+                2 => p[10..12].copy_from_slice(&[0xff, 0xff]),
+                _ => {}
+            }
+            let lay = layout(&p).expect("layout");
+            let addr = IpAddr::V4(Ipv4Addr::from(rnd() as u32));
+            let port = rnd() as u16;
+            let rw = if r & 2 == 0 {
+                Rewrite::Dnat { addr, port }
+            } else {
+                Rewrite::Snat { addr, port }
+            };
+            let (mut a, mut b) = (p.clone(), p.clone());
+            let fast = nat_v4_fast(&mut a, &lay, &rw);
+            let general = apply_at_general(&mut b, &lay, &rw);
+            if fast {
+                fast_taken += 1;
+                assert_eq!(general, Ok(()), "case {i}");
+                assert_eq!(a, b, "case {i}: {p:02x?} {rw:?}");
+            } else {
+                assert_eq!(a, p, "case {i}: the fast path changed a packet it refused");
+            }
+        }
+        assert!(fast_taken > 15_000, "{fast_taken}");
     }
 }

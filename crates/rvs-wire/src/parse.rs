@@ -130,11 +130,15 @@ pub fn parse(buf: &[u8]) -> Result<PacketInfo, WireError> {
 
 /// [`parse`], plus the [`Layout`] found on the way, so that a rewrite of the same bytes
 /// ([`crate::apply_at`]) does not parse them again.
+///
+/// Inline: the common case ([`parse_fast`]) builds its result where the caller keeps it
+/// (no copy of the ~100-byte description); anything else is parsed out of line.
 #[inline]
 pub fn parse_layout(buf: &[u8]) -> Result<(PacketInfo, Layout), WireError> {
-    let mut info = EMPTY_INFO;
-    let lay = parse_into(buf, &mut info)?;
-    Ok((info, lay))
+    match parse_fast(buf) {
+        Some(r) => Ok(r),
+        None => parse_general(buf),
+    }
 }
 
 /// A [`PacketInfo`] to hand to [`parse_into`] (an unspecified IPv4 packet of length 0).
@@ -159,31 +163,33 @@ pub const EMPTY_INFO: PacketInfo = PacketInfo {
 };
 
 /// [`parse_layout`] into a caller-owned [`PacketInfo`]: every field of `info` is written
-/// (on success), none is read. The engine's path: the description is built where the
-/// decider reads it, instead of being returned and moved (it is ~100 bytes).
+/// (on success), none is read.
 #[inline]
 pub fn parse_into(buf: &[u8], info: &mut PacketInfo) -> Result<Layout, WireError> {
-    if let Some(lay) = parse_v4_fast(buf, info) {
-        return Ok(lay);
-    }
-    parse_general(buf, info)
-}
-
-#[inline(never)]
-fn parse_general(buf: &[u8], info: &mut PacketInfo) -> Result<Layout, WireError> {
-    let lay = layout(buf)?;
-    *info = parse_with(buf, lay)?;
+    let (i, lay) = parse_layout(buf)?;
+    *info = i;
     Ok(lay)
 }
 
-/// The common case without the general machinery: IPv4 without options, not a fragment,
-/// TCP or UDP with a whole header. `None` for anything else, with `info` untouched (the
-/// general path decides, and gives the same answer for these packets).
+#[inline(never)]
+fn parse_general(buf: &[u8]) -> Result<(PacketInfo, Layout), WireError> {
+    let lay = layout(buf)?;
+    Ok((parse_with(buf, lay)?, lay))
+}
+
+/// The common case of [`parse_layout`] without the general machinery: IPv4 without
+/// options, not a fragment, TCP or UDP with a whole header. `None` for anything else, which
+/// [`parse_layout`] parses (it gives the same answer for the packets this one takes).
+///
+/// For a caller that handles the common case on a path of its own: the layout returned
+/// always has `af` V4, `l3_len` and `l4` 20 and no fragment flags, which the caller's copy of
+/// [`crate::apply_at`] can then fold away.
 #[inline]
-fn parse_v4_fast(buf: &[u8], info: &mut PacketInfo) -> Option<Layout> {
+pub fn parse_fast(buf: &[u8]) -> Option<(PacketInfo, Layout)> {
     let h: &[u8; 20] = buf.first_chunk()?;
-    // Version 4, header length 20; no MF, no fragment offset.
-    if h[0] != 0x45 || h[6] & 0x3f != 0 || h[7] != 0 {
+    // Version 4, header length 20; no MF, no fragment offset (bytes 6-7 but DF and the
+    // reserved bit).
+    if h[0] != 0x45 || u16::from_be_bytes([h[6], h[7]]) & 0x3fff != 0 {
         return None;
     }
     let len = usize::from(u16::from_be_bytes([h[2], h[3]]));
@@ -201,7 +207,7 @@ fn parse_v4_fast(buf: &[u8], info: &mut PacketInfo) -> Option<Layout> {
         proto::UDP if l4b.len() >= 8 => 0,
         _ => return None,
     };
-    *info = PacketInfo {
+    let info = PacketInfo {
         tuple: Tuple {
             af: Af::V4,
             protocol,
@@ -220,7 +226,7 @@ fn parse_v4_fast(buf: &[u8], info: &mut PacketInfo) -> Option<Layout> {
         local_origin: false,
         icmp: None,
     };
-    Some(Layout {
+    let lay = Layout {
         af: Af::V4,
         len,
         l3_len: 20,
@@ -228,7 +234,8 @@ fn parse_v4_fast(buf: &[u8], info: &mut PacketInfo) -> Option<Layout> {
         l4: 20,
         fragmented: false,
         non_first: false,
-    })
+    };
+    Some((info, lay))
 }
 
 fn parse_with(buf: &[u8], lay: Layout) -> Result<PacketInfo, WireError> {

@@ -51,6 +51,8 @@ pub struct DaemonOpts {
     pub max_conns: usize,
     /// Schedulers newer than the emulated 6.1 kernel to offer anyway (`twos`).
     pub extra_schedulers: Vec<String>,
+    /// Rate-limit the kernel log like `net_ratelimit` (off = `message_cost=0`).
+    pub klog_ratelimit: bool,
 }
 
 impl DaemonOpts {
@@ -64,6 +66,7 @@ impl DaemonOpts {
             tun: "rvs0".into(),
             max_conns: crate::state::DEFAULT_MAX_CONNS,
             extra_schedulers: Vec::new(),
+            klog_ratelimit: true,
         }
     }
 }
@@ -74,9 +77,14 @@ struct Inner {
     /// What the state file holds now.
     saved: PersistedConfig,
     klog: Option<File>,
+    /// The kernel's `net_ratelimit` on log lines (`None`: every line is written, as with
+    /// `net.core.message_cost=0`).
+    klog_limit: Option<RateLimit>,
     proc_dir: Option<PathBuf>,
     proc_cache: HashMap<String, String>,
     dataplane: Option<DataPlane>,
+    /// The last routing sync failed: the timer tries again.
+    dataplane_dirty: bool,
 }
 
 struct Shared {
@@ -104,13 +112,17 @@ impl Shared {
         }
         if let Some(f) = inner.klog.as_mut() {
             let t = self.epoch.elapsed();
+            let stamp = |l: &str| format!("[{:5}.{:06}] {l}\n", t.as_secs(), t.subsec_micros());
             let mut text = String::new();
             for l in lines {
-                text.push_str(&format!(
-                    "[{:5}.{:06}] IPVS: {l}\n",
-                    t.as_secs(),
-                    t.subsec_micros()
-                ));
+                match inner.klog_limit.as_mut().map(|r| r.admit(t)) {
+                    None | Some(Admit::Yes) => {}
+                    Some(Admit::AfterSuppressed(n)) => {
+                        text.push_str(&stamp(&format!("net_ratelimit: {n} callbacks suppressed")))
+                    }
+                    Some(Admit::No) => continue,
+                }
+                text.push_str(&stamp(&format!("IPVS: {l}")));
             }
             if let Err(e) = f.write_all(text.as_bytes()) {
                 eprintln!("rvs daemon: cannot write the kernel log: {e}");
@@ -141,6 +153,57 @@ impl Shared {
     }
 }
 
+/// `net_ratelimit`: at most `burst` lines per `interval`; the first line of a new interval
+/// after suppressed ones is preceded by how many were suppressed. A packet flood at a service
+/// without destinations must not become a disk flood under the engine's lock.
+#[derive(Debug)]
+struct RateLimit {
+    interval: std::time::Duration,
+    burst: u32,
+    begin: std::time::Duration,
+    printed: u32,
+    missed: u32,
+}
+
+enum Admit {
+    Yes,
+    AfterSuppressed(u32),
+    No,
+}
+
+impl RateLimit {
+    /// The kernel's defaults: `net.core.message_cost` = 5 s, `message_burst` = 10.
+    fn kernel_default() -> RateLimit {
+        RateLimit {
+            interval: std::time::Duration::from_secs(5),
+            burst: 10,
+            begin: std::time::Duration::ZERO,
+            printed: 0,
+            missed: 0,
+        }
+    }
+
+    fn admit(&mut self, now: std::time::Duration) -> Admit {
+        let mut missed = 0;
+        if now >= self.begin + self.interval {
+            missed = std::mem::take(&mut self.missed);
+            self.begin = now;
+            self.printed = 0;
+        }
+        if self.printed < self.burst {
+            self.printed += 1;
+            if missed > 0 {
+                Admit::AfterSuppressed(missed)
+            } else {
+                Admit::Yes
+            }
+        } else {
+            self.missed += 1;
+            Admit::No
+        }
+    }
+}
+
 /// Persist `cfg` if it differs from what is saved. On a write failure nothing may change.
 fn persist(inner: &mut Inner, cfg: PersistedConfig) -> Result<(), Box<Response>> {
     if cfg != inner.saved {
@@ -160,7 +223,17 @@ fn persist(inner: &mut Inner, cfg: PersistedConfig) -> Result<(), Box<Response>>
 
 /// Plan the operations on a copy of the table, persist the result, then make the change on
 /// the director and bring the data plane's routing in line with it.
-fn apply_ops(inner: &mut Inner, ops: &[Op], now: Time, batch: bool) -> Response {
+fn apply_ops(
+    inner: &mut Inner,
+    facts: Option<HostFacts>,
+    ops: &[Op],
+    now: Time,
+    batch: bool,
+) -> Response {
+    // The kernel checks destination addresses against the routes of this moment.
+    if let Some(f) = facts {
+        f.apply(&mut inner.state);
+    }
     let ops = match ops
         .iter()
         .map(fill_sync_defaults)
@@ -174,8 +247,6 @@ fn apply_ops(inner: &mut Inner, ops: &[Op], now: Time, batch: bool) -> Response 
             return Response::CtlError { index: None, error };
         }
     };
-    // The kernel checks destination addresses against the routes of this moment.
-    HostFacts::read().apply(&mut inner.state);
     let cfg = match inner.state.plan(&ops, now) {
         Ok(c) => c,
         Err((i, error)) => {
@@ -202,8 +273,14 @@ fn apply_ops(inner: &mut Inner, ops: &[Op], now: Time, batch: bool) -> Response 
 fn sync_dataplane(inner: &mut Inner) {
     if let Some(dp) = inner.dataplane.as_mut() {
         let snap = inner.state.snapshot();
-        if let Err(e) = dp.sync(&snap) {
-            eprintln!("rvs daemon: data plane routing: {e}");
+        match dp.sync(&snap) {
+            Ok(()) => inner.dataplane_dirty = false,
+            Err(e) => {
+                if !inner.dataplane_dirty {
+                    eprintln!("rvs daemon: data plane routing (will retry): {e}");
+                }
+                inner.dataplane_dirty = true;
+            }
         }
     }
 }
@@ -266,6 +343,9 @@ fn handle(shared: &Shared, req: Request) -> Response {
     {
         q.quiesce();
     }
+    // Read outside the lock the engine takes for every packet.
+    let facts =
+        matches!(req, Request::Apply { .. } | Request::ApplyBatch { .. }).then(HostFacts::read);
     let now = shared.now();
     let mut guard = shared.lock();
     let inner = &mut *guard;
@@ -276,8 +356,8 @@ fn handle(shared: &Shared, req: Request) -> Response {
             protocol: PROTOCOL_VERSION,
             pid: std::process::id(),
         }),
-        Request::Apply { op } => apply_ops(inner, std::slice::from_ref(&op), now, false),
-        Request::ApplyBatch { ops } => apply_ops(inner, &ops, now, true),
+        Request::Apply { op } => apply_ops(inner, facts, std::slice::from_ref(&op), now, false),
+        Request::ApplyBatch { ops } => apply_ops(inner, facts, &ops, now, true),
         Request::Snapshot => Response::data(Payload::Snapshot {
             snapshot: inner.state.snapshot(),
         }),
@@ -671,16 +751,18 @@ pub fn run(opts: DaemonOpts) -> Result<(), String> {
             state_path: opts.state.clone(),
             saved,
             klog,
+            klog_limit: opts.klog_ratelimit.then(RateLimit::kernel_default),
             proc_dir: opts.proc_dir.clone(),
             proc_cache: HashMap::new(),
             dataplane: None,
+            dataplane_dirty: false,
         }),
         epoch,
         quiescer: OnceLock::new(),
     });
     if opts.dataplane {
         let decide = PacketDecider(shared.clone());
-        let dp = DataPlane::start(&opts.tun, decide)?;
+        let dp = DataPlane::start(&opts.tun, with_suffix(&opts.state, ".plumbing"), decide)?;
         let _ = shared.quiescer.set(dp.quiescer());
         let mut g = shared.lock();
         g.dataplane = Some(dp);
@@ -704,6 +786,9 @@ pub fn run(opts: DaemonOpts) -> Result<(), String> {
                     update_host_facts(&timer);
                 }
                 let mut g = timer.lock();
+                if g.dataplane_dirty && now.millis() % 1000 < TICK.as_millis() as u64 {
+                    sync_dataplane(&mut g);
+                }
                 g.state.tick(now);
                 timer.flush_klog(&mut g);
                 timer.refresh_proc(&mut g);
@@ -735,4 +820,28 @@ pub fn run(opts: DaemonOpts) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn kernel_log_is_rate_limited_like_net_ratelimit() {
+        let mut r = RateLimit::kernel_default();
+        let t0 = Duration::from_secs(100);
+        let admitted = (0..25)
+            .filter(|_| !matches!(r.admit(t0), Admit::No))
+            .count();
+        assert_eq!(admitted, 10, "a burst of 10 per interval");
+        // Still inside the interval: nothing more.
+        assert!(matches!(r.admit(t0 + Duration::from_secs(4)), Admit::No));
+        // A new interval: the 16 suppressed lines are reported once, then lines flow again.
+        assert!(matches!(
+            r.admit(t0 + Duration::from_secs(5)),
+            Admit::AfterSuppressed(16)
+        ));
+        assert!(matches!(r.admit(t0 + Duration::from_secs(5)), Admit::Yes));
+    }
 }

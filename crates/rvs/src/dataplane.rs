@@ -15,7 +15,7 @@ use std::io;
 use std::net::IpAddr;
 use std::os::fd::RawFd;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -25,6 +25,10 @@ use std::time::{Duration, Instant};
 #[derive(Debug)]
 struct Probe {
     busy: AtomicBool,
+    /// Bumped each time the engine asks for the next packet.
+    epoch: AtomicU64,
+    /// The engine thread has stopped: nothing will be decided any more.
+    dead: AtomicBool,
     /// The main TUN.
     fd: RawFd,
     /// The per-mark TUNs.
@@ -53,6 +57,7 @@ impl PacketIo for ProbedTun {
         timeout: Duration,
     ) -> io::Result<Option<(usize, RecvMeta)>> {
         self.probe.busy.store(false, Ordering::SeqCst);
+        self.probe.epoch.fetch_add(1, Ordering::SeqCst);
         let r = self.tun.recv_meta(buf, timeout);
         if let Ok(Some(_)) = r {
             self.probe.busy.store(true, Ordering::SeqCst);
@@ -90,7 +95,11 @@ pub struct DataPlane {
 impl DataPlane {
     /// Create the TUN `tun_name`, install the plumbing and start the engine thread, which
     /// calls `decide` for each packet.
-    pub fn start<D>(tun_name: &str, decide: D) -> Result<DataPlane, String>
+    pub fn start<D>(
+        tun_name: &str,
+        journal: std::path::PathBuf,
+        decide: D,
+    ) -> Result<DataPlane, String>
     where
         D: Decider + Send + 'static,
     {
@@ -100,13 +109,19 @@ impl DataPlane {
                  CAP_NET_ADMIN; `--dataplane none` runs the control plane only)"
             )
         })?;
-        let plumbing = Plumbing::setup(tun.name(), PlumbingConfig::default())
+        let cfg = PlumbingConfig {
+            journal: Some(journal),
+            ..PlumbingConfig::default()
+        };
+        let plumbing = Plumbing::setup(tun.name(), cfg)
             .map_err(|e| format!("cannot set up routing for {}: {e}", tun.name()))?;
         let fd = tun.raw_fd();
         let tun = MultiTun::new(tun).map_err(|e| format!("cannot poll the TUN devices: {e}"))?;
         let marks = tun.fwmark_tuns();
         let probe = Arc::new(Probe {
             busy: AtomicBool::new(false),
+            epoch: AtomicU64::new(0),
+            dead: AtomicBool::new(false),
             fd,
             marks: marks.clone(),
         });
@@ -123,6 +138,7 @@ impl DataPlane {
                 if let Err(e) = rvs_engine::run(&mut io, decider, &st, &sp, &cfg) {
                     eprintln!("rvs daemon: the packet engine stopped: {e}");
                 }
+                io.probe.dead.store(true, Ordering::SeqCst);
             })
             .map_err(|e| format!("cannot start the engine thread: {e}"))?;
         Ok(DataPlane {
@@ -140,15 +156,15 @@ impl DataPlane {
     pub fn sync(&mut self, snap: &Snapshot) -> io::Result<()> {
         let (vips, reals, marks) = plumbing_targets(snap);
         let r = self.plumbing.sync(&vips, &reals);
-        // Devices for new marks must exist before their rules; rules of old marks go first.
+        // Devices for new marks must exist before their rules; rules of old marks go before
+        // their devices. Each step runs even when another failed: a mark that failed is not
+        // recorded, and the next sync retries it.
         let mut all = self.marks.marks();
         all.extend_from_slice(&marks);
-        let r2 = self
-            .marks
-            .sync(&all)
-            .and_then(|()| self.plumbing.sync_fwmarks(&marks))
-            .and_then(|()| self.marks.sync(&marks));
-        r.and(r2)
+        let r1 = self.marks.sync(&all);
+        let r2 = self.plumbing.sync_fwmarks(&marks);
+        let r3 = self.marks.sync(&marks);
+        r.and(r1).and(r2).and(r3)
     }
 
     /// A handle that waits for queued packets, usable without the daemon's lock.
@@ -165,18 +181,20 @@ impl Quiescer {
     /// Wait (at most 200 ms) until the engine has decided every packet queued so far.
     pub fn quiesce(&self) {
         let deadline = Instant::now() + Duration::from_millis(200);
-        let mut idle_checks = 0;
-        while Instant::now() < deadline {
-            if !self.0.pending() {
-                // Twice, some time apart: a packet read in between flips `busy` first.
-                idle_checks += 1;
-                if idle_checks == 2 {
-                    return;
-                }
+        let mut idle_since: Option<u64> = None;
+        while Instant::now() < deadline && !self.0.dead.load(Ordering::SeqCst) {
+            let epoch = self.0.epoch.load(Ordering::SeqCst);
+            if self.0.pending() {
+                idle_since = None;
+            } else if idle_since == Some(epoch) {
+                // Idle twice, some time apart, with the engine still waiting for the same
+                // packet: a packet dequeued just before the first look would have set
+                // `busy` or moved the epoch by now.
+                return;
             } else {
-                idle_checks = 0;
+                idle_since = Some(epoch);
             }
-            std::thread::sleep(Duration::from_micros(100));
+            std::thread::sleep(Duration::from_micros(300));
         }
     }
 }
@@ -184,10 +202,15 @@ impl Quiescer {
 impl DataPlane {
     /// Stop the engine and remove the plumbing.
     pub fn shutdown(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+        let Some(thread) = self.thread.take() else {
+            return;
+        };
+        // Routing first, while the TUN devices still exist; then nothing more comes in.
+        if let Err(e) = self.plumbing.teardown() {
+            eprintln!("rvs daemon: data plane teardown: {e}");
         }
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = thread.join();
         let s = &self.stats;
         let n = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
         eprintln!(
@@ -202,9 +225,6 @@ impl DataPlane {
             n(&s.unsupported),
             n(&s.send_errors)
         );
-        if let Err(e) = self.plumbing.teardown() {
-            eprintln!("rvs daemon: data plane teardown: {e}");
-        }
     }
 }
 

@@ -23,6 +23,7 @@ usage: rvs [--socket PATH] COMMAND [ARGS...]
 commands:
   daemon [--socket PATH] [--state PATH] [--klog PATH] [--proc-dir DIR]
          [--dataplane tun|none] [--tun NAME] [--max-conns N] [--enable-scheduler twos]
+         [--klog-ratelimit on|off]
                          run the daemon (foreground) that owns the table and, with the
                          default `--dataplane tun`, carries the traffic (TUN device `rvs0`)
   ipvsadm ARGS...        the ipvsadm command line (also: run this binary as `ipvsadm`)
@@ -153,6 +154,11 @@ fn daemon_main(socket: Option<PathBuf>, args: &[String]) -> i32 {
                     _ => opts.proc_dir = Some(p),
                 }
             }
+            "--klog-ratelimit" => match value().as_deref() {
+                Some("on") => opts.klog_ratelimit = true,
+                Some("off") => opts.klog_ratelimit = false,
+                _ => return usage_error("--klog-ratelimit takes on or off"),
+            },
             "--dataplane" => match value().as_deref() {
                 Some("tun") => opts.dataplane = true,
                 Some("none") => opts.dataplane = false,

@@ -69,7 +69,7 @@ pub enum ErrorCode {
     NotFound,
     /// A value the daemon refuses (e.g. a sysctl value that is not a number).
     InvalidValue,
-    /// The change could not be written to the state file. The change was rolled back.
+    /// The change could not be written to the state file. Nothing was changed.
     PersistFailed,
     /// Anything else on the daemon's side.
     Internal,

@@ -1,10 +1,8 @@
-//! Everything the daemon owns, behind one type: the table (later the core's `Director`, with
-//! the connection table and the packet engine's shared state), the sysctls and the kernel
-//! log lines waiting to be written.
+//! Everything the daemon owns, behind one type: the core's `Director` (table, connection
+//! table, sysctls) and the kernel log lines waiting to be written.
 //!
-//! The daemon only ever calls the methods below, so swapping the `Table` for the `Director`
-//! is a change inside this file:
-//! * [`State::apply`] / [`State::apply_batch`]: control operations;
+//! * [`State::plan`] / [`State::commit`]: control operations, planned on a copy of the table
+//!   (so the result can be persisted first), then made on the director;
 //! * [`State::snapshot`] / [`State::connections`]: listings;
 //! * [`State::tick`]: the ~100 ms timer (connection expiry, estimator, trash);
 //! * [`State::config`] / [`State::restore`]: what the state file keeps.

@@ -323,6 +323,70 @@ impl ConnRef<'_> {
     }
 }
 
+/// The packet path's handle on one live entry ([`ConnTable::lookup_in_v4_mut`]): the entry
+/// is found once and then read and updated in place, instead of every accessor looking the
+/// id up (and checking that it is live) again.
+pub(crate) struct EntryMut<'a> {
+    e: &'a mut Entry,
+}
+
+impl EntryMut<'_> {
+    /// Whether any of the kernel flag bits is set.
+    #[inline]
+    pub(crate) fn has_flag(&self, kernel_flag: u32) -> bool {
+        self.e.flags & cf::from_kernel(kernel_flag) != 0
+    }
+    /// Whether the entry is one the established-flow fast path handles as it is: NAT, its
+    /// addresses inline (IPv4 on both sides), its client port known, not one-packet.
+    #[inline]
+    pub(crate) fn is_plain_masq(&self) -> bool {
+        self.e.flags & (cf::FWD_MASK | cf::EXT | cf::NO_CPORT | cf::ONE_PACKET) == 0
+    }
+    #[inline]
+    pub(crate) fn state(&self) -> u8 {
+        self.e.state
+    }
+    #[inline]
+    pub(crate) fn dest(&self) -> Option<DestId> {
+        (self.e.dest != NO_DEST).then_some(DestId(u32::from(self.e.dest)))
+    }
+    /// The real server, for an entry whose addresses are inline (see [`Self::is_plain_masq`]).
+    #[inline]
+    pub(crate) fn daddr_v4(&self) -> (Ipv4Addr, u16) {
+        debug_assert_eq!(self.e.flags & cf::EXT, 0);
+        (Ipv4Addr::from(self.e.daddr), self.e.dport)
+    }
+    /// [`ConnTable::set_timeout`].
+    #[inline]
+    pub(crate) fn set_timeout(&mut self, secs: u32) {
+        self.e.timeout = secs.min(MAX_TIMEOUT_SECS);
+    }
+    /// [`ConnTable::inc_in_pkts`].
+    #[inline]
+    pub(crate) fn inc_in_pkts(&mut self) {
+        self.e.in_pkts = self.e.in_pkts.wrapping_add(1);
+    }
+    /// [`ConnTable::arm`] up to the timer index: `Some(deadline)` if the entry must be
+    /// queued ([`ConnTable::queue_at`]), which a steady flow never needs.
+    #[inline]
+    pub(crate) fn rearm(&mut self, now: Time) -> Option<u64> {
+        rearm(self.e, now)
+    }
+}
+
+/// Moves the entry's deadline to `now + timeout`; `Some(absolute ms)` when that is before
+/// the tick the entry is queued in, so the timer index must be updated too.
+#[inline(always)]
+fn rearm(e: &mut Entry, now: Time) -> Option<u64> {
+    let t = e.timeout;
+    // Every store of `timeout` clamps it to MAX_TIMEOUT_SECS, so `t * 1000` < 2^31.
+    debug_assert!(t <= MAX_TIMEOUT_SECS);
+    e.expires = wrap_ms(now).wrapping_add(t.wrapping_mul(1000));
+    let abs_ms = now.0.saturating_add(u64::from(t) * 1000);
+    let tick = (abs_ms >> TICK_SHIFT).min(u64::from(UNQUEUED - 1)) as u32;
+    (tick < e.sched).then_some(abs_ms)
+}
+
 /// Counters of the table itself.
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
 pub struct ConnTableStats {
@@ -359,19 +423,21 @@ pub struct ConnTable {
     /// lookup cannot match without hashing the client side and walking its chain. Exact by
     /// construction: it is updated wherever an entry is linked into or unlinked from the
     /// hash table, the only way an entry becomes reachable by a lookup.
-    out_filter: Vec<u32>,
+    out_filter: Box<[u32; OUT_FILTER_SLOTS]>,
     pub stats: ConnTableStats,
 }
 
 /// Slots of the out-handler pre-filter (16 KiB of counters). Server-side addresses are
-/// configuration-sized (real servers, VIPs), so few slots are non-zero.
+/// configuration-sized (real servers, VIPs), so few slots are non-zero. A fixed-size array:
+/// a slot index (the top bits of a product) needs no bounds check.
 const OUT_FILTER_SLOTS: usize = 4096;
 
 /// Pre-filter slot of a server-side address.
 #[inline]
 fn out_slot(a: &IpAddr) -> usize {
     let x: u32 = match a {
-        IpAddr::V4(v) => u32::from(*v),
+        // Any fixed function of the address does: the bytes as they are, without a swap.
+        IpAddr::V4(v) => u32::from_ne_bytes(v.octets()),
         IpAddr::V6(v) => {
             let x = u128::from(*v);
             (x as u32) ^ ((x >> 32) as u32) ^ ((x >> 64) as u32) ^ ((x >> 96) as u32)
@@ -432,7 +498,7 @@ impl ConnTable {
             timers: BTreeMap::new(),
             marks: vec![0],
             mark_index: HashMap::from([(0, 0)]),
-            out_filter: vec![0; OUT_FILTER_SLOTS],
+            out_filter: Box::new([0; OUT_FILTER_SLOTS]),
             stats: ConnTableStats::default(),
         }
     }
@@ -469,7 +535,7 @@ impl ConnTable {
             + timers
             + self.marks.capacity() * 4
             + self.mark_index.capacity() * 8
-            + self.out_filter.capacity() * 4
+            + std::mem::size_of_val(&*self.out_filter)
     }
 
     /// Size of one slab slot in bytes.
@@ -796,11 +862,14 @@ impl ConnTable {
         let Some(e) = self.live_mut(id.0) else {
             return;
         };
-        let t = e.timeout;
-        e.expires = wrap_ms(now).wrapping_add(t.saturating_mul(1000));
-        let abs_ms = now.0.saturating_add(u64::from(t) * 1000);
-        let tick = (abs_ms >> TICK_SHIFT).min(u64::from(UNQUEUED - 1)) as u32;
-        if tick < e.sched {
+        if let Some(abs_ms) = rearm(e, now) {
+            self.queue(id.0, abs_ms);
+        }
+    }
+
+    /// Queue a live entry in the timer index at `abs_ms` (what [`EntryMut::rearm`] asks for).
+    pub(crate) fn queue_at(&mut self, id: ConnId, abs_ms: u64) {
+        if self.live(id.0).is_some() {
             self.queue(id.0, abs_ms);
         }
     }
@@ -883,20 +952,26 @@ impl ConnTable {
         }
     }
 
-    /// [`Self::in_get`] for an IPv4 packet: the same tests, on the addresses as words.
-    #[inline]
+    /// [`Self::in_get`] for an IPv4 packet: the same tests, on the addresses as words, and
+    /// arranged for one comparison each: both ports as one word, both addresses as one word
+    /// (adjacent fields, so each pair is one load), and the flag bits the packet decides —
+    /// an IPv4 entry, waiting for its client port exactly when the packet has port 0 (the
+    /// kernel's XOR test) — against the value wanted, worked out once.
+    /// Always inline: it is the lookup of the established-flow path.
+    #[inline(always)]
     fn in_get_v4(&self, protocol: u8, c: u32, cport: u16, v: u32, vport: u16) -> Option<ConnId> {
+        let ports = pair16(cport, vport);
+        let addrs = pair32(c, v);
+        let want = if cport == 0 { cf::NO_CPORT } else { 0 };
         let mut cur = self.buckets[self.hash_word(Af::V4, protocol, u64::from(c), cport) as usize];
         while cur != NIL {
             let e = &self.entries[cur as usize];
-            if e.cport == cport
-                && e.vport == vport
+            if pair16(e.cport, e.vport) == ports
                 && e.protocol == protocol
-                && e.flags & cf::AF6 == 0
-                && ((cport == 0) == (e.flags & cf::NO_CPORT != 0))
+                && e.flags & (cf::AF6 | cf::NO_CPORT) == want
             {
                 let hit = if e.flags & cf::EXT == 0 {
-                    e.caddr == c && e.vaddr == v
+                    pair32(e.caddr, e.vaddr) == addrs
                 } else {
                     self.ext_is_v4(e, c, v)
                 };
@@ -907,6 +982,14 @@ impl ConnTable {
             cur = e.next;
         }
         None
+    }
+
+    /// The NO_CPORT retry of [`Self::lookup_in_v4_mut`] (entries waiting for their client
+    /// port exist only with some persistence set-ups): out of line.
+    #[cold]
+    #[inline(never)]
+    fn in_get_v4_no_cport(&self, protocol: u8, c: u32, v: u32, vport: u16) -> Option<ConnId> {
+        self.in_get_v4(protocol, c, 0, v, vport)
     }
 
     /// Client and virtual address test of an IPv4 entry whose addresses are in the side
@@ -967,6 +1050,30 @@ impl ConnTable {
                     None
                 }
             })
+    }
+
+    /// [`Self::lookup_in`] for an IPv4 packet, with a handle on the entry found (the
+    /// established-flow path reads and updates it without looking it up again).
+    #[inline(always)]
+    pub(crate) fn lookup_in_v4_mut(
+        &mut self,
+        protocol: u8,
+        caddr: Ipv4Addr,
+        cport: u16,
+        vaddr: Ipv4Addr,
+        vport: u16,
+    ) -> Option<(ConnId, EntryMut<'_>)> {
+        let (c, v) = (u32::from(caddr), u32::from(vaddr));
+        let id = match self.in_get_v4(protocol, c, cport, v, vport) {
+            Some(id) => id,
+            None if self.no_cport > 0 && cport != 0 => {
+                self.in_get_v4_no_cport(protocol, c, v, vport)?
+            }
+            None => return None,
+        };
+        // Hashed entries are live: `remove` unlinks before it frees the slot.
+        let e = self.entries.get_mut(id.0 as usize)?;
+        Some((id, EntryMut { e }))
     }
 
     /// Whether [`Self::lookup_out`] can find an entry for a packet from `src`: `false`
@@ -1235,6 +1342,18 @@ impl ConnTable {
             self.link_in(id.0);
         }
     }
+}
+
+/// Two 16-bit fields as one word, for one comparison.
+#[inline(always)]
+fn pair16(a: u16, b: u16) -> u32 {
+    u32::from(a) | u32::from(b) << 16
+}
+
+/// Two 32-bit fields as one word, for one comparison.
+#[inline(always)]
+fn pair32(a: u32, b: u32) -> u64 {
+    u64::from(a) | u64::from(b) << 32
 }
 
 fn v4_prefix(a: &IpAddr) -> [u8; 4] {

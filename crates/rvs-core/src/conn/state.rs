@@ -337,7 +337,9 @@ pub fn tcp_next(secure: bool, dir: Dir, flags: u8, state: u8) -> u8 {
     if ev == NO_EVENT {
         return tcp::CLOSE;
     }
-    let ev = usize::from(ev);
+    // TCP_EVENT holds 0..=3 besides NO_EVENT: the mask changes nothing but drops a bounds
+    // check.
+    let ev = usize::from(ev & 3);
     let table = if secure { &TCP_SECURE } else { &TCP_NORMAL };
     table[dir as usize][ev]
         .get(usize::from(state))
@@ -354,23 +356,31 @@ pub fn tcp_active(state: u8) -> bool {
 }
 
 /// TCP timeout of a state in seconds; ESTABLISHED and FIN_WAIT follow `--set`.
+#[inline]
 pub fn tcp_timeout(state: u8, t: &Timeouts) -> u32 {
     match state {
-        tcp::NONE => 2,
         tcp::ESTABLISHED => t.tcp,
-        tcp::SYN_SENT => 120,
-        tcp::SYN_RECV => 60,
         tcp::FIN_WAIT => t.tcp_fin,
-        tcp::TIME_WAIT => 120,
-        tcp::CLOSE => 10,
-        tcp::CLOSE_WAIT => 60,
-        tcp::LAST_ACK => 30,
-        tcp::LISTEN => 120,
-        tcp::SYNACK => 120,
-        // IP_VS_TCP_S_LAST
-        _ => 2,
+        // IP_VS_TCP_S_LAST and beyond: 2 s.
+        s => TCP_FIXED_TIMEOUTS.get(usize::from(s)).copied().unwrap_or(2),
     }
 }
+
+/// The timeouts of the other TCP states (`tcp_timeouts`), by state; the entries for
+/// ESTABLISHED and FIN_WAIT are not used. A table rather than a `match`: one load.
+static TCP_FIXED_TIMEOUTS: [u32; tcp::COUNT] = {
+    let mut t = [0; tcp::COUNT];
+    t[tcp::NONE as usize] = 2;
+    t[tcp::SYN_SENT as usize] = 120;
+    t[tcp::SYN_RECV as usize] = 60;
+    t[tcp::TIME_WAIT as usize] = 120;
+    t[tcp::CLOSE as usize] = 10;
+    t[tcp::CLOSE_WAIT as usize] = 60;
+    t[tcp::LAST_ACK as usize] = 30;
+    t[tcp::LISTEN as usize] = 120;
+    t[tcp::SYNACK as usize] = 120;
+    t
+};
 
 /// SCTP event from the first chunk type and the one after it (`set_sctp_state`): a
 /// COOKIE_ECHO or COOKIE_ACK followed by ABORT counts as ABORT; unknown chunks are DATA.
@@ -639,6 +649,9 @@ C_IO
         assert_eq!(tcp_timeout(tcp::FIN_WAIT, &set), 70);
         assert_eq!(tcp_timeout(tcp::TIME_WAIT, &set), 120);
         assert_eq!(tcp_timeout(tcp::SYN_RECV, &set), 60);
+        // Past the last state (IP_VS_TCP_S_LAST): 2 s.
+        assert_eq!(tcp_timeout(tcp::COUNT as u8, &set), 2);
+        assert_eq!(tcp_timeout(255, &set), 2);
         let sw = [2, 4, 61, 61, 61, 61, 61, 61, 900, 61, 61, 61, 4, 61];
         for (s, w) in sw.iter().enumerate() {
             assert_eq!(sctp_timeout(s as u8), *w, "{}", SCTP_NAMES[s]);

@@ -330,7 +330,7 @@ fn out_filter_is_exact() {
             }
         }
         if step % 100 == 0 || step == 2999 {
-            assert_eq!(t.out_filter, recount(&t), "step {step}");
+            assert_eq!(t.out_filter[..], recount(&t)[..], "step {step}");
         }
         for &id in &live {
             let c = t.get(id).unwrap();
