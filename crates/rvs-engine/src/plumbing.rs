@@ -255,6 +255,20 @@ impl Plumbing {
         write_sysctl(&format!("net.ipv4.conf.{tun}.accept_local"), "1")?;
         write_sysctl(&format!("net.ipv6.conf.{tun}.disable_ipv6"), "0")?;
         run_ip(&["link", "set", &tun, "up"])?;
+        // An IPv4 address of host scope (RFC 7600's "IPv4 dummy address", never chosen as a
+        // source): without any address on the TUN, reverse-path filtering drops what rvs
+        // writes into it while no VIP is configured (e.g. the ICMP rejects of a
+        // firewall-mark-only table).
+        run_ip(&[
+            "-4",
+            "addr",
+            "replace",
+            "192.0.0.8/32",
+            "dev",
+            &tun,
+            "scope",
+            "host",
+        ])?;
         let table = self.cfg.table.to_string();
         let local = self.cfg.local_pref.to_string();
         let base = self.cfg.pref_base.to_string();

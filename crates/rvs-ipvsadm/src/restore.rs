@@ -30,11 +30,16 @@ fn getc(r: &mut dyn BufRead) -> Option<u8> {
 /// separator, never at the word); whitespace followed by the end of the input without a
 /// newline loses the whole line.
 pub(crate) fn config_stream_read(r: &mut dyn BufRead) -> Option<Vec<String>> {
+    // The original scans with `fscanf("%4096[^ \t\n\r]%1[ \t\n\r]")`: a word of at most
+    // 4,096 bytes (a longer one continues as the next word), then one separator.
+    const MAX_WORD: usize = 4096;
     let mut words = Vec::new();
     let mut ntoken = 0;
-    loop {
-        let c = peek(r)?;
+    // `fscanf` returning EOF ends the line: at the end of the input, what was read counts.
+    while let Some(c) = peek(r) {
         if is_ws(c) {
+            // No word here: skip blanks to the end of the line; the end of the input in
+            // this loop loses the line.
             loop {
                 match peek(r) {
                     None => return None,
@@ -50,22 +55,25 @@ pub(crate) fn config_stream_read(r: &mut dyn BufRead) -> Option<Vec<String>> {
         }
         let mut word = Vec::new();
         while let Some(c) = peek(r) {
-            if is_ws(c) {
+            if is_ws(c) || word.len() == MAX_WORD {
                 break;
             }
             word.push(c);
             r.consume(1);
         }
-        let tail = getc(r);
+        // The separator is taken only if it is there (a cut word or the end of input has
+        // none).
+        let tail = match peek(r) {
+            Some(c) if is_ws(c) => getc(r),
+            _ => None,
+        };
         let w = String::from_utf8_lossy(&word).into_owned();
         if w != "ipvsadm" {
             ntoken += 1;
             words.push(w);
         }
-        match tail {
-            Some(b'\n') => return Some(words),
-            Some(_) => {}
-            None => break,
+        if tail == Some(b'\n') {
+            return Some(words);
         }
     }
     if ntoken == 0 { None } else { Some(words) }
