@@ -1190,6 +1190,7 @@ impl Director {
         if d.is_none()
             && let Some(s) = self.table.service_by_id(svc)
             && s.cfg.scheduler != "none"
+            && !s.sched.quiet_failure()
         {
             let line = scheduler_err(&s.cfg, "no destination available");
             self.klog(line);
@@ -1433,6 +1434,12 @@ impl Director {
             return Err(Verdict::Accept);
         }
         if f.icmp {
+            return Err(Verdict::Drop);
+        }
+        // For a packet of a local IPv6 client the kernel's icmpv6_send finds no device yet
+        // (the packet is still in LOCAL_OUT) and sends nothing: the client is not told
+        // (oracle: its connect times out). IPv4 clients get the port unreachable.
+        if f.af == Af::V6 && self.local_addrs.contains(&f.caddr) {
             return Err(Verdict::Drop);
         }
         Err(Verdict::Reject)

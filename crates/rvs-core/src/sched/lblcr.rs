@@ -36,6 +36,9 @@ pub struct Lblcr {
     wlc: LoadIndex<WlcPolicy>,
     members: Members,
     gone: HashMap<DestId, Gone>,
+    /// The last decision found no destination for an address without a cache entry, which
+    /// the kernel reports only at debug level (no "no destination available" line).
+    quiet_failure: bool,
 }
 
 fn load(overhead: u64, weight: i32) -> Ratio {
@@ -142,6 +145,10 @@ impl Scheduler for Lblcr {
         }
     }
 
+    fn quiet_failure(&self) -> bool {
+        self.quiet_failure
+    }
+
     fn schedule(
         &mut self,
         _svc: &ServiceConfig,
@@ -155,7 +162,9 @@ impl Scheduler for Lblcr {
             wlc,
             members,
             gone,
+            quiet_failure,
         } = self;
+        *quiet_failure = false;
         cache.arm(now);
         let expiration = cache.expiration;
         if let Some(e) = cache.get_mut(&daddr) {
@@ -183,7 +192,10 @@ impl Scheduler for Lblcr {
             }
             return Some(id);
         }
-        let id = wlc.pick(dests)?;
+        let Some(id) = wlc.pick(dests) else {
+            *quiet_failure = true;
+            return None;
+        };
         let set = DestSet {
             members: vec![DestRef::of(id, dests.get(id))],
             lastmod: now,

@@ -71,6 +71,11 @@ pub trait Scheduler: Send + Sync + std::fmt::Debug {
         dests: DestView<'_>,
         input: &SchedInput,
     ) -> Option<DestId>;
+    /// The last `schedule` returned `None` on a path where the kernel logs nothing (lblcr
+    /// without a cache entry): the caller then skips its "no destination available" line.
+    fn quiet_failure(&self) -> bool {
+        false
+    }
     /// A destination's connection counters or overload flag changed.
     fn load_changed(&mut self, _dests: DestView<'_>, _id: DestId) {}
     /// Periodic maintenance (lblc/lblcr cache aging), with the sysctls it needs.
