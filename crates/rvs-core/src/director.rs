@@ -257,8 +257,11 @@ impl Director {
         }
         let next = *self.next_table_tick.get_or_insert(now);
         if now >= next {
-            let exp = u64::try_from(self.sysctl.lblc_expiration).unwrap_or(0);
-            self.table.tick(now, exp);
+            let exp = crate::sched::Expiration {
+                lblc_secs: u64::try_from(self.sysctl.lblc_expiration).unwrap_or(0),
+                lblcr_secs: u64::try_from(self.sysctl.lblcr_expiration).unwrap_or(0),
+            };
+            self.table.tick(now, &exp);
             self.next_table_tick = Some(now + crate::time::Duration(1000));
         }
     }

@@ -437,7 +437,7 @@ impl Table {
 
     /// Free trashed destinations that nothing references any more and that have idled
     /// [`TRASH_IDLE`]; let schedulers age their caches.
-    pub fn tick(&mut self, now: Time, lblc_expiration_secs: u64) {
+    pub fn tick(&mut self, now: Time, expiration: &crate::sched::Expiration) {
         let dead: Vec<DestId> = self
             .dests
             .iter()
@@ -453,7 +453,7 @@ impl Table {
             self.dests.remove(id);
         }
         for s in self.services.values_mut() {
-            s.sched.tick(now, lblc_expiration_secs);
+            s.sched.tick(now, expiration);
         }
     }
 

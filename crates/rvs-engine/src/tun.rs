@@ -12,17 +12,6 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
-const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
-const IFF_TUN: libc::c_short = 0x0001;
-const IFF_NO_PI: libc::c_short = 0x1000;
-
-#[repr(C)]
-struct IfReq {
-    name: [libc::c_char; libc::IFNAMSIZ],
-    flags: libc::c_short,
-    _pad: [u8; 22],
-}
-
 /// An open TUN device. The interface exists as long as this value (it is not persistent).
 #[derive(Debug)]
 pub struct Tun {
@@ -48,25 +37,23 @@ impl Tun {
         }
         // SAFETY: fd is a freshly opened descriptor we own.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        let mut req = IfReq {
-            name: [0; libc::IFNAMSIZ],
-            flags: IFF_TUN | IFF_NO_PI,
-            _pad: [0; 22],
-        };
-        for (d, s) in req.name.iter_mut().zip(name.bytes()) {
+        // SAFETY: an all-zero ifreq is valid (empty name, no flags).
+        let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+        req.ifr_ifru.ifru_flags = (libc::IFF_TUN | libc::IFF_NO_PI) as libc::c_short;
+        for (d, s) in req.ifr_name.iter_mut().zip(name.bytes()) {
             *d = s as libc::c_char;
         }
-        // SAFETY: TUNSETIFF reads and writes a struct ifreq, which IfReq lays out (40 bytes).
-        let r = unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETIFF, &mut req as *mut IfReq) };
+        // SAFETY: TUNSETIFF reads and writes the struct ifreq we own.
+        let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETIFF, &mut req) };
         if r < 0 {
             return Err(io::Error::last_os_error());
         }
         let n = req
-            .name
+            .ifr_name
             .iter()
             .position(|&c| c == 0)
             .unwrap_or(libc::IFNAMSIZ);
-        let name = req.name[..n].iter().map(|&c| c as u8 as char).collect();
+        let name = req.ifr_name[..n].iter().map(|&c| c as u8 as char).collect();
         Ok(Tun { fd, name })
     }
 

@@ -27,6 +27,13 @@ impl Client {
     pub fn connect(path: &Path) -> Result<Client, BackendError> {
         let stream =
             UnixStream::connect(path).map_err(|e| BackendError(unreachable_message(path, &e)))?;
+        // A daemon that stopped answering must not hang the command forever. Generous: a
+        // listing of a million connections takes a while to build and send.
+        let limit = Some(std::time::Duration::from_secs(60));
+        stream
+            .set_read_timeout(limit)
+            .and_then(|()| stream.set_write_timeout(limit))
+            .map_err(|e| BackendError(format!("rvs: {}: {e}", path.display())))?;
         let writer = stream
             .try_clone()
             .map_err(|e| BackendError(format!("rvs: {}: {e}", path.display())))?;

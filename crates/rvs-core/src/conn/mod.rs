@@ -364,7 +364,10 @@ impl EntryMut<'_> {
     /// [`ConnTable::inc_in_pkts`].
     #[inline]
     pub(crate) fn inc_in_pkts(&mut self) {
-        self.e.in_pkts = self.e.in_pkts.wrapping_add(1);
+        // Saturates: the kernel's counter practically never wraps, and a wrapped count of
+        // 1..=8 would make a busy entry a `drop_entry` victim. (Sync's every-N-packets rule
+        // will need a wider counter past 65,535 packets.)
+        self.e.in_pkts = self.e.in_pkts.saturating_add(1);
     }
     /// [`ConnTable::arm`] up to the timer index: `Some(deadline)` if the entry must be
     /// queued ([`ConnTable::queue_at`]), which a steady flow never needs.
@@ -1278,7 +1281,7 @@ impl ConnTable {
             return 0;
         }
         let e = &mut self.entries[id.0 as usize];
-        e.in_pkts = e.in_pkts.wrapping_add(1);
+        e.in_pkts = e.in_pkts.saturating_add(1);
         u32::from(e.in_pkts)
     }
     pub(crate) fn control(&self, id: ConnId) -> Option<ConnId> {

@@ -37,7 +37,8 @@ impl Scheduler for Lblc {
         self.members.load_changed(dests, id);
     }
 
-    fn tick(&mut self, now: Time, expiration_secs: u64) {
+    fn tick(&mut self, now: Time, expiration: &super::Expiration) {
+        let expiration_secs = expiration.lblc_secs;
         self.cache.tick(now, expiration_secs);
     }
 
@@ -166,7 +167,13 @@ mod tests {
         let mut run = |s: &mut Sim, runs: u32| {
             for _ in 0..runs {
                 t = t + Duration::from_secs(60);
-                s.t.tick(t, 600);
+                s.t.tick(
+                    t,
+                    &crate::sched::Expiration {
+                        lblc_secs: 600,
+                        lblcr_secs: 86400,
+                    },
+                );
             }
             s.now = t;
         };

@@ -136,7 +136,8 @@ impl Scheduler for Lblcr {
         self.members.load_changed(dests, id);
     }
 
-    fn tick(&mut self, now: Time, expiration_secs: u64) {
+    fn tick(&mut self, now: Time, expiration: &super::Expiration) {
+        let expiration_secs = expiration.lblcr_secs;
         if self.cache.tick(now, expiration_secs) && !self.gone.is_empty() {
             // Forget departed members that no cached set names any more.
             let cache = &self.cache;
@@ -244,7 +245,14 @@ mod tests {
         s.add("10.0.1.2", 80, 1);
         s.now = Time::ZERO;
         // Tick once to arm the timer and set the expiration to 100 s.
-        s.t.tick(Time::ZERO, 100);
+        // Only lblcr_expiration is short: lblcr must not read lblc_expiration.
+        s.t.tick(
+            Time::ZERO,
+            &crate::sched::Expiration {
+                lblc_secs: 86400,
+                lblcr_secs: 100,
+            },
+        );
         check(&mut s, "10.0.1.", "2 2 1", |s| s.syn());
         // Set {.1, .2}; .2 has 2 active, .1 has 1. 101 s later the set is stale: .2 (most
         // loaded) is dropped, the min chosen before the drop was .1.

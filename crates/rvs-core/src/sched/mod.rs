@@ -44,6 +44,23 @@ pub struct SchedInput {
     pub now: Time,
 }
 
+/// The cache lifetimes of the locality schedulers (`net.ipv4.vs.lblc_expiration` and
+/// `lblcr_expiration`, seconds), passed to [`Scheduler::tick`].
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Expiration {
+    pub lblc_secs: u64,
+    pub lblcr_secs: u64,
+}
+
+impl Default for Expiration {
+    fn default() -> Self {
+        Expiration {
+            lblc_secs: 86400,
+            lblcr_secs: 86400,
+        }
+    }
+}
+
 /// Why the destination list changed.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum DestEvent {
@@ -79,7 +96,7 @@ pub trait Scheduler: Send + Sync + std::fmt::Debug {
     /// A destination's connection counters or overload flag changed.
     fn load_changed(&mut self, _dests: DestView<'_>, _id: DestId) {}
     /// Periodic maintenance (lblc/lblcr cache aging), with the sysctls it needs.
-    fn tick(&mut self, _now: Time, _expiration_secs: u64) {}
+    fn tick(&mut self, _now: Time, _expiration: &Expiration) {}
 }
 
 impl Clone for Box<dyn Scheduler> {
