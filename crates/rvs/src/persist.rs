@@ -2,7 +2,7 @@
 //! over the target, fsync the directory. After a crash at any point the target holds either
 //! the old or the new content, never a mix.
 
-use crate::state::{PersistedConfig, STATE_FORMAT};
+use crate::state::{PersistedConfig, STATE_FORMAT, STATE_VERSION};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -65,6 +65,14 @@ pub fn load_state(path: &Path) -> Result<Option<PersistedConfig>, String> {
             cfg.format
         ));
     }
+    // A newer rvs may have written what this one cannot honour: refuse rather than drop it.
+    if cfg.version > STATE_VERSION {
+        return Err(format!(
+            "state file {} has version {}, newer than this rvs understands ({STATE_VERSION})",
+            path.display(),
+            cfg.version
+        ));
+    }
     Ok(Some(cfg))
 }
 
@@ -95,6 +103,11 @@ mod tests {
         assert!(!temp_path(&p).exists());
         fs::write(&p, b"not json").unwrap();
         assert!(load_state(&p).is_err());
+        // a file from a newer rvs is refused, not half-understood
+        let mut newer = State::new().config();
+        newer.version = STATE_VERSION + 1;
+        save_state(&p, &newer).unwrap();
+        assert!(load_state(&p).unwrap_err().contains("newer"));
         fs::remove_dir_all(&dir).unwrap();
     }
 }
