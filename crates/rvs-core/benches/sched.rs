@@ -91,7 +91,6 @@ fn inputs(seed: u64) -> Vec<SchedInput> {
             sport: 1024 + rng.below(60_000) as u16,
             daddr: IpAddr::V4(Ipv4Addr::from(0x0A05_0000 + rng.below(256) as u32)),
             dport: 80,
-            has_ports: true,
             now: Time::from_secs(1),
         })
         .collect()

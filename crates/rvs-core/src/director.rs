@@ -1182,7 +1182,6 @@ impl Director {
             sport: f.cport,
             daddr: f.vaddr,
             dport: f.vport,
-            has_ports: true,
             now,
         }
     }

@@ -643,7 +643,7 @@ impl Table {
                 d.trashed_at = None;
                 d.svc = sid;
                 d.seq = seq;
-                apply_dest_cfg(d, cfg);
+                d.cfg = cfg.clone();
                 d.last_weight = cfg.weight;
                 id
             }
@@ -680,7 +680,7 @@ impl Table {
             .find_dest(svc, cfg.addr, cfg.port)
             .ok_or(CtlError::new(Errno::NoEnt))?;
         let d = self.dests.get_mut(id);
-        apply_dest_cfg(d, cfg);
+        d.cfg = cfg.clone();
         if cfg.weight > 0 {
             d.last_weight = cfg.weight;
         }
@@ -751,10 +751,6 @@ fn trash_matches(trashed_from: &ServiceKey, key: &ServiceKey) -> bool {
         (ServiceKey::Fwmark { mark: a, .. }, ServiceKey::Fwmark { mark: b, .. }) => a == b,
         (a, b) => a == b,
     }
-}
-
-fn apply_dest_cfg(d: &mut Dest, cfg: &DestConfig) {
-    d.cfg = cfg.clone();
 }
 
 /// The netlink attribute policy: a scheduler name longer than 15 bytes is refused before

@@ -256,9 +256,10 @@ impl Plumbing {
         write_sysctl(&format!("net.ipv6.conf.{tun}.disable_ipv6"), "0")?;
         run_ip(&["link", "set", &tun, "up"])?;
         // An IPv4 address of host scope (RFC 7600's "IPv4 dummy address", never chosen as a
-        // source): without any address on the TUN, reverse-path filtering drops what rvs
-        // writes into it while no VIP is configured (e.g. the ICMP rejects of a
-        // firewall-mark-only table).
+        // source) that stays for the TUN's life: without any address on the TUN,
+        // reverse-path filtering drops what rvs writes into it while no VIP is configured
+        // (e.g. the ICMP rejects of a firewall-mark-only table), and removing the last VIP
+        // would make the kernel flush the IPv4 routes through it, our table's default too.
         run_ip(&[
             "-4",
             "addr",
@@ -309,12 +310,8 @@ impl Plumbing {
         let pref = (self.cfg.pref_base + 1).to_string();
         let table = self.cfg.table.to_string();
         let a = vip.to_string();
+        let cidr = format!("{a}/{}", if vip.is_ipv4() { 32 } else { 128 });
         if add {
-            let cidr = if vip.is_ipv4() {
-                format!("{a}/32")
-            } else {
-                format!("{a}/128")
-            };
             let mut args = vec![f, "addr", "replace", &cidr, "dev", &self.tun];
             if vip.is_ipv6() {
                 args.push("nodad");
@@ -323,11 +320,6 @@ impl Plumbing {
             let _ = run_ip(&[f, "rule", "del", "pref", &pref, "to", &a, "lookup", &table]);
             run_ip(&[f, "rule", "add", "pref", &pref, "to", &a, "lookup", &table])
         } else {
-            let cidr = if vip.is_ipv4() {
-                format!("{a}/32")
-            } else {
-                format!("{a}/128")
-            };
             let r1 = run_ip(&[f, "rule", "del", "pref", &pref, "to", &a, "lookup", &table]);
             let r2 = run_ip(&[f, "addr", "del", &cidr, "dev", &self.tun]);
             r1.and(r2)
@@ -423,17 +415,6 @@ impl Plumbing {
         }
         for a in new_addrs.difference(&old_addrs) {
             note(self.icmp_cmd(a, true));
-        }
-        // Removing the last address of a family from the TUN (a VIP) makes the kernel flush
-        // that family's routes through it, the default route of our table included.
-        let tun = self.tun.clone();
-        let table = self.cfg.table.to_string();
-        for f in ["-4", "-6"] {
-            if let Err(e) = run_ip(&[
-                f, "route", "replace", "default", "dev", &tun, "table", &table,
-            ]) {
-                first_err.get_or_insert(e);
-            }
         }
         self.vips = vips;
         // After a failure only what both sets share is taken as installed: the next sync

@@ -119,7 +119,7 @@ impl Scheduler for Maglev {
         dests: DestView<'_>,
         input: &SchedInput,
     ) -> Option<DestId> {
-        let port = if svc.flags.has(ServiceFlags::SCHED2) && input.has_ports {
+        let port = if svc.flags.has(ServiceFlags::SCHED2) {
             u32::from(input.sport)
         } else {
             0

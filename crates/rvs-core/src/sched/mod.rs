@@ -30,7 +30,8 @@ mod wrr;
 #[cfg(test)]
 mod testutil;
 
-/// What a scheduler may look at in the packet that opens a connection.
+/// What a scheduler may look at in the packet that opens a connection. IPVS schedules only
+/// TCP, UDP and SCTP, so the source port always exists (sh-port / mh-port use it).
 #[derive(Copy, Clone, Debug)]
 pub struct SchedInput {
     /// Client (source) address and port.
@@ -39,8 +40,6 @@ pub struct SchedInput {
     /// Destination address and port of the packet (the VIP for ordinary traffic).
     pub daddr: IpAddr,
     pub dport: u16,
-    /// Whether the protocol has ports (TCP/UDP/SCTP); sh-port/mh-port use the port only then.
-    pub has_ports: bool,
     pub now: Time,
 }
 
@@ -104,12 +103,6 @@ impl Clone for Box<dyn Scheduler> {
         self.clone_box()
     }
 }
-
-/// Every scheduler name the kernel (and ipvsadm's help) knows, plus `none`.
-pub const NAMES: &[&str] = &[
-    "rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "fo", "ovf", "mh", "twos",
-    "none",
-];
 
 /// Schedulers the emulated kernel (Debian's 6.1, the recorded oracle) does not have: a table
 /// refuses them like a missing module unless `Table::enable_scheduler` offers them.

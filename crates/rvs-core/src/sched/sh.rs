@@ -21,7 +21,7 @@ pub struct SourceHash {
 impl SourceHash {
     /// The bucket a client hashes to.
     fn bucket(svc: &ServiceConfig, input: &SchedInput) -> usize {
-        let port = if svc.flags.has(ServiceFlags::SCHED2) && input.has_ports {
+        let port = if svc.flags.has(ServiceFlags::SCHED2) {
             input.sport
         } else {
             0

@@ -123,7 +123,6 @@ impl Sim {
             sport,
             daddr: self.vip,
             dport: self.key.port(),
-            has_ports: true,
             now: self.now,
         };
         let svc = self.svc();
