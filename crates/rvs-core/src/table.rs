@@ -8,7 +8,7 @@ use crate::sched::{DestEvent, SchedInput, Scheduler, new_scheduler};
 use crate::stats::Stats;
 use crate::time::{Duration, Time};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 
 /// A control operation on the table: one ipvsadm command as the kernel receives it.
@@ -159,18 +159,32 @@ impl DestPool {
     pub fn try_get(&self, id: DestId) -> Option<&Dest> {
         self.slots.get(id.0 as usize).and_then(|s| s.as_ref())
     }
-    fn insert(&mut self, d: Dest) -> DestId {
+    /// Insert; also says whether the slot came from the free list (for [`Self::uninsert`]).
+    fn insert(&mut self, d: Dest) -> (DestId, bool) {
         if let Some(i) = self.free.pop() {
             self.slots[i as usize] = Some(d);
-            DestId(i)
+            (DestId(i), true)
         } else {
             self.slots.push(Some(d));
-            DestId((self.slots.len() - 1) as u32)
+            (DestId((self.slots.len() - 1) as u32), false)
+        }
+    }
+    /// Undo the latest [`Self::insert`] still in effect, leaving the pool as before it.
+    fn uninsert(&mut self, id: DestId, from_free: bool) {
+        if from_free {
+            self.slots[id.0 as usize] = None;
+            self.free.push(id.0);
+        } else {
+            debug_assert_eq!(id.0 as usize + 1, self.slots.len());
+            self.slots.pop();
         }
     }
     fn remove(&mut self, id: DestId) {
         self.slots[id.0 as usize] = None;
         self.free.push(id.0);
+    }
+    fn slot_mut(&mut self, id: DestId) -> &mut Option<Dest> {
+        &mut self.slots[id.0 as usize]
     }
     pub fn iter(&self) -> impl Iterator<Item = (DestId, &Dest)> {
         self.slots
@@ -201,6 +215,13 @@ pub struct Table {
     services: ServiceMap,
     index: HashMap<ServiceKey, SvcId>,
     pub dests: DestPool,
+    /// Linked destinations by (service, address, port): `find_dest` without a list walk.
+    dest_index: HashMap<(SvcId, IpAddr, u16), DestId>,
+    /// Trashed destinations by what `ip_vs_trash_get_dest` compares, so that adding a
+    /// destination does not scan the pool for one to bring back.
+    trash: HashMap<(TrashKey, IpAddr, u16), Vec<DestId>>,
+    /// While a transaction is open: how to undo what it did.
+    undo: Option<Box<UndoLog>>,
     pub timeouts: Timeouts,
     pub daemons: Vec<SyncDaemonConfig>,
     pub stats: Stats,
@@ -225,6 +246,9 @@ impl Default for Table {
             services: Default::default(),
             index: HashMap::new(),
             dests: DestPool::default(),
+            dest_index: HashMap::new(),
+            trash: HashMap::new(),
+            undo: None,
             timeouts: Timeouts::default(),
             daemons: Vec::new(),
             stats: Stats::default(),
@@ -338,10 +362,7 @@ impl Table {
 
     /// Find a linked destination of a service.
     pub fn find_dest(&self, svc: &Service, addr: IpAddr, port: u16) -> Option<DestId> {
-        svc.dests.iter().copied().find(|&id| {
-            let d = self.dests.get(id);
-            d.cfg.addr == addr && d.cfg.port == port
-        })
+        self.dest_index.get(&(svc.id, addr, port)).copied()
     }
 
     /// Run the service's scheduler for a new connection.
@@ -439,17 +460,19 @@ impl Table {
     /// [`TRASH_IDLE`]; let schedulers age their caches.
     pub fn tick(&mut self, now: Time, expiration: &crate::sched::Expiration) {
         let dead: Vec<DestId> = self
-            .dests
-            .iter()
-            .filter(|(_, d)| {
-                !d.available
-                    && d.refs == 0
+            .trash
+            .values()
+            .flatten()
+            .copied()
+            .filter(|&id| {
+                let d = self.dests.get(id);
+                d.refs == 0
                     && d.trashed_at
                         .is_some_and(|t| now.saturating_sub(t) >= TRASH_IDLE)
             })
-            .map(|(id, _)| id)
             .collect();
         for id in dead {
+            self.unindex_dest(id);
             self.dests.remove(id);
         }
         for s in self.services.values_mut() {
@@ -507,7 +530,7 @@ impl Table {
             }
         }
         self.index.insert(cfg.key, id);
-        self.services.insert(
+        let from_free = self.services.insert(
             id,
             Service {
                 id,
@@ -517,6 +540,10 @@ impl Table {
                 stats: Stats::default(),
             },
         );
+        if let Some(u) = self.undo.as_mut() {
+            u.svc_saved.insert(id);
+            u.entries.push(UndoEntry::SvcInserted { id, from_free });
+        }
         Ok(())
     }
 
@@ -529,8 +556,9 @@ impl Table {
         } else {
             None
         };
-        let svc = self.services.get_mut(&id).expect("indexed service");
         validate_service(cfg)?;
+        self.save_svc(id);
+        let svc = self.services.get_mut(&id).expect("indexed service");
         svc.cfg.flags = ServiceFlags(cfg.flags.0 | ServiceFlags::HASHED);
         svc.cfg.timeout = cfg.timeout;
         svc.cfg.netmask = cfg.netmask;
@@ -557,8 +585,11 @@ impl Table {
                 self.ftp_services -= 1;
             }
         }
-        for did in svc.dests {
+        for &did in &svc.dests {
             self.trash_dest(did, now);
+        }
+        if let Some(u) = self.undo.as_mut() {
+            u.entries.push(UndoEntry::SvcRemoved(Box::new(svc)));
         }
         Ok(())
     }
@@ -567,6 +598,7 @@ impl Table {
         match key {
             Some(k) => {
                 let id = *self.index.get(k).ok_or(CtlError::new(Errno::Srch))?;
+                self.save_svc_and_dests(id);
                 let svc = self.services.get_mut(&id).expect("indexed service");
                 svc.stats.zero();
                 for &d in &svc.dests {
@@ -574,6 +606,12 @@ impl Table {
                 }
             }
             None => {
+                if self.undo.is_some() {
+                    let ids: Vec<SvcId> = self.services.values().map(|s| s.id).collect();
+                    for id in ids {
+                        self.save_svc_and_dests(id);
+                    }
+                }
                 for svc in self.services.values_mut() {
                     svc.stats.zero();
                     for &d in &svc.dests {
@@ -621,15 +659,9 @@ impl Table {
         self.next_dest_seq += 1;
         // A trashed dest of the same service key comes back with its counters.
         let trashed = self
-            .dests
-            .iter()
-            .find(|(_, d)| {
-                !d.available
-                    && trash_matches(&d.svc_key, key)
-                    && d.cfg.addr == cfg.addr
-                    && d.cfg.port == cfg.port
-            })
-            .map(|(id, _)| id);
+            .trash
+            .get(&(TrashKey::of(key), cfg.addr, cfg.port))
+            .and_then(|ids| ids.iter().min().copied());
         // ip_vs_new_dest checks the address type; a dest from the trash was checked when it
         // was first added (and ip_vs_edit_dest checks none: a missing dest is ENOENT).
         if trashed.is_none() && (!is_unicast(&cfg.addr) || self.host_broadcasts.contains(&cfg.addr))
@@ -638,6 +670,8 @@ impl Table {
         }
         let id = match trashed {
             Some(id) => {
+                self.save_dest(id);
+                self.unindex_dest(id);
                 let d = self.dests.get_mut(id);
                 d.available = true;
                 d.trashed_at = None;
@@ -647,7 +681,7 @@ impl Table {
                 d.last_weight = cfg.weight;
                 id
             }
-            None => self.dests.insert(Dest {
+            None => self.alloc_dest(Dest {
                 cfg: cfg.clone(),
                 svc_key: *key,
                 svc: sid,
@@ -664,6 +698,8 @@ impl Table {
             }),
         };
         self.dests.get_mut(id).update_overload(0);
+        self.index_dest(id);
+        self.save_svc(sid);
         let svc = self.services.get_mut(&sid).expect("indexed service");
         svc.dests.insert(0, id);
         let view = DestView::new(&svc.dests, &self.dests);
@@ -679,6 +715,8 @@ impl Table {
         let id = self
             .find_dest(svc, cfg.addr, cfg.port)
             .ok_or(CtlError::new(Errno::NoEnt))?;
+        self.save_dest(id);
+        self.save_svc(sid);
         let d = self.dests.get_mut(id);
         d.cfg = cfg.clone();
         if cfg.weight > 0 {
@@ -703,6 +741,7 @@ impl Table {
         let id = self
             .find_dest(svc, addr, port)
             .ok_or(CtlError::new(Errno::NoEnt))?;
+        self.save_svc(sid);
         let svc = self.services.get_mut(&sid).expect("indexed service");
         let index = svc
             .dests
@@ -737,20 +776,279 @@ impl Table {
     }
 
     fn trash_dest(&mut self, id: DestId, now: Time) {
+        self.save_dest(id);
+        self.unindex_dest(id);
         let d = self.dests.get_mut(id);
         d.available = false;
         d.trashed_at = Some(now);
+        self.index_dest(id);
+    }
+
+    // ----- indexes of destinations (derived from the pool's slots) -----
+
+    fn alloc_dest(&mut self, d: Dest) -> DestId {
+        let (id, from_free) = self.dests.insert(d);
+        if let Some(u) = self.undo.as_mut() {
+            u.dest_saved.insert(id);
+            u.entries.push(UndoEntry::DestAllocated { id, from_free });
+        }
+        id
+    }
+
+    /// Enter a destination in the index its state calls for (linked, or trash).
+    fn index_dest(&mut self, id: DestId) {
+        let Some(d) = self.dests.try_get(id) else {
+            return;
+        };
+        if d.available {
+            self.dest_index.insert((d.svc, d.cfg.addr, d.cfg.port), id);
+        } else {
+            self.trash
+                .entry((TrashKey::of(&d.svc_key), d.cfg.addr, d.cfg.port))
+                .or_default()
+                .push(id);
+        }
+    }
+
+    /// Take a destination out of whichever index [`Self::index_dest`] put it in.
+    fn unindex_dest(&mut self, id: DestId) {
+        let Some(d) = self.dests.try_get(id) else {
+            return;
+        };
+        if d.available {
+            let k = (d.svc, d.cfg.addr, d.cfg.port);
+            if self.dest_index.get(&k) == Some(&id) {
+                self.dest_index.remove(&k);
+            }
+        } else {
+            let k = (TrashKey::of(&d.svc_key), d.cfg.addr, d.cfg.port);
+            if let Some(v) = self.trash.get_mut(&k) {
+                v.retain(|&x| x != id);
+                if v.is_empty() {
+                    self.trash.remove(&k);
+                }
+            }
+        }
+    }
+
+    // ----- transactions -----
+
+    /// Open a transaction: until [`Self::rollback`] or [`Self::end_transaction`], every
+    /// change records how to undo it. The cost is proportional to what the operations touch
+    /// (pre-images of the services and destinations they change), never to the table.
+    pub fn begin_transaction(&mut self) {
+        debug_assert!(self.undo.is_none(), "nested transaction");
+        self.undo = Some(Box::new(UndoLog {
+            entries: Vec::new(),
+            svc_saved: HashSet::new(),
+            dest_saved: HashSet::new(),
+            scalars: self.scalars(),
+            log_len: self.log.len(),
+        }));
+    }
+
+    /// Keep what the open transaction did.
+    pub fn end_transaction(&mut self) {
+        self.undo = None;
+    }
+
+    /// Undo everything since [`Self::begin_transaction`]: the table is as it was then, down
+    /// to scheduler state, list order, counters, trash and the slots ids are taken from.
+    pub fn rollback(&mut self) {
+        let Some(u) = self.undo.take() else {
+            return;
+        };
+        let UndoLog {
+            entries,
+            scalars,
+            log_len,
+            ..
+        } = *u;
+        for e in entries.into_iter().rev() {
+            match e {
+                UndoEntry::SvcInserted { id, from_free } => {
+                    if let Some(svc) = self.services.uninsert(id, from_free) {
+                        self.index.remove(&svc.cfg.key);
+                    }
+                }
+                UndoEntry::SvcRemoved(svc) => {
+                    self.index.insert(svc.cfg.key, svc.id);
+                    self.services.unremove(*svc);
+                }
+                UndoEntry::SvcBefore(svc) => {
+                    if let Some(cur) = self.services.get_mut(&svc.id) {
+                        *cur = *svc;
+                    }
+                }
+                UndoEntry::DestAllocated { id, from_free } => {
+                    self.unindex_dest(id);
+                    self.dests.uninsert(id, from_free);
+                }
+                UndoEntry::DestBefore(id, d) => {
+                    self.unindex_dest(id);
+                    *self.dests.slot_mut(id) = Some(*d);
+                    self.index_dest(id);
+                }
+            }
+        }
+        self.restore_scalars(scalars);
+        self.log.truncate(log_len);
+    }
+
+    /// Apply operations all-or-nothing: on failure the table is left exactly as before and
+    /// the index of the failing operation is returned with its error.
+    pub fn apply_batch(&mut self, ops: &[Op], now: Time) -> Result<(), (usize, CtlError)> {
+        self.begin_transaction();
+        for (i, op) in ops.iter().enumerate() {
+            if let Err(e) = self.apply(op, now) {
+                self.rollback();
+                return Err((i, e));
+            }
+        }
+        self.end_transaction();
+        Ok(())
+    }
+
+    /// What applying `ops` would answer, without changing anything. `atomic`: stop at the
+    /// first failure (a batch); otherwise every operation is tried in turn on the result of
+    /// the ones before that succeeded (separate requests).
+    pub fn dry_run(&mut self, ops: &[Op], now: Time, atomic: bool) -> Vec<Result<(), CtlError>> {
+        self.begin_transaction();
+        let mut results = Vec::with_capacity(ops.len());
+        for op in ops {
+            let r = self.apply(op, now);
+            let failed = r.is_err();
+            results.push(r);
+            if failed && atomic {
+                break;
+            }
+        }
+        self.rollback();
+        results
+    }
+
+    /// Record the pre-image of a service the open transaction is about to change.
+    fn save_svc(&mut self, id: SvcId) {
+        let Some(u) = self.undo.as_mut() else {
+            return;
+        };
+        if u.svc_saved.insert(id)
+            && let Some(s) = self.services.get(&id)
+        {
+            u.entries.push(UndoEntry::SvcBefore(Box::new(s.clone())));
+        }
+    }
+
+    /// Record the pre-image of a destination the open transaction is about to change.
+    fn save_dest(&mut self, id: DestId) {
+        let Some(u) = self.undo.as_mut() else {
+            return;
+        };
+        if u.dest_saved.insert(id)
+            && let Some(d) = self.dests.try_get(id)
+        {
+            u.entries
+                .push(UndoEntry::DestBefore(id, Box::new(d.clone())));
+        }
+    }
+
+    fn save_svc_and_dests(&mut self, id: SvcId) {
+        if self.undo.is_none() {
+            return;
+        }
+        self.save_svc(id);
+        let ids = self
+            .services
+            .get(&id)
+            .map(|s| s.dests.clone())
+            .unwrap_or_default();
+        for d in ids {
+            self.save_dest(d);
+        }
+    }
+
+    fn scalars(&self) -> Scalars {
+        Scalars {
+            timeouts: self.timeouts,
+            daemons: self.daemons.clone(),
+            stats: self.stats.clone(),
+            next_svc: self.next_svc,
+            next_dest_seq: self.next_dest_seq,
+            port_zero_services: self.port_zero_services,
+            ftp_services: self.ftp_services,
+        }
+    }
+
+    fn restore_scalars(&mut self, s: Scalars) {
+        self.timeouts = s.timeouts;
+        self.daemons = s.daemons;
+        self.stats = s.stats;
+        self.next_svc = s.next_svc;
+        self.next_dest_seq = s.next_dest_seq;
+        self.port_zero_services = s.port_zero_services;
+        self.ftp_services = s.ftp_services;
     }
 }
 
-/// `ip_vs_trash_get_dest`: a fwmark service takes back the destinations of its mark (the
-/// protocol is always TCP; the service's family is not compared), other services those of
-/// the same protocol, address and port.
-fn trash_matches(trashed_from: &ServiceKey, key: &ServiceKey) -> bool {
-    match (trashed_from, key) {
-        (ServiceKey::Fwmark { mark: a, .. }, ServiceKey::Fwmark { mark: b, .. }) => a == b,
-        (a, b) => a == b,
+/// What `ip_vs_trash_get_dest` compares of the service a destination was trashed from: a
+/// fwmark service takes back the destinations of its mark (the protocol is always TCP; the
+/// service's family is not compared), other services those of the same protocol, address
+/// and port.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+enum TrashKey {
+    Mark(u32),
+    Key(ServiceKey),
+}
+
+impl TrashKey {
+    fn of(key: &ServiceKey) -> TrashKey {
+        match key {
+            ServiceKey::Fwmark { mark, .. } => TrashKey::Mark(*mark),
+            k => TrashKey::Key(*k),
+        }
     }
+}
+
+/// How to undo one change of an open transaction.
+#[derive(Clone, Debug)]
+enum UndoEntry {
+    SvcInserted {
+        id: SvcId,
+        from_free: bool,
+    },
+    SvcRemoved(Box<Service>),
+    /// A service as it was before the transaction first changed it.
+    SvcBefore(Box<Service>),
+    DestAllocated {
+        id: DestId,
+        from_free: bool,
+    },
+    /// A destination as it was before the transaction first changed it.
+    DestBefore(DestId, Box<Dest>),
+}
+
+/// The table-wide values a transaction may change.
+#[derive(Clone, Debug)]
+struct Scalars {
+    timeouts: Timeouts,
+    daemons: Vec<SyncDaemonConfig>,
+    stats: Stats,
+    next_svc: u64,
+    next_dest_seq: u64,
+    port_zero_services: u32,
+    ftp_services: u32,
+}
+
+#[derive(Clone, Debug)]
+struct UndoLog {
+    /// In the order the changes were made; undone in reverse.
+    entries: Vec<UndoEntry>,
+    /// Services and destinations whose pre-image is recorded (or that the transaction
+    /// created): later changes to them need no record of their own.
+    svc_saved: HashSet<SvcId>,
+    dest_saved: HashSet<DestId>,
+    scalars: Scalars,
+    log_len: usize,
 }
 
 /// The netlink attribute policy: a scheduler name longer than 15 bytes is refused before
@@ -846,31 +1144,55 @@ fn is_unicast(addr: &IpAddr) -> bool {
 impl Table {
     /// A read-only view of the whole table for listings.
     pub fn snapshot(&self, conn_tab_size: u32) -> crate::snapshot::Snapshot {
-        use crate::snapshot::*;
         let services = self
             .services
             .values()
-            .map(|s| ServiceSnap {
-                cfg: s.cfg.clone(),
-                stats: s.stats.shown(),
-                rates: s.stats.rates(),
-                dests: s
-                    .dests
-                    .iter()
-                    .map(|&id| {
-                        let d = self.dests.get(id);
-                        DestSnap {
-                            cfg: d.cfg.clone(),
-                            activeconns: d.activeconns,
-                            inactconns: d.inactconns(),
-                            persistconns: d.persistconns,
-                            stats: d.stats.shown(),
-                            rates: d.stats.rates(),
-                        }
-                    })
-                    .collect(),
-            })
+            .map(|s| self.service_snap(s))
             .collect();
+        self.snapshot_with(conn_tab_size, services)
+    }
+
+    /// The table with one service only (`ipvsadm -L -t ...`): what the kernel's
+    /// GET_SERVICE answers, without building the rest. `None`: no such service.
+    pub fn snapshot_service(
+        &self,
+        key: &ServiceKey,
+        conn_tab_size: u32,
+    ) -> Option<crate::snapshot::Snapshot> {
+        let svc = self.service(key)?;
+        Some(self.snapshot_with(conn_tab_size, vec![self.service_snap(svc)]))
+    }
+
+    fn service_snap(&self, s: &Service) -> crate::snapshot::ServiceSnap {
+        use crate::snapshot::*;
+        ServiceSnap {
+            cfg: s.cfg.clone(),
+            stats: s.stats.shown(),
+            rates: s.stats.rates(),
+            dests: s
+                .dests
+                .iter()
+                .map(|&id| {
+                    let d = self.dests.get(id);
+                    DestSnap {
+                        cfg: d.cfg.clone(),
+                        activeconns: d.activeconns,
+                        inactconns: d.inactconns(),
+                        persistconns: d.persistconns,
+                        stats: d.stats.shown(),
+                        rates: d.stats.rates(),
+                    }
+                })
+                .collect(),
+        }
+    }
+
+    fn snapshot_with(
+        &self,
+        conn_tab_size: u32,
+        services: Vec<crate::snapshot::ServiceSnap>,
+    ) -> crate::snapshot::Snapshot {
+        use crate::snapshot::*;
         let daemons = self
             .daemons
             .iter()
@@ -924,9 +1246,11 @@ impl ServiceMap {
     }
 
     /// Insert under an id from [`ServiceMap::next_id`] (ids grow with every insert).
-    fn insert(&mut self, id: SvcId, svc: Service) {
+    /// Returns whether the slot came from the free list (for [`ServiceMap::uninsert`]).
+    fn insert(&mut self, id: SvcId, svc: Service) -> bool {
         let slot = Self::slot(&id);
-        if self.free.last() == Some(&(slot as u32)) {
+        let from_free = self.free.last() == Some(&(slot as u32));
+        if from_free {
             self.free.pop();
             self.slots[slot] = Some(svc);
         } else {
@@ -935,6 +1259,35 @@ impl ServiceMap {
         }
         debug_assert!(self.order.last().is_none_or(|&last| last < id));
         self.order.push(id);
+        from_free
+    }
+
+    /// Undo the latest insert still in effect.
+    fn uninsert(&mut self, id: SvcId, from_free: bool) -> Option<Service> {
+        let slot = Self::slot(&id);
+        let svc = if from_free {
+            let s = self.slots[slot].take();
+            self.free.push(slot as u32);
+            s
+        } else {
+            debug_assert_eq!(slot + 1, self.slots.len());
+            self.slots.pop().flatten()
+        };
+        if let Ok(i) = self.order.binary_search(&id) {
+            self.order.remove(i);
+        }
+        svc
+    }
+
+    /// Undo the latest remove still in effect (its slot is the last one freed).
+    fn unremove(&mut self, svc: Service) {
+        let slot = Self::slot(&svc.id);
+        debug_assert_eq!(self.free.last(), Some(&(slot as u32)));
+        self.free.pop();
+        if let Err(i) = self.order.binary_search(&svc.id) {
+            self.order.insert(i, svc.id);
+        }
+        self.slots[slot] = Some(svc);
     }
 
     #[inline]

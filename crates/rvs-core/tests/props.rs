@@ -719,3 +719,132 @@ fn tcp(port: u16) -> ServiceKey {
         port,
     }
 }
+
+/// Apply a step to a table and the model that resolves the next steps; traffic counts
+/// connections. Returns the operation's result, if the step was an operation.
+fn run_step(t: &mut Table, m: &mut Model, s: &Step) -> Option<Result<(), Errno>> {
+    match m.resolve(s) {
+        None => {
+            if let Step::Traffic(i, c) = s {
+                traffic(t, m, *i, *c);
+            }
+            None
+        }
+        Some(op) => {
+            let got = t.apply(&op, Time::ZERO).map_err(|e| e.errno);
+            let _ = m.apply(&op);
+            Some(got)
+        }
+    }
+}
+
+/// The destinations each service's scheduler picks for a few clients, by address.
+fn picks(t: &mut Table) -> Vec<Option<(IpAddr, u16)>> {
+    let ids: Vec<SvcId> = t.services().map(|s| s.id).collect();
+    let mut out = Vec::new();
+    for id in ids {
+        for c in 1..=4u8 {
+            let input = rvs_core::sched::SchedInput {
+                saddr: IpAddr::V4(Ipv4Addr::new(192, 0, 2, c)),
+                sport: 1000 + u16::from(c),
+                daddr: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
+                dport: 80,
+                now: Time::ZERO,
+            };
+            let d = t.schedule(id, &input);
+            out.push(d.map(|d| {
+                let d = t.dests.get(d);
+                (d.cfg.addr, d.cfg.port)
+            }));
+        }
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(config(1000))]
+
+    /// A transaction that is rolled back leaves no trace: after it, the table answers every
+    /// later operation, lists, and schedules exactly like a copy that never saw it.
+    #[test]
+    fn rolled_back_transactions_leave_no_trace(
+        before in prop::collection::vec(step(), 0..30),
+        batch in prop::collection::vec(step(), 1..20),
+        after in prop::collection::vec(step(), 0..30),
+    ) {
+        let mut t = Table::new();
+        let mut m = Model::default();
+        for s in &before {
+            run_step(&mut t, &mut m, s);
+        }
+        let mut untouched = t.clone();
+        let mut m2 = m.clone();
+        let snap = t.snapshot(4096);
+        t.begin_transaction();
+        let mut scratch = m.clone();
+        for s in &batch {
+            // Traffic is not part of a control transaction.
+            if !matches!(s, Step::Traffic(..)) {
+                run_step(&mut t, &mut scratch, s);
+            }
+        }
+        t.rollback();
+        prop_assert_eq!(&t.snapshot(4096), &snap);
+        let ids = |t: &Table| t.dests.iter().map(|(id, _)| id).collect::<Vec<_>>();
+        prop_assert_eq!(ids(&t), ids(&untouched), "the same destination slots");
+        for (n, s) in after.iter().enumerate() {
+            let a = run_step(&mut t, &mut m, s);
+            let b = run_step(&mut untouched, &mut m2, s);
+            prop_assert_eq!(a, b, "step {} after the rollback: {:?}", n, s);
+            prop_assert_eq!(t.snapshot(4096), untouched.snapshot(4096), "step {}", n);
+        }
+        prop_assert_eq!(picks(&mut t), picks(&mut untouched));
+    }
+
+    /// `apply_batch` is all or nothing, and a successful one equals the same operations
+    /// applied one by one.
+    #[test]
+    fn batches_are_all_or_nothing(
+        before in prop::collection::vec(step(), 0..20),
+        batch in prop::collection::vec(step(), 1..20),
+    ) {
+        let mut t = Table::new();
+        let mut m = Model::default();
+        for s in &before {
+            run_step(&mut t, &mut m, s);
+        }
+        let mut one_by_one = t.clone();
+        let mut scratch = m.clone();
+        let mut ops = Vec::new();
+        let mut first_err = None;
+        for s in &batch {
+            if matches!(s, Step::Traffic(..)) {
+                continue;
+            }
+            if let Some(op) = scratch.resolve(s) {
+                let r = one_by_one.apply(&op, Time::ZERO);
+                let _ = scratch.apply(&op);
+                if r.is_err() && first_err.is_none() {
+                    first_err = Some(ops.len());
+                }
+                ops.push(op);
+            }
+        }
+        let snap = t.snapshot(4096);
+        let dry = t.dry_run(&ops, Time::ZERO, true);
+        prop_assert_eq!(&t.snapshot(4096), &snap, "a dry run changes nothing");
+        match t.apply_batch(&ops, Time::ZERO) {
+            Ok(()) => {
+                prop_assert_eq!(first_err, None);
+                prop_assert!(dry.iter().all(|r| r.is_ok()));
+                prop_assert_eq!(t.snapshot(4096), one_by_one.snapshot(4096));
+            }
+            Err((i, _)) => {
+                prop_assert_eq!(Some(i), first_err);
+                prop_assert_eq!(dry.len(), i + 1);
+                prop_assert!(dry[i].is_err());
+                prop_assert_eq!(&t.snapshot(4096), &snap);
+            }
+        }
+    }
+}
