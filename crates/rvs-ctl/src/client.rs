@@ -88,7 +88,10 @@ impl fmt::Display for Error {
                     .ok()
                     .and_then(|v| v.as_str().map(str::to_string))
                     .unwrap_or_default();
-                write!(f, "rvs: the rvs daemon refused the request ({code}): {message}")
+                write!(
+                    f,
+                    "rvs: the rvs daemon refused the request ({code}): {message}"
+                )
             }
         }
     }
@@ -487,7 +490,10 @@ impl Client {
 
     /// The table with only the service `key` (the rest of the snapshot — timeouts,
     /// daemons, global counters — as usual), or the kernel's Srch when there is none.
-    pub fn snapshot_service(&mut self, key: &ServiceKey) -> Result<Result<Snapshot, CtlError>, Error> {
+    pub fn snapshot_service(
+        &mut self,
+        key: &ServiceKey,
+    ) -> Result<Result<Snapshot, CtlError>, Error> {
         let req = Request::Snapshot {
             service: Some(*key),
         };

@@ -107,8 +107,11 @@ fn streamed_snapshot_is_joined_in_order() {
     let (path, h) = serve(&dir, move |p| {
         let (raw, _) = p.line().unwrap();
         assert_eq!(raw, r#"{"req":"snapshot"}"#);
-        let chunks: Vec<Vec<ServiceSnap>> =
-            sent.services.chunks(3).map(<[ServiceSnap]>::to_vec).collect();
+        let chunks: Vec<Vec<ServiceSnap>> = sent
+            .services
+            .chunks(3)
+            .map(<[ServiceSnap]>::to_vec)
+            .collect();
         let (last, parts) = chunks.split_last().unwrap();
         for c in parts {
             p.send(&Response::data(Payload::SnapshotPart {
@@ -172,18 +175,13 @@ fn snapshot_of_one_service_from_an_older_daemon() {
     let dir = TempDir::new("oldone");
     let (path, h) = serve(&dir, |p| {
         for _ in 0..2 {
-            assert!(matches!(
-                p.req(),
-                Request::Snapshot { service: Some(_) }
-            ));
+            assert!(matches!(p.req(), Request::Snapshot { service: Some(_) }));
             p.send(&Response::error(
                 ErrorCode::BadRequest,
                 "bad request: unknown field `service`",
             ));
             assert_eq!(p.req(), Request::Snapshot { service: None });
-            p.send(&Response::data(Payload::Snapshot {
-                snapshot: table(3),
-            }));
+            p.send(&Response::data(Payload::Snapshot { snapshot: table(3) }));
         }
     });
     let mut c = Client::connect(&path).unwrap();
@@ -202,7 +200,10 @@ fn busy_daemon_is_reported_as_busy() {
     let dir = TempDir::new("busy");
     let (path, h) = serve(&dir, |p| {
         // the only line, sent before reading anything, then the connection closes
-        p.send(&Response::error(ErrorCode::Busy, "too many control clients"));
+        p.send(&Response::error(
+            ErrorCode::Busy,
+            "too many control clients",
+        ));
     });
     let mut c = Client::connect(&path).unwrap();
     h.join().unwrap();
@@ -508,7 +509,10 @@ fn apply_each_on_an_older_daemon_goes_one_by_one() {
     });
     let mut c = Client::connect(&path).unwrap();
     let r = c.apply_each(&[add(1), add(1), add(2)]).unwrap();
-    assert_eq!(r.iter().map(Result::is_ok).collect::<Vec<_>>(), [true, false, true]);
+    assert_eq!(
+        r.iter().map(Result::is_ok).collect::<Vec<_>>(),
+        [true, false, true]
+    );
     assert_eq!(c.apply_each(&[add(3)]).unwrap(), vec![Ok(())]);
     h.join().unwrap();
 }
