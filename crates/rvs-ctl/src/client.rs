@@ -594,15 +594,7 @@ impl Client {
 /// Connect, giving up after `limit`: connecting to a Unix socket blocks while the
 /// listener's backlog is full (a stopped daemon), so the attempt runs on a helper thread.
 fn connect_within(path: &Path, limit: Duration) -> Result<UnixStream, Error> {
-    let classify = |e: io::Error| match e.kind() {
-        io::ErrorKind::PermissionDenied => Error::PermissionDenied {
-            path: path.to_path_buf(),
-        },
-        _ => Error::Unreachable {
-            path: path.to_path_buf(),
-            source: e,
-        },
-    };
+    let classify = |e: io::Error| connect_error(path, e);
     let (tx, rx) = mpsc::channel();
     let target = path.to_path_buf();
     let spawned = std::thread::Builder::new()
@@ -622,5 +614,46 @@ fn connect_within(path: &Path, limit: Duration) -> Result<UnixStream, Error> {
                 limit.as_secs_f64()
             ),
         }),
+    }
+}
+
+/// A failed connect in rvs's words: EACCES is a permission problem (the socket is root's),
+/// anything else means no daemon answers there.
+fn connect_error(path: &Path, e: io::Error) -> Error {
+    match e.kind() {
+        io::ErrorKind::PermissionDenied => Error::PermissionDenied {
+            path: path.to_path_buf(),
+        },
+        _ => Error::Unreachable {
+            path: path.to_path_buf(),
+            source: e,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connect_failures_in_rvs_words() {
+        let p = Path::new("/run/rvs/rvs.sock");
+        let e = connect_error(p, io::Error::from_raw_os_error(13));
+        assert!(matches!(e, Error::PermissionDenied { .. }), "{e:?}");
+        assert_eq!(
+            e.to_string(),
+            "rvs: permission denied on the rvs control socket /run/rvs/rvs.sock: run as root \
+             or as the owner of the socket"
+        );
+        for errno in [2, 111] {
+            let e = connect_error(p, io::Error::from_raw_os_error(errno));
+            assert!(matches!(e, Error::Unreachable { .. }), "{e:?}");
+            assert!(
+                e.to_string().starts_with(
+                    "rvs: cannot reach the rvs daemon at /run/rvs/rvs.sock (is 'rvs daemon' running?): "
+                ),
+                "{e}"
+            );
+        }
     }
 }

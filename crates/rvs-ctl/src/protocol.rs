@@ -116,6 +116,9 @@ pub enum ErrorCode {
     /// A request or a transaction over its operation limit ([`MAX_OPS_PER_REQUEST`],
     /// [`MAX_TXN_OPS`]).
     Limit,
+    /// A code this version does not know (from a newer daemon): treat as `internal`.
+    #[serde(other)]
+    Unknown,
 }
 
 /// The data of a successful response.
@@ -333,6 +336,13 @@ mod tests {
                 Response::error(code, "m")
             );
         }
+    }
+
+    #[test]
+    fn unknown_codes_are_kept_apart() {
+        let r: Response =
+            serde_json::from_str(r#"{"status":"error","code":"shiny_new","message":"m"}"#).unwrap();
+        assert_eq!(r, Response::error(ErrorCode::Unknown, "m"));
     }
 
     #[test]
