@@ -9,7 +9,7 @@
 //! `/proc/net/ip_vs*` files) and [`mem`] (an in-memory backend).
 
 use rvs_core::snapshot::{ConnSnap, Snapshot};
-use rvs_core::{CtlError, Op};
+use rvs_core::{CtlError, Op, ServiceKey};
 use std::cell::OnceCell;
 use std::io::{BufRead, Write};
 
@@ -32,9 +32,15 @@ pub use restore::{restore_atomic, restore_atomic_with_names};
 use errors::{Call, strerror};
 use parse::{Cmd, Parsed, opt};
 
-/// Failure to reach the table at all (no daemon).
+/// A failure only rvs can have (no daemon, permission denied on its socket, the change
+/// could not be saved, ...): the text says what happened in rvs's words and is printed as
+/// it is, never as one of ipvsadm's kernel messages.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BackendError(pub String);
+
+/// How many operations `-R` holds back by default before sending them with
+/// [`Backend::apply_each`] (the control API takes 10,000 per request).
+pub const DEFAULT_PENDING_OPS: usize = 10_000;
 
 /// Where the table lives: the daemon over its socket, or an in-memory table in tests.
 pub trait Backend {
@@ -43,8 +49,31 @@ pub trait Backend {
     /// Apply operations all-or-nothing: on failure nothing is changed and the index of the
     /// failing operation is returned with its error.
     fn apply_batch(&mut self, ops: &[Op]) -> Result<Result<(), (usize, CtlError)>, BackendError>;
+    /// Apply each operation on its own, in order, exactly as that many [`Backend::apply`]
+    /// calls would (a refused one does not stop the rest); one result per operation.
+    fn apply_each(&mut self, ops: &[Op]) -> Result<Vec<Result<(), CtlError>>, BackendError> {
+        ops.iter().map(|op| self.apply(op)).collect()
+    }
+    /// How many table operations `-R` may parse ahead and hold back before sending them
+    /// with [`Backend::apply_each`]. 1 sends every line on its own, as ipvsadm does.
+    fn pending_ops(&self) -> usize {
+        DEFAULT_PENDING_OPS
+    }
     /// The table for listings.
     fn snapshot(&mut self) -> Result<Snapshot, BackendError>;
+    /// The table with only the service `key` (for `-L -t VIP:PORT`), or the kernel's
+    /// error for `GET_SERVICE` (Srch) when there is none.
+    fn snapshot_service(
+        &mut self,
+        key: &ServiceKey,
+    ) -> Result<Result<Snapshot, CtlError>, BackendError> {
+        let mut snap = self.snapshot()?;
+        snap.services.retain(|s| s.cfg.key == *key);
+        if snap.services.is_empty() {
+            return Ok(Err(CtlError::new(rvs_core::Errno::Srch)));
+        }
+        Ok(Ok(snap))
+    }
     /// The connection table for `-Lc`.
     fn connections(&mut self) -> Result<Vec<ConnSnap>, BackendError>;
 }
@@ -132,13 +161,10 @@ fn run_ctx(
     }
 }
 
-/// What ipvsadm prints when it cannot reach IPVS at all.
+/// A failure of rvs itself (ipvsadm would say "Can't initialize ipvs ... built in the
+/// kernel", which would send the reader looking for a kernel module): rvs's own line.
 pub(crate) fn backend_failure(err: &mut dyn Write, e: &BackendError) {
-    let _ = writeln!(
-        err,
-        "Can't initialize ipvs: {}\nAre you sure that IP Virtual Server is built in the kernel or as module?",
-        e.0
-    );
+    let _ = writeln!(err, "{}", e.0);
 }
 
 /// The table operation a parsed command stands for, with the libipvs call that sends it.
@@ -233,10 +259,22 @@ pub(crate) fn process_options(
     backend: &mut dyn Backend,
     reading_stdin: bool,
 ) -> Flow {
-    let p = match parse::parse(args, ctx, out, err) {
-        Ok(p) => p,
-        Err(f) => return f,
-    };
+    match parse::parse(args, ctx, out, err) {
+        Ok(p) => execute(&p, ctx, stdin, out, err, backend, reading_stdin),
+        Err(f) => f,
+    }
+}
+
+/// Carry out a parsed invocation (the second half of `process_options`).
+pub(crate) fn execute(
+    p: &Parsed,
+    ctx: &Ctx,
+    stdin: &mut dyn BufRead,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+    backend: &mut dyn Backend,
+    reading_stdin: bool,
+) -> Flow {
     match p.cmd {
         Cmd::List => {
             let listing =
@@ -260,20 +298,33 @@ pub(crate) fn process_options(
                 let _ = out.write_all(conn::list(&conns, &p.fmt, names).as_bytes());
                 return Flow::Ret(0);
             }
+            if p.has(opt::SERVICE) {
+                // One service: ask for that one only (the kernel's GET_SERVICE), not the
+                // whole table.
+                let key = p.svc.key();
+                let text = match backend.snapshot_service(&key) {
+                    Ok(Ok(snap)) => list::one(&snap, &key, &p.fmt, names),
+                    Ok(Err(e)) => {
+                        let _ = writeln!(err, "{}", strerror(Call::GetService, e.errno));
+                        return Flow::Exit(1);
+                    }
+                    Err(e) => {
+                        backend_failure(err, &e);
+                        return Flow::Exit(2);
+                    }
+                };
+                let Some(text) = text else {
+                    let _ = writeln!(err, "{}", strerror(Call::GetService, rvs_core::Errno::Srch));
+                    return Flow::Exit(1);
+                };
+                let _ = out.write_all(text.as_bytes());
+                return Flow::Ret(0);
+            }
             let snap = match snapshot(backend, err) {
                 Ok(s) => s,
                 Err(f) => return f,
             };
-            let text = if p.has(opt::SERVICE) {
-                match list::one(&snap, &p.svc.key(), &p.fmt, names) {
-                    Some(t) => t,
-                    None => {
-                        let _ =
-                            writeln!(err, "{}", strerror(Call::GetService, rvs_core::Errno::Srch));
-                        return Flow::Exit(1);
-                    }
-                }
-            } else if p.has(opt::TIMEOUT) {
+            let text = if p.has(opt::TIMEOUT) {
                 list::timeout(&snap.timeouts)
             } else if p.has(opt::DAEMON) {
                 list::daemons(&snap.daemons)
@@ -294,7 +345,7 @@ pub(crate) fn process_options(
             list_all(ctx, out, err, backend, &fmt)
         }
         _ => {
-            let Some((op, call)) = op_of(&p) else {
+            let Some((op, call)) = op_of(p) else {
                 return Flow::Ret(0);
             };
             match backend.apply(&op) {

@@ -1,10 +1,12 @@
 //! `ipvsadm -R` exactly as 1.31 does it (`config_stream_read` + `restore_table`), and
 //! rvs's own all-or-nothing restore.
 
-use crate::errors::strerror;
+use crate::errors::{Call, strerror};
 use crate::names::Names;
 use crate::parse;
-use crate::{Backend, Ctx, Flow};
+use crate::{Backend, BackendError, Ctx, Flow};
+use rvs_core::Op;
+use std::cell::RefCell;
 use std::io::{BufRead, Write};
 
 fn is_ws(b: u8) -> bool {
@@ -81,6 +83,13 @@ pub(crate) fn config_stream_read(r: &mut dyn BufRead) -> Option<Vec<String>> {
 
 /// `restore_table`: each line is one ipvsadm invocation; kernel errors do not stop it, but
 /// anything that makes ipvsadm exit (`fail`, "Try ...", a failed listing) ends it all.
+///
+/// Streamed: consecutive lines that are plain table operations are parsed ahead and sent
+/// together with [`Backend::apply_each`] (up to [`Backend::pending_ops`] at a time); each
+/// result is then reported exactly as the line-by-line run would have reported it. Pending
+/// operations are sent before any other line (a listing, a save, a line that does not
+/// parse or prints anything) is carried out, so everything is seen and printed in the
+/// original order.
 pub(crate) fn restore_table(
     ctx: &Ctx,
     stdin: &mut dyn BufRead,
@@ -92,17 +101,136 @@ pub(crate) fn restore_table(
     if reading_stdin {
         return parse::tryhelp(err);
     }
+    let limit = backend.pending_ops().max(1);
+    let mut pending = Pending::default();
     let mut result = 0;
     while let Some(words) = config_stream_read(stdin) {
         if words.is_empty() {
             continue;
         }
-        match crate::process_options(&words, ctx, stdin, out, err, backend, true) {
+        let held = RefCell::new(Vec::new());
+        let parsed = parse::parse(
+            &words,
+            ctx,
+            &mut Held {
+                log: &held,
+                to_err: false,
+            },
+            &mut Held {
+                log: &held,
+                to_err: true,
+            },
+        );
+        let held = held.into_inner();
+        if held.is_empty()
+            && let Ok(p) = &parsed
+            && let Some((op, call)) = crate::op_of(p)
+        {
+            pending.ops.push(op);
+            pending.calls.push(call);
+            if pending.ops.len() >= limit {
+                match pending.send(backend, err) {
+                    Ok(r) => result = r.unwrap_or(result),
+                    Err(f) => return f,
+                }
+            }
+            continue;
+        }
+        // This line sets the result itself, so the pending ones' results are not needed.
+        if let Err(f) = pending.send(backend, err) {
+            return f;
+        }
+        for (to_err, bytes) in &held {
+            let w: &mut dyn Write = if *to_err { &mut *err } else { &mut *out };
+            let _ = w.write_all(bytes);
+        }
+        let flow = match parsed {
+            Ok(p) => crate::execute(&p, ctx, stdin, out, err, backend, true),
+            Err(f) => f,
+        };
+        match flow {
             Flow::Exit(c) => return Flow::Exit(c),
             Flow::Ret(r) => result = r,
         }
     }
-    Flow::Ret(result)
+    match pending.send(backend, err) {
+        Ok(r) => Flow::Ret(r.unwrap_or(result)),
+        Err(f) => f,
+    }
+}
+
+/// Table operations parsed but not sent yet, with the libipvs call each stands for (its
+/// error message depends on it).
+#[derive(Default)]
+struct Pending {
+    ops: Vec<Op>,
+    calls: Vec<Call>,
+}
+
+impl Pending {
+    /// Send the pending operations and report each result as `process_options` would.
+    /// Returns the last operation's result (None when nothing was pending), or how the run
+    /// ends when the backend failed.
+    fn send(
+        &mut self,
+        backend: &mut dyn Backend,
+        err: &mut dyn Write,
+    ) -> Result<Option<i32>, Flow> {
+        if self.ops.is_empty() {
+            return Ok(None);
+        }
+        let results = backend.apply_each(&self.ops);
+        self.ops.clear();
+        let calls = std::mem::take(&mut self.calls);
+        let results = match results {
+            Ok(r) => r,
+            Err(e) => {
+                crate::backend_failure(err, &e);
+                return Err(Flow::Exit(2));
+            }
+        };
+        let mut last = 0;
+        for (i, call) in calls.into_iter().enumerate() {
+            match results.get(i) {
+                Some(Ok(())) => last = 0,
+                Some(Err(e)) => {
+                    let _ = writeln!(err, "{}", strerror(call, e.errno));
+                    last = -1;
+                }
+                None => {
+                    let e = BackendError(format!(
+                        "rvs: the table answered {} results for {} operations",
+                        results.len(),
+                        i + 1
+                    ));
+                    crate::backend_failure(err, &e);
+                    return Err(Flow::Exit(2));
+                }
+            }
+        }
+        Ok(Some(last))
+    }
+}
+
+/// What a parse printed, in order, held back while earlier lines' operations are pending.
+struct Held<'a> {
+    log: &'a RefCell<Vec<(bool, Vec<u8>)>>,
+    to_err: bool,
+}
+
+impl Write for Held<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut log = self.log.borrow_mut();
+        match log.last_mut() {
+            Some((e, v)) if *e == self.to_err => v.extend_from_slice(buf),
+            _ => log.push((self.to_err, buf.to_vec())),
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// rvs's all-or-nothing restore: every line is parsed first, then all operations are

@@ -338,7 +338,7 @@ fn handle(shared: &Shared, req: Request) -> Response {
     // the engine decide what is already queued (it needs the lock, so wait before taking it).
     if matches!(
         req,
-        Request::Snapshot | Request::Connections | Request::Proc { .. }
+        Request::Snapshot { .. } | Request::Connections | Request::Proc { .. }
     ) && let Some(q) = shared.quiescer.get()
     {
         q.quiesce();
@@ -358,7 +358,7 @@ fn handle(shared: &Shared, req: Request) -> Response {
         }),
         Request::Apply { op } => apply_ops(inner, facts, std::slice::from_ref(&op), now, false),
         Request::ApplyBatch { ops } => apply_ops(inner, facts, &ops, now, true),
-        Request::Snapshot => Response::data(Payload::Snapshot {
+        Request::Snapshot { service: None } => Response::data(Payload::Snapshot {
             snapshot: inner.state.snapshot(),
         }),
         Request::Connections => Response::data(Payload::Connections {
@@ -396,6 +396,9 @@ fn handle(shared: &Shared, req: Request) -> Response {
             Some(text) => Response::data(Payload::Proc { text }),
             None => Response::error(ErrorCode::NotFound, format!("no such /proc file {path:?}")),
         },
+        // Placeholder until the daemon serves the streaming requests (issue 6): clients
+        // fall back on bad_request.
+        _ => Response::error(ErrorCode::BadRequest, "request not served by this daemon"),
     };
     shared.flush_klog(inner);
     shared.refresh_proc(inner);

@@ -9,9 +9,9 @@ mod procfs;
 mod protocol;
 mod state;
 
-use client::{Client, error_of};
+use client::CtlBackend;
 use protocol::{Payload, Request, Response};
-use rvs_ipvsadm::BackendError;
+use rvs_ctl::Client;
 use std::ffi::OsString;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -27,7 +27,8 @@ commands:
                          run the daemon (foreground) that owns the table and, with the
                          default `--dataplane tun`, carries the traffic (TUN device `rvs0`)
   ipvsadm ARGS...        the ipvsadm command line (also: run this binary as `ipvsadm`)
-  restore --atomic       ipvsadm -R input on stdin, applied all-or-nothing
+  restore --atomic       ipvsadm -R input on stdin, applied all-or-nothing (streamed to
+                         the daemon as one transaction: no size limit)
   restore                the same as `ipvsadm -R`
   sysctl [-w] [-q] [-n] [-a] net.ipv4.vs.NAME[=VALUE]...
                          read or write the daemon's net.ipv4.vs.* settings
@@ -192,18 +193,19 @@ fn daemon_main(socket: Option<PathBuf>, args: &[String]) -> i32 {
     }
 }
 
-/// Connect, or print the one clear line and give ipvsadm's "cannot initialise" status.
+/// Connect, or print the one line that says why not (no daemon, permission denied, busy,
+/// ...) and give ipvsadm's "cannot initialise" status.
 fn connect_or_explain(socket: &Path) -> Result<Client, i32> {
-    Client::connect(socket).map_err(|BackendError(msg)| {
-        eprintln!("{msg}");
+    Client::connect(socket).map_err(|e| {
+        eprintln!("{e}");
         2
     })
 }
 
 fn ipvsadm_main(socket: &Path, args: &[String]) -> i32 {
     // Like ipvsadm, which opens its kernel channel before parsing anything.
-    let mut client = match connect_or_explain(socket) {
-        Ok(c) => c,
+    let mut backend = match connect_or_explain(socket) {
+        Ok(c) => CtlBackend(c),
         Err(code) => return code,
     };
     let stdin = std::io::stdin();
@@ -212,7 +214,7 @@ fn ipvsadm_main(socket: &Path, args: &[String]) -> i32 {
     let mut out = stdout.lock();
     let stderr = std::io::stderr();
     let mut err = stderr.lock();
-    let code = rvs_ipvsadm::run(args, &mut input, &mut out, &mut err, &mut client);
+    let code = rvs_ipvsadm::run(args, &mut input, &mut out, &mut err, &mut backend);
     let _ = out.flush();
     code
 }
@@ -226,8 +228,8 @@ fn restore_main(socket: &Path, args: &[String]) -> i32 {
     if !atomic {
         return ipvsadm_main(socket, &["-R".to_string()]);
     }
-    let mut client = match connect_or_explain(socket) {
-        Ok(c) => c,
+    let mut backend = match connect_or_explain(socket) {
+        Ok(c) => CtlBackend(c),
         Err(code) => return code,
     };
     let stdin = std::io::stdin();
@@ -236,8 +238,9 @@ fn restore_main(socket: &Path, args: &[String]) -> i32 {
     let mut out = stdout.lock();
     let stderr = std::io::stderr();
     let mut err = stderr.lock();
-    // Parses every line first, then sends one `apply_batch`: nothing or everything.
-    let code = rvs_ipvsadm::restore_atomic(&mut input, &mut out, &mut err, &mut client);
+    // Parses every line first, then sends them all-or-nothing: one `apply_batch` when they
+    // fit in a request, else a transaction streamed in pieces.
+    let code = rvs_ipvsadm::restore_atomic(&mut input, &mut out, &mut err, &mut backend);
     let _ = out.flush();
     code
 }
@@ -285,8 +288,8 @@ fn sysctl_main(socket: &Path, args: &[String]) -> i32 {
                 0
             }
             Ok(_) => 1,
-            Err(BackendError(m)) => {
-                eprintln!("{m}");
+            Err(e) => {
+                eprintln!("{e}");
                 1
             }
         };
@@ -344,11 +347,11 @@ fn sysctl_main(socket: &Path, args: &[String]) -> i32 {
                 rc = 1;
             }
             Ok(other) => {
-                eprintln!("{}", error_of(other).0);
+                eprintln!("{}", client.error_of(other));
                 rc = 1;
             }
-            Err(BackendError(m)) => {
-                eprintln!("{m}");
+            Err(e) => {
+                eprintln!("{e}");
                 return 1;
             }
         }
@@ -382,11 +385,11 @@ fn proc_main(socket: &Path, args: &[String]) -> i32 {
             1
         }
         Ok(other) => {
-            eprintln!("{}", error_of(other).0);
+            eprintln!("{}", client.error_of(other));
             1
         }
-        Err(BackendError(m)) => {
-            eprintln!("{m}");
+        Err(e) => {
+            eprintln!("{e}");
             1
         }
     }
@@ -394,34 +397,23 @@ fn proc_main(socket: &Path, args: &[String]) -> i32 {
 
 fn ping_main(socket: &Path, args: &[String]) -> i32 {
     let quiet = args.iter().any(|a| a == "-q");
-    let mut client = match Client::connect(socket) {
-        Ok(c) => c,
-        Err(BackendError(m)) => {
-            if !quiet {
-                eprintln!("{m}");
-            }
-            return 1;
-        }
-    };
-    match client.request_data(&Request::Ping) {
-        Ok(Payload::Pong {
-            version,
-            pid,
-            protocol,
-            ..
-        }) => {
+    let info = Client::connect(socket).and_then(|mut c| c.ping());
+    match info {
+        Ok(i) => {
             if !quiet {
                 println!(
-                    "rvs daemon {version} (protocol {protocol}) pid {pid} at {}",
+                    "rvs daemon {} (protocol {}) pid {} at {}",
+                    i.version,
+                    i.protocol,
+                    i.pid,
                     socket.display()
                 );
             }
             0
         }
-        Ok(_) => 1,
-        Err(BackendError(m)) => {
+        Err(e) => {
             if !quiet {
-                eprintln!("{m}");
+                eprintln!("{e}");
             }
             1
         }

@@ -1,0 +1,354 @@
+//! The control API: one JSON request per line, one JSON response per line, on a Unix stream
+//! socket. See `docs/control-api.md` for the specification with examples.
+
+use rvs_core::snapshot::{ConnSnap, ServiceSnap, Snapshot};
+use rvs_core::{CtlError, Op, ServiceKey};
+use serde::{Deserialize, Serialize};
+
+/// Version of the wire protocol (bumped on incompatible changes only: new requests, payloads
+/// and error codes keep it).
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Longest request line the daemon accepts (bytes, without the newline). Bigger changes go
+/// through a transaction (`txn_begin` / `txn_ops` / `txn_commit`), in pieces under this.
+pub const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
+
+/// Most operations in one `apply_batch`, `apply_each` or `txn_ops` request.
+pub const MAX_OPS_PER_REQUEST: usize = 10_000;
+
+/// Most operations one transaction may buffer before `txn_commit`.
+pub const MAX_TXN_OPS: usize = 2_000_000;
+
+/// One request. Serialised with an internal tag: `{"req":"apply","op":{...}}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "req", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    /// Liveness check; answered with [`Payload::Pong`].
+    Ping,
+    /// Versions of the daemon; answered with [`Payload::Pong`] too.
+    Version,
+    /// Apply one control operation (one kernel request).
+    Apply { op: Op },
+    /// Apply operations all-or-nothing.
+    ApplyBatch { ops: Vec<Op> },
+    /// Apply each operation on its own, in order, as that many `apply` requests would (a
+    /// failure does not stop the others), persisted once. Answered with
+    /// [`Payload::Results`].
+    ApplyEach { ops: Vec<Op> },
+    /// Start a transaction on this connection. With `replace`, the submitted operations
+    /// (`AddService`, `AddDest`, `SetTimeouts` only) describe the whole desired table and
+    /// the commit applies the difference.
+    TxnBegin {
+        #[serde(default)]
+        replace: bool,
+    },
+    /// More operations for the open transaction (buffered, nothing applied yet).
+    TxnOps { ops: Vec<Op> },
+    /// Apply the transaction all-or-nothing; answered with [`Payload::Applied`] or a
+    /// `ctl_error` whose index counts every operation submitted since `txn_begin`.
+    TxnCommit,
+    /// Drop the open transaction.
+    TxnAbort,
+    /// The table, as listings need it; with `service`, only that service (`ctl_error` Srch
+    /// when there is none). A whole table may come as several [`Payload::SnapshotPart`]
+    /// lines before the final [`Payload::Snapshot`].
+    Snapshot {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        service: Option<ServiceKey>,
+    },
+    /// The connection table.
+    Connections,
+    /// Read one `net.ipv4.vs.*` sysctl (short name, e.g. `expire_quiescent_template`).
+    SysctlGet { name: String },
+    /// Write one sysctl; `value` is the text written to the /proc file (`"1"`, `"3 50"`).
+    SysctlSet { name: String, value: String },
+    /// Every sysctl with its value, in name order.
+    SysctlList,
+    /// The content of a /proc file, path relative to /proc (`net/ip_vs`,
+    /// `sys/net/ipv4/vs/am_droprate`).
+    Proc { path: String },
+}
+
+/// One response. `{"status":"ok",...}`, `{"status":"ctl_error",...}` or
+/// `{"status":"error",...}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Response {
+    /// The request was carried out (and, for changes, persisted).
+    Ok {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        data: Option<Payload>,
+    },
+    /// The table refused the operation exactly as the kernel would (errno + kernel log line).
+    /// For a batch or a transaction, `index` is the failing operation and nothing was changed.
+    CtlError {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        index: Option<usize>,
+        error: CtlError,
+    },
+    /// The request itself was bad or could not be served.
+    Error { code: ErrorCode, message: String },
+}
+
+/// Machine-readable reason of a [`Response::Error`].
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// Not JSON, not a known request, or a field is missing or has the wrong type.
+    BadRequest,
+    /// Unknown sysctl or /proc file.
+    NotFound,
+    /// A value the daemon refuses (e.g. a sysctl value that is not a number).
+    InvalidValue,
+    /// The change could not be written to the state file. Nothing was changed.
+    PersistFailed,
+    /// Anything else on the daemon's side.
+    Internal,
+    /// The request line is longer than [`MAX_REQUEST_BYTES`]; the connection is closed.
+    TooLarge,
+    /// Too many control clients: sent as the only line of a new connection, then closed.
+    Busy,
+    /// The client was idle (or sent a line too slowly) for too long; the connection is
+    /// closed.
+    Timeout,
+    /// `txn_ops`, `txn_commit` or `txn_abort` without an open transaction.
+    NoTransaction,
+    /// A request or a transaction over its operation limit ([`MAX_OPS_PER_REQUEST`],
+    /// [`MAX_TXN_OPS`]).
+    Limit,
+    /// A code this version does not know (from a newer daemon): treat as `internal`.
+    #[serde(other)]
+    Unknown,
+}
+
+/// The data of a successful response.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Payload {
+    Pong {
+        daemon: String,
+        version: String,
+        protocol: u32,
+        pid: u32,
+    },
+    /// The table (or its last chunk of services, after [`Payload::SnapshotPart`] lines).
+    Snapshot {
+        snapshot: Snapshot,
+    },
+    /// Services of a streamed snapshot, in order; more lines follow.
+    SnapshotPart {
+        services: Vec<ServiceSnap>,
+    },
+    /// `apply_each`: one entry per operation, `None` when it was applied.
+    Results {
+        results: Vec<Option<CtlError>>,
+    },
+    /// `txn_commit`: the operations actually applied (for `replace`, the difference).
+    Applied {
+        ops: Vec<Op>,
+    },
+    Connections {
+        conns: Vec<ConnSnap>,
+    },
+    Sysctl {
+        name: String,
+        value: String,
+    },
+    SysctlList {
+        entries: Vec<SysctlEntry>,
+    },
+    Proc {
+        text: String,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SysctlEntry {
+    pub name: String,
+    pub value: String,
+}
+
+impl Response {
+    pub fn ok() -> Response {
+        Response::Ok { data: None }
+    }
+
+    pub fn data(p: Payload) -> Response {
+        Response::Ok { data: Some(p) }
+    }
+
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> Response {
+        Response::Error {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rvs_core::{Errno, Protocol};
+
+    fn req(s: &str) -> Request {
+        serde_json::from_str(s).unwrap()
+    }
+
+    fn key() -> ServiceKey {
+        ServiceKey::Addr {
+            protocol: Protocol::Tcp,
+            addr: "10.0.0.1".parse().unwrap(),
+            port: 80,
+        }
+    }
+
+    #[test]
+    fn request_shapes() {
+        assert_eq!(req(r#"{"req":"ping"}"#), Request::Ping);
+        assert_eq!(
+            req(r#"{"req":"apply","op":"Flush"}"#),
+            Request::Apply { op: Op::Flush }
+        );
+        assert_eq!(
+            req(r#"{"req":"sysctl_set","name":"conntrack","value":"1"}"#),
+            Request::SysctlSet {
+                name: "conntrack".into(),
+                value: "1".into()
+            }
+        );
+        assert!(serde_json::from_str::<Request>(r#"{"req":"nope"}"#).is_err());
+        assert!(serde_json::from_str::<Request>(r#"{"req":"apply"}"#).is_err());
+    }
+
+    #[test]
+    fn new_request_shapes() {
+        assert_eq!(
+            req(r#"{"req":"apply_each","ops":["Flush","Flush"]}"#),
+            Request::ApplyEach {
+                ops: vec![Op::Flush, Op::Flush]
+            }
+        );
+        assert_eq!(
+            req(r#"{"req":"txn_begin","replace":true}"#),
+            Request::TxnBegin { replace: true }
+        );
+        // `replace` may be left out
+        assert_eq!(
+            req(r#"{"req":"txn_begin"}"#),
+            Request::TxnBegin { replace: false }
+        );
+        assert_eq!(
+            req(r#"{"req":"txn_ops","ops":[]}"#),
+            Request::TxnOps { ops: vec![] }
+        );
+        assert_eq!(req(r#"{"req":"txn_commit"}"#), Request::TxnCommit);
+        assert_eq!(req(r#"{"req":"txn_abort"}"#), Request::TxnAbort);
+        assert!(serde_json::from_str::<Request>(r#"{"req":"txn_ops","ops":[],"x":1}"#).is_err());
+
+        // the old snapshot request is unchanged on the wire
+        assert_eq!(
+            req(r#"{"req":"snapshot"}"#),
+            Request::Snapshot { service: None }
+        );
+        assert_eq!(
+            serde_json::to_string(&Request::Snapshot { service: None }).unwrap(),
+            r#"{"req":"snapshot"}"#
+        );
+        let one = Request::Snapshot {
+            service: Some(key()),
+        };
+        let s = serde_json::to_string(&one).unwrap();
+        assert_eq!(
+            s,
+            r#"{"req":"snapshot","service":{"Addr":{"protocol":"Tcp","addr":"10.0.0.1","port":80}}}"#
+        );
+        assert_eq!(req(&s), one);
+    }
+
+    #[test]
+    fn response_shapes() {
+        let s = serde_json::to_string(&Response::ok()).unwrap();
+        assert_eq!(s, r#"{"status":"ok"}"#);
+        let s = serde_json::to_string(&Response::error(ErrorCode::BadRequest, "x")).unwrap();
+        assert_eq!(
+            s,
+            r#"{"status":"error","code":"bad_request","message":"x"}"#
+        );
+        let s = serde_json::to_string(&Response::data(Payload::Proc { text: "t".into() })).unwrap();
+        assert_eq!(s, r#"{"status":"ok","data":{"kind":"proc","text":"t"}}"#);
+        let back: Response = serde_json::from_str(&s).unwrap();
+        assert_eq!(back, Response::data(Payload::Proc { text: "t".into() }));
+    }
+
+    #[test]
+    fn new_response_shapes() {
+        let r = Response::data(Payload::Results {
+            results: vec![None, Some(CtlError::new(Errno::Exist))],
+        });
+        let s = serde_json::to_string(&r).unwrap();
+        assert_eq!(
+            s,
+            r#"{"status":"ok","data":{"kind":"results","results":[null,{"errno":"Exist","log":null}]}}"#
+        );
+        assert_eq!(serde_json::from_str::<Response>(&s).unwrap(), r);
+
+        let r = Response::data(Payload::Applied {
+            ops: vec![Op::Flush],
+        });
+        let s = serde_json::to_string(&r).unwrap();
+        assert_eq!(
+            s,
+            r#"{"status":"ok","data":{"kind":"applied","ops":["Flush"]}}"#
+        );
+
+        let r = Response::data(Payload::SnapshotPart { services: vec![] });
+        let s = serde_json::to_string(&r).unwrap();
+        assert_eq!(
+            s,
+            r#"{"status":"ok","data":{"kind":"snapshot_part","services":[]}}"#
+        );
+
+        let r = Response::CtlError {
+            index: Some(12_345),
+            error: CtlError::logged(Errno::Range, "x"),
+        };
+        let s = serde_json::to_string(&r).unwrap();
+        assert_eq!(
+            s,
+            r#"{"status":"ctl_error","index":12345,"error":{"errno":"Range","log":"x"}}"#
+        );
+
+        for (code, text) in [
+            (ErrorCode::TooLarge, "too_large"),
+            (ErrorCode::Busy, "busy"),
+            (ErrorCode::Timeout, "timeout"),
+            (ErrorCode::NoTransaction, "no_transaction"),
+            (ErrorCode::Limit, "limit"),
+            (ErrorCode::PersistFailed, "persist_failed"),
+        ] {
+            let s = serde_json::to_string(&Response::error(code, "m")).unwrap();
+            assert_eq!(
+                s,
+                format!(r#"{{"status":"error","code":"{text}","message":"m"}}"#)
+            );
+            assert_eq!(
+                serde_json::from_str::<Response>(&s).unwrap(),
+                Response::error(code, "m")
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_codes_are_kept_apart() {
+        let r: Response =
+            serde_json::from_str(r#"{"status":"error","code":"shiny_new","message":"m"}"#).unwrap();
+        assert_eq!(r, Response::error(ErrorCode::Unknown, "m"));
+    }
+
+    #[test]
+    fn limits() {
+        assert_eq!(MAX_REQUEST_BYTES, 4 << 20);
+        assert_eq!(MAX_OPS_PER_REQUEST, 10_000);
+        assert_eq!(MAX_TXN_OPS, 2_000_000);
+    }
+}
