@@ -15,6 +15,7 @@
 
 pub mod checksum;
 pub mod crc32c;
+pub mod frag;
 pub mod ipv4;
 pub mod ipv6;
 pub mod l4;
