@@ -729,8 +729,10 @@ mod tests {
         let mut r = [0u8; 1500];
         let stats = Stats::default();
         let mut accept = |_: &PacketInfo, _: Direction| Verdict::Accept;
-        let mut fwd = RecvMeta::default();
-        fwd.forwarded = true;
+        let fwd = RecvMeta {
+            forwarded: true,
+            ..RecvMeta::default()
+        };
         let mut p = syn();
         let a = process_meta(&mut p, fwd, &mut r, &mut accept, &stats, &Config::default());
         assert_eq!(a, Action::Send(40));
