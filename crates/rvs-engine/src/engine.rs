@@ -1,11 +1,21 @@
 //! The engine loop: read a packet, parse it (rvs-wire), ask the decider, rewrite (rvs-wire),
 //! write it back. No decisions here.
+//!
+//! Packets are whole, as behind the kernel's defragmentation: fragments go to a
+//! [`Reassembler`] and the completed datagram goes through the decider as one packet (one
+//! packet to the scheduler and the counters), then out again in fragments no bigger than
+//! the largest received (and the MTU of the way out), as the kernel sends a defragmented
+//! datagram on. A forwarded packet gets back the TTL unit the kernel took on its way into
+//! the TUN (see [`crate::local`]), so it loses exactly one through the director.
 
 use crate::io::{PacketIo, RecvMeta};
+use crate::local::{self, LocalAddrs};
 use rvs_core::packet::{PacketInfo, Rewrite, Verdict};
+use rvs_core::time::Time;
+use rvs_wire::frag::{self, FragDrop, FragOrigin, Fragmented, Reasm, ReasmConfig, Reassembler};
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Which handler the packet is for (the kernel's in- and out-handlers).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
@@ -56,6 +66,39 @@ pub struct Stats {
     /// Packets read with a wrong checksum (only counted with `Config::check_checksums`).
     pub bad_checksum: AtomicU64,
     pub send_errors: AtomicU64,
+    /// Fragments read (each is also counted below by what became of it, or it completed a
+    /// datagram or waits in a queue).
+    pub fragments: AtomicU64,
+    /// Datagrams reassembled (each then counted once in `received`).
+    pub reassembled: AtomicU64,
+    /// Reassembled datagrams sent on in fragments.
+    pub refragmented: AtomicU64,
+    /// Reassembled datagrams dropped as too big for the way out (DF, or fragments bigger
+    /// than the MTU).
+    pub too_big: AtomicU64,
+    /// Fragments dropped, by reason (see [`FragDrop`]): duplicates alone; overlaps,
+    /// oversize and invalid ones with their datagram; memory / queue limits.
+    pub frag_duplicate: AtomicU64,
+    pub frag_overlap: AtomicU64,
+    pub frag_oversize: AtomicU64,
+    pub frag_invalid: AtomicU64,
+    pub frag_memory: AtomicU64,
+    pub frag_queues: AtomicU64,
+    /// Datagrams dropped incomplete when their reassembly time was up.
+    pub frag_timeouts: AtomicU64,
+}
+
+impl Stats {
+    fn frag_dropped(&self, why: FragDrop) {
+        inc(match why {
+            FragDrop::Duplicate => &self.frag_duplicate,
+            FragDrop::Overlap => &self.frag_overlap,
+            FragDrop::Oversize => &self.frag_oversize,
+            FragDrop::Invalid => &self.frag_invalid,
+            FragDrop::Memory => &self.frag_memory,
+            FragDrop::Queues => &self.frag_queues,
+        });
+    }
 }
 
 fn inc(c: &AtomicU64) {
@@ -69,6 +112,14 @@ pub struct Config {
     pub poll_interval: Duration,
     /// Verify the checksums of every packet read (debugging; counts `bad_checksum`).
     pub check_checksums: bool,
+    /// Reassembly limits (the kernel's defaults).
+    pub reassembly: ReasmConfig,
+    /// Give forwarded packets back the TTL unit the kernel took on the way into the TUN
+    /// ([`run`] tells forwarded from local packets by their source, see [`crate::local`]).
+    pub restore_ttl: bool,
+    /// The MTU of the way out for reassembled datagrams; `None`: the back-end's
+    /// ([`PacketIo::mtu`]), if it knows it.
+    pub mtu: Option<usize>,
 }
 
 impl Default for Config {
@@ -76,6 +127,9 @@ impl Default for Config {
         Config {
             poll_interval: Duration::from_millis(100),
             check_checksums: false,
+            reassembly: ReasmConfig::default(),
+            restore_ttl: true,
+            mtu: None,
         }
     }
 }
@@ -109,7 +163,10 @@ pub fn process(
 }
 
 /// [`process`] for a packet the back-end told more about: `meta.fwmark` becomes
-/// `PacketInfo::fwmark` (the mark TUN it was read from, see [`crate::MultiTun`]).
+/// `PacketInfo::fwmark` (the mark TUN it was read from, see [`crate::MultiTun`]); a
+/// `meta.forwarded` packet gets one TTL / hop-limit unit back first (with the IPv4 header
+/// checksum updated), before anything looks at it, so that also an ICMP error about it
+/// quotes it as it arrived.
 pub fn process_meta(
     packet: &mut [u8],
     meta: RecvMeta,
@@ -119,6 +176,9 @@ pub fn process_meta(
     cfg: &Config,
 ) -> Action {
     inc(&stats.received);
+    if meta.forwarded {
+        rvs_wire::increment_ttl(packet);
+    }
     // The common case (IPv4 TCP/UDP without options) on a path of its own: the description
     // is built where the decider reads it, and the layout's constant parts fold into the
     // rewrite's checks.
@@ -213,7 +273,8 @@ fn decide_and_rewrite(
 
 /// Runs until `stop` is set: packets from `io` (with [`PacketIo::recv_meta`], so a
 /// [`crate::MultiTun`] reports firewall marks) are decided by `decider` and written back
-/// to `io`. Returns when stopped, or on an I/O error of `recv`.
+/// to `io`; fragments are reassembled first (see the module documentation). Returns when
+/// stopped, or on an I/O error of `recv`.
 pub fn run(
     io: &mut dyn PacketIo,
     decider: &mut dyn Decider,
@@ -222,22 +283,136 @@ pub fn run(
     cfg: &Config,
 ) -> io::Result<()> {
     let mut packet = vec![0u8; MAX_PACKET];
-    let mut reply = vec![0u8; 1500];
+    let mut path = PacketPath::new(cfg);
     while !stop.load(Ordering::Relaxed) {
-        let Some((n, meta)) = io.recv_meta(&mut packet, cfg.poll_interval)? else {
-            continue;
+        let got = io.recv_meta(&mut packet, cfg.poll_interval)?;
+        let now = Instant::now();
+        path.expire(now, stats);
+        if let Some((n, meta)) = got {
+            path.handle(&mut packet[..n], meta, now, io, decider, stats, cfg);
+        }
+    }
+    Ok(())
+}
+
+/// What [`run`] keeps between packets.
+struct PacketPath {
+    reasm: Reassembler,
+    /// `None` when TTLs are left alone (or the addresses cannot be read).
+    locals: Option<LocalAddrs>,
+    start: Instant,
+    reply: Vec<u8>,
+    /// Where a reassembled datagram's fragments are built.
+    scratch: Vec<u8>,
+}
+
+impl PacketPath {
+    fn new(cfg: &Config) -> PacketPath {
+        let locals = if cfg.restore_ttl {
+            LocalAddrs::new()
+                .inspect_err(|e| {
+                    eprintln!("rvs engine: cannot read the local addresses ({e}): TTLs are left as the kernel makes them")
+                })
+                .ok()
+        } else {
+            None
         };
-        let action = process_meta(&mut packet[..n], meta, &mut reply, decider, stats, cfg);
-        let r = match action {
-            Action::Send(len) => io.send(&packet[..len]),
-            Action::Reply(len) => io.send(&reply[..len]),
-            Action::Drop => Ok(()),
+        PacketPath {
+            reasm: Reassembler::new(cfg.reassembly),
+            locals,
+            start: Instant::now(),
+            reply: vec![0u8; 1500],
+            scratch: vec![0u8; MAX_PACKET],
+        }
+    }
+
+    fn time(&self, now: Instant) -> Time {
+        Time(now.duration_since(self.start).as_millis() as u64)
+    }
+
+    fn expire(&mut self, now: Instant, stats: &Stats) {
+        let n = self.reasm.expire(self.time(now));
+        if n > 0 {
+            stats.frag_timeouts.fetch_add(n as u64, Ordering::Relaxed);
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn handle(
+        &mut self,
+        packet: &mut [u8],
+        mut meta: RecvMeta,
+        now: Instant,
+        io: &mut dyn PacketIo,
+        decider: &mut dyn Decider,
+        stats: &Stats,
+        cfg: &Config,
+    ) {
+        if let Some(l) = &mut self.locals
+            && let Some(src) = local::source(packet)
+        {
+            meta.forwarded = !l.contains(src, now);
+        }
+        if frag::is_fragment(packet) {
+            inc(&stats.fragments);
+            match self.reasm.push(packet, self.time(now)) {
+                Reasm::NotFragment => {}
+                Reasm::Held => return,
+                Reasm::Dropped(why) => {
+                    stats.frag_dropped(why);
+                    return;
+                }
+                Reasm::Complete(mut d) => {
+                    inc(&stats.reassembled);
+                    let a = process_meta(&mut d.packet, meta, &mut self.reply, decider, stats, cfg);
+                    self.send(a, &d.packet, Some(d.origin), io, stats, cfg);
+                    return;
+                }
+            }
+        }
+        let a = process_meta(packet, meta, &mut self.reply, decider, stats, cfg);
+        self.send(a, packet, None, io, stats, cfg);
+    }
+
+    /// Carries out `action` for `packet`; a reassembled one (`origin`) is fragmented again
+    /// as needed.
+    fn send(
+        &mut self,
+        action: Action,
+        packet: &[u8],
+        origin: Option<FragOrigin>,
+        io: &mut dyn PacketIo,
+        stats: &Stats,
+        cfg: &Config,
+    ) {
+        let r = match (action, origin) {
+            (Action::Send(len), None) => io.send(&packet[..len]),
+            (Action::Send(len), Some(o)) => {
+                let mtu = cfg.mtu.or_else(|| io.mtu()).unwrap_or(MAX_PACKET);
+                let mut failed = false;
+                let r = frag::fragment(&packet[..len], mtu, Some(o), &mut self.scratch, |f| {
+                    failed |= io.send(f).is_err();
+                });
+                match r {
+                    Ok(Fragmented::Whole) => {}
+                    Ok(Fragmented::Fragments(_)) => inc(&stats.refragmented),
+                    // The ICMP error to the sender is not generated here (yet).
+                    Ok(Fragmented::TooBig { .. }) => inc(&stats.too_big),
+                    Err(_) => inc(&stats.unsupported),
+                }
+                if failed {
+                    Err(io::ErrorKind::Other.into())
+                } else {
+                    Ok(())
+                }
+            }
+            (Action::Reply(len), _) => io.send(&self.reply[..len]),
+            (Action::Drop, _) => Ok(()),
         };
         if r.is_err() {
             inc(&stats.send_errors);
         }
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -453,5 +628,143 @@ mod tests {
         assert_eq!(io.tx.len(), 2);
         let info = rvs_wire::parse(&io.tx[0]).unwrap();
         assert_eq!((info.tuple.saddr, info.tuple.sport), (ip("10.9.9.9"), 1));
+    }
+
+    /// IPv4/UDP 10.0.0.1:5000 → 10.0.0.100:53 with `n` bytes of payload, TTL 63.
+    fn big_udp(n: usize) -> Vec<u8> {
+        let total = 28 + n;
+        let mut p = vec![0u8; total];
+        p[..20].copy_from_slice(&[
+            0x45, 0, 0, 0, 0x43, 0x21, 0, 0, 63, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 100,
+        ]);
+        p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+        p[20..26].copy_from_slice(&[0x13, 0x88, 0, 53, 0, 0]);
+        p[24..26].copy_from_slice(&((8 + n) as u16).to_be_bytes());
+        for (i, b) in p[28..].iter_mut().enumerate() {
+            *b = i as u8;
+        }
+        rvs_wire::fill_checksums(&mut p).unwrap();
+        p
+    }
+
+    #[test]
+    fn fragments_are_one_packet_to_the_decider_and_leave_in_fragments() {
+        let whole = big_udp(8000);
+        let mut frags = Vec::new();
+        let mut scratch = [0u8; 1500];
+        rvs_wire::frag::fragment(&whole, 1500, None, &mut scratch, |f| frags.push(f.to_vec()))
+            .unwrap();
+        assert_eq!(frags.len(), 6);
+        frags.swap(0, 5);
+        let stop = AtomicBool::new(false);
+        let mut io = Mock {
+            rx: frags.iter().cloned().chain([frags[1].clone()]).collect(),
+            tx: Vec::new(),
+            stop: &stop,
+        };
+        let seen = std::cell::RefCell::new(Vec::new());
+        let mut d = |i: &PacketInfo, dir: Direction| match dir {
+            Direction::Outbound => Verdict::Accept,
+            Direction::Inbound => {
+                seen.borrow_mut()
+                    .push((i.len, i.tuple.dport, i.is_fragment));
+                Verdict::Forward {
+                    method: FwdMethod::Masq,
+                    rewrite: Rewrite::Dnat {
+                        addr: ip("10.0.1.2"),
+                        port: 8053,
+                    },
+                }
+            }
+        };
+        let stats = Stats::default();
+        let cfg = Config {
+            restore_ttl: false,
+            ..Config::default()
+        };
+        run(&mut io, &mut d, &stop, &stats, &cfg).unwrap();
+        assert_eq!(*seen.borrow(), [(8028, 53, false)]);
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        assert_eq!(get(&stats.fragments), 7);
+        assert_eq!(
+            get(&stats.frag_duplicate),
+            0,
+            "the late copy starts a new queue"
+        );
+        assert_eq!(get(&stats.reassembled), 1);
+        assert_eq!(get(&stats.received), 1);
+        assert_eq!(get(&stats.forwarded), 1);
+        assert_eq!(get(&stats.refragmented), 1);
+        // Sent on in 6 fragments of at most 1,500 bytes that make the rewritten datagram.
+        assert_eq!(io.tx.len(), 6);
+        let mut r = rvs_wire::frag::Reassembler::default();
+        let mut out = None;
+        for f in &io.tx {
+            assert!(f.len() <= 1500);
+            if let Reasm::Complete(d) = r.push(f, Time(0)) {
+                out = Some(d.packet);
+            }
+        }
+        let out = out.expect("the fragments sent make a datagram");
+        assert_eq!(rvs_wire::verify_checksums(&out), Ok(true));
+        let info = rvs_wire::parse(&out).unwrap();
+        assert_eq!((info.tuple.daddr, info.tuple.dport), (ip("10.0.1.2"), 8053));
+        assert_eq!(out[28..], whole[28..]);
+
+        // A way out narrower than the fragments: too big (the kernel's frag_max_size rule).
+        stop.store(false, Ordering::Relaxed);
+        io.rx = frags.iter().cloned().collect();
+        io.tx.clear();
+        let cfg = Config {
+            mtu: Some(1400),
+            ..cfg
+        };
+        run(&mut io, &mut d, &stop, &stats, &cfg).unwrap();
+        assert!(io.tx.is_empty());
+        assert_eq!(get(&stats.too_big), 1);
+    }
+
+    #[test]
+    fn forwarded_packets_get_their_ttl_unit_back() {
+        let mut r = [0u8; 1500];
+        let stats = Stats::default();
+        let mut accept = |_: &PacketInfo, _: Direction| Verdict::Accept;
+        let fwd = RecvMeta {
+            forwarded: true,
+            ..RecvMeta::default()
+        };
+        let mut p = syn();
+        let a = process_meta(&mut p, fwd, &mut r, &mut accept, &stats, &Config::default());
+        assert_eq!(a, Action::Send(40));
+        assert_eq!(p[8], 65);
+        assert_eq!(rvs_wire::verify_checksums(&p), Ok(true));
+        let mut p = syn();
+        let local = RecvMeta::default();
+        process_meta(
+            &mut p,
+            local,
+            &mut r,
+            &mut accept,
+            &stats,
+            &Config::default(),
+        );
+        assert_eq!(p[8], 64);
+        // run decides by the source: 10.0.0.1 is not local here, 127.0.0.1 is.
+        let stop = AtomicBool::new(false);
+        let mut lo = syn();
+        lo[12..16].copy_from_slice(&[127, 0, 0, 1]);
+        rvs_wire::fill_checksums(&mut lo).unwrap();
+        let mut io = Mock {
+            rx: [syn(), lo].into(),
+            tx: Vec::new(),
+            stop: &stop,
+        };
+        run(&mut io, &mut accept, &stop, &stats, &Config::default()).unwrap();
+        assert_eq!((io.tx[0][8], io.tx[1][8]), (65, 64));
+        assert!(
+            io.tx
+                .iter()
+                .all(|p| rvs_wire::verify_checksums(p) == Ok(true))
+        );
     }
 }

@@ -11,12 +11,20 @@ pub struct RecvMeta {
     /// Firewall mark the packet carried before it reached rvs (0 = none / not known).
     /// A [`crate::MultiTun`] knows it from the TUN device the packet was routed into.
     pub fwmark: u32,
+    /// The kernel forwarded the packet into the device (it came from another host; its
+    /// TTL / hop limit was decremented on the way in), as opposed to generated on this
+    /// host. [`crate::run`] finds it out (see [`crate::local`]); the engine then gives the
+    /// packet its TTL unit back, so that it loses one through the director, as with IPVS.
+    pub forwarded: bool,
 }
 
 impl RecvMeta {
     /// Metadata with only the firewall mark known.
     pub fn with_fwmark(fwmark: u32) -> RecvMeta {
-        RecvMeta { fwmark }
+        RecvMeta {
+            fwmark,
+            forwarded: false,
+        }
     }
 }
 
@@ -36,5 +44,10 @@ pub trait PacketIo {
         timeout: Duration,
     ) -> io::Result<Option<(usize, RecvMeta)>> {
         Ok(self.recv(buf, timeout)?.map(|n| (n, RecvMeta::default())))
+    }
+    /// The MTU of the way out (what `send` may carry in one packet), if the back-end
+    /// knows it. A datagram rvs reassembled is fragmented again to fit it.
+    fn mtu(&self) -> Option<usize> {
+        None
     }
 }

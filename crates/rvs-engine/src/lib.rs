@@ -5,6 +5,7 @@
 
 pub mod engine;
 pub mod io;
+pub mod local;
 pub mod multitun;
 pub mod plumbing;
 pub mod tun;

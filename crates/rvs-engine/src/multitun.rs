@@ -251,6 +251,11 @@ impl PacketIo for MultiTun {
         self.main.write_packet(packet)
     }
 
+    /// The main TUN's: everything is sent into it.
+    fn mtu(&self) -> Option<usize> {
+        self.main.mtu()
+    }
+
     /// One packet from whichever device has one (round robin among the ready ones), with
     /// the device's mark. A mark device that fails is left out of the poll set until the
     /// next change of the set; an error of the main TUN is returned.

@@ -12,6 +12,13 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
+/// The transmit queue length rvs gives its TUN devices: the packets the kernel queues for
+/// rvs while it is busy. The TUN default (500) drops a burst that the kernel's IPVS, which
+/// works in the sender's context, carries whole: thousands of datagrams sent back to back
+/// (and a 64 KiB datagram alone is 45 fragments). At most this many packets' buffers are
+/// held, ~20 MiB of 1,500-byte packets.
+pub const TXQUEUELEN: u32 = 10_000;
+
 /// An open TUN device. The interface exists as long as this value (it is not persistent).
 #[derive(Debug)]
 pub struct Tun {
@@ -54,7 +61,48 @@ impl Tun {
             .position(|&c| c == 0)
             .unwrap_or(libc::IFNAMSIZ);
         let name = req.ifr_name[..n].iter().map(|&c| c as u8 as char).collect();
-        Ok(Tun { fd, name })
+        let tun = Tun { fd, name };
+        tun.set_txqueuelen(TXQUEUELEN)?;
+        Ok(tun)
+    }
+
+    /// An `ioctl` on the interface through a throw-away socket (`SIOCGIFMTU`,
+    /// `SIOCSIFTXQLEN`): `value` in, the integer the kernel answers out.
+    fn if_ioctl(&self, request: libc::c_ulong, value: i32) -> io::Result<i32> {
+        // SAFETY: plain syscall; the result is checked.
+        let s = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+        if s < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a fresh descriptor we own.
+        let s = unsafe { OwnedFd::from_raw_fd(s) };
+        // SAFETY: an all-zero ifreq is valid; name and value set below.
+        let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+        for (d, c) in req.ifr_name.iter_mut().zip(self.name.bytes()) {
+            *d = c as libc::c_char;
+        }
+        // The interface's integer (mtu, tx queue length) sits where ifru_mtu is.
+        req.ifr_ifru.ifru_mtu = value;
+        // SAFETY: the request reads and writes the struct ifreq we own.
+        if unsafe { libc::ioctl(s.as_raw_fd(), request as _, &mut req) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: the kernel filled the integer member.
+        Ok(unsafe { req.ifr_ifru.ifru_mtu })
+    }
+
+    /// Sets the device's transmit queue length: for a TUN, how many packets the kernel
+    /// holds for rvs to read before it drops (the ring is resized at once).
+    pub fn set_txqueuelen(&self, len: u32) -> io::Result<()> {
+        let len = i32::try_from(len).map_err(|_| io::ErrorKind::InvalidInput)?;
+        self.if_ioctl(libc::SIOCSIFTXQLEN, len).map(|_| ())
+    }
+
+    /// The device's MTU.
+    pub fn mtu(&self) -> Option<usize> {
+        self.if_ioctl(libc::SIOCGIFMTU, 0)
+            .ok()
+            .and_then(|m| usize::try_from(m).ok())
     }
 
     /// A "device" over any packet descriptor (unit tests use socket pairs).
@@ -134,5 +182,9 @@ impl PacketIo for Tun {
 
     fn send(&mut self, packet: &[u8]) -> io::Result<()> {
         self.write_packet(packet)
+    }
+
+    fn mtu(&self) -> Option<usize> {
+        Tun::mtu(self)
     }
 }

@@ -15,6 +15,7 @@
 
 pub mod checksum;
 pub mod crc32c;
+pub mod frag;
 pub mod ipv4;
 pub mod ipv6;
 pub mod l4;
@@ -93,4 +94,59 @@ pub fn verify_checksums(buf: &[u8]) -> Result<bool, WireError> {
         return Ok(false);
     }
     nat::verify_l4(buf, &lay)
+}
+
+/// Adds one to the IPv4 TTL (incremental header checksum update, RFC 1624) or the IPv6 hop
+/// limit, saturating at 255: undoes the decrement of a forwarding hop the packet should not
+/// have counted (see `rvs-engine`'s TTL handling). `false` (nothing changed) if `buf` is
+/// not an IP packet.
+pub fn increment_ttl(buf: &mut [u8]) -> bool {
+    match buf.first().map(|b| b >> 4) {
+        Some(4) if buf.len() >= ipv4::MIN_HEADER_LEN => {
+            if buf[8] == 255 {
+                return true;
+            }
+            let old = u16::from_be_bytes([buf[8], buf[9]]);
+            buf[8] += 1;
+            let new = u16::from_be_bytes([buf[8], buf[9]]);
+            let c = checksum::update16(u16::from_be_bytes([buf[10], buf[11]]), old, new);
+            buf[10..12].copy_from_slice(&c.to_be_bytes());
+            true
+        }
+        Some(6) if buf.len() >= ipv6::HEADER_LEN => {
+            buf[7] = buf[7].saturating_add(1);
+            true
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod ttl_tests {
+    use super::*;
+
+    #[test]
+    fn increment_ttl_keeps_the_checksum_right() {
+        for ttl in [0u8, 1, 63, 64, 127, 254, 255] {
+            let mut h = [
+                0x45, 0, 0, 20, 0x12, 0x34, 0x40, 0, ttl, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
+            ];
+            ipv4::Ipv4Packet::new_checked(&mut h[..])
+                .unwrap()
+                .fill_checksum();
+            assert!(increment_ttl(&mut h));
+            assert_eq!(h[8], ttl.saturating_add(1));
+            assert_eq!(checksum::checksum(&h), 0, "ttl {ttl}");
+        }
+        let mut v6 = [0u8; 40];
+        v6[0] = 0x60;
+        v6[7] = 63;
+        assert!(increment_ttl(&mut v6));
+        assert_eq!(v6[7], 64);
+        v6[7] = 255;
+        assert!(increment_ttl(&mut v6));
+        assert_eq!(v6[7], 255);
+        assert!(!increment_ttl(&mut [0x45, 0, 0]));
+        assert!(!increment_ttl(&mut []));
+    }
 }
