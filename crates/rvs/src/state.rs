@@ -732,7 +732,7 @@ mod tests {
         assert_eq!(order, ["10.0.1.3", "10.0.1.2", "10.0.1.1"]);
     }
 
-    /// 10,000 services with 10 destinations each.
+    /// 10,000 services with 10 destinations each (kube-proxy's scale).
     fn big_config() -> PersistedConfig {
         let mut cfg = PersistedConfig::empty();
         for i in 0..10_000u32 {
@@ -741,7 +741,12 @@ mod tests {
                 addr: IpAddr::from([10, 96, (i >> 8) as u8, i as u8]),
                 port: 80,
             };
-            cfg.apply(&Op::AddService(ServiceConfig::new(key))).unwrap();
+            // rr, kube-proxy's default. (The least-connection schedulers' heap keeps a
+            // position array as long as the largest destination id, per service: 10,000 of
+            // them take seconds and gigabytes, an rvs-core matter.)
+            let mut sc = ServiceConfig::new(key);
+            sc.scheduler = "rr".into();
+            cfg.apply(&Op::AddService(sc)).unwrap();
             for d in 0..10u8 {
                 let mut dc = DestConfig::new(IpAddr::from([10, 244, d, (i % 250) as u8 + 1]), 8080);
                 dc.fwd = FwdMethod::Masq;
@@ -762,5 +767,253 @@ mod tests {
         assert_eq!(st.config(), cfg);
         eprintln!("restore of 10,000 services x 10 destinations: {took:?}");
         assert!(took < std::time::Duration::from_secs(1), "{took:?}");
+    }
+
+    #[test]
+    fn strict_restore_names_the_entry_and_drop_invalid_keeps_it() {
+        let mut cfg = PersistedConfig::empty();
+        cfg.apply(&Op::AddService(ServiceConfig::new(key(80))))
+            .unwrap();
+        cfg.apply(&Op::AddDest(key(80), dest(1))).unwrap();
+        let mut bad_dest = dest(2);
+        bad_dest.weight = -1;
+        cfg.services[0].dests.push(bad_dest.clone());
+        let mut bad_svc = ServiceConfig::new(key(81));
+        bad_svc.scheduler = "nosuch".into();
+        cfg.services.push(PersistedService {
+            config: bad_svc.clone(),
+            dests: vec![dest(3)],
+        });
+        cfg.sysctls.insert("am_droprate".into(), "x".into());
+
+        let e =
+            State::restore(&cfg, State::new(), Time::ZERO, RestoreOptions::default()).unwrap_err();
+        assert_eq!(
+            e.entry,
+            "destination 10.0.1.2:80 of service TCP 10.0.0.1:80"
+        );
+        assert!(e.reason.contains("errno 34"), "{e}");
+        assert!(e.reason.contains("server weight less than zero"), "{e}");
+
+        let (st, dropped) = State::restore(
+            &cfg,
+            State::new(),
+            Time::ZERO,
+            RestoreOptions { drop_invalid: true },
+        )
+        .unwrap();
+        let entries: Vec<_> = dropped.iter().map(|d| d.entry.as_str()).collect();
+        assert_eq!(
+            entries,
+            [
+                "destination 10.0.1.2:80 of service TCP 10.0.0.1:80",
+                "service TCP 10.0.0.1:81",
+                "sysctl am_droprate=\"x\""
+            ]
+        );
+        assert_eq!(dropped[0].ops, [Op::AddDest(key(80), bad_dest)]);
+        // the refused service takes its destinations along
+        assert_eq!(
+            dropped[1].ops,
+            [Op::AddService(bad_svc), Op::AddDest(key(81), dest(3))]
+        );
+        assert!(dropped[1].reason.contains("ip_vs_nosuch not found"));
+        // what remains is restored
+        let snap = st.snapshot();
+        assert_eq!(snap.services.len(), 1);
+        assert_eq!(snap.services[0].dests.len(), 1);
+        assert!(st.config().sysctls.is_empty());
+    }
+
+    #[test]
+    fn apply_sysctl_keeps_only_non_defaults_as_shown() {
+        let mut cfg = PersistedConfig::empty();
+        cfg.apply_sysctl("sync_threshold", "5 60").unwrap();
+        assert_eq!(cfg.sysctls["sync_threshold"], "5\t60");
+        // one number keeps the saved period
+        cfg.apply_sysctl("sync_threshold", "7").unwrap();
+        assert_eq!(cfg.sysctls["sync_threshold"], "7\t60");
+        cfg.apply_sysctl("sync_threshold", "3 50").unwrap();
+        assert!(cfg.sysctls.is_empty(), "{:?}", cfg.sysctls);
+        assert!(cfg.apply_sysctl("am_droprate", "x").is_err());
+        assert!(cfg.apply_sysctl("nosuch", "1").is_err());
+        assert!(cfg.sysctls.is_empty());
+    }
+
+    #[test]
+    fn apply_refuses_what_does_not_fit() {
+        let mut cfg = PersistedConfig::empty();
+        assert!(cfg.apply(&Op::AddDest(key(80), dest(1))).is_err());
+        assert!(cfg.apply(&Op::DelService(key(80))).is_err());
+        cfg.apply(&Op::AddService(ServiceConfig::new(key(80))))
+            .unwrap();
+        assert!(
+            cfg.apply(&Op::AddService(ServiceConfig::new(key(80))))
+                .is_err()
+        );
+        assert!(cfg.apply(&Op::DelDest(key(80), dest(1).addr, 80)).is_err());
+        assert!(cfg.apply(&Op::StopDaemon(SyncRole::Master)).is_err());
+        // a direct edit of the public list is noticed by the index
+        cfg.services.clear();
+        assert!(cfg.apply(&Op::AddDest(key(80), dest(1))).is_err());
+        cfg.apply(&Op::AddService(ServiceConfig::new(key(80))))
+            .unwrap();
+    }
+
+    mod props {
+        use super::super::*;
+        use proptest::prelude::*;
+        use rvs_core::{Af, FwdMethod, Netmask, Protocol, TunType};
+
+        fn key() -> impl Strategy<Value = ServiceKey> {
+            prop_oneof![
+                (80u16..83).prop_map(|port| ServiceKey::Addr {
+                    protocol: Protocol::Tcp,
+                    addr: "10.0.0.1".parse().unwrap(),
+                    port,
+                }),
+                Just(ServiceKey::Addr {
+                    protocol: Protocol::Udp,
+                    addr: "2001:db8::1".parse().unwrap(),
+                    port: 53,
+                }),
+                (0u32..3).prop_map(|mark| ServiceKey::Fwmark { af: Af::V4, mark }),
+            ]
+        }
+
+        fn service() -> impl Strategy<Value = ServiceConfig> {
+            (
+                key(),
+                prop::sample::select(vec!["rr", "wlc", "sh", "none", "nosuch"]),
+                0u32..0x40,
+                0u32..3,
+                prop_oneof![
+                    Just(None),
+                    Just(Some(Netmask::V4("255.255.255.0".parse().unwrap()))),
+                    Just(Some(Netmask::V6(64)))
+                ],
+                prop_oneof![Just(None), Just(Some("sip")), Just(Some("nope"))],
+            )
+                .prop_map(|(key, sched, flags, timeout, mask, pe)| {
+                    let mut c = ServiceConfig::new(key);
+                    c.scheduler = sched.into();
+                    c.flags = ServiceFlags(flags);
+                    c.timeout = timeout;
+                    if let Some(m) = mask {
+                        c.netmask = m;
+                    }
+                    c.pe_name = pe.map(str::to_string);
+                    c
+                })
+        }
+
+        fn dest() -> impl Strategy<Value = DestConfig> {
+            (
+                prop::sample::select(vec!["10.0.1.1", "10.0.1.2", "10.0.1.3", "2001:db8::2"]),
+                80u16..82,
+                prop::sample::select(vec![FwdMethod::Masq, FwdMethod::Route, FwdMethod::Tunnel]),
+                -1i32..4,
+                0u32..4,
+                0u32..4,
+                any::<bool>(),
+            )
+                .prop_map(|(a, port, fwd, weight, u, l, gue)| {
+                    let mut d = DestConfig::new(a.parse().unwrap(), port);
+                    d.fwd = fwd;
+                    d.weight = weight;
+                    d.u_threshold = u;
+                    d.l_threshold = l;
+                    if gue {
+                        d.tun_type = TunType::Gue;
+                        d.tun_port = port;
+                    }
+                    d
+                })
+        }
+
+        #[derive(Clone, Debug)]
+        enum Step {
+            Op(Op),
+            Sysctl(&'static str, &'static str),
+        }
+
+        fn step() -> impl Strategy<Value = Step> {
+            let timeouts = (0u32..3, 0u32..3, 0u32..3).prop_map(|(tcp, tcp_fin, udp)| Timeouts {
+                tcp,
+                tcp_fin,
+                udp,
+            });
+            let daemon = (any::<bool>(), 0u8..3).prop_map(|(master, syncid)| SyncDaemonConfig {
+                role: if master {
+                    SyncRole::Master
+                } else {
+                    SyncRole::Backup
+                },
+                mcast_ifn: "lo".into(),
+                syncid,
+                sync_maxlen: Some(1472),
+                mcast_group: None,
+                mcast_port: None,
+                mcast_ttl: None,
+            });
+            prop_oneof![
+                4 => service().prop_map(|c| Step::Op(Op::AddService(c))),
+                2 => service().prop_map(|c| Step::Op(Op::EditService(c))),
+                1 => key().prop_map(|k| Step::Op(Op::DelService(k))),
+                6 => (key(), dest()).prop_map(|(k, d)| Step::Op(Op::AddDest(k, d))),
+                3 => (key(), dest()).prop_map(|(k, d)| Step::Op(Op::EditDest(k, d))),
+                2 => (key(), dest()).prop_map(|(k, d)| Step::Op(Op::DelDest(k, d.addr, d.port))),
+                1 => Just(Step::Op(Op::Flush)),
+                1 => Just(Step::Op(Op::Zero(None))),
+                1 => timeouts.prop_map(|t| Step::Op(Op::SetTimeouts(t))),
+                1 => daemon.prop_map(|d| Step::Op(Op::StartDaemon(d))),
+                1 => any::<bool>().prop_map(|m| Step::Op(Op::StopDaemon(
+                    if m { SyncRole::Master } else { SyncRole::Backup }
+                ))),
+                1 => prop::sample::select(vec![
+                    ("sync_threshold", "4 40"),
+                    ("sync_threshold", "9"),
+                    ("sync_threshold", "3 50"),
+                    ("expire_quiescent_template", "1"),
+                    ("expire_quiescent_template", "0"),
+                    ("am_droprate", "x"),
+                ])
+                .prop_map(|(n, v)| Step::Sysctl(n, v)),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            /// What the table accepts, `PersistedConfig::apply` records exactly as the
+            /// table's own configuration shows it afterwards.
+            #[test]
+            fn apply_matches_the_table(steps in prop::collection::vec(step(), 1..60)) {
+                let mut table = Table::new();
+                let mut sysctl = Sysctl::default();
+                let mut cfg = PersistedConfig::empty();
+                for (i, s) in steps.iter().enumerate() {
+                    match s {
+                        Step::Op(op) => {
+                            if table.apply(op, Time::ZERO).is_ok() {
+                                cfg.apply(op).map_err(|e| {
+                                    TestCaseError::fail(format!("step {i} {op:?}: {e}"))
+                                })?;
+                            }
+                        }
+                        Step::Sysctl(n, v) => {
+                            if sysctl.set(n, v).is_ok() {
+                                cfg.apply_sysctl(n, v).map_err(|e| {
+                                    TestCaseError::fail(format!("step {i}: {e}"))
+                                })?;
+                            } else {
+                                prop_assert!(cfg.apply_sysctl(n, v).is_err());
+                            }
+                        }
+                    }
+                    prop_assert_eq!(&cfg, &config_of(&table, &sysctl), "after step {}", i);
+                }
+            }
+        }
     }
 }
