@@ -593,8 +593,10 @@ impl Store {
         j.records += 1;
         if j.records >= j.trigger_records || j.len >= j.trigger_bytes {
             // Ask once per threshold; a failed compaction is retried a threshold later.
-            j.trigger_records = j.records + self.shared.opts.compact_records.max(1);
-            j.trigger_bytes = j.len + self.shared.opts.compact_bytes.max(1);
+            j.trigger_records = j
+                .records
+                .saturating_add(self.shared.opts.compact_records.max(1));
+            j.trigger_bytes = j.len.saturating_add(self.shared.opts.compact_bytes.max(1));
             drop(j);
             self.shared.request_compaction();
         }
@@ -786,5 +788,430 @@ impl Shared {
         cfg.version = STATE_VERSION;
         write_snapshot(&p.state, &cfg)
             .map_err(|e| format!("cannot write state file {}: {e}", p.state.display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{PersistedService, State};
+    use rvs_core::{DestConfig, Protocol, ServiceConfig, ServiceKey};
+    use std::sync::Barrier;
+
+    struct TempDir(PathBuf);
+    impl TempDir {
+        fn new(name: &str) -> TempDir {
+            let d = std::env::temp_dir().join(format!("rvs-persist-{name}-{}", std::process::id()));
+            let _ = fs::remove_dir_all(&d);
+            fs::create_dir_all(&d).unwrap();
+            TempDir(d)
+        }
+        fn state(&self) -> PathBuf {
+            self.0.join("state.json")
+        }
+    }
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn key(port: u16) -> ServiceKey {
+        ServiceKey::Addr {
+            protocol: Protocol::Tcp,
+            addr: "10.0.0.1".parse().unwrap(),
+            port,
+        }
+    }
+
+    /// Record `i`: a new service on port 1000 + i.
+    fn rec(i: u16) -> Record {
+        Record::Ops(vec![Op::AddService(ServiceConfig::new(key(1000 + i)))])
+    }
+
+    fn config_of(recs: &[Record]) -> PersistedConfig {
+        let mut cfg = PersistedConfig::empty();
+        for r in recs {
+            r.apply_to(&mut cfg).unwrap();
+        }
+        cfg
+    }
+
+    fn manual() -> StoreOptions {
+        StoreOptions {
+            background: false,
+            ..StoreOptions::default()
+        }
+    }
+
+    fn open(p: &Path) -> (Store, Recovered) {
+        Store::open_with(p, manual()).unwrap()
+    }
+
+    fn append_all(st: &Store, recs: &[Record]) {
+        for r in recs {
+            let t = st.append(r).unwrap();
+            st.wait_durable(t).unwrap();
+        }
+    }
+
+    /// The configuration without `journal_seq` (which records how it was built).
+    fn content(mut c: PersistedConfig) -> PersistedConfig {
+        c.journal_seq = 0;
+        c
+    }
+
+    fn journal_of(p: &Path) -> PathBuf {
+        with_suffix(p, ".journal")
+    }
+
+    #[test]
+    fn save_load_and_garbage() {
+        let dir = TempDir::new("legacy");
+        let p = dir.state();
+        assert_eq!(load_state(&p).unwrap(), None);
+        let cfg = State::new().config();
+        save_state(&p, &cfg).unwrap();
+        assert_eq!(load_state(&p).unwrap(), Some(cfg));
+        // a half-written temporary file is ignored and removed
+        fs::write(temp_path(&p), b"{\"format\":").unwrap();
+        assert!(load_state(&p).unwrap().is_some());
+        assert!(!temp_path(&p).exists());
+        fs::write(&p, b"not json").unwrap();
+        assert!(load_state(&p).is_err());
+        // a file from a newer rvs is refused, not half-understood
+        let mut newer = State::new().config();
+        newer.version = STATE_VERSION + 1;
+        save_state(&p, &newer).unwrap();
+        assert!(load_state(&p).unwrap_err().contains("newer"));
+        assert!(
+            Store::open_with(&p, manual())
+                .err()
+                .unwrap()
+                .contains("newer")
+        );
+    }
+
+    #[test]
+    fn journal_round_trip() {
+        let dir = TempDir::new("roundtrip");
+        let p = dir.state();
+        let (st, rec0) = open(&p);
+        assert!(!rec0.existed);
+        assert_eq!(rec0.config, PersistedConfig::empty());
+        let mut recs: Vec<Record> = (0..5).map(rec).collect();
+        recs.push(Record::Ops(vec![
+            Op::AddDest(key(1000), DestConfig::new("10.0.1.1".parse().unwrap(), 80)),
+            Op::AddDest(key(1000), DestConfig::new("10.0.1.2".parse().unwrap(), 80)),
+            Op::DelService(key(1001)),
+        ]));
+        recs.push(Record::Sysctl {
+            name: "expire_quiescent_template".into(),
+            value: "1".into(),
+        });
+        append_all(&st, &recs);
+        drop(st);
+        let (_st, r) = open(&p);
+        assert!(r.existed);
+        assert!(!r.torn_tail);
+        assert_eq!(r.replayed, 7);
+        assert_eq!(r.config.journal_seq, 7);
+        assert_eq!(content(r.config.clone()), config_of(&recs));
+        assert_eq!(r.config.services.len(), 4);
+        assert_eq!(r.config.services[0].dests[0].addr.to_string(), "10.0.1.2");
+        assert_eq!(r.config.sysctls["expire_quiescent_template"], "1");
+        // one JSON object per line, with sequence number and checksum
+        let text = fs::read_to_string(journal_of(&p)).unwrap();
+        let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+        assert_eq!(first["seq"], 1);
+        assert_eq!(first["crc"].as_str().unwrap().len(), 8);
+    }
+
+    #[test]
+    fn group_commit_shares_one_fdatasync() {
+        let dir = TempDir::new("group");
+        let (st, _) = open(&dir.state());
+        let st = Arc::new(st);
+        // Every thread appends, then all wait: the first fdatasync covers every record.
+        let threads = 8;
+        let barrier = Arc::new(Barrier::new(threads));
+        let hs: Vec<_> = (0..threads)
+            .map(|t| {
+                let (st, barrier) = (st.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    let tickets: Vec<Ticket> = (0..10)
+                        .map(|i| st.append(&rec((t * 10 + i) as u16)).unwrap())
+                        .collect();
+                    barrier.wait();
+                    for tk in tickets {
+                        st.wait_durable(tk).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for h in hs {
+            h.join().unwrap();
+        }
+        assert_eq!(st.fsync_count(), 1);
+        // Interleaved appends and waits from many threads: every wait returns, and no
+        // record costs more than one flush (how many share one depends on the disk).
+        let before = st.fsync_count();
+        let hs: Vec<_> = (0..threads)
+            .map(|t| {
+                let st = st.clone();
+                std::thread::spawn(move || {
+                    for i in 0..25 {
+                        let tk = st.append(&rec((100 + t * 25 + i) as u16)).unwrap();
+                        st.wait_durable(tk).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for h in hs {
+            h.join().unwrap();
+        }
+        let used = st.fsync_count() - before;
+        eprintln!("200 records from 8 threads: {used} fdatasyncs");
+        assert!((1..=200).contains(&used));
+        drop(st);
+        let (_st, r) = open(&dir.state());
+        assert_eq!(r.replayed, 80 + 200);
+        assert_eq!(r.config.services.len(), 280);
+    }
+
+    #[test]
+    fn torn_tail_is_cut_off() {
+        let dir = TempDir::new("torn");
+        let p = dir.state();
+        let recs: Vec<Record> = (0..3).map(rec).collect();
+        let (st, _) = open(&p);
+        append_all(&st, &recs);
+        drop(st);
+        let good = fs::read(journal_of(&p)).unwrap();
+        // a crash in the middle of the fourth line
+        let fourth = encode_line(4, &serde_json::to_string(&rec(3)).unwrap());
+        let tails: [&[u8]; 3] = [
+            &fourth[..fourth.len() / 2],
+            // all but the newline
+            &fourth[..fourth.len() - 1],
+            // a file extension the data never reached
+            &[0u8; 40],
+        ];
+        for tail in tails {
+            let mut bytes = good.clone();
+            bytes.extend_from_slice(tail);
+            fs::write(journal_of(&p), &bytes).unwrap();
+            let (st, r) = open(&p);
+            assert!(r.torn_tail);
+            assert_eq!(r.replayed, 3);
+            assert_eq!(content(r.config), config_of(&recs));
+            assert_eq!(fs::read(journal_of(&p)).unwrap(), good, "cut back");
+            // the next record follows the last valid one
+            append_all(&st, &[rec(9)]);
+            drop(st);
+            let (_st, r) = open(&p);
+            assert!(!r.torn_tail);
+            assert_eq!(r.replayed, 4);
+            fs::write(journal_of(&p), &good).unwrap();
+        }
+        // a whole last line with a wrong checksum is a torn write too
+        let mut bytes = good.clone();
+        let mut bad = fourth.clone();
+        bad[10] ^= 1;
+        bytes.extend_from_slice(&bad);
+        fs::write(journal_of(&p), &bytes).unwrap();
+        let (_st, r) = open(&p);
+        assert!(r.torn_tail);
+        assert_eq!(r.replayed, 3);
+    }
+
+    #[test]
+    fn corrupt_middle_or_gap_is_refused() {
+        let dir = TempDir::new("corrupt");
+        let p = dir.state();
+        let (st, _) = open(&p);
+        append_all(&st, &(0..3).map(rec).collect::<Vec<_>>());
+        drop(st);
+        let good = fs::read(journal_of(&p)).unwrap();
+        let lines: Vec<&[u8]> = good.split_inclusive(|&b| b == b'\n').collect();
+        // one flipped bit in the second line
+        let mut bytes = good.clone();
+        bytes[lines[0].len() + 20] ^= 0x01;
+        fs::write(journal_of(&p), &bytes).unwrap();
+        let e = Store::open_with(&p, manual()).err().unwrap();
+        assert!(e.contains("line 2") && e.contains("checksum"), "{e}");
+        // the file is left as it was
+        assert_eq!(fs::read(journal_of(&p)).unwrap(), bytes);
+        // a missing line in the middle
+        fs::write(journal_of(&p), [lines[0], lines[2]].concat()).unwrap();
+        let e = Store::open_with(&p, manual()).err().unwrap();
+        assert!(e.contains("record 3 follows record 1"), "{e}");
+        // a journal that starts after what the snapshot includes
+        fs::write(journal_of(&p), lines[1]).unwrap();
+        let e = Store::open_with(&p, manual()).err().unwrap();
+        assert!(e.contains("starts at record 2"), "{e}");
+        // a record that does not fit (a service added twice)
+        let again = encode_line(2, &serde_json::to_string(&rec(0)).unwrap());
+        fs::write(journal_of(&p), [lines[0], &again].concat()).unwrap();
+        let e = Store::open_with(&p, manual()).err().unwrap();
+        assert!(e.contains("record 2 does not fit"), "{e}");
+    }
+
+    #[test]
+    fn failed_write_is_cut_back() {
+        let dir = TempDir::new("enospc");
+        let p = dir.state();
+        let (st, _) = open(&p);
+        append_all(&st, &[rec(0)]);
+        let len = fs::metadata(journal_of(&p)).unwrap().len();
+        lock(&st.shared.journal).fail_write_after = Some(15);
+        let e = st.append(&rec(1)).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ENOSPC));
+        assert_eq!(fs::metadata(journal_of(&p)).unwrap().len(), len);
+        // the failed record's number goes to the next one
+        let t = st.append(&rec(2)).unwrap();
+        assert_eq!(t, Ticket(2));
+        st.wait_durable(t).unwrap();
+        drop(st);
+        let (_st, r) = open(&p);
+        assert!(!r.torn_tail);
+        assert_eq!(content(r.config), config_of(&[rec(0), rec(2)]));
+    }
+
+    /// A compaction interrupted after each of its steps recovers every record exactly once.
+    #[test]
+    fn compaction_crash_points() {
+        let all: Vec<Record> = (0..5).map(rec).collect();
+        let want = config_of(&all);
+        for stop_after in 0..=3 {
+            let dir = TempDir::new(&format!("compact{stop_after}"));
+            let p = dir.state();
+            let (st, _) = open(&p);
+            append_all(&st, &all[..3]);
+            if stop_after >= 1 {
+                assert!(st.shared.rotate().unwrap());
+                assert!(with_suffix(&p, ".journal.old").exists());
+            }
+            // changes go on while the old segment waits
+            append_all(&st, &all[3..]);
+            if stop_after >= 2 {
+                st.shared.write_compacted_snapshot().unwrap();
+                // and a crash while a later snapshot was being written
+                fs::write(temp_path(&p), b"{\"format\":\"rvs-st").unwrap();
+            }
+            if stop_after >= 3 {
+                remove_durably(&st.shared.paths.old).unwrap();
+            }
+            drop(st); // the crash
+            let (st, r) = open(&p);
+            assert_eq!(
+                content(r.config.clone()),
+                want,
+                "stopped after step {stop_after}"
+            );
+            assert_eq!(r.config.journal_seq, 5);
+            assert_eq!(r.replayed, if stop_after >= 2 { 2 } else { 5 });
+            assert!(!temp_path(&p).exists());
+            // the next compaction finishes the job
+            st.compact().unwrap();
+            assert!(!with_suffix(&p, ".journal.old").exists());
+            let snap = read_snapshot(&p).unwrap().unwrap();
+            // a waiting old segment is folded on its own, else the whole journal
+            let folded = if (1..=2).contains(&stop_after) { 3 } else { 5 };
+            assert_eq!(snap.journal_seq, folded);
+            append_all(&st, &[rec(7)]);
+            drop(st);
+            let (_st, r) = open(&p);
+            let mut want7 = want.clone();
+            rec(7).apply_to(&mut want7).unwrap();
+            assert_eq!(content(r.config.clone()), want7);
+            assert_eq!(r.config.journal_seq, 6);
+        }
+    }
+
+    #[test]
+    fn background_compaction_keeps_the_journal_short() {
+        let dir = TempDir::new("background");
+        let p = dir.state();
+        let opts = StoreOptions {
+            compact_records: 10,
+            compact_bytes: u64::MAX,
+            background: true,
+        };
+        let (st, _) = Store::open_with(&p, opts).unwrap();
+        let recs: Vec<Record> = (0..35).map(rec).collect();
+        append_all(&st, &recs);
+        let t0 = std::time::Instant::now();
+        while read_snapshot(&p)
+            .unwrap()
+            .is_none_or(|s| s.journal_seq < 30)
+        {
+            assert!(t0.elapsed().as_secs() < 20, "no compaction");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(st.journal_records() < 10);
+        drop(st);
+        let (_st, r) = Store::open_with(&p, opts).unwrap();
+        assert_eq!(content(r.config), config_of(&recs));
+        assert!(r.replayed < 10);
+    }
+
+    #[test]
+    fn version_1_file_loads_and_continues() {
+        let dir = TempDir::new("v1");
+        let p = dir.state();
+        let v1 = r#"{"format":"rvs-state","version":1,
+ "services":[{"config":{"key":{"Addr":{"protocol":"Tcp","addr":"10.0.0.1","port":80}},
+   "scheduler":"rr","flags":0,"timeout":0,"netmask":{"V4":"255.255.255.255"},"pe_name":null},
+   "dests":[]}],
+ "timeouts":{"tcp":900,"tcp_fin":120,"udp":300},
+ "daemons":[],
+ "sysctls":{"expire_quiescent_template":"1"}}"#;
+        fs::write(&p, v1).unwrap();
+        let (st, r) = open(&p);
+        assert!(r.existed);
+        assert_eq!(r.config.journal_seq, 0);
+        assert_eq!(r.config.services.len(), 1);
+        assert_eq!(r.config.services[0].config.scheduler, "rr");
+        assert_eq!(r.config.sysctls["expire_quiescent_template"], "1");
+        append_all(&st, &[rec(0)]);
+        st.compact().unwrap();
+        drop(st);
+        let snap = read_snapshot(&p).unwrap().unwrap();
+        assert_eq!((snap.version, snap.journal_seq), (STATE_VERSION, 1));
+        assert_eq!(snap.services.len(), 2);
+    }
+
+    #[test]
+    fn replace_and_dropped_side_file() {
+        let dir = TempDir::new("replace");
+        let p = dir.state();
+        let (st, _) = open(&p);
+        append_all(&st, &(0..3).map(rec).collect::<Vec<_>>());
+        let mut cfg = config_of(&[rec(1)]);
+        cfg.services.push(PersistedService {
+            config: ServiceConfig::new(key(7)),
+            dests: Vec::new(),
+        });
+        st.replace(&cfg).unwrap();
+        append_all(&st, &[rec(5)]);
+        drop(st);
+        let (_st, r) = open(&p);
+        let mut want = cfg.clone();
+        rec(5).apply_to(&mut want).unwrap();
+        assert_eq!(content(r.config), content(want));
+        assert_eq!(r.replayed, 1);
+
+        let entry = DroppedEntry {
+            entry: "service TCP 10.0.0.1:81".into(),
+            reason: "NoEnt (errno 2)".into(),
+            ops: vec![Op::DelService(key(81))],
+        };
+        append_dropped(&p, std::slice::from_ref(&entry)).unwrap();
+        append_dropped(&p, std::slice::from_ref(&entry)).unwrap();
+        let text = fs::read_to_string(dropped_path(&p)).unwrap();
+        assert_eq!(text.lines().count(), 2);
+        let back: DroppedEntry = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+        assert_eq!(back, entry);
     }
 }
