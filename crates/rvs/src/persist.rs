@@ -896,7 +896,7 @@ mod tests {
     fn journal_round_trip() {
         let dir = TempDir::new("roundtrip");
         let p = dir.state();
-        let (st, rec0) = open(&p);
+        let (st, rec0) = Store::open(&p).unwrap();
         assert!(!rec0.existed);
         assert_eq!(rec0.config, PersistedConfig::empty());
         let mut recs: Vec<Record> = (0..5).map(rec).collect();
