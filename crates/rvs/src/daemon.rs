@@ -714,10 +714,15 @@ pub fn run(opts: DaemonOpts) -> Result<(), String> {
 
     let (state, saved) = match persist::load_state(&opts.state)? {
         Some(cfg) => {
-            let (st, warnings) = State::restore(&cfg, new_state(&opts), Time::ZERO);
-            for w in warnings {
-                eprintln!("rvs daemon: {w}");
-            }
+            // Strict: an entry that cannot be restored stops the start (the journal Store
+            // wiring adds the drop-invalid option and the side file).
+            let (st, _) = State::restore(
+                &cfg,
+                new_state(&opts),
+                Time::ZERO,
+                crate::state::RestoreOptions::default(),
+            )
+            .map_err(|e| format!("state file {}: {e}", opts.state.display()))?;
             let saved = st.config();
             (st, saved)
         }
