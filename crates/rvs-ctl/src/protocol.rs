@@ -116,6 +116,8 @@ pub enum ErrorCode {
     /// A request or a transaction over its operation limit ([`MAX_OPS_PER_REQUEST`],
     /// [`MAX_TXN_OPS`]).
     Limit,
+    /// The daemon is stopping (a termination signal): the request was not carried out.
+    Stopping,
     /// A code this version does not know (from a newer daemon): treat as `internal`.
     #[serde(other)]
     Unknown,

@@ -5,12 +5,12 @@
 //! I/O only: every decision is the director's (`Director::inbound` / `outbound`), reached
 //! through the `decide` callback the daemon passes in.
 
-use rvs_core::snapshot::Snapshot;
-use rvs_core::{FwdMethod, ServiceKey};
+use crate::daemon::routing::Delta;
 use rvs_engine::{
     Config, Decider, FwmarkTuns, MultiTun, NatReal, PacketIo, Plumbing, PlumbingConfig, RecvMeta,
     Stats, Tun,
 };
+use std::collections::BTreeSet;
 use std::io;
 use std::net::IpAddr;
 use std::os::fd::RawFd;
@@ -90,6 +90,10 @@ pub struct DataPlane {
     thread: Option<JoinHandle<()>>,
     probe: Arc<Probe>,
     stats: Arc<Stats>,
+    /// What the table wants routed (the sum of the differences applied so far).
+    want_vips: BTreeSet<IpAddr>,
+    want_reals: BTreeSet<NatReal>,
+    want_marks: BTreeSet<u32>,
 }
 
 impl DataPlane {
@@ -148,14 +152,58 @@ impl DataPlane {
             thread: Some(thread),
             probe,
             stats,
+            want_vips: BTreeSet::new(),
+            want_reals: BTreeSet::new(),
+            want_marks: BTreeSet::new(),
         })
     }
 
-    /// Route the table's virtual addresses into the TUN and steer its NAT real servers'
-    /// replies back (applies only the differences).
-    pub fn sync(&mut self, snap: &Snapshot) -> io::Result<()> {
-        let (vips, reals, marks) = plumbing_targets(snap);
-        let r = self.plumbing.sync(&vips, &reals);
+    /// Apply a difference of what is routed (see `daemon::routing`).
+    pub fn apply_delta(&mut self, d: &Delta) -> io::Result<()> {
+        for v in &d.del_vips {
+            self.want_vips.remove(v);
+        }
+        self.want_vips.extend(d.add_vips.iter().copied());
+        for r in &d.del_reals {
+            self.want_reals.remove(r);
+        }
+        self.want_reals.extend(d.add_reals.iter().copied());
+        for m in &d.del_marks {
+            self.want_marks.remove(m);
+        }
+        self.want_marks.extend(d.add_marks.iter().copied());
+        let marks_changed = !d.add_marks.is_empty() || !d.del_marks.is_empty();
+        let routes_changed = !(d.add_vips.is_empty()
+            && d.del_vips.is_empty()
+            && d.add_reals.is_empty()
+            && d.del_reals.is_empty());
+        let r = if routes_changed {
+            self.sync_routes()
+        } else {
+            Ok(())
+        };
+        let m = if marks_changed {
+            self.sync_marks()
+        } else {
+            Ok(())
+        };
+        r.and(m)
+    }
+
+    /// Try everything again after a failure.
+    pub fn retry_routing(&mut self) -> io::Result<()> {
+        let r = self.sync_routes();
+        r.and(self.sync_marks())
+    }
+
+    fn sync_routes(&mut self) -> io::Result<()> {
+        let vips: Vec<IpAddr> = self.want_vips.iter().copied().collect();
+        let reals: Vec<NatReal> = self.want_reals.iter().copied().collect();
+        self.plumbing.sync(&vips, &reals)
+    }
+
+    fn sync_marks(&mut self) -> io::Result<()> {
+        let marks: Vec<u32> = self.want_marks.iter().copied().collect();
         // Devices for new marks must exist before their rules; rules of old marks go before
         // their devices. Each step runs even when another failed: a mark that failed is not
         // recorded, and the next sync retries it.
@@ -164,7 +212,7 @@ impl DataPlane {
         let r1 = self.marks.sync(&all);
         let r2 = self.plumbing.sync_fwmarks(&marks);
         let r3 = self.marks.sync(&marks);
-        r.and(r1).and(r2).and(r3)
+        r1.and(r2).and(r3)
     }
 
     /// A handle that waits for queued packets, usable without the daemon's lock.
@@ -232,52 +280,4 @@ impl Drop for DataPlane {
     fn drop(&mut self) {
         self.shutdown();
     }
-}
-
-/// Which addresses to route into rvs, which replies to steer back and which firewall marks
-/// to catch, from the table.
-fn plumbing_targets(snap: &Snapshot) -> (Vec<IpAddr>, Vec<NatReal>, Vec<u32>) {
-    let mut vips = Vec::new();
-    let mut reals = Vec::new();
-    let mut marks = Vec::new();
-    for s in &snap.services {
-        let (protocol, svc_port) = match s.cfg.key {
-            ServiceKey::Addr {
-                protocol,
-                addr,
-                port,
-            } => {
-                vips.push(addr);
-                (protocol.number(), port)
-            }
-            // Any protocol and port may reach a fwmark service.
-            ServiceKey::Fwmark { mark, .. } => {
-                marks.push(mark);
-                (0, 0)
-            }
-        };
-        for d in &s.dests {
-            if d.cfg.fwd != FwdMethod::Masq {
-                continue;
-            }
-            // A NAT server without a port answers from the port the client asked for.
-            let port = if d.cfg.port != 0 {
-                d.cfg.port
-            } else {
-                svc_port
-            };
-            reals.push(NatReal {
-                addr: d.cfg.addr,
-                protocol,
-                port: if protocol == 0 { 0 } else { port },
-            });
-        }
-    }
-    vips.sort();
-    vips.dedup();
-    reals.sort();
-    reals.dedup();
-    marks.sort_unstable();
-    marks.dedup();
-    (vips, reals, marks)
 }

@@ -23,7 +23,8 @@ usage: rvs [--socket PATH] COMMAND [ARGS...]
 commands:
   daemon [--socket PATH] [--state PATH] [--klog PATH] [--proc-dir DIR]
          [--dataplane tun|none] [--tun NAME] [--max-conns N] [--enable-scheduler twos]
-         [--klog-ratelimit on|off]
+         [--klog-ratelimit on|off] [--drop-invalid-state] [--max-clients N]
+         [--client-idle-timeout SECS]
                          run the daemon (foreground) that owns the table and, with the
                          default `--dataplane tun`, carries the traffic (TUN device `rvs0`)
   ipvsadm ARGS...        the ipvsadm command line (also: run this binary as `ipvsadm`)
@@ -180,6 +181,17 @@ fn daemon_main(socket: Option<PathBuf>, args: &[String]) -> i32 {
             "--max-conns" => match value().and_then(|v| v.parse::<usize>().ok()) {
                 Some(n) if n > 0 => opts.max_conns = n,
                 _ => return usage_error("--max-conns needs a positive number"),
+            },
+            "--drop-invalid-state" => opts.drop_invalid_state = true,
+            "--max-clients" => match value().and_then(|v| v.parse::<usize>().ok()) {
+                Some(n) if n > 0 => opts.limits.max_clients = n,
+                _ => return usage_error("--max-clients needs a positive number"),
+            },
+            "--client-idle-timeout" => match value().and_then(|v| v.parse::<u64>().ok()) {
+                Some(n) if n > 0 => opts.limits.idle_timeout = std::time::Duration::from_secs(n),
+                _ => {
+                    return usage_error("--client-idle-timeout needs a positive number of seconds");
+                }
             },
             _ => return usage_error(&format!("daemon: unknown option {a:?}")),
         }

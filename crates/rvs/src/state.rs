@@ -1,8 +1,8 @@
 //! Everything the daemon owns, behind one type: the core's `Director` (table, connection
 //! table, sysctls) and the kernel log lines waiting to be written.
 //!
-//! * [`State::plan`] / [`State::commit`]: control operations, planned on a copy of the table
-//!   (so the result can be persisted first), then made on the director;
+//! * [`State::apply`]: control operations (the daemon validates them first with a dry run
+//!   on the table, see `daemon::control`);
 //! * [`State::snapshot`] / [`State::connections`]: listings;
 //! * [`State::tick`]: the ~100 ms timer (connection expiry, estimator, trash);
 //! * [`State::config`] / [`State::restore`]: what the state file keeps.
@@ -66,31 +66,9 @@ impl State {
         &mut self.director
     }
 
-    /// Apply operations to a copy of the table only (connections are not copied) and return
-    /// the configuration that would result, so it can be persisted before the change is made.
-    /// On failure: the index of the failing operation and its error; nothing changes, but the
-    /// kernel log line of the failure is queued.
-    pub fn plan(&mut self, ops: &[Op], now: Time) -> Result<PersistedConfig, (usize, CtlError)> {
-        let mut table = self.director.table.clone();
-        for (i, op) in ops.iter().enumerate() {
-            if let Err(e) = table.apply(op, now) {
-                if let Some(l) = &e.log {
-                    self.klog.push(l.clone());
-                }
-                return Err((i, e));
-            }
-        }
-        Ok(config_of(&table, &self.director.sysctl))
-    }
-
-    /// Make a planned change: apply the operations to the director itself. They were
-    /// validated by [`State::plan`] on an identical table, so they succeed.
-    pub fn commit(&mut self, ops: &[Op], now: Time) -> Result<(), (usize, CtlError)> {
-        for (i, op) in ops.iter().enumerate() {
-            self.director.apply(op, now).map_err(|e| (i, e))?;
-        }
-        self.collect_log();
-        Ok(())
+    /// The director, read-only (listings, routing targets).
+    pub fn director(&self) -> &Director {
+        &self.director
     }
 
     /// One control operation made at once (no persistence step: tests).
@@ -109,8 +87,11 @@ impl State {
     /// All-or-nothing (no persistence step).
     #[cfg(test)]
     pub fn apply_batch(&mut self, ops: &[Op], now: Time) -> Result<(), (usize, CtlError)> {
-        self.plan(ops, now)?;
-        self.commit(ops, now)
+        let r = self.director.table.apply_batch(ops, now);
+        if let Err((_, CtlError { log: Some(l), .. })) = &r {
+            self.klog.push(l.clone());
+        }
+        r
     }
 
     pub fn snapshot(&self) -> Snapshot {
@@ -153,18 +134,17 @@ impl State {
         self.director.sysctl.get(name)
     }
 
-    /// The configuration that would result from a sysctl write, or why it is refused.
-    pub fn plan_sysctl(&self, name: &str, value: &str) -> Result<PersistedConfig, SysctlError> {
+    /// Whether a sysctl write would be accepted (nothing changes).
+    pub fn check_sysctl(&self, name: &str, value: &str) -> Result<(), SysctlError> {
         let mut sc = self.director.sysctl.clone();
         sc.set(name, value).map_err(|e| match e {
             Errno::NoEnt => SysctlError::NotFound,
             _ => SysctlError::Invalid(format!("invalid value {value:?} for {name}")),
-        })?;
-        Ok(config_of(&self.director.table, &sc))
+        })
     }
 
     pub fn sysctl_set(&mut self, name: &str, value: &str) -> Result<(), SysctlError> {
-        self.plan_sysctl(name, value)?;
+        self.check_sysctl(name, value)?;
         self.director
             .set_sysctl(name, value)
             .map_err(|_| SysctlError::Invalid(format!("invalid value {value:?} for {name}")))

@@ -95,6 +95,13 @@ impl Conn {
     fn call(&mut self, v: &Value) -> Value {
         self.raw(&v.to_string()).expect("daemon answers")
     }
+
+    /// The next response line of a streamed answer.
+    fn next(&mut self) -> Value {
+        let mut buf = String::new();
+        assert!(self.r.read_line(&mut buf).unwrap() > 0, "daemon closed");
+        serde_json::from_str(&buf).unwrap()
+    }
 }
 
 fn key(i: usize) -> ServiceKey {
@@ -126,10 +133,19 @@ fn apply(c: &mut Conn, op: &Op) -> std::io::Result<Value> {
     c.raw(&json!({"req": "apply", "op": op}).to_string())
 }
 
+/// The whole table: `snapshot_part` lines, then the final `snapshot`.
 fn snapshot(c: &mut Conn) -> Value {
-    let r = c.call(&json!({"req": "snapshot"}));
+    let mut r = c.call(&json!({"req": "snapshot"}));
+    let mut services = Vec::new();
+    while r["data"]["kind"] == "snapshot_part" {
+        services.extend(r["data"]["services"].as_array().unwrap().iter().cloned());
+        r = c.next();
+    }
     assert_eq!(r["status"], "ok", "{r}");
-    r["data"]["snapshot"].clone()
+    let mut snap = r["data"]["snapshot"].clone();
+    services.extend(snap["services"].as_array().unwrap().iter().cloned());
+    snap["services"] = Value::Array(services);
+    snap
 }
 
 /// Whether change `i` is visible in the snapshot.

@@ -1,0 +1,605 @@
+//! Control requests: changes (validated by a dry run, journaled, then made), transactions
+//! and replace-all, listings, sysctls and /proc views. The kernel's `ip_vs_ctl.c` in rvs.
+//!
+//! A change runs under the control lock, which serialises changes, and takes the engine
+//! lock (the one a packet takes) twice, briefly: to validate the operations (applied and
+//! rolled back, at a cost proportional to what they touch) and to make them once they are
+//! in the journal. Waiting for the disk (group commit) and for the routing happens after
+//! the control lock is released, so several clients' changes share one fsync.
+
+use super::Shared;
+use super::host::{HostFacts, fill_sync_defaults};
+use super::routing::Targets;
+use super::server::Replies;
+use crate::persist::Record;
+use crate::protocol::{
+    ErrorCode, MAX_OPS_PER_REQUEST, MAX_TXN_OPS, PROTOCOL_VERSION, Payload, Request, Response,
+    SysctlEntry,
+};
+use crate::state::{CONN_TAB_SIZE, SysctlError};
+use rvs_core::snapshot::Snapshot;
+use rvs_core::{CtlError, DestConfig, Errno, Op, ServiceConfig, ServiceFlags, ServiceKey, Table};
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+/// Services per line of a streamed listing.
+const SNAPSHOT_PART: usize = 512;
+
+/// How long a change waits for the kernel routing it needs before answering anyway (the
+/// routing thread goes on retrying and logs why).
+const ROUTE_WAIT: Duration = Duration::from_secs(10);
+
+/// Per-connection state: an open transaction.
+#[derive(Default)]
+pub struct Session {
+    txn: Option<Txn>,
+}
+
+struct Txn {
+    replace: bool,
+    ops: Vec<Op>,
+}
+
+/// How a list of operations is applied.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum Mode {
+    /// All or nothing.
+    Atomic,
+    /// Each on its own, as separate requests would be.
+    Each,
+}
+
+/// What a change did: one result per operation (for `Atomic`, up to the failing one), and
+/// the operations made.
+struct Outcome {
+    results: Vec<Result<(), CtlError>>,
+    applied: Vec<Op>,
+}
+
+pub fn handle(shared: &Shared, session: &mut Session, req: Request, replies: &mut Replies) {
+    // A listing shows what the kernel would show right after the client's last packet: let
+    // the engine decide what is already queued first.
+    if matches!(
+        req,
+        Request::Snapshot { .. } | Request::Connections | Request::Proc { .. }
+    ) && let Some(q) = shared.quiescer.get()
+    {
+        q.quiesce();
+    }
+    let resp = match req {
+        Request::Ping | Request::Version => Response::data(Payload::Pong {
+            daemon: "rvs".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            protocol: PROTOCOL_VERSION,
+            pid: std::process::id(),
+        }),
+        Request::Apply { op } => match change(shared, vec![op], Mode::Atomic) {
+            Ok(o) => match o.results.into_iter().find_map(Result::err) {
+                Some(error) => Response::CtlError { index: None, error },
+                None => Response::ok(),
+            },
+            Err(r) => *r,
+        },
+        Request::ApplyBatch { ops } => atomic_response(shared, ops, false),
+        Request::ApplyEach { ops } => {
+            if ops.len() > MAX_OPS_PER_REQUEST {
+                over_limit(ops.len(), MAX_OPS_PER_REQUEST)
+            } else {
+                match change(shared, ops, Mode::Each) {
+                    Ok(o) => Response::data(Payload::Results {
+                        results: o.results.into_iter().map(Result::err).collect(),
+                    }),
+                    Err(r) => *r,
+                }
+            }
+        }
+        Request::TxnBegin { replace } => {
+            let replaced = session.txn.replace(Txn {
+                replace,
+                ops: Vec::new(),
+            });
+            if replaced.is_some() {
+                session.txn = None;
+                Response::error(
+                    ErrorCode::BadRequest,
+                    "a transaction was already open on this connection; both are dropped",
+                )
+            } else {
+                Response::ok()
+            }
+        }
+        Request::TxnOps { ops } => match session.txn.as_mut() {
+            None => no_transaction(),
+            Some(t) if t.ops.len() + ops.len() > MAX_TXN_OPS => {
+                let n = t.ops.len() + ops.len();
+                session.txn = None;
+                over_limit(n, MAX_TXN_OPS)
+            }
+            Some(t) => {
+                t.ops.extend(ops);
+                Response::ok()
+            }
+        },
+        Request::TxnAbort => match session.txn.take() {
+            Some(_) => Response::ok(),
+            None => no_transaction(),
+        },
+        Request::TxnCommit => match session.txn.take() {
+            None => no_transaction(),
+            Some(t) => atomic_response(shared, t.ops, t.replace),
+        },
+        Request::Snapshot { service } => {
+            let snap = {
+                let st = shared.engine();
+                match &service {
+                    Some(k) => st.director().table.snapshot_service(k, CONN_TAB_SIZE),
+                    None => Some(st.snapshot()),
+                }
+            };
+            match snap {
+                Some(s) => {
+                    send_snapshot(replies, s);
+                    return;
+                }
+                None => Response::CtlError {
+                    index: None,
+                    error: Errno::Srch.into(),
+                },
+            }
+        }
+        Request::Connections => {
+            let now = shared.now();
+            Response::data(Payload::Connections {
+                conns: shared.engine().connections(now),
+            })
+        }
+        Request::SysctlGet { name } => match shared.engine().sysctl_get(&name) {
+            Some(value) => Response::data(Payload::Sysctl { name, value }),
+            None => unknown_sysctl(&name),
+        },
+        Request::SysctlSet { name, value } => set_sysctl(shared, name, value),
+        Request::SysctlList => Response::data(Payload::SysctlList {
+            entries: shared
+                .engine()
+                .sysctl_list()
+                .into_iter()
+                .map(|(name, value)| SysctlEntry { name, value })
+                .collect(),
+        }),
+        Request::Proc { path } => {
+            let now = shared.now();
+            match shared.engine().proc_file(&path, now) {
+                Some(text) => Response::data(Payload::Proc { text }),
+                None => {
+                    Response::error(ErrorCode::NotFound, format!("no such /proc file {path:?}"))
+                }
+            }
+        }
+    };
+    shared.flush_klog();
+    shared.refresh_proc();
+    replies.send(&resp);
+}
+
+fn no_transaction() -> Response {
+    Response::error(
+        ErrorCode::NoTransaction,
+        "no transaction is open on this connection (txn_begin first)",
+    )
+}
+
+fn over_limit(n: usize, max: usize) -> Response {
+    Response::error(
+        ErrorCode::Limit,
+        format!("{n} operations is over the limit of {max}; nothing was done"),
+    )
+}
+
+fn unknown_sysctl(name: &str) -> Response {
+    Response::error(ErrorCode::NotFound, format!("unknown sysctl {name:?}"))
+}
+
+/// Apply `ops` all or nothing (for `replace`, the difference between the table and the one
+/// they describe) and answer with what was applied.
+fn atomic_response(shared: &Shared, ops: Vec<Op>, replace: bool) -> Response {
+    let (ops, origin) = if replace {
+        let table_diff = {
+            let st = shared.engine();
+            replace_diff(&st.director().table, &ops)
+        };
+        match table_diff {
+            Ok(d) => d,
+            Err(r) => return *r,
+        }
+    } else {
+        let origin = (0..ops.len()).map(Some).collect();
+        (ops, origin)
+    };
+    match change(shared, ops, Mode::Atomic) {
+        Ok(o) => {
+            let failed = o.results.iter().position(Result::is_err);
+            match failed {
+                Some(i) => Response::CtlError {
+                    index: origin.get(i).copied().flatten(),
+                    error: o.results[i].clone().unwrap_err(),
+                },
+                None => Response::data(Payload::Applied { ops: o.applied }),
+            }
+        }
+        Err(r) => *r,
+    }
+}
+
+/// Validate, journal, make, route: see the module documentation.
+fn change(shared: &Shared, ops: Vec<Op>, mode: Mode) -> Result<Outcome, Box<Response>> {
+    // Read outside every lock: the kernel checks destinations against this moment's routes.
+    let facts = HostFacts::read();
+    let now = shared.now();
+    let filled: Vec<Result<Op, CtlError>> = ops.iter().map(fill_sync_defaults).collect();
+    let mut ctl = shared.control();
+    // The dry run: what each operation would answer, nothing changed.
+    let mut results: Vec<Result<(), CtlError>> = {
+        let mut st = shared.engine();
+        facts.apply(&mut st);
+        let table = &mut st.director_mut().table;
+        table.begin_transaction();
+        let mut results = Vec::with_capacity(filled.len());
+        for f in &filled {
+            let r = match f {
+                Ok(op) => table.apply(op, now),
+                Err(e) => Err(e.clone()),
+            };
+            let failed = r.is_err();
+            results.push(r);
+            if failed && mode == Mode::Atomic {
+                break;
+            }
+        }
+        table.rollback();
+        results
+    };
+    let atomic_failure = mode == Mode::Atomic && results.iter().any(Result::is_err);
+    let accepted: Vec<Op> = if atomic_failure {
+        Vec::new()
+    } else {
+        filled
+            .iter()
+            .zip(&results)
+            .filter(|(_, r)| r.is_ok())
+            .filter_map(|(f, _)| f.as_ref().ok().cloned())
+            .collect()
+    };
+    let journal = if accepted.is_empty() {
+        None
+    } else {
+        match shared.store.append(&Record::Ops(accepted.clone())) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                drop(ctl);
+                return Err(Box::new(Response::error(
+                    ErrorCode::PersistFailed,
+                    format!(
+                        "cannot write the journal of {}: {e}; the change was not made",
+                        shared.state_path.display()
+                    ),
+                )));
+            }
+        }
+    };
+    // Make the change, with the kernel log lines in the order the kernel would print them.
+    let route = {
+        let mut st = shared.engine();
+        for (i, r) in results.iter_mut().enumerate() {
+            match (&filled[i], &*r) {
+                (Ok(op), Ok(())) if !atomic_failure => {
+                    if let Err(e) = st.apply(op, now) {
+                        // Cannot happen: the same operation succeeded on the same table.
+                        eprintln!("rvs daemon: operation failed after its dry run: {op:?}: {e}");
+                        *r = Err(e);
+                    }
+                }
+                (_, Err(e)) => {
+                    if let Some(l) = &e.log {
+                        st.push_klog(l.clone());
+                    }
+                }
+                _ => {}
+            }
+        }
+        if accepted.is_empty() {
+            None
+        } else {
+            let touched = Targets::touched(&accepted);
+            let delta = ctl.targets.update(&st.director().table, touched.as_deref());
+            shared.router.submit(delta)
+        }
+    };
+    drop(ctl);
+    shared.flush_klog();
+    if let Some(t) = journal {
+        shared.wait_durable(t);
+    }
+    if let Some(t) = route {
+        shared.router.wait(t, ROUTE_WAIT);
+    }
+    Ok(Outcome {
+        results,
+        applied: if atomic_failure { Vec::new() } else { accepted },
+    })
+}
+
+fn set_sysctl(shared: &Shared, name: String, value: String) -> Response {
+    let ctl = shared.control();
+    let checked = shared.engine().check_sysctl(&name, &value);
+    match checked {
+        Err(SysctlError::NotFound) => return unknown_sysctl(&name),
+        Err(SysctlError::Invalid(m)) => return Response::error(ErrorCode::InvalidValue, m),
+        Ok(()) => {}
+    }
+    let ticket = match shared.store.append(&Record::Sysctl {
+        name: name.clone(),
+        value: value.clone(),
+    }) {
+        Ok(t) => t,
+        Err(e) => {
+            return Response::error(
+                ErrorCode::PersistFailed,
+                format!("cannot write the journal: {e}; the sysctl was not changed"),
+            );
+        }
+    };
+    let resp = {
+        let mut st = shared.engine();
+        match st.sysctl_set(&name, &value) {
+            Ok(()) => Response::data(Payload::Sysctl {
+                value: st.sysctl_get(&name).unwrap_or_default(),
+                name,
+            }),
+            Err(e) => Response::error(ErrorCode::Internal, format!("{e:?}")),
+        }
+    };
+    drop(ctl);
+    shared.wait_durable(ticket);
+    resp
+}
+
+/// Send a listing, in parts of [`SNAPSHOT_PART`] services for a big table so that neither
+/// side holds one huge line.
+fn send_snapshot(replies: &mut Replies, mut snap: Snapshot) {
+    while snap.services.len() > SNAPSHOT_PART {
+        let rest = snap.services.split_off(SNAPSHOT_PART);
+        let part = std::mem::replace(&mut snap.services, rest);
+        if !replies.send(&Response::data(Payload::SnapshotPart { services: part })) {
+            return;
+        }
+    }
+    replies.send(&Response::data(Payload::Snapshot { snapshot: snap }));
+}
+
+/// The service configuration as compared by replace-all: without the kernel's HASHED bit.
+fn comparable(cfg: &ServiceConfig) -> ServiceConfig {
+    let mut c = cfg.clone();
+    c.flags = ServiceFlags(c.flags.0 & !ServiceFlags::HASHED);
+    c
+}
+
+/// The operations that turn `table` into the table `desired` describes (AddService,
+/// AddDest and SetTimeouts only), each with the index of the submitted operation it comes
+/// from (`None` for removals). Order: removals of services, then per desired service its
+/// edit, removals, edits and additions of destinations (removals first, so that a service
+/// at a scheduler's limit can swap destinations), then timeouts.
+#[allow(clippy::type_complexity)]
+fn replace_diff(
+    table: &Table,
+    desired: &[Op],
+) -> Result<(Vec<Op>, Vec<Option<usize>>), Box<Response>> {
+    struct Want {
+        cfg: ServiceConfig,
+        from: usize,
+        dests: Vec<(DestConfig, usize)>,
+    }
+    let mut wants: Vec<Want> = Vec::new();
+    let mut pos: HashMap<ServiceKey, usize> = HashMap::new();
+    let mut timeouts = None;
+    for (i, op) in desired.iter().enumerate() {
+        match op {
+            Op::AddService(cfg) => {
+                if pos.insert(cfg.key, wants.len()).is_some() {
+                    return Err(Box::new(Response::CtlError {
+                        index: Some(i),
+                        error: Errno::Exist.into(),
+                    }));
+                }
+                wants.push(Want {
+                    cfg: comparable(cfg),
+                    from: i,
+                    dests: Vec::new(),
+                });
+            }
+            Op::AddDest(key, d) => match pos.get(key) {
+                Some(&p) => wants[p].dests.push((d.clone(), i)),
+                None => {
+                    return Err(Box::new(Response::CtlError {
+                        index: Some(i),
+                        error: Errno::Srch.into(),
+                    }));
+                }
+            },
+            Op::SetTimeouts(t) => timeouts = Some((*t, i)),
+            other => {
+                return Err(Box::new(Response::error(
+                    ErrorCode::BadRequest,
+                    format!(
+                        "operation {i} ({}) cannot describe a table: a replace takes \
+                         AddService, AddDest and SetTimeouts",
+                        op_name(other)
+                    ),
+                )));
+            }
+        }
+    }
+    let mut ops = Vec::new();
+    let mut origin = Vec::new();
+    for s in table.services() {
+        if !pos.contains_key(&s.cfg.key) {
+            ops.push(Op::DelService(s.cfg.key));
+            origin.push(None);
+        }
+    }
+    for w in &wants {
+        let key = w.cfg.key;
+        let Some(svc) = table.service(&key) else {
+            ops.push(Op::AddService(w.cfg.clone()));
+            origin.push(Some(w.from));
+            for (d, i) in &w.dests {
+                ops.push(Op::AddDest(key, d.clone()));
+                origin.push(Some(*i));
+            }
+            continue;
+        };
+        if comparable(&svc.cfg) != w.cfg {
+            ops.push(Op::EditService(w.cfg.clone()));
+            origin.push(Some(w.from));
+        }
+        let want_d: HashMap<(IpAddr, u16), &DestConfig> =
+            w.dests.iter().map(|(d, _)| ((d.addr, d.port), d)).collect();
+        let view = table.dest_view(svc);
+        for (_, d) in view.iter() {
+            if !want_d.contains_key(&(d.cfg.addr, d.cfg.port)) {
+                ops.push(Op::DelDest(key, d.cfg.addr, d.cfg.port));
+                origin.push(None);
+            }
+        }
+        for (d, i) in &w.dests {
+            match table.find_dest(svc, d.addr, d.port) {
+                Some(id) if view.get(id).cfg != *d => {
+                    ops.push(Op::EditDest(key, d.clone()));
+                    origin.push(Some(*i));
+                }
+                Some(_) => {}
+                None => {
+                    ops.push(Op::AddDest(key, d.clone()));
+                    origin.push(Some(*i));
+                }
+            }
+        }
+    }
+    if let Some((t, i)) = timeouts {
+        let cur = table.timeouts;
+        let differs = (t.tcp != 0 && t.tcp != cur.tcp)
+            || (t.tcp_fin != 0 && t.tcp_fin != cur.tcp_fin)
+            || (t.udp != 0 && t.udp != cur.udp);
+        if differs {
+            ops.push(Op::SetTimeouts(t));
+            origin.push(Some(i));
+        }
+    }
+    Ok((ops, origin))
+}
+
+fn op_name(op: &Op) -> &'static str {
+    match op {
+        Op::AddService(_) => "AddService",
+        Op::EditService(_) => "EditService",
+        Op::DelService(_) => "DelService",
+        Op::Flush => "Flush",
+        Op::AddDest(..) => "AddDest",
+        Op::EditDest(..) => "EditDest",
+        Op::DelDest(..) => "DelDest",
+        Op::Zero(_) => "Zero",
+        Op::SetTimeouts(_) => "SetTimeouts",
+        Op::StartDaemon(_) => "StartDaemon",
+        Op::StopDaemon(_) => "StopDaemon",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rvs_core::{FwdMethod, Protocol, Time};
+
+    fn key(port: u16) -> ServiceKey {
+        ServiceKey::Addr {
+            protocol: Protocol::Tcp,
+            addr: "10.0.0.1".parse().unwrap(),
+            port,
+        }
+    }
+
+    fn dest(last: u8, weight: i32) -> DestConfig {
+        let mut d = DestConfig::new(format!("10.0.1.{last}").parse().unwrap(), 80);
+        d.fwd = FwdMethod::Masq;
+        d.weight = weight;
+        d
+    }
+
+    fn table_of(ops: &[Op]) -> Table {
+        let mut t = Table::new();
+        t.apply_batch(ops, Time::ZERO).unwrap();
+        t
+    }
+
+    /// Applying the difference gives the described table, and a second replace with the
+    /// same description has nothing left to do.
+    #[test]
+    fn replace_reaches_the_described_table_and_is_idempotent() {
+        let mut t = table_of(&[
+            Op::AddService(ServiceConfig::new(key(80))),
+            Op::AddDest(key(80), dest(1, 1)),
+            Op::AddDest(key(80), dest(2, 1)),
+            Op::AddService(ServiceConfig::new(key(81))),
+        ]);
+        let mut rr = ServiceConfig::new(key(80));
+        rr.scheduler = "rr".into();
+        let desired = vec![
+            Op::AddService(rr),
+            Op::AddDest(key(80), dest(2, 5)),
+            Op::AddDest(key(80), dest(3, 1)),
+            Op::AddService(ServiceConfig::new(key(82))),
+        ];
+        let (ops, origin) = replace_diff(&t, &desired).unwrap();
+        assert_eq!(ops.len(), origin.len());
+        assert!(ops.contains(&Op::DelService(key(81))));
+        assert!(ops.contains(&Op::DelDest(key(80), dest(1, 1).addr, 80)));
+        assert!(ops.contains(&Op::EditDest(key(80), dest(2, 5))));
+        assert!(
+            ops.iter()
+                .any(|o| matches!(o, Op::EditService(c) if c.scheduler == "rr"))
+        );
+        t.apply_batch(&ops, Time::ZERO).unwrap();
+        let mut want = Table::new();
+        want.apply_batch(&desired, Time::ZERO).unwrap();
+        let keys = |t: &Table| -> Vec<(ServiceKey, String, Vec<DestConfig>)> {
+            let mut v: Vec<_> = t
+                .services()
+                .map(|s| {
+                    let mut d: Vec<DestConfig> =
+                        t.dest_view(s).iter().map(|(_, d)| d.cfg.clone()).collect();
+                    d.sort_by_key(|d| (d.addr, d.port));
+                    (s.cfg.key, s.cfg.scheduler.clone(), d)
+                })
+                .collect();
+            v.sort_by_key(|x| x.0);
+            v
+        };
+        assert_eq!(keys(&t), keys(&want));
+        let (again, _) = replace_diff(&t, &desired).unwrap();
+        assert!(again.is_empty(), "{again:?}");
+    }
+
+    #[test]
+    fn replace_refuses_what_cannot_describe_a_table() {
+        let t = Table::new();
+        let r = replace_diff(&t, &[Op::Flush]).map_err(|e| *e);
+        assert!(matches!(
+            r,
+            Err(Response::Error {
+                code: ErrorCode::BadRequest,
+                ..
+            })
+        ));
+        let r = replace_diff(&t, &[Op::AddDest(key(80), dest(1, 1))]).map_err(|e| *e);
+        assert!(matches!(r, Err(Response::CtlError { index: Some(0), .. })));
+    }
+}
