@@ -7,6 +7,7 @@ pub mod engine;
 pub mod io;
 pub mod local;
 pub mod multitun;
+mod netlink;
 pub mod plumbing;
 pub mod tun;
 
@@ -15,5 +16,5 @@ pub use engine::{
 };
 pub use io::{PacketIo, RecvMeta};
 pub use multitun::{FWMARK_TUN_PREFIX, FwmarkTuns, MultiTun, fwmark_tun_name};
-pub use plumbing::{NatReal, Plumbing, PlumbingConfig};
+pub use plumbing::{NatReal, Plumbing, PlumbingConfig, RVS_PROTOCOL};
 pub use tun::Tun;

@@ -1,8 +1,14 @@
-//! Kernel plumbing around the TUN device, by running `ip` (iproute2) and writing sysctls.
-//! All of it is in this module so it can move to rtnetlink later.
+//! Kernel plumbing around the TUN device: routes, rules, addresses and links over route
+//! netlink (`crate::netlink`: `netlink-packet-route` messages, many to a datagram), sysctls
+//! through `/proc/sys`. Nothing here forks a process.
 //!
-//! What it sets up (T = `cfg.table`, B = `cfg.pref_base`, L = `cfg.local_pref`), for IPv4
-//! and IPv6 alike (`ip -4` / `ip -6`):
+//! Every rule and route rvs adds carries the protocol [`RVS_PROTOCOL`] (`proto 252` in
+//! `ip rule` / `ip route` output). Only rules with that mark are ever removed: those rvs
+//! recorded adding, and, when setup starts (after a crash) or teardown ends, any marked
+//! leftover. Foreign rules at rvs's preferences are never touched.
+//!
+//! What it sets up (T = `cfg.table`, V = `cfg.vip_table`, B = `cfg.pref_base`,
+//! L = `cfg.local_pref`), for IPv4 and IPv6 alike:
 //!
 //! * sysctls: `net.ipv4.ip_forward=1`, `net.ipv6.conf.all.forwarding=1`; on the TUN
 //!   `rp_filter=2` (loose: injected packets carry the client's address, whose route is not
@@ -13,48 +19,89 @@
 //!   steered into the TUN by the real-server rules below, i.e. *forwarded*; with early
 //!   demux the kernel first attaches the local socket it is addressed to, and `ip_forward`
 //!   drops packets that carry a socket — the connection would hang. Restored on teardown.
-//! * `ip link set TUN up`
-//! * `ip route replace default dev TUN table T`
-//! * the `local` rule moves from preference 0 to L: `ip rule add pref L lookup local`,
-//!   `ip rule del pref 0 lookup local` (so that the rules below see packets for local
+//! * the TUN up, with the permanent address `192.0.0.8/32 scope host` (see `install`).
+//! * `default dev TUN table T`.
+//! * the `local` rule moves from preference 0 to L: `pref L lookup local` is added,
+//!   `pref 0 lookup local` removed (so that the rules below see packets for local
 //!   addresses — the VIPs and local clients — before local delivery).
-//! * `ip rule add pref B iif TUN goto L`: what rvs writes back is routed normally (local
-//!   delivery, then the main table), never back into the TUN.
-//! * per VIP: `ip addr replace VIP/32 dev TUN` (`/128 nodad`: the VIP is a local address,
-//!   as IPVS needs, so traffic rvs lets through reaches local sockets) and
-//!   `ip rule add pref B+1 to VIP lookup T` (everything else addressed to the VIP, from the
-//!   network or generated locally, goes into the TUN).
-//! * per NAT real server `(RIP, proto, port)`: `ip rule add pref B+2 from RIP ipproto P
-//!   sport PORT lookup T` (its replies come back into rvs for SNAT), and per RIP once
-//!   `ip rule add pref B+2 from RIP ipproto icmp|ipv6-icmp lookup T` (its ICMP errors).
+//! * `pref B iif TUN goto L`: what rvs writes back is routed normally (local delivery, then
+//!   the main table), never back into the TUN.
+//! * `pref B+1 lookup V`, one rule for all VIPs, and per VIP the route `VIP/32 dev TUN
+//!   table V` (`/128`): everything addressed to a VIP, from the network or generated
+//!   locally, goes into the TUN; an address that is no VIP misses in V, and the kernel goes
+//!   on with the next rule. A route lookup costs the same for 10 VIPs or 10,000 (one rule, a
+//!   trie lookup), where a rule per VIP would be a linear walk on every packet's route
+//!   lookup.
+//! * per VIP the route `local VIP/32 dev TUN table local` (`/128`): the VIP is a local
+//!   address, as IPVS needs, so traffic rvs lets through (back in through `iif TUN goto L`)
+//!   is delivered to local sockets; like an address, it makes the kernel answer ARP for the
+//!   VIP, accept it as a local source, and (IPv4) lets sockets bind to it. It is not an
+//!   interface address because those scale badly: the kernel keeps a device's addresses in
+//!   a list (IPv4) and walks the whole routing table on each IPv6 removal, so 10,000 VIP
+//!   addresses took seconds to add and to remove, where 10,000 routes take milliseconds.
+//!   A `local` route the kernel already has (the VIP is also an address, say on `lo`) is
+//!   left alone: rvs adds its own only where there is none, and removes only its own.
+//! * per NAT real server `(RIP, proto, port)`: `pref B+2 from RIP ipproto P sport PORT
+//!   lookup T` (its replies come back into rvs for SNAT), and per RIP once
+//!   `pref B+2 from RIP ipproto icmp|ipv6-icmp lookup T` (its ICMP errors). These are still
+//!   one rule each: a rule selects on the source, which no routing table can key on for
+//!   IPv4.
 //!
 //! * per firewall mark M of an fwmark service ([`Plumbing::sync_fwmarks`]), with D =
 //!   [`fwmark_tun_name`]`(M)` (`rvsm<M>`, created by [`crate::MultiTun`]) and T_M a table of
-//!   its own (`T+1`, `T+2`, ... the lowest free one): `disable_ipv6=0` on D,
-//!   `ip link set D up`, `ip route replace default dev D table T_M` and
-//!   `ip rule add pref B fwmark M lookup T_M`. The rule is at preference B, after the
-//!   `iif TUN` rule (rules of equal preference keep the order they were added in, and the
-//!   `iif` rule is added by `setup`, before any mark) and before the VIP rules: like the
-//!   kernel's service lookup, which tries the fwmark service first. What rvs writes back
-//!   goes into the main TUN with mark 0, so neither the `iif` rule nor the mark rules
-//!   can send it round again. A marked packet whose mark has no service has no rule here
-//!   and is routed as if rvs were not there.
+//!   its own (`T+1`, `T+2`, ... the lowest free one): `disable_ipv6=0` on D, D up,
+//!   `default dev D table T_M` and `pref B fwmark M lookup T_M`. The rule is at
+//!   preference B, after the `iif` rule (rules of equal preference keep the order they were
+//!   added in, and the `iif` rule is added by `setup`, before any mark) and before the VIP
+//!   rule: like the kernel's service lookup, which tries the fwmark service first. What rvs
+//!   writes back goes into the main TUN with mark 0, so neither the `iif` rule nor the mark
+//!   rules can send it round again. A marked packet whose mark has no service has no rule
+//!   here and is routed as if rvs were not there.
 //!
-//! [`Plumbing::sync`] applies the difference to a new set of VIPs / real servers,
-//! [`Plumbing::sync_fwmarks`] to a new set of marks; [`Plumbing::teardown`] (also run on
-//! drop) removes everything they added.
+//! [`Plumbing::sync`] applies the difference to a new set of VIPs / real servers (one
+//! batch of netlink requests for all of it), [`Plumbing::sync_fwmarks`] to a new set of
+//! marks; [`Plumbing::teardown`] (also run on drop) removes everything they added.
+//!
+//! The netlink socket belongs to the network namespace of the thread that called
+//! [`Plumbing::setup`]; the sysctls are written in the calling thread's.
 
 use crate::multitun::fwmark_tun_name;
+use crate::netlink::{Nack, Netlink, Request};
+use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE};
+use netlink_packet_route::address::{
+    AddressAttribute, AddressHeaderFlags, AddressMessage, AddressScope,
+};
+use netlink_packet_route::link::{LinkFlags, LinkMessage};
+use netlink_packet_route::route::{
+    RouteAttribute, RouteMessage, RouteProtocol, RouteScope, RouteType,
+};
+use netlink_packet_route::rule::{RuleAction, RuleAttribute, RuleMessage, RulePortRange};
+use netlink_packet_route::{AddressFamily, IpProtocol, RouteNetlinkMessage};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
-use std::net::IpAddr;
-use std::process::Command;
+use std::net::{IpAddr, Ipv4Addr};
+
+/// The protocol number marking rvs's rules and routes (`FRA_PROTOCOL`, `rtm_protocol`);
+/// unassigned in iproute2's `rt_protos`. Name it there (`252 rvs`) to see `proto rvs`.
+pub const RVS_PROTOCOL: u8 = 252;
+
+const RT_TABLE_LOCAL: u32 = 255;
+
+/// The permanent address of the TUN (RFC 7600's IPv4 dummy address).
+const DUMMY_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 0, 8);
+
+/// Errors meaning "already gone" for a removal.
+const GONE: &[i32] = &[libc::ENOENT, libc::ESRCH, libc::EADDRNOTAVAIL, libc::ENODEV];
+/// Errors meaning "already there" for an exclusive addition.
+const THERE: &[i32] = &[libc::EEXIST];
 
 /// Plumbing settings.
 #[derive(Debug, Clone)]
 pub struct PlumbingConfig {
-    /// Routing table holding `default dev TUN`.
+    /// Routing table holding `default dev TUN`; the tables of firewall marks follow it.
     pub table: u32,
+    /// Routing table holding one route per VIP into the TUN.
+    pub vip_table: u32,
     /// First of the three rule preferences rvs uses (B, B+1, B+2); must be below
     /// `local_pref`.
     pub pref_base: u32,
@@ -71,6 +118,7 @@ impl Default for PlumbingConfig {
     fn default() -> Self {
         PlumbingConfig {
             table: 4242,
+            vip_table: 4241,
             pref_base: 100,
             local_pref: 1000,
             journal: None,
@@ -95,6 +143,8 @@ pub struct NatReal {
 #[derive(Debug)]
 pub struct Plumbing {
     tun: String,
+    tun_index: u32,
+    nl: Netlink,
     cfg: PlumbingConfig,
     vips: BTreeSet<IpAddr>,
     reals: BTreeSet<NatReal>,
@@ -104,28 +154,6 @@ pub struct Plumbing {
     saved_sysctls: Vec<(String, String)>,
     moved_local: [bool; 2],
     active: bool,
-}
-
-fn fam(a: &IpAddr) -> &'static str {
-    if a.is_ipv4() { "-4" } else { "-6" }
-}
-
-fn run_ip(args: &[&str]) -> io::Result<()> {
-    let out = Command::new("ip").args(args).output()?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(io::Error::other(format!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )))
-    }
-}
-
-fn ip_output(args: &[&str]) -> io::Result<String> {
-    let out = Command::new("ip").args(args).output()?;
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn sysctl_path(name: &str) -> String {
@@ -141,6 +169,236 @@ fn read_sysctl(name: &str) -> io::Result<String> {
 fn write_sysctl(name: &str, v: &str) -> io::Result<()> {
     std::fs::write(sysctl_path(name), v)
         .map_err(|e| io::Error::new(e.kind(), format!("sysctl {name}={v}: {e}")))
+}
+
+fn if_index(name: &str) -> io::Result<u32> {
+    let c = std::ffi::CString::new(name)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "device name with a NUL"))?;
+    // SAFETY: a valid NUL-terminated string.
+    match unsafe { libc::if_nametoindex(c.as_ptr()) } {
+        0 => Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("device {name}: {}", io::Error::last_os_error()),
+        )),
+        i => Ok(i),
+    }
+}
+
+/// `r`, with the error numbers in `fine` counted as success, else as an error about `what`.
+fn allow(r: Result<(), Nack>, fine: &[i32], what: impl FnOnce() -> String) -> io::Result<()> {
+    match r {
+        Ok(()) => Ok(()),
+        Err(n) if fine.contains(&n.errno) => Ok(()),
+        Err(n) => Err(n.into_io(&what())),
+    }
+}
+
+fn family(v6: bool) -> AddressFamily {
+    if v6 {
+        AddressFamily::Inet6
+    } else {
+        AddressFamily::Inet
+    }
+}
+
+fn host_len(a: &IpAddr) -> u8 {
+    if a.is_ipv4() { 32 } else { 128 }
+}
+
+/// What a rule does when it matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    Table(u32),
+    Goto(u32),
+}
+
+/// A routing policy rule as rvs writes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Rule {
+    v6: bool,
+    pref: u32,
+    target: Target,
+    from: Option<IpAddr>,
+    ipproto: Option<u8>,
+    sport: Option<u16>,
+    iif: Option<String>,
+    fwmark: Option<u32>,
+    /// [`RVS_PROTOCOL`], except for the kernel's own `local` rule when it is put back.
+    protocol: u8,
+}
+
+impl Rule {
+    fn new(v6: bool, pref: u32, target: Target) -> Rule {
+        Rule {
+            v6,
+            pref,
+            target,
+            from: None,
+            ipproto: None,
+            sport: None,
+            iif: None,
+            fwmark: None,
+            protocol: RVS_PROTOCOL,
+        }
+    }
+
+    fn message(&self) -> RuleMessage {
+        let mut m = RuleMessage::default();
+        m.header.family = family(self.v6);
+        let a = &mut m.attributes;
+        a.push(RuleAttribute::Priority(self.pref));
+        a.push(RuleAttribute::Protocol(RouteProtocol::from(self.protocol)));
+        match self.target {
+            Target::Table(t) => {
+                m.header.action = RuleAction::ToTable;
+                // Tables above 255 only fit the attribute (the header says "unspec").
+                m.header.table = u8::try_from(t).unwrap_or(0);
+                a.push(RuleAttribute::Table(t));
+            }
+            Target::Goto(p) => {
+                m.header.action = RuleAction::Goto;
+                a.push(RuleAttribute::Goto(p));
+            }
+        }
+        if let Some(src) = self.from {
+            m.header.src_len = host_len(&src);
+            a.push(RuleAttribute::Source(src));
+        }
+        if let Some(p) = self.ipproto {
+            a.push(RuleAttribute::IpProtocol(IpProtocol::from(p)));
+        }
+        if let Some(port) = self.sport {
+            a.push(RuleAttribute::SourcePortRange(RulePortRange {
+                start: port,
+                end: port,
+            }));
+        }
+        if let Some(dev) = &self.iif {
+            a.push(RuleAttribute::Iifname(dev.clone()));
+        }
+        if let Some(mark) = self.fwmark {
+            a.push(RuleAttribute::FwMark(mark));
+        }
+        m
+    }
+
+    fn add(&self) -> Request {
+        Request {
+            msg: RouteNetlinkMessage::NewRule(self.message()),
+            flags: NLM_F_CREATE | NLM_F_EXCL,
+        }
+    }
+
+    fn del(&self) -> Request {
+        Request {
+            msg: RouteNetlinkMessage::DelRule(self.message()),
+            flags: 0,
+        }
+    }
+}
+
+/// The parts of a dumped rule that rvs decides on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct RuleInfo {
+    pref: u32,
+    table: u32,
+    protocol: u8,
+}
+
+fn rule_info(m: &RuleMessage) -> RuleInfo {
+    let mut info = RuleInfo {
+        // The kernel leaves the preference out when it is 0.
+        pref: 0,
+        table: u32::from(m.header.table),
+        protocol: 0,
+    };
+    for a in &m.attributes {
+        match a {
+            RuleAttribute::Priority(p) => info.pref = *p,
+            RuleAttribute::Table(t) => info.table = *t,
+            RuleAttribute::Protocol(p) => info.protocol = u8::from(*p),
+            _ => {}
+        }
+    }
+    info
+}
+
+/// `[to/len] dev OIF table TABLE` (no destination: the default route), marked as rvs's.
+/// Without `oif` (removals), any route to that destination in the table matches.
+fn route(v6: bool, to: Option<IpAddr>, table: u32, oif: Option<u32>) -> RouteMessage {
+    let mut m = RouteMessage::default();
+    let h = &mut m.header;
+    h.address_family = family(v6);
+    h.table = u8::try_from(table).unwrap_or(0);
+    h.protocol = RouteProtocol::from(RVS_PROTOCOL);
+    // As iproute2 does: IPv4 routes without a gateway have link scope.
+    h.scope = if v6 {
+        RouteScope::Universe
+    } else {
+        RouteScope::Link
+    };
+    h.kind = RouteType::Unicast;
+    if let Some(dst) = to {
+        h.destination_prefix_length = host_len(&dst);
+        m.attributes.push(RouteAttribute::Destination(dst.into()));
+    }
+    m.attributes.push(RouteAttribute::Table(table));
+    if let Some(i) = oif {
+        m.attributes.push(RouteAttribute::Oif(i));
+    }
+    m
+}
+
+/// `local VIP/32 dev OIF table local`, marked as rvs's (see the module documentation).
+fn local_route(vip: IpAddr, oif: Option<u32>) -> RouteMessage {
+    let mut m = route(vip.is_ipv6(), Some(vip), RT_TABLE_LOCAL, oif);
+    m.header.scope = RouteScope::Host;
+    m.header.kind = RouteType::Local;
+    m
+}
+
+fn route_add(m: RouteMessage) -> Request {
+    Request {
+        msg: RouteNetlinkMessage::NewRoute(m),
+        flags: NLM_F_CREATE | NLM_F_REPLACE,
+    }
+}
+
+fn route_del(m: RouteMessage) -> Request {
+    Request {
+        msg: RouteNetlinkMessage::DelRoute(m),
+        flags: 0,
+    }
+}
+
+/// `addr/32` (`/128 nodad`) on device `index`.
+fn address(index: u32, addr: IpAddr, scope: AddressScope) -> AddressMessage {
+    let mut m = AddressMessage::default();
+    m.header.family = family(addr.is_ipv6());
+    m.header.prefix_len = host_len(&addr);
+    m.header.scope = scope;
+    m.header.index = index;
+    if addr.is_ipv6() {
+        m.header.flags = AddressHeaderFlags::Nodad;
+    }
+    m.attributes.push(AddressAttribute::Local(addr));
+    m.attributes.push(AddressAttribute::Address(addr));
+    m
+}
+
+fn addr_add(m: AddressMessage) -> Request {
+    Request {
+        msg: RouteNetlinkMessage::NewAddress(m),
+        flags: NLM_F_CREATE | NLM_F_REPLACE,
+    }
+}
+
+fn link_up(index: u32) -> RouteNetlinkMessage {
+    let mut m = LinkMessage::default();
+    m.header.index = index;
+    m.header.flags = LinkFlags::Up;
+    m.header.change_mask = LinkFlags::Up;
+    RouteNetlinkMessage::SetLink(m)
 }
 
 /// The `from RIP ipproto P [sport PORT]` rules the real servers need (protocol 0 becomes
@@ -164,9 +422,18 @@ fn real_rules(reals: &BTreeSet<NatReal>) -> BTreeSet<NatReal> {
         .collect()
 }
 
+/// A failed request's outcome for a batch whose answers ran short (cannot happen: the
+/// batch answers every request).
+fn missing() -> Result<(), Nack> {
+    Err(Nack {
+        errno: 0,
+        text: None,
+    })
+}
+
 impl Plumbing {
-    /// Brings `tun` up and installs the fixed part (sysctls, table, rules). Idempotent:
-    /// rules left at rvs's preferences by an earlier run are removed first.
+    /// Brings `tun` up and installs the fixed part (sysctls, tables, rules). Idempotent:
+    /// rules an earlier run left behind (a crash) are found by their mark and removed first.
     pub fn setup(tun: &str, cfg: PlumbingConfig) -> io::Result<Plumbing> {
         if cfg.pref_base + 2 >= cfg.local_pref || cfg.pref_base == 0 {
             return Err(io::Error::new(
@@ -174,8 +441,16 @@ impl Plumbing {
                 "pref_base + 2 must be below local_pref",
             ));
         }
+        if cfg.vip_table == cfg.table {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "vip_table must differ from table",
+            ));
+        }
         let mut p = Plumbing {
             tun: tun.to_string(),
+            tun_index: if_index(tun)?,
+            nl: Netlink::open()?,
             cfg,
             vips: BTreeSet::new(),
             reals: BTreeSet::new(),
@@ -243,8 +518,68 @@ impl Plumbing {
         Ok(())
     }
 
+    /// One request; the error numbers in `fine` count as success.
+    fn one(&mut self, r: Request, fine: &[i32], what: impl FnOnce() -> String) -> io::Result<()> {
+        allow(self.nl.request(r), fine, what)
+    }
+
+    /// The rules of one family, with what rvs decides on.
+    fn dump_rules(&mut self, v6: bool) -> io::Result<Vec<(RuleInfo, RuleMessage)>> {
+        let mut q = RuleMessage::default();
+        q.header.family = family(v6);
+        Ok(self
+            .nl
+            .dump(RouteNetlinkMessage::GetRule(q))?
+            .into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewRule(r) => Some((rule_info(&r), r)),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Removes every rule carrying rvs's mark, except the moved `local` rule (which
+    /// `install` keeps and `teardown` handles): after a crash, what the last run left;
+    /// at teardown, whatever a failed removal left.
+    fn remove_marked_rules(&mut self) -> io::Result<()> {
+        let mut dels = Vec::new();
+        for v6 in [false, true] {
+            for (info, msg) in self.dump_rules(v6)? {
+                if info.protocol == RVS_PROTOCOL && info.table != RT_TABLE_LOCAL {
+                    dels.push(Request {
+                        msg: RouteNetlinkMessage::DelRule(msg),
+                        flags: 0,
+                    });
+                }
+            }
+        }
+        let mut first_err = None;
+        for r in self.nl.batch(&dels) {
+            if let Err(e) = allow(r, GONE, || "remove a leftover rvs rule".into()) {
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    fn iif_rule(&self, v6: bool) -> Rule {
+        Rule {
+            iif: Some(self.tun.clone()),
+            ..Rule::new(v6, self.cfg.pref_base, Target::Goto(self.cfg.local_pref))
+        }
+    }
+
+    fn vip_rule(&self, v6: bool) -> Rule {
+        Rule::new(
+            v6,
+            self.cfg.pref_base + 1,
+            Target::Table(self.cfg.vip_table),
+        )
+    }
+
     fn install(&mut self) -> io::Result<()> {
         let tun = self.tun.clone();
+        let index = self.tun_index;
         self.set_global_sysctl("net.ipv4.ip_forward", "1")?;
         self.set_global_sysctl("net.ipv6.conf.all.forwarding", "1")?;
         // See the module documentation: early demux would attach a local socket to a
@@ -254,180 +589,162 @@ impl Plumbing {
         write_sysctl(&format!("net.ipv4.conf.{tun}.rp_filter"), "2")?;
         write_sysctl(&format!("net.ipv4.conf.{tun}.accept_local"), "1")?;
         write_sysctl(&format!("net.ipv6.conf.{tun}.disable_ipv6"), "0")?;
-        run_ip(&["link", "set", &tun, "up"])?;
+        let up = Request {
+            msg: link_up(index),
+            flags: 0,
+        };
+        self.one(up, &[], || format!("set {tun} up"))?;
         // An IPv4 address of host scope (RFC 7600's "IPv4 dummy address", never chosen as a
         // source) that stays for the TUN's life: without any address on the TUN,
         // reverse-path filtering drops what rvs writes into it while no VIP is configured
         // (e.g. the ICMP rejects of a firewall-mark-only table), and removing the last VIP
         // would make the kernel flush the IPv4 routes through it, our table's default too.
-        run_ip(&[
-            "-4",
-            "addr",
-            "replace",
-            "192.0.0.8/32",
-            "dev",
-            &tun,
-            "scope",
-            "host",
-        ])?;
-        let table = self.cfg.table.to_string();
-        let local = self.cfg.local_pref.to_string();
-        let base = self.cfg.pref_base.to_string();
-        for (i, f) in ["-4", "-6"].into_iter().enumerate() {
-            for pref in self.cfg.pref_base..=self.cfg.pref_base + 2 {
-                self.flush_pref(f, pref);
-            }
-            run_ip(&[
-                f, "route", "replace", "default", "dev", &tun, "table", &table,
-            ])?;
+        let dummy = addr_add(address(index, DUMMY_V4.into(), AddressScope::Host));
+        self.one(dummy, &[], || format!("add {DUMMY_V4}/32 to {tun}"))?;
+        self.remove_marked_rules()?;
+        let (table, local) = (self.cfg.table, self.cfg.local_pref);
+        for (i, v6) in [false, true].into_iter().enumerate() {
+            let default = route_add(route(v6, None, table, Some(index)));
+            self.one(default, &[], || format!("default dev {tun} table {table}"))?;
             // Move the local rule after ours.
-            let at_local = ip_output(&[f, "rule", "show", "pref", &local])?;
-            if !at_local.contains("lookup local") {
-                run_ip(&[f, "rule", "add", "pref", &local, "lookup", "local"])?;
+            let rules = self.dump_rules(v6)?;
+            let is_local = |r: &RuleInfo, pref| r.pref == pref && r.table == RT_TABLE_LOCAL;
+            if !rules.iter().any(|(r, _)| is_local(r, local)) {
+                let add = Rule::new(v6, local, Target::Table(RT_TABLE_LOCAL)).add();
+                self.one(add, THERE, || format!("add rule pref {local} lookup local"))?;
             }
-            let at_zero = ip_output(&[f, "rule", "show", "pref", "0"])?;
-            if at_zero.contains("lookup local") {
+            if let Some((_, msg)) = rules.into_iter().find(|(r, _)| is_local(r, 0)) {
                 self.moved_local[i] = true;
                 self.write_journal()?;
-                run_ip(&[f, "rule", "del", "pref", "0", "lookup", "local"])?;
+                let del = Request {
+                    msg: RouteNetlinkMessage::DelRule(msg),
+                    flags: 0,
+                };
+                self.one(del, GONE, || "delete rule pref 0 lookup local".into())?;
             }
-            run_ip(&[f, "rule", "add", "pref", &base, "iif", &tun, "goto", &local])?;
+            let iif = self.iif_rule(v6).add();
+            self.one(iif, THERE, || format!("add rule iif {tun} goto {local}"))?;
+            let vip = self.vip_rule(v6).add();
+            let t = self.cfg.vip_table;
+            self.one(vip, THERE, || format!("add rule lookup {t}"))?;
         }
         Ok(())
     }
 
-    fn flush_pref(&self, f: &str, pref: u32) {
-        let p = pref.to_string();
-        for _ in 0..10_000 {
-            if run_ip(&[f, "rule", "del", "pref", &p]).is_err() {
-                break;
-            }
+    fn real_rule(&self, r: &NatReal) -> Rule {
+        Rule {
+            from: Some(r.addr),
+            ipproto: (r.protocol != 0).then_some(r.protocol),
+            sport: (r.protocol != 0 && r.port != 0).then_some(r.port),
+            ..Rule::new(
+                r.addr.is_ipv6(),
+                self.cfg.pref_base + 2,
+                Target::Table(self.cfg.table),
+            )
         }
     }
 
-    fn vip_cmds(&self, vip: &IpAddr, add: bool) -> io::Result<()> {
-        let f = fam(vip);
-        let pref = (self.cfg.pref_base + 1).to_string();
-        let table = self.cfg.table.to_string();
-        let a = vip.to_string();
-        let cidr = format!("{a}/{}", if vip.is_ipv4() { 32 } else { 128 });
-        if add {
-            let mut args = vec![f, "addr", "replace", &cidr, "dev", &self.tun];
-            if vip.is_ipv6() {
-                args.push("nodad");
-            }
-            run_ip(&args)?;
-            let _ = run_ip(&[f, "rule", "del", "pref", &pref, "to", &a, "lookup", &table]);
-            run_ip(&[f, "rule", "add", "pref", &pref, "to", &a, "lookup", &table])
-        } else {
-            let r1 = run_ip(&[f, "rule", "del", "pref", &pref, "to", &a, "lookup", &table]);
-            let r2 = run_ip(&[f, "addr", "del", &cidr, "dev", &self.tun]);
-            r1.and(r2)
-        }
+    fn icmp_rule(&self, addr: &IpAddr) -> Rule {
+        let icmp = if addr.is_ipv4() { 1 } else { 58 };
+        self.real_rule(&NatReal {
+            addr: *addr,
+            protocol: icmp,
+            port: 0,
+        })
     }
 
-    fn real_cmds(&self, r: &NatReal, add: bool) -> io::Result<()> {
-        let f = fam(&r.addr);
-        let pref = (self.cfg.pref_base + 2).to_string();
-        let table = self.cfg.table.to_string();
-        let a = r.addr.to_string();
-        let proto = r.protocol.to_string();
-        let port = r.port.to_string();
-        let mut args = vec![f, "rule", if add { "add" } else { "del" }, "pref", &pref];
-        args.extend(["from", &a]);
-        if r.protocol != 0 {
-            args.extend(["ipproto", &proto]);
-            if r.port != 0 {
-                args.extend(["sport", &port]);
-            }
-        }
-        args.extend(["lookup", &table]);
-        if add {
-            let mut del = args.clone();
-            del[2] = "del";
-            let _ = run_ip(&del);
-        }
-        run_ip(&args)
-    }
-
-    fn icmp_cmd(&self, addr: &IpAddr, add: bool) -> io::Result<()> {
-        let f = fam(addr);
-        let pref = (self.cfg.pref_base + 2).to_string();
-        let table = self.cfg.table.to_string();
-        let a = addr.to_string();
-        let icmp = if addr.is_ipv4() { "icmp" } else { "ipv6-icmp" };
-        let base = [
-            f, "rule", "del", "pref", &pref, "from", &a, "ipproto", icmp, "lookup", &table,
-        ];
-        let _ = run_ip(&base);
-        if add {
-            let mut args = base;
-            args[2] = "add";
-            run_ip(&args)
-        } else {
-            Ok(())
-        }
-    }
-
-    /// Makes the kernel state match `vips` and `nat_reals`, changing only what differs.
+    /// Makes the kernel state match `vips` and `nat_reals`, changing only what differs, in
+    /// one batch of netlink requests.
     pub fn sync(&mut self, vips: &[IpAddr], nat_reals: &[NatReal]) -> io::Result<()> {
         let want_v: BTreeSet<IpAddr> = vips.iter().copied().collect();
         let want_r: BTreeSet<NatReal> = nat_reals.iter().copied().collect();
+        let (index, vt) = (self.tun_index, self.cfg.vip_table);
+        let gone_v: Vec<IpAddr> = self.vips.difference(&want_v).copied().collect();
+        let new_v: Vec<IpAddr> = want_v.difference(&self.vips).copied().collect();
+        let old_rules = real_rules(&self.reals);
+        let new_rules = real_rules(&want_r);
+        let old_addrs: BTreeSet<IpAddr> = self.reals.iter().map(|r| r.addr).collect();
+        let new_addrs: BTreeSet<IpAddr> = want_r.iter().map(|r| r.addr).collect();
+
+        let mut reqs = Vec::new();
+        for v in &gone_v {
+            reqs.push(route_del(route(v.is_ipv6(), Some(*v), vt, None)));
+            reqs.push(route_del(local_route(*v, None)));
+        }
+        for v in &new_v {
+            // Exclusive: a local route the kernel has for the VIP (an address) stays as it
+            // is (a replacement would be removed with the VIP).
+            reqs.push(Request {
+                msg: RouteNetlinkMessage::NewRoute(local_route(*v, Some(index))),
+                flags: NLM_F_CREATE | NLM_F_EXCL,
+            });
+            reqs.push(route_add(route(v.is_ipv6(), Some(*v), vt, Some(index))));
+        }
+        // Rule requests, each with whether it is an addition.
+        let mut rule_reqs: Vec<(bool, Request)> = Vec::new();
+        for r in old_rules.difference(&new_rules) {
+            rule_reqs.push((false, self.real_rule(r).del()));
+        }
+        for r in new_rules.difference(&old_rules) {
+            rule_reqs.push((true, self.real_rule(r).add()));
+        }
+        for a in old_addrs.difference(&new_addrs) {
+            rule_reqs.push((false, self.icmp_rule(a).del()));
+        }
+        for a in new_addrs.difference(&old_addrs) {
+            rule_reqs.push((true, self.icmp_rule(a).add()));
+        }
+        let n_vip_reqs = reqs.len();
+        reqs.extend(rule_reqs.iter().map(|(_, r)| r.clone()));
+        let results = self.nl.batch(&reqs);
+        let mut results = results.into_iter();
+        let mut next = || results.next().unwrap_or_else(missing);
+
         let mut first_err: Option<io::Error> = None;
-        // What is recorded as installed must be what is: a VIP whose commands failed is not
-        // recorded, so the next sync tries it again (the add commands are idempotent).
-        let mut vips = self.vips.clone();
-        for v in self.vips.difference(&want_v) {
-            if let Err(e) = self.vip_cmds(v, false) {
+        // What is recorded as installed must be what is: a VIP whose requests failed is not
+        // recorded, so the next sync tries it again (the additions are idempotent).
+        let mut installed = self.vips.clone();
+        for v in &gone_v {
+            let what = || format!("remove VIP {v}");
+            let r = allow(next(), GONE, what).and(allow(next(), GONE, what));
+            if let Err(e) = r {
                 first_err.get_or_insert(e);
             }
-            vips.remove(v);
+            installed.remove(v);
         }
-        for v in want_v.difference(&self.vips) {
-            match self.vip_cmds(v, true) {
+        for v in &new_v {
+            let what = || format!("add VIP {v}");
+            match allow(next(), THERE, what).and(allow(next(), &[], what)) {
                 Ok(()) => {
-                    vips.insert(*v);
+                    installed.insert(*v);
                 }
                 Err(e) => {
                     first_err.get_or_insert(e);
                 }
             }
         }
+        debug_assert_eq!(reqs.len() - n_vip_reqs, rule_reqs.len());
         let mut reals_ok = true;
-        let mut note = |r: io::Result<()>| {
-            if let Err(e) = r {
+        for (is_add, req) in &rule_reqs {
+            let fine = if *is_add { THERE } else { GONE };
+            let what = || {
+                let op = if *is_add { "add" } else { "remove" };
+                format!("{op} a real server rule ({:?})", req.msg)
+            };
+            if let Err(e) = allow(next(), fine, what) {
                 reals_ok = false;
                 first_err.get_or_insert(e);
             }
-        };
-        let old_rules = real_rules(&self.reals);
-        let new_rules = real_rules(&want_r);
-        for r in old_rules.difference(&new_rules) {
-            note(self.real_cmds(r, false));
         }
-        for r in new_rules.difference(&old_rules) {
-            note(self.real_cmds(r, true));
-        }
-        let old_addrs: BTreeSet<IpAddr> = self.reals.iter().map(|r| r.addr).collect();
-        let new_addrs: BTreeSet<IpAddr> = want_r.iter().map(|r| r.addr).collect();
-        for a in old_addrs.difference(&new_addrs) {
-            note(self.icmp_cmd(a, false));
-        }
-        for a in new_addrs.difference(&old_addrs) {
-            note(self.icmp_cmd(a, true));
-        }
-        self.vips = vips;
+        self.vips = installed;
         // After a failure only what both sets share is taken as installed: the next sync
-        // adds the rest again (idempotently); failed removals are not retried.
+        // adds the rest again (idempotently); failed removals are swept by teardown.
         self.reals = if reals_ok {
             want_r
         } else {
             self.reals.intersection(&want_r).copied().collect()
         };
-        match first_err {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
+        first_err.map_or(Ok(()), Err)
     }
 
     /// Makes the firewall-mark routing match `marks` (see the module documentation),
@@ -451,9 +768,7 @@ impl Plumbing {
             .map(|(m, t)| (*m, *t))
             .collect();
         for (mark, table) in gone {
-            if let Err(e) = self.fwmark_cmds(mark, table, false) {
-                first_err.get_or_insert(e);
-            }
+            self.fwmark_remove(mark, table);
             self.fwmarks.remove(&mark);
         }
         for &mark in &want {
@@ -464,52 +779,67 @@ impl Plumbing {
                 first_err.get_or_insert(io::Error::other("no routing table left for a mark"));
                 continue;
             };
-            match self.fwmark_cmds(mark, table, true) {
+            match self.fwmark_add(mark, table) {
                 Ok(()) => {
                     self.fwmarks.insert(mark, table);
                 }
                 Err(e) => {
-                    let _ = self.fwmark_cmds(mark, table, false);
+                    self.fwmark_remove(mark, table);
                     first_err.get_or_insert(e);
                 }
             }
         }
-        match first_err {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
+        first_err.map_or(Ok(()), Err)
     }
 
-    /// The lowest table above `cfg.table` no mark uses.
+    /// The lowest table above `cfg.table` that neither a mark nor the VIPs use.
     fn free_fwmark_table(&self) -> Option<u32> {
         let used: BTreeSet<u32> = self.fwmarks.values().copied().collect();
         (1..=u32::MAX - self.cfg.table)
             .map(|k| self.cfg.table + k)
-            .find(|t| !used.contains(t))
+            .find(|t| !used.contains(t) && *t != self.cfg.vip_table)
     }
 
-    fn fwmark_cmds(&self, mark: u32, table: u32, add: bool) -> io::Result<()> {
-        let dev = fwmark_tun_name(mark);
-        let m = mark.to_string();
-        let t = table.to_string();
-        let pref = self.cfg.pref_base.to_string();
-        if add {
-            write_sysctl(&format!("net.ipv6.conf.{dev}.disable_ipv6"), "0")?;
-            run_ip(&["link", "set", &dev, "up"])?;
+    fn fwmark_rule(&self, v6: bool, mark: u32, table: u32) -> Rule {
+        Rule {
+            fwmark: Some(mark),
+            ..Rule::new(v6, self.cfg.pref_base, Target::Table(table))
         }
-        for f in ["-4", "-6"] {
-            let rule = |op| [f, "rule", op, "pref", &pref, "fwmark", &m, "lookup", &t];
-            // Removal is best effort: a rule or table that is not there is already gone
-            // (and the routes go with the device).
-            let _ = run_ip(&rule("del"));
-            if add {
-                run_ip(&[f, "route", "replace", "default", "dev", &dev, "table", &t])?;
-                run_ip(&rule("add"))?;
-            } else {
-                let _ = run_ip(&[f, "route", "flush", "table", &t]);
+    }
+
+    fn fwmark_add(&mut self, mark: u32, table: u32) -> io::Result<()> {
+        let dev = fwmark_tun_name(mark);
+        write_sysctl(&format!("net.ipv6.conf.{dev}.disable_ipv6"), "0")?;
+        let index = if_index(&dev)?;
+        let up = Request {
+            msg: link_up(index),
+            flags: 0,
+        };
+        self.one(up, &[], || format!("set {dev} up"))?;
+        let mut reqs = Vec::new();
+        for v6 in [false, true] {
+            reqs.push(route_add(route(v6, None, table, Some(index))));
+            reqs.push(self.fwmark_rule(v6, mark, table).add());
+        }
+        let mut first_err = None;
+        for r in self.nl.batch(&reqs) {
+            let what = || format!("route fwmark {mark} into {dev} (table {table})");
+            if let Err(e) = allow(r, THERE, what) {
+                first_err.get_or_insert(e);
             }
         }
-        Ok(())
+        first_err.map_or(Ok(()), Err)
+    }
+
+    /// Best effort: a rule or route that is not there is already gone (and the routes go
+    /// with the device).
+    fn fwmark_remove(&mut self, mark: u32, table: u32) {
+        let mut reqs = Vec::new();
+        for v6 in [false, true] {
+            reqs.push(self.fwmark_rule(v6, mark, table).del());
+            reqs.push(route_del(route(v6, None, table, None)));
+        }
+        let _ = self.nl.batch(&reqs);
     }
 
     /// The firewall marks currently routed into their devices, with their tables.
@@ -535,31 +865,65 @@ impl Plumbing {
         }
         self.active = false;
         let mut first_err = None;
-        let r = self.sync(&[], &[]);
-        if let Err(e) = r {
+        if let Err(e) = self.sync(&[], &[]) {
             first_err.get_or_insert(e);
         }
         if let Err(e) = self.sync_fwmarks(&[]) {
             first_err.get_or_insert(e);
         }
-        let table = self.cfg.table.to_string();
-        let local = self.cfg.local_pref.to_string();
-        for (i, f) in ["-4", "-6"].into_iter().enumerate() {
-            for pref in self.cfg.pref_base..=self.cfg.pref_base + 2 {
-                self.flush_pref(f, pref);
+        let mut reqs = Vec::new();
+        for v6 in [false, true] {
+            reqs.push(self.iif_rule(v6).del());
+            reqs.push(self.vip_rule(v6).del());
+            reqs.push(route_del(route(v6, None, self.cfg.table, None)));
+        }
+        for r in self.nl.batch(&reqs) {
+            if let Err(e) = allow(r, GONE, || "remove rvs's rules".into()) {
+                first_err.get_or_insert(e);
             }
-            let _ = run_ip(&[f, "route", "flush", "table", &table]);
-            if self.moved_local[i] {
-                let at_zero = ip_output(&[f, "rule", "show", "pref", "0"]).unwrap_or_default();
-                if !at_zero.contains("lookup local")
-                    && let Err(e) = run_ip(&[f, "rule", "add", "pref", "0", "lookup", "local"])
-                {
+        }
+        if let Err(e) = self.remove_marked_rules() {
+            first_err.get_or_insert(e);
+        }
+        let local = self.cfg.local_pref;
+        for (i, v6) in [false, true].into_iter().enumerate() {
+            if !self.moved_local[i] {
+                continue;
+            }
+            let rules = match self.dump_rules(v6) {
+                Ok(r) => r,
+                Err(e) => {
                     first_err.get_or_insert(e);
                     continue;
                 }
-                let _ = run_ip(&[f, "rule", "del", "pref", &local, "lookup", "local"]);
-                self.moved_local[i] = false;
+            };
+            let at = |r: &RuleInfo, pref| r.pref == pref && r.table == RT_TABLE_LOCAL;
+            if !rules.iter().any(|(r, _)| at(r, 0)) {
+                // Put back as the kernel made it.
+                let kernel = Rule {
+                    protocol: u8::from(RouteProtocol::Kernel),
+                    ..Rule::new(v6, 0, Target::Table(RT_TABLE_LOCAL))
+                };
+                let r = self.one(kernel.add(), THERE, || {
+                    "add rule pref 0 lookup local".into()
+                });
+                if let Err(e) = r {
+                    first_err.get_or_insert(e);
+                    continue;
+                }
             }
+            // Only the `local` rule rvs put at L (marked) goes.
+            for (_, msg) in rules
+                .into_iter()
+                .filter(|(r, _)| at(r, local) && r.protocol == RVS_PROTOCOL)
+            {
+                let del = Request {
+                    msg: RouteNetlinkMessage::DelRule(msg),
+                    flags: 0,
+                };
+                let _ = self.one(del, GONE, String::new);
+            }
+            self.moved_local[i] = false;
         }
         let saved = std::mem::take(&mut self.saved_sysctls);
         for (name, old) in saved.into_iter().rev() {
