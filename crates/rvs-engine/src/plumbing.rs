@@ -422,6 +422,41 @@ fn real_rules(reals: &BTreeSet<NatReal>) -> BTreeSet<NatReal> {
         .collect()
 }
 
+/// What one batch of routing requests does.
+#[derive(Debug, Default)]
+struct RoutePlan {
+    gone_vips: Vec<IpAddr>,
+    new_vips: Vec<IpAddr>,
+    gone_rules: Vec<NatReal>,
+    new_rules: Vec<NatReal>,
+    gone_icmp: Vec<IpAddr>,
+    new_icmp: Vec<IpAddr>,
+}
+
+/// Whether some real server of `reals` needs the rule `x` (an element of [`real_rules`]):
+/// the real server it is, or an any-protocol one at the same address for a TCP, UDP or SCTP
+/// rule without a port.
+fn produces(reals: &BTreeSet<NatReal>, x: &NatReal) -> bool {
+    reals.contains(x)
+        || (x.port == 0
+            && matches!(x.protocol, 6 | 17 | 132)
+            && reals.contains(&NatReal {
+                protocol: 0,
+                port: 0,
+                ..*x
+            }))
+}
+
+/// Whether any real server of `reals` has the address `a` (its ICMP errors are steered).
+fn has_addr(reals: &BTreeSet<NatReal>, a: &IpAddr) -> bool {
+    let lo = NatReal {
+        addr: *a,
+        protocol: 0,
+        port: 0,
+    };
+    reals.range(lo..).next().is_some_and(|r| r.addr == *a)
+}
+
 /// A failed request's outcome for a batch whose answers ran short (cannot happen: the
 /// batch answers every request).
 fn missing() -> Result<(), Nack> {
@@ -654,24 +689,107 @@ impl Plumbing {
     }
 
     /// Makes the kernel state match `vips` and `nat_reals`, changing only what differs, in
-    /// one batch of netlink requests.
+    /// one batch of netlink requests. Costs the size of the sets: [`Plumbing::change`] is
+    /// the per-change path.
     pub fn sync(&mut self, vips: &[IpAddr], nat_reals: &[NatReal]) -> io::Result<()> {
         let want_v: BTreeSet<IpAddr> = vips.iter().copied().collect();
         let want_r: BTreeSet<NatReal> = nat_reals.iter().copied().collect();
-        let (index, vt) = (self.tun_index, self.cfg.vip_table);
-        let gone_v: Vec<IpAddr> = self.vips.difference(&want_v).copied().collect();
-        let new_v: Vec<IpAddr> = want_v.difference(&self.vips).copied().collect();
         let old_rules = real_rules(&self.reals);
         let new_rules = real_rules(&want_r);
         let old_addrs: BTreeSet<IpAddr> = self.reals.iter().map(|r| r.addr).collect();
         let new_addrs: BTreeSet<IpAddr> = want_r.iter().map(|r| r.addr).collect();
+        let plan = RoutePlan {
+            gone_vips: self.vips.difference(&want_v).copied().collect(),
+            new_vips: want_v.difference(&self.vips).copied().collect(),
+            gone_rules: old_rules.difference(&new_rules).copied().collect(),
+            new_rules: new_rules.difference(&old_rules).copied().collect(),
+            gone_icmp: old_addrs.difference(&new_addrs).copied().collect(),
+            new_icmp: new_addrs.difference(&old_addrs).copied().collect(),
+        };
+        let (r, reals_ok) = self.execute(&plan);
+        // After a failure only what both sets share is taken as installed: the next sync
+        // adds the rest again (idempotently); failed removals are swept by teardown.
+        self.reals = if reals_ok {
+            want_r
+        } else {
+            self.reals.intersection(&want_r).copied().collect()
+        };
+        r
+    }
 
+    /// Apply a difference: VIPs and NAT real servers that appear and that go. Costs what
+    /// changes (with O(log n) look-ups), not the size of the table, so that one service
+    /// edit in a table of 100,000 real servers is one small batch of netlink requests.
+    pub fn change(
+        &mut self,
+        add_vips: &[IpAddr],
+        del_vips: &[IpAddr],
+        add_reals: &[NatReal],
+        del_reals: &[NatReal],
+    ) -> io::Result<()> {
+        let gone_vips: Vec<IpAddr> = del_vips
+            .iter()
+            .filter(|v| self.vips.contains(v) && !add_vips.contains(v))
+            .copied()
+            .collect();
+        let new_vips: Vec<IpAddr> = add_vips
+            .iter()
+            .filter(|v| !self.vips.contains(v))
+            .copied()
+            .collect();
+        let touched: BTreeSet<NatReal> = add_reals.iter().chain(del_reals).copied().collect();
+        let rules = real_rules(&touched);
+        let addrs: BTreeSet<IpAddr> = touched.iter().map(|r| r.addr).collect();
+        let before_rules: Vec<bool> = rules.iter().map(|x| produces(&self.reals, x)).collect();
+        let before_addrs: Vec<bool> = addrs.iter().map(|a| has_addr(&self.reals, a)).collect();
+        for r in del_reals {
+            self.reals.remove(r);
+        }
+        let mut added = Vec::new();
+        for r in add_reals {
+            if self.reals.insert(*r) {
+                added.push(*r);
+            }
+        }
+        let mut plan = RoutePlan {
+            gone_vips,
+            new_vips,
+            ..RoutePlan::default()
+        };
+        for (x, before) in rules.iter().zip(before_rules) {
+            match (before, produces(&self.reals, x)) {
+                (true, false) => plan.gone_rules.push(*x),
+                (false, true) => plan.new_rules.push(*x),
+                _ => {}
+            }
+        }
+        for (a, before) in addrs.iter().zip(before_addrs) {
+            match (before, has_addr(&self.reals, a)) {
+                (true, false) => plan.gone_icmp.push(*a),
+                (false, true) => plan.new_icmp.push(*a),
+                _ => {}
+            }
+        }
+        let (r, reals_ok) = self.execute(&plan);
+        if !reals_ok {
+            // Not recorded as installed: the next full sync adds them again.
+            for a in &added {
+                self.reals.remove(a);
+            }
+        }
+        r
+    }
+
+    /// Send a plan's requests in one batch; record the VIPs that are in place. Returns the
+    /// first error and whether every real-server rule request succeeded.
+    fn execute(&mut self, plan: &RoutePlan) -> (io::Result<()>, bool) {
+        let (index, vt) = (self.tun_index, self.cfg.vip_table);
         let mut reqs = Vec::new();
-        for v in &gone_v {
+        for v in &plan.gone_vips {
             reqs.push(route_del(route(v.is_ipv6(), Some(*v), vt, None)));
             reqs.push(route_del(local_route(*v, None)));
         }
-        for v in &new_v {
+        for v in &plan.new_vips {
             // Exclusive: a local route the kernel has for the VIP (an address) stays as it
             // is (a replacement would be removed with the VIP).
             reqs.push(Request {
@@ -682,16 +800,16 @@ impl Plumbing {
         }
         // Rule requests, each with whether it is an addition.
         let mut rule_reqs: Vec<(bool, Request)> = Vec::new();
-        for r in old_rules.difference(&new_rules) {
+        for r in &plan.gone_rules {
             rule_reqs.push((false, self.real_rule(r).del()));
         }
-        for r in new_rules.difference(&old_rules) {
+        for r in &plan.new_rules {
             rule_reqs.push((true, self.real_rule(r).add()));
         }
-        for a in old_addrs.difference(&new_addrs) {
+        for a in &plan.gone_icmp {
             rule_reqs.push((false, self.icmp_rule(a).del()));
         }
-        for a in new_addrs.difference(&old_addrs) {
+        for a in &plan.new_icmp {
             rule_reqs.push((true, self.icmp_rule(a).add()));
         }
         let n_vip_reqs = reqs.len();
@@ -703,20 +821,19 @@ impl Plumbing {
         let mut first_err: Option<io::Error> = None;
         // What is recorded as installed must be what is: a VIP whose requests failed is not
         // recorded, so the next sync tries it again (the additions are idempotent).
-        let mut installed = self.vips.clone();
-        for v in &gone_v {
+        for v in &plan.gone_vips {
             let what = || format!("remove VIP {v}");
             let r = allow(next(), GONE, what).and(allow(next(), GONE, what));
             if let Err(e) = r {
                 first_err.get_or_insert(e);
             }
-            installed.remove(v);
+            self.vips.remove(v);
         }
-        for v in &new_v {
+        for v in &plan.new_vips {
             let what = || format!("add VIP {v}");
             match allow(next(), THERE, what).and(allow(next(), &[], what)) {
                 Ok(()) => {
-                    installed.insert(*v);
+                    self.vips.insert(*v);
                 }
                 Err(e) => {
                     first_err.get_or_insert(e);
@@ -736,15 +853,7 @@ impl Plumbing {
                 first_err.get_or_insert(e);
             }
         }
-        self.vips = installed;
-        // After a failure only what both sets share is taken as installed: the next sync
-        // adds the rest again (idempotently); failed removals are swept by teardown.
-        self.reals = if reals_ok {
-            want_r
-        } else {
-            self.reals.intersection(&want_r).copied().collect()
-        };
-        first_err.map_or(Ok(()), Err)
+        (first_err.map_or(Ok(()), Err), reals_ok)
     }
 
     /// Makes the firewall-mark routing match `marks` (see the module documentation),
@@ -963,6 +1072,41 @@ mod tests {
             addr: addr.parse().unwrap(),
             protocol,
             port,
+        }
+    }
+
+    /// The per-change path decides each rule and ICMP rule exactly as the full sync's set
+    /// difference would, for every subset of a mix of real servers that share addresses,
+    /// protocols and ports.
+    #[test]
+    fn incremental_rule_presence_matches_the_full_sets() {
+        let pool = [
+            nr("10.0.0.1", 0, 0),
+            nr("10.0.0.1", 6, 0),
+            nr("10.0.0.1", 6, 80),
+            nr("10.0.0.1", 17, 53),
+            nr("10.0.0.2", 6, 80),
+            nr("10.0.0.2", 0, 0),
+            nr("10.0.0.3", 47, 0),
+            nr("fd00::1", 132, 9),
+            nr("fd00::1", 0, 0),
+        ];
+        for mask in 0u32..(1 << pool.len()) {
+            let set: BTreeSet<NatReal> = pool
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| mask & (1 << i) != 0)
+                .map(|(_, r)| *r)
+                .collect();
+            let rules = real_rules(&set);
+            let all: BTreeSet<NatReal> = pool.iter().copied().collect();
+            for x in real_rules(&all) {
+                assert_eq!(produces(&set, &x), rules.contains(&x), "{x:?} in {set:?}");
+            }
+            for r in &pool {
+                let want = set.iter().any(|s| s.addr == r.addr);
+                assert_eq!(has_addr(&set, &r.addr), want, "{r:?} in {set:?}");
+            }
         }
     }
 

@@ -190,7 +190,7 @@ impl DataPlane {
         r.and(m)
     }
 
-    /// Try everything again after a failure.
+    /// Try everything again after a failure (costs the size of the table).
     pub fn retry_routing(&mut self) -> io::Result<()> {
         let r = self.sync_routes();
         r.and(self.sync_marks())

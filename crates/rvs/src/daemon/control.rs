@@ -81,6 +81,9 @@ pub fn handle(shared: &Shared, session: &mut Session, req: Request, replies: &mu
             },
             Err(r) => *r,
         },
+        Request::ApplyBatch { ops } if ops.len() > MAX_OPS_PER_REQUEST => {
+            over_limit(ops.len(), MAX_OPS_PER_REQUEST)
+        }
         Request::ApplyBatch { ops } => atomic_response(shared, ops, false),
         Request::ApplyEach { ops } => {
             if ops.len() > MAX_OPS_PER_REQUEST {
@@ -108,6 +111,10 @@ pub fn handle(shared: &Shared, session: &mut Session, req: Request, replies: &mu
             } else {
                 Response::ok()
             }
+        }
+        Request::TxnOps { ops } if ops.len() > MAX_OPS_PER_REQUEST => {
+            session.txn = None;
+            over_limit(ops.len(), MAX_OPS_PER_REQUEST)
         }
         Request::TxnOps { ops } => match session.txn.as_mut() {
             None => no_transaction(),
