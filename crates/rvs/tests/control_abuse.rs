@@ -3,7 +3,7 @@
 //! stream of changes, a state file with an entry the daemon refuses. No root needed.
 
 use rvs_core::{DestConfig, FwdMethod, Op, Protocol, ServiceConfig, ServiceKey};
-use rvs_ctl::{Client, Error};
+use rvs_ctl::Client;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
