@@ -5,6 +5,7 @@
 //! destination; a Fenwick tree over list positions of the eligible weights does it in
 //! O(log n). Random by design: the generator is a seeded xorshift, so runs are replayable.
 
+use super::ids::IdMap;
 use super::{DestEvent, SchedInput, Scheduler};
 use crate::model::ServiceConfig;
 use crate::table::{Dest, DestId, DestView};
@@ -19,7 +20,7 @@ pub struct PowerOfTwo {
     vals: Vec<u64>,
     total: u64,
     /// `DestId` → list position.
-    pos: Vec<u32>,
+    pos: IdMap<u32>,
 }
 
 impl Default for PowerOfTwo {
@@ -29,7 +30,7 @@ impl Default for PowerOfTwo {
             tree: Vec::new(),
             vals: Vec::new(),
             total: 0,
-            pos: Vec::new(),
+            pos: IdMap::default(),
         }
     }
 }
@@ -49,15 +50,12 @@ impl PowerOfTwo {
         self.tree.clear();
         self.tree.resize(n + 1, 0);
         self.total = 0;
+        self.pos.clear();
         for (i, (id, d)) in dests.iter().enumerate() {
             let w = eligible_weight(d);
             self.vals.push(w);
             self.total += w;
-            let k = id.0 as usize;
-            if self.pos.len() <= k {
-                self.pos.resize(k + 1, u32::MAX);
-            }
-            self.pos[k] = i as u32;
+            self.pos.insert(id, i as u32);
             // Linear Fenwick construction.
             let j = i + 1;
             self.tree[j] = self.tree[j].wrapping_add(w);
@@ -140,7 +138,7 @@ impl Scheduler for PowerOfTwo {
     }
 
     fn load_changed(&mut self, dests: DestView<'_>, id: DestId) {
-        let Some(&p) = self.pos.get(id.0 as usize) else {
+        let Some(&p) = self.pos.get(&id) else {
             return;
         };
         let p = p as usize;

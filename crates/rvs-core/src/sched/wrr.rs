@@ -5,6 +5,7 @@
 //! without restarting the round, which is why fresh services often begin at a low `cw`.
 
 use super::hash::gcd;
+use super::ids::IdMap;
 use super::{DestEvent, SchedInput, Scheduler};
 use crate::model::ServiceConfig;
 use crate::table::{DestId, DestView};
@@ -22,22 +23,19 @@ pub struct WeightedRoundRobin {
     /// comparison on a dense array).
     eff: Vec<i32>,
     /// `DestId` → list position, for `load_changed`.
-    pos: Vec<u32>,
+    pos: IdMap<u32>,
 }
 
 impl WeightedRoundRobin {
     fn rebuild(&mut self, dests: DestView<'_>) {
         self.eff.clear();
+        self.pos.clear();
         let mut g: u32 = 0;
         let mut max = 0;
         for (i, (id, d)) in dests.iter().enumerate() {
             let w = d.cfg.weight;
             self.eff.push(if d.overloaded { 0 } else { w });
-            let k = id.0 as usize;
-            if self.pos.len() <= k {
-                self.pos.resize(k + 1, u32::MAX);
-            }
-            self.pos[k] = i as u32;
+            self.pos.insert(id, i as u32);
             if w > 0 {
                 g = if g > 0 { gcd(w as u32, g) } else { w as u32 };
             }
@@ -68,7 +66,7 @@ impl Scheduler for WeightedRoundRobin {
     }
 
     fn load_changed(&mut self, dests: DestView<'_>, id: DestId) {
-        let Some(&p) = self.pos.get(id.0 as usize) else {
+        let Some(&p) = self.pos.get(&id) else {
             return;
         };
         if let Some(e) = self.eff.get_mut(p as usize) {
