@@ -285,6 +285,10 @@ pub(crate) struct LoadIndex<P: Policy> {
     dirty: Vec<u32>,
     /// By slot: listed in `dirty` and still to be re-keyed.
     flagged: Vec<bool>,
+    /// The last destination `load_changed` looked up, and its slot: a new connection
+    /// changes one destination's counters several times in a row. Slots change only in
+    /// `event` and `rebuild`, which clear it.
+    last: Option<(DestId, u32)>,
     _p: PhantomData<P>,
 }
 
@@ -294,6 +298,7 @@ impl<P: Policy> Default for LoadIndex<P> {
             heap: KeyHeap::default(),
             dirty: Vec::new(),
             flagged: Vec::new(),
+            last: None,
             _p: PhantomData,
         }
     }
@@ -305,6 +310,7 @@ impl<P: Policy> Clone for LoadIndex<P> {
             heap: self.heap.clone(),
             dirty: self.dirty.clone(),
             flagged: self.flagged.clone(),
+            last: self.last,
             _p: PhantomData,
         }
     }
@@ -326,6 +332,7 @@ impl<P: Policy> LoadIndex<P> {
     pub fn rebuild(&mut self, dests: DestView<'_>) {
         self.flagged.clear();
         self.dirty.clear();
+        self.last = None;
         self.heap.clear();
         for (id, d) in dests.iter() {
             let slot = self.heap.register(id);
@@ -340,6 +347,7 @@ impl<P: Policy> LoadIndex<P> {
     }
 
     pub fn event(&mut self, dests: DestView<'_>, event: DestEvent) {
+        self.last = None;
         match event {
             DestEvent::Init => self.rebuild(dests),
             DestEvent::Added(id) | DestEvent::Edited(id) => {
@@ -358,9 +366,16 @@ impl<P: Policy> LoadIndex<P> {
     }
 
     pub fn load_changed(&mut self, _dests: DestView<'_>, id: DestId) {
-        // The table reports only listed destinations, which are all registered.
-        let Some(slot) = self.heap.slot(id) else {
-            return;
+        let slot = match self.last {
+            Some((last, slot)) if last == id => slot,
+            _ => {
+                // The table reports only listed destinations, which are all registered.
+                let Some(slot) = self.heap.slot(id) else {
+                    return;
+                };
+                self.last = Some((id, slot));
+                slot
+            }
         };
         let i = slot as usize;
         if self.flagged.len() <= i {
