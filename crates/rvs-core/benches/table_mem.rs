@@ -11,6 +11,9 @@
 //!
 //! It measures and prints; it asserts nothing.
 //!
+//! The 10,000-service rows take over a minute each: `Table::apply(AddDest)` looks for a
+//! trashed twin by walking the whole destination pool, so building the table is quadratic.
+//!
 //! Run: `cargo bench -p rvs-core --bench table_mem`. `RVS_BENCH_N=1000` picks the sizes,
 //! `RVS_BENCH_SCHED=wlc,mixed` the rows.
 
