@@ -13,6 +13,7 @@
 //! the root after every pick, and measured about twice as slow as the heap's sift, which
 //! usually stops early.)
 
+use super::ids::IdMap;
 use super::{DestEvent, SchedInput, Scheduler};
 use crate::model::ServiceConfig;
 use crate::table::{Dest, DestId, DestView};
@@ -21,11 +22,23 @@ use std::marker::PhantomData;
 
 const ABSENT: u32 = u32::MAX;
 
-/// A binary min-heap of `(key, id)` with a position map by `DestId`, for O(log n) updates.
+/// A binary min-heap of `(key, id)` with a position map, for O(log n) updates.
+///
+/// Each destination the heap knows gets a small local slot (reused after it leaves), so the
+/// sifts touch dense vectors sized by this service's destinations; a `DestId` is mapped to
+/// its slot once per call, by hash. A destination may be registered without being in the
+/// heap (an ineligible one the owner still tracks, see [`LoadIndex`]).
 #[derive(Clone, Debug)]
 pub(crate) struct KeyHeap<K> {
-    heap: Vec<(K, DestId)>,
+    /// `(key, slot)`.
+    heap: Vec<(K, u32)>,
+    /// By slot: position in `heap`, or `ABSENT`.
     pos: Vec<u32>,
+    /// By slot: the destination.
+    ids: Vec<DestId>,
+    slots: IdMap<u32>,
+    /// Slots given back by destinations that left.
+    free: Vec<u32>,
 }
 
 impl<K> Default for KeyHeap<K> {
@@ -33,44 +46,91 @@ impl<K> Default for KeyHeap<K> {
         KeyHeap {
             heap: Vec::new(),
             pos: Vec::new(),
+            ids: Vec::new(),
+            slots: IdMap::default(),
+            free: Vec::new(),
         }
     }
 }
 
 impl<K: Ord + Copy> KeyHeap<K> {
+    /// Forget every destination.
     pub fn clear(&mut self) {
-        for &(_, id) in &self.heap {
-            if let Some(p) = self.pos.get_mut(id.0 as usize) {
-                *p = ABSENT;
-            }
-        }
         self.heap.clear();
+        self.pos.clear();
+        self.ids.clear();
+        self.slots.clear();
+        self.free.clear();
     }
 
     pub fn len(&self) -> usize {
         self.heap.len()
     }
 
-    fn slot(&self, id: DestId) -> u32 {
-        self.pos.get(id.0 as usize).copied().unwrap_or(ABSENT)
-    }
-
     pub fn peek(&self) -> Option<(K, DestId)> {
-        self.heap.first().copied()
+        self.heap.first().map(|&(k, s)| (k, self.ids[s as usize]))
     }
 
-    /// Insert, re-key or (with `None`) remove `id`.
+    /// The slot of a registered destination.
+    pub fn slot(&self, id: DestId) -> Option<u32> {
+        self.slots.get(&id).copied()
+    }
+
+    /// The destination in a registered slot.
+    pub fn id_at(&self, slot: u32) -> DestId {
+        self.ids[slot as usize]
+    }
+
+    /// Register `id` (outside the heap until [`KeyHeap::set_at`] gives it a key); returns its
+    /// slot, the existing one if already registered.
+    pub fn register(&mut self, id: DestId) -> u32 {
+        if let Some(&slot) = self.slots.get(&id) {
+            return slot;
+        }
+        let slot = match self.free.pop() {
+            Some(s) => {
+                self.ids[s as usize] = id;
+                self.pos[s as usize] = ABSENT;
+                s
+            }
+            None => {
+                self.ids.push(id);
+                self.pos.push(ABSENT);
+                (self.ids.len() - 1) as u32
+            }
+        };
+        self.slots.insert(id, slot);
+        slot
+    }
+
+    /// Take `id` out of the heap and give its slot back.
+    pub fn unregister(&mut self, id: DestId) {
+        if let Some(slot) = self.slots.remove(&id) {
+            self.set_at(slot, None);
+            self.free.push(slot);
+        }
+    }
+
+    /// Insert, re-key or (with `None`) remove `id`; removal also unregisters it.
+    #[cfg(test)]
     pub fn set(&mut self, id: DestId, key: Option<K>) {
-        match (self.slot(id), key) {
+        match key {
+            Some(_) => {
+                let slot = self.register(id);
+                self.set_at(slot, key);
+            }
+            None => self.unregister(id),
+        }
+    }
+
+    /// Insert, re-key or (with `None`) take out of the heap a registered slot.
+    pub fn set_at(&mut self, slot: u32, key: Option<K>) {
+        match (self.pos[slot as usize], key) {
             (ABSENT, None) => {}
             (ABSENT, Some(k)) => {
-                let i = id.0 as usize;
-                if self.pos.len() <= i {
-                    self.pos.resize(i + 1, ABSENT);
-                }
-                self.heap.push((k, id));
+                self.heap.push((k, slot));
                 let p = self.heap.len() - 1;
-                self.pos[i] = p as u32;
+                self.pos[slot as usize] = p as u32;
                 self.sift_up(p);
             }
             (p, None) => self.remove_at(p as usize),
@@ -92,7 +152,7 @@ impl<K: Ord + Copy> KeyHeap<K> {
         let Some(last) = self.heap.pop() else {
             return;
         };
-        self.pos[removed.0 as usize] = ABSENT;
+        self.pos[removed as usize] = ABSENT;
         if p < self.heap.len() {
             self.place(p, last);
             self.sift_down(p);
@@ -100,9 +160,9 @@ impl<K: Ord + Copy> KeyHeap<K> {
         }
     }
 
-    fn place(&mut self, p: usize, item: (K, DestId)) {
+    fn place(&mut self, p: usize, item: (K, u32)) {
         self.heap[p] = item;
-        self.pos[item.1.0 as usize] = p as u32;
+        self.pos[item.1 as usize] = p as u32;
     }
 
     fn sift_up(&mut self, mut p: usize) {
@@ -220,10 +280,15 @@ type Ranked<K> = (K, Reverse<u64>);
 /// before the next pick, and one re-key then does for all of them.
 pub(crate) struct LoadIndex<P: Policy> {
     heap: KeyHeap<Ranked<P::Key>>,
-    /// Destinations whose counters changed since the last decision.
-    dirty: Vec<DestId>,
-    /// By `DestId`: listed in `dirty` and still to be re-keyed.
+    /// Slots (of `heap`, which registers every listed destination) whose counters changed
+    /// since the last decision.
+    dirty: Vec<u32>,
+    /// By slot: listed in `dirty` and still to be re-keyed.
     flagged: Vec<bool>,
+    /// The last destination `load_changed` looked up, and its slot: a new connection
+    /// changes one destination's counters several times in a row. Slots change only in
+    /// `event` and `rebuild`, which clear it.
+    last: Option<(DestId, u32)>,
     _p: PhantomData<P>,
 }
 
@@ -233,6 +298,7 @@ impl<P: Policy> Default for LoadIndex<P> {
             heap: KeyHeap::default(),
             dirty: Vec::new(),
             flagged: Vec::new(),
+            last: None,
             _p: PhantomData,
         }
     }
@@ -244,6 +310,7 @@ impl<P: Policy> Clone for LoadIndex<P> {
             heap: self.heap.clone(),
             dirty: self.dirty.clone(),
             flagged: self.flagged.clone(),
+            last: self.last,
             _p: PhantomData,
         }
     }
@@ -263,51 +330,69 @@ fn ranked<P: Policy>(d: &Dest) -> Option<Ranked<P::Key>> {
 
 impl<P: Policy> LoadIndex<P> {
     pub fn rebuild(&mut self, dests: DestView<'_>) {
-        self.flagged.fill(false);
+        self.flagged.clear();
         self.dirty.clear();
+        self.last = None;
         self.heap.clear();
         for (id, d) in dests.iter() {
-            self.heap.set(id, ranked::<P>(d));
+            let slot = self.heap.register(id);
+            self.heap.set_at(slot, ranked::<P>(d));
         }
     }
 
-    fn unflag(&mut self, id: DestId) {
-        if let Some(f) = self.flagged.get_mut(id.0 as usize) {
+    fn unflag(&mut self, slot: u32) {
+        if let Some(f) = self.flagged.get_mut(slot as usize) {
             *f = false;
         }
     }
 
     pub fn event(&mut self, dests: DestView<'_>, event: DestEvent) {
+        self.last = None;
         match event {
             DestEvent::Init => self.rebuild(dests),
             DestEvent::Added(id) | DestEvent::Edited(id) => {
-                self.unflag(id);
-                self.heap.set(id, ranked::<P>(dests.get(id)));
+                let slot = self.heap.register(id);
+                self.unflag(slot);
+                self.heap.set_at(slot, ranked::<P>(dests.get(id)));
             }
-            // Unflagging keeps `flush` from reading a destination that left the list.
+            // Unflagging keeps `flush` from reading a slot that was given back (or reused).
             DestEvent::Removed { id, .. } => {
-                self.unflag(id);
-                self.heap.set(id, None);
+                if let Some(slot) = self.heap.slot(id) {
+                    self.unflag(slot);
+                }
+                self.heap.unregister(id);
             }
         }
     }
 
     pub fn load_changed(&mut self, _dests: DestView<'_>, id: DestId) {
-        let i = id.0 as usize;
+        let slot = match self.last {
+            Some((last, slot)) if last == id => slot,
+            _ => {
+                // The table reports only listed destinations, which are all registered.
+                let Some(slot) = self.heap.slot(id) else {
+                    return;
+                };
+                self.last = Some((id, slot));
+                slot
+            }
+        };
+        let i = slot as usize;
         if self.flagged.len() <= i {
             self.flagged.resize(i + 1, false);
         }
         if !self.flagged[i] {
             self.flagged[i] = true;
-            self.dirty.push(id);
+            self.dirty.push(slot);
         }
     }
 
     fn flush(&mut self, dests: DestView<'_>) {
         for k in 0..self.dirty.len() {
-            let id = self.dirty[k];
-            if std::mem::replace(&mut self.flagged[id.0 as usize], false) {
-                self.heap.set(id, ranked::<P>(dests.get(id)));
+            let slot = self.dirty[k];
+            if std::mem::replace(&mut self.flagged[slot as usize], false) {
+                let key = ranked::<P>(dests.get(self.heap.id_at(slot)));
+                self.heap.set_at(slot, key);
             }
         }
         self.dirty.clear();

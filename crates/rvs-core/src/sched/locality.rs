@@ -5,6 +5,7 @@
 
 use super::DestEvent;
 use super::hash::{fold, hash_32};
+use super::ids::IdMap;
 use crate::table::{Dest, DestId, DestView};
 use crate::time::{Duration, Time};
 use std::net::IpAddr;
@@ -191,8 +192,8 @@ impl DestRef {
 /// overloaded rule), kept from the notifications so the rule costs O(1).
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Members {
-    live: Vec<bool>,
-    under: Vec<bool>,
+    /// The linked destinations, each with whether it is "under" (`activeconns * 2 < weight`).
+    under: IdMap<bool>,
     under_count: usize,
 }
 
@@ -201,48 +202,46 @@ fn is_under(d: &Dest) -> bool {
 }
 
 impl Members {
-    fn set(&mut self, id: DestId, live: bool, under: bool) {
-        let i = id.0 as usize;
-        if self.live.len() <= i {
-            self.live.resize(i + 1, false);
-            self.under.resize(i + 1, false);
-        }
-        self.live[i] = live;
-        if self.under[i] != under {
-            self.under[i] = under;
-            if under {
-                self.under_count += 1;
-            } else {
-                self.under_count -= 1;
-            }
+    fn link(&mut self, id: DestId, under: bool) {
+        let was = self.under.insert(id, under).unwrap_or(false);
+        self.count(was, under);
+    }
+
+    fn unlink(&mut self, id: DestId) {
+        let was = self.under.remove(&id).unwrap_or(false);
+        self.count(was, false);
+    }
+
+    fn count(&mut self, was: bool, now: bool) {
+        match (was, now) {
+            (false, true) => self.under_count += 1,
+            (true, false) => self.under_count -= 1,
+            _ => {}
         }
     }
 
     pub fn event(&mut self, dests: DestView<'_>, event: DestEvent) {
         match event {
             DestEvent::Init => {
-                self.live.fill(false);
-                self.under.fill(false);
+                self.under.clear();
                 self.under_count = 0;
                 for (id, d) in dests.iter() {
-                    self.set(id, true, is_under(d));
+                    self.link(id, is_under(d));
                 }
             }
-            DestEvent::Added(id) | DestEvent::Edited(id) => {
-                self.set(id, true, is_under(dests.get(id)))
-            }
-            DestEvent::Removed { id, .. } => self.set(id, false, false),
+            DestEvent::Added(id) | DestEvent::Edited(id) => self.link(id, is_under(dests.get(id))),
+            DestEvent::Removed { id, .. } => self.unlink(id),
         }
     }
 
     pub fn load_changed(&mut self, dests: DestView<'_>, id: DestId) {
-        self.set(id, true, is_under(dests.get(id)));
+        self.link(id, is_under(dests.get(id)));
     }
 
     /// The cached destination if it is still the same destination and linked (the kernel's
     /// `IP_VS_DEST_F_AVAILABLE`).
     pub fn resolve<'a>(&self, dests: DestView<'a>, r: &DestRef) -> Option<&'a Dest> {
-        if !self.live.get(r.id.0 as usize).copied().unwrap_or(false) {
+        if !self.under.contains_key(&r.id) {
             return None;
         }
         let d = dests.get(r.id);

@@ -12,6 +12,7 @@ pub mod reference;
 
 mod dh;
 mod fo;
+mod ids;
 mod index;
 mod lblc;
 mod lblcr;

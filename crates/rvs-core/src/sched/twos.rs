@@ -5,6 +5,7 @@
 //! destination; a Fenwick tree over list positions of the eligible weights does it in
 //! O(log n). Random by design: the generator is a seeded xorshift, so runs are replayable.
 
+use super::ids::IdMap;
 use super::{DestEvent, SchedInput, Scheduler};
 use crate::model::ServiceConfig;
 use crate::table::{Dest, DestId, DestView};
@@ -19,7 +20,11 @@ pub struct PowerOfTwo {
     vals: Vec<u64>,
     total: u64,
     /// `DestId` → list position.
-    pos: Vec<u32>,
+    pos: IdMap<u32>,
+    /// How many positions are held below their weight by OVERLOAD: while none is, a counter
+    /// change on a destination without OVERLOAD changes nothing, and `load_changed` skips
+    /// the lookup.
+    held: usize,
 }
 
 impl Default for PowerOfTwo {
@@ -29,9 +34,15 @@ impl Default for PowerOfTwo {
             tree: Vec::new(),
             vals: Vec::new(),
             total: 0,
-            pos: Vec::new(),
+            pos: IdMap::default(),
+            held: 0,
         }
     }
+}
+
+/// The eligible weight of a linked destination without OVERLOAD.
+fn base_weight(d: &Dest) -> u64 {
+    d.cfg.weight.max(0) as u64
 }
 
 fn eligible_weight(d: &Dest) -> u64 {
@@ -49,15 +60,14 @@ impl PowerOfTwo {
         self.tree.clear();
         self.tree.resize(n + 1, 0);
         self.total = 0;
+        self.pos.clear();
+        self.held = 0;
         for (i, (id, d)) in dests.iter().enumerate() {
             let w = eligible_weight(d);
+            self.held += usize::from(w != base_weight(d));
             self.vals.push(w);
             self.total += w;
-            let k = id.0 as usize;
-            if self.pos.len() <= k {
-                self.pos.resize(k + 1, u32::MAX);
-            }
-            self.pos[k] = i as u32;
+            self.pos.insert(id, i as u32);
             // Linear Fenwick construction.
             let j = i + 1;
             self.tree[j] = self.tree[j].wrapping_add(w);
@@ -133,19 +143,29 @@ impl Scheduler for PowerOfTwo {
             svc.key.hash(&mut h);
             self.rng = h.finish() | 1;
         }
-        match event {
-            DestEvent::Edited(id) if self.vals.len() == dests.len() => self.load_changed(dests, id),
-            _ => self.rebuild(dests),
-        }
+        // Every change rebuilds (O(n), like the table's own list edits), so weights are
+        // constant between rebuilds, which `held` relies on.
+        self.rebuild(dests);
     }
 
     fn load_changed(&mut self, dests: DestView<'_>, id: DestId) {
-        let Some(&p) = self.pos.get(id.0 as usize) else {
+        let d = dests.get(id);
+        if self.held == 0 && !d.overloaded && d.available {
+            return;
+        }
+        let Some(&p) = self.pos.get(&id) else {
             return;
         };
         let p = p as usize;
         if p < self.vals.len() && dests.ids().get(p) == Some(&id) {
-            self.set(p, eligible_weight(dests.get(id)));
+            let base = base_weight(d);
+            let new = eligible_weight(d);
+            match (self.vals[p] != base, new != base) {
+                (false, true) => self.held += 1,
+                (true, false) => self.held -= 1,
+                _ => {}
+            }
+            self.set(p, new);
         }
     }
 

@@ -5,6 +5,7 @@
 //! without restarting the round, which is why fresh services often begin at a low `cw`.
 
 use super::hash::gcd;
+use super::ids::IdMap;
 use super::{DestEvent, SchedInput, Scheduler};
 use crate::model::ServiceConfig;
 use crate::table::{DestId, DestView};
@@ -22,22 +23,26 @@ pub struct WeightedRoundRobin {
     /// comparison on a dense array).
     eff: Vec<i32>,
     /// `DestId` → list position, for `load_changed`.
-    pos: Vec<u32>,
+    pos: IdMap<u32>,
+    /// How many `eff` entries OVERLOAD holds below the weight: while none does, a counter
+    /// change on a destination without OVERLOAD changes nothing, and `load_changed` skips
+    /// the lookup.
+    held: usize,
 }
 
 impl WeightedRoundRobin {
     fn rebuild(&mut self, dests: DestView<'_>) {
         self.eff.clear();
+        self.pos.clear();
+        self.held = 0;
         let mut g: u32 = 0;
         let mut max = 0;
         for (i, (id, d)) in dests.iter().enumerate() {
             let w = d.cfg.weight;
-            self.eff.push(if d.overloaded { 0 } else { w });
-            let k = id.0 as usize;
-            if self.pos.len() <= k {
-                self.pos.resize(k + 1, u32::MAX);
-            }
-            self.pos[k] = i as u32;
+            let e = if d.overloaded { 0 } else { w };
+            self.held += usize::from(e != w);
+            self.eff.push(e);
+            self.pos.insert(id, i as u32);
             if w > 0 {
                 g = if g > 0 { gcd(w as u32, g) } else { w as u32 };
             }
@@ -68,12 +73,24 @@ impl Scheduler for WeightedRoundRobin {
     }
 
     fn load_changed(&mut self, dests: DestView<'_>, id: DestId) {
-        let Some(&p) = self.pos.get(id.0 as usize) else {
+        let d = dests.get(id);
+        // Weights change only through `update`, which rebuilds: with nothing held, the entry
+        // of a destination without OVERLOAD already is its weight.
+        if self.held == 0 && !d.overloaded {
+            return;
+        }
+        let Some(&p) = self.pos.get(&id) else {
             return;
         };
         if let Some(e) = self.eff.get_mut(p as usize) {
-            let d = dests.get(id);
-            *e = if d.overloaded { 0 } else { d.cfg.weight };
+            let w = d.cfg.weight;
+            let new = if d.overloaded { 0 } else { w };
+            match (*e != w, new != w) {
+                (false, true) => self.held += 1,
+                (true, false) => self.held -= 1,
+                _ => {}
+            }
+            *e = new;
         }
     }
 

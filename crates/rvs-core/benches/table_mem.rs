@@ -1,0 +1,203 @@
+//! Table memory benchmark: heap bytes of a [`Table`] built through `Table::apply` with N
+//! services of 10 destinations each (a Kubernetes-sized control plane), for every scheduler
+//! and for a mixed table whose services rotate over every scheduler but twos.
+//!
+//! A counting `#[global_allocator]` keeps the bytes currently allocated; the table is built
+//! in two steps so the service and destination costs separate:
+//! * `B/service`: after adding N services with no destinations, per service;
+//! * `B/dest`: after adding the 10 destinations of each, per destination;
+//! * `total MB`: the whole table (10^6 bytes); `peak MB`: the most allocated at any time
+//!   while building it (transient buffers included); `build s`: wall time of the build.
+//!
+//! It measures and prints; it asserts nothing.
+//!
+//! The 10,000-service rows take over a minute each: `Table::apply(AddDest)` looks for a
+//! trashed twin by walking the whole destination pool, so building the table is quadratic.
+//!
+//! Run: `cargo bench -p rvs-core --bench table_mem`. `RVS_BENCH_N=1000` picks the sizes,
+//! `RVS_BENCH_SCHED=wlc,mixed` the rows.
+
+use rvs_core::model::*;
+use rvs_core::{Op, Table, Time};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// The system allocator, counting the bytes currently allocated and their high-water mark.
+struct Counting;
+
+static CURRENT: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+fn grew(bytes: usize) {
+    let now = CURRENT.fetch_add(bytes, Ordering::Relaxed) + bytes;
+    PEAK.fetch_max(now, Ordering::Relaxed);
+}
+
+// SAFETY: every call is forwarded unchanged to `System`; only counters are added.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: same contract as ours.
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            grew(layout.size());
+        }
+        p
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: same contract as ours.
+        let p = unsafe { System.alloc_zeroed(layout) };
+        if !p.is_null() {
+            grew(layout.size());
+        }
+        p
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as ours.
+        unsafe { System.dealloc(ptr, layout) };
+        CURRENT.fetch_sub(layout.size(), Ordering::Relaxed);
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: same contract as ours.
+        let p = unsafe { System.realloc(ptr, layout, new_size) };
+        if !p.is_null() {
+            CURRENT.fetch_sub(layout.size(), Ordering::Relaxed);
+            grew(new_size);
+        }
+        p
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+fn allocated() -> usize {
+    CURRENT.load(Ordering::Relaxed)
+}
+
+const SCHEDULERS: [&str; 14] = [
+    "rr", "wrr", "lc", "wlc", "sed", "nq", "fo", "ovf", "twos", "dh", "sh", "mh", "lblc", "lblcr",
+];
+const DESTS_PER_SERVICE: usize = 10;
+
+/// Which schedulers the services of one table use.
+#[derive(Copy, Clone)]
+enum Mix {
+    One(&'static str),
+    /// Service `i` uses the `i mod 13`-th scheduler of [`SCHEDULERS`] without twos.
+    AllButTwos,
+}
+
+impl Mix {
+    fn label(self) -> &'static str {
+        match self {
+            Mix::One(s) => s,
+            Mix::AllButTwos => "mixed",
+        }
+    }
+
+    fn scheduler(self, i: usize) -> &'static str {
+        match self {
+            Mix::One(s) => s,
+            Mix::AllButTwos => {
+                let names: Vec<&str> = SCHEDULERS.into_iter().filter(|&s| s != "twos").collect();
+                names[i % names.len()]
+            }
+        }
+    }
+}
+
+/// Service `i`: TCP 10.x.y.z:80.
+fn service_key(i: usize) -> ServiceKey {
+    ServiceKey::Addr {
+        protocol: Protocol::Tcp,
+        addr: IpAddr::V4(Ipv4Addr::from(0x0A00_0000 + i as u32)),
+        port: 80,
+    }
+}
+
+struct Measure {
+    per_service: f64,
+    per_dest: f64,
+    total: usize,
+    peak: usize,
+    build: std::time::Duration,
+}
+
+fn measure(mix: Mix, n: usize) -> Measure {
+    let base = allocated();
+    PEAK.store(base, Ordering::Relaxed);
+    let start = std::time::Instant::now();
+    let mut t = Table::new();
+    t.enable_scheduler("twos");
+    for i in 0..n {
+        let mut cfg = ServiceConfig::new(service_key(i));
+        cfg.scheduler = mix.scheduler(i).to_string();
+        t.apply(&Op::AddService(cfg), Time::ZERO)
+            .expect("add service");
+    }
+    let services = allocated();
+    for i in 0..n {
+        for j in 0..DESTS_PER_SERVICE {
+            // Each service its own endpoints, in 172.0.0.0/8.
+            let a = Ipv4Addr::from(0xAC00_0000 + (i * DESTS_PER_SERVICE + j) as u32);
+            let mut d = DestConfig::new(IpAddr::V4(a), 8080);
+            d.fwd = FwdMethod::Masq;
+            d.weight = 1 + (j as i32 % 3);
+            t.apply(&Op::AddDest(service_key(i), d), Time::ZERO)
+                .expect("add dest");
+        }
+    }
+    let full = allocated();
+    let build = start.elapsed();
+    let peak = PEAK.load(Ordering::Relaxed);
+    drop(t);
+    Measure {
+        per_service: (services - base) as f64 / n as f64,
+        per_dest: (full - services) as f64 / (n * DESTS_PER_SERVICE) as f64,
+        total: full - base,
+        peak: peak - base,
+        build,
+    }
+}
+
+fn main() {
+    // `cargo test --all-targets` runs this binary without `--bench`: a quick smoke run then.
+    let bench = std::env::args().any(|a| a == "--bench");
+    let sizes: Vec<usize> = match std::env::var("RVS_BENCH_N") {
+        Ok(v) => v.split(',').filter_map(|s| s.trim().parse().ok()).collect(),
+        Err(_) if bench => vec![1_000, 10_000],
+        Err(_) => vec![20],
+    };
+    let only: Option<Vec<String>> = std::env::var("RVS_BENCH_SCHED")
+        .ok()
+        .map(|v| v.split(',').map(str::to_string).collect());
+    let mixes: Vec<Mix> = SCHEDULERS
+        .into_iter()
+        .map(Mix::One)
+        .chain([Mix::AllButTwos])
+        .filter(|m| {
+            only.as_ref()
+                .is_none_or(|o| o.iter().any(|s| s == m.label()))
+        })
+        .collect();
+    println!(
+        "{:<7} {:>7} {:>11} {:>9} {:>10} {:>9} {:>9}",
+        "sched", "N", "B/service", "B/dest", "total MB", "peak MB", "build s"
+    );
+    for &n in &sizes {
+        for &mix in &mixes {
+            let m = measure(mix, n);
+            println!(
+                "{:<7} {:>7} {:>11.0} {:>9.0} {:>10.1} {:>9.1} {:>9.2}",
+                mix.label(),
+                n,
+                m.per_service,
+                m.per_dest,
+                m.total as f64 / 1e6,
+                m.peak as f64 / 1e6,
+                m.build.as_secs_f64(),
+            );
+        }
+    }
+}
