@@ -73,12 +73,12 @@ w(f"Machine: `{meta['uname']}`, {meta['cpu']}, nproc {meta['nproc']}")
 w("")
 w(
     "One run, one namespace bed (`tests/e2e/testbed.sh`: client ns → director ns → bridge → "
-    "three real servers), the peers one after the other. UDP: `rvs-loadgen flood`, 64 flows, "
+    "three real servers); every peer once per round, the order rotated from round to round, each set up on a pristine director and taken down after its runs. UDP: `rvs-loadgen flood`, 64 flows, "
     f"18-byte payloads, sendmmsg as fast as one thread can, {meta['duration']} s a run; "
     "**delivered** = what the three real servers' sinks counted / the run's length (sent/s: "
     "what the client managed to hand to its kernel). HTTP: wrk "
     f"`-t2 -c{meta['conns']} -d{meta['duration']}s -H 'Connection: close'`, new connections/s. "
-    f"Medians of {meta['repeat']} runs, range in brackets. Every run starts from a fresh client "
+    f"Medians of {meta['repeat']} rounds, range in brackets. Every run starts from a fresh client "
     "address (no TIME_WAIT, connection or conntrack entry of an earlier run is met)."
 )
 w("")
@@ -174,7 +174,7 @@ for p in PEERS:
     if p in note:
         w(f"{NAMES[p]}: {note[p]}.")
 w(
-    "rvs engine counters at exit: "
+    "rvs engine counters at the daemon's exit (its last round): "
     + "; ".join(f"{NAMES[p]}: {engine[p]}" for p in PEERS if p in engine)
     + "."
 )

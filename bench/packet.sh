@@ -4,7 +4,9 @@
 #   client ns ── director ns ── bridge ── rs1, rs2, rs3 (nginx on :80; rvs-loadgen serve:
 #                                          UDP sink :9000, UDP echo :9001, sink count :9002)
 #
-# Peers, one after the other on the same bed:
+# Peers, on the same bed, each set up on a pristine director and taken down after its runs;
+# RVS_BENCH_REPEAT rounds of every peer, the order rotated each round (the machine's other
+# load, which changes during a run, then spreads over all peers):
 #   rvs-1      `rvs daemon --workers 1` (without the option when the daemon has none: its one
 #              engine thread); NAT (-m), -s rr, the three servers, for udp VIP:9000,
 #              udp VIP:9001 (echo) and tcp VIP:80.
@@ -35,16 +37,16 @@
 # date, the machine and the commands, to bench/RESULTS.md (a new section per run).
 #
 # Usage (root): bench/packet.sh
-#   RVS_BENCH_DURATION   seconds per UDP flood and per wrk run (default 4)
-#   RVS_BENCH_REPEAT     runs per peer and workload; the table shows the median and the
-#                        range (default 3)
+#   RVS_BENCH_DURATION   seconds per UDP flood and per wrk run (default 3)
+#   RVS_BENCH_REPEAT     rounds: runs per peer and workload; the table shows the median and
+#                        the range (default 5)
 #   RVS_BENCH_CONNS      wrk connections (default 32)
 #   RVS_BENCH_PROBES     latency probes per measurement (default 5000)
 #   RVS_BENCH_PROBE_US   µs between probes (default 500: 2,000 probes/s)
 #   RVS_BIN              an rvs binary to use instead of building target/release/rvs
 # Installs wrk, nftables and nginx with apt-get when they are missing.
-# Takes about 4 x (2 x REPEAT x (DURATION + 1) + 10) s plus the build: ~2-3 min with the
-# defaults. A watchdog stops it (and the trap cleans up) far past that.
+# Takes about 4 x (REPEAT x (2 x DURATION + 3) + 2 x PROBES x PROBE_US + 10 s) plus the build:
+# ~4 min with the defaults. A watchdog stops it (and the trap cleans up) far past that.
 # Nothing is pinned: the load generator, wrk, the daemon's threads, nginx and the softirqs
 # share the machine's cores as the scheduler sees fit; the range column shows what that
 # costs in repeatability.
@@ -71,8 +73,8 @@ if [ ${#pkgs[@]} -gt 0 ]; then
     { echo "packet.sh: apt-get install ${pkgs[*]} failed" >&2; exit 2; }
 fi
 
-DURATION=${RVS_BENCH_DURATION:-4}
-REPEAT=${RVS_BENCH_REPEAT:-3}
+DURATION=${RVS_BENCH_DURATION:-3}
+REPEAT=${RVS_BENCH_REPEAT:-5}
 CONNS=${RVS_BENCH_CONNS:-32}
 PROBES=${RVS_BENCH_PROBES:-5000}
 PROBE_US=${RVS_BENCH_PROBE_US:-500}
@@ -116,7 +118,7 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'echo "packet.sh: interrupted" >&2; exit 130' INT TERM
-LIMIT=$((4 * (2 * (REPEAT + 1) * (DURATION + 3) + 2 * PROBE_SECS + 40) + 240))
+LIMIT=$((4 * (REPEAT * (2 * DURATION + 10) + 2 * PROBE_SECS + 40) + 240))
 (
   sleep "$LIMIT" & s=$!
   trap 'kill $s 2>/dev/null; exit 0' TERM
@@ -156,6 +158,7 @@ next_src() {
 
 for n in "${BED_RS[@]}"; do
   ip netns exec "$n" "$LOADGEN" serve >"$OUT/serve.$n.log" 2>&1 &
+  disown # bed_down kills what runs in the namespaces; no job notices
 done
 sink_total() {
   local n t=0 v
@@ -232,18 +235,6 @@ check_peer() { # PEER TARGET
     grep -q 'lost=0 ' || { echo "packet.sh: $1: the UDP echo through $2 loses probes" >&2; exit 1; }
 }
 
-measure() { # PEER TARGET
-  local r
-  echo "== $1 (target $2)" >&2
-  check_peer "$1" "$2"
-  udp_run "$1" warmup "$2"
-  for r in $(seq "$REPEAT"); do udp_run "$1" "$r" "$2"; done
-  http_run "$1" warmup "http://$2/"
-  for r in $(seq "$REPEAT"); do http_run "$1" "$r" "http://$2/"; done
-  next_src
-  probe_run "$1" idle "$2"
-}
-
 # --- rvs ------------------------------------------------------------------------------
 SVC_CMDS=(
   "-A -u $VIP:9000 -s rr" "-A -u $VIP:9001 -s rr" "-A -t $VIP:80 -s rr"
@@ -292,6 +283,7 @@ stop_rvs() { # TAG
   local e
   e=$(sed -n 's/.*engine: \(received.*\)/\1/p' "$OUT/daemon.$1.log" | tail -1)
   echo -e "engine\t$1\t${e:-n/a}" >>"$RES"
+  rm -f "$OUT/state.$1.json" # the next round starts from an empty table
 }
 
 # The probe again, while the 1,000 changes arrive one by one, paced evenly over the probe
@@ -328,39 +320,74 @@ PY
   echo "  $1 latency (1,000 rule changes in $(tail -2 "$RES" | head -1 | cut -f3) s): $(cat "$OUT/churn-probe.$1")" >&2
 }
 
-if [ "$WORKERS_OPT" = 1 ]; then
-  start_rvs rvs-1 1
-else
-  echo -e "note\trvs-1\tno --workers option: the daemon's one engine thread" >>"$RES"
-  start_rvs rvs-1 ""
-fi
-measure rvs-1 "$VIP"
-churn_probe rvs-1
-stop_rvs rvs-1
-if [ "$WORKERS_OPT" = 1 ]; then
-  start_rvs rvs-2 2
-  measure rvs-2 "$VIP"
-  churn_probe rvs-2
-  stop_rvs rvs-2
-else
-  echo -e "na\trvs-2\tn/a (no --workers yet)" >>"$RES"
-  echo "== rvs-2: n/a (no --workers yet)" >&2
-fi
-
-# --- nftables DNAT --------------------------------------------------------------------
-ip netns exec "$D" sysctl -qw net.ipv4.ip_forward=1
+# --- nftables DNAT and plain forwarding ------------------------------------------------
 NFT_RULES="table ip rvsbench {
   chain prerouting {
     type nat hook prerouting priority dstnat; policy accept;
     ip daddr $VIP dnat to numgen inc mod 3 map { 0 : 10.112.0.11, 1 : 10.112.0.12, 2 : 10.112.0.13 }
   }
 }"
-ip netns exec "$D" nft -f - <<<"$NFT_RULES"
-measure nftables "$VIP"
-ip netns exec "$D" nft delete table ip rvsbench
 
-# --- plain forwarding -----------------------------------------------------------------
-measure forwarding "$RS1"
+PEERS=(rvs-1)
+if [ "$WORKERS_OPT" = 1 ]; then
+  PEERS+=(rvs-2)
+else
+  echo -e "note\trvs-1\tno --workers option: the daemon's one engine thread" >>"$RES"
+  echo -e "na\trvs-2\tn/a (no --workers yet)" >>"$RES"
+  echo "== rvs-2: n/a (no --workers yet)" >&2
+fi
+PEERS+=(nftables forwarding)
+
+# Each peer is set up on a pristine director (no rvs plumbing, no nft table, ip_forward as
+# the namespace started) and taken down after its runs.
+peer_up() { # PEER
+  case $1 in
+    rvs-1) if [ "$WORKERS_OPT" = 1 ]; then start_rvs rvs-1 1; else start_rvs rvs-1 ""; fi ;;
+    rvs-2) start_rvs rvs-2 2 ;;
+    nftables)
+      ip netns exec "$D" sysctl -qw net.ipv4.ip_forward=1
+      ip netns exec "$D" nft -f - <<<"$NFT_RULES" ;;
+    forwarding) ip netns exec "$D" sysctl -qw net.ipv4.ip_forward=1 ;;
+  esac
+}
+peer_down() { # PEER
+  case $1 in
+    rvs-*) stop_rvs "$1" ;;
+    nftables)
+      ip netns exec "$D" nft delete table ip rvsbench
+      ip netns exec "$D" sysctl -qw net.ipv4.ip_forward=0 ;;
+    forwarding) ip netns exec "$D" sysctl -qw net.ipv4.ip_forward=0 ;;
+  esac
+}
+peer_target() { case $1 in forwarding) echo "$RS1" ;; *) echo "$VIP" ;; esac; }
+
+# Rounds: every peer once per round, the order rotated from one round to the next, so that
+# a change in the machine's other load during the run spreads over all peers instead of
+# landing on whichever was measured at that moment. The first round also warms each peer
+# up and takes the latency probes.
+ip netns exec "$D" sysctl -qw net.ipv4.ip_forward=0
+for r in $(seq "$REPEAT"); do
+  echo "== round $r of $REPEAT" >&2
+  n=${#PEERS[@]}
+  for k in $(seq 0 $((n - 1))); do
+    p=${PEERS[$(((k + r - 1) % n))]}
+    t=$(peer_target "$p")
+    peer_up "$p"
+    if [ "$r" = 1 ]; then
+      check_peer "$p" "$t"
+      udp_run "$p" warmup "$t"
+      http_run "$p" warmup "http://$t/"
+    fi
+    udp_run "$p" "$r" "$t"
+    http_run "$p" "$r" "http://$t/"
+    if [ "$r" = 1 ]; then
+      next_src
+      probe_run "$p" idle "$t"
+      case $p in rvs-*) churn_probe "$p" ;; esac
+    fi
+    peer_down "$p"
+  done
+done
 
 # --- report ---------------------------------------------------------------------------
 DATE=$(date -u '+%Y-%m-%d %H:%M:%S UTC')
