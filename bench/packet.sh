@@ -258,10 +258,13 @@ for i in range(n):
            f"-d -t {svc} -r {rs}"][i % 3])
 PY
 
+STARTS=0
 start_rvs() { # TAG WORKERS|""
   local w=()
   [ -n "$2" ] && w=(--workers "$2")
-  ip netns exec "$D" "$RVS" daemon --socket "$RVS_SOCKET" --state "$OUT/state.$1.json" \
+  # A new state file (and journal) each time: every round starts from an empty table.
+  STARTS=$((STARTS + 1))
+  ip netns exec "$D" "$RVS" daemon --socket "$RVS_SOCKET" --state "$OUT/state.$STARTS.json" \
     "${w[@]}" >"$OUT/daemon.$1.log" 2>&1 &
   DAEMON_PID=$!
   BED_PIDS+=("$DAEMON_PID")
@@ -283,7 +286,6 @@ stop_rvs() { # TAG
   local e
   e=$(sed -n 's/.*engine: \(received.*\)/\1/p' "$OUT/daemon.$1.log" | tail -1)
   echo -e "engine\t$1\t${e:-n/a}" >>"$RES"
-  rm -f "$OUT/state.$1.json" # the next round starts from an empty table
 }
 
 # The probe again, while the 1,000 changes arrive one by one, paced evenly over the probe
