@@ -412,7 +412,7 @@ CPU=$(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1)
   echo "nft=$(nft --version 2>&1)"
   echo "nginx=$(nginx -v 2>&1)"
   echo "nft_rules=$(tr -s ' \n' ' ' <<<"$NFT_RULES")"
-  echo "svc_cmds=$(printf 'rvs ipvsadm %s; ' "${SVC_CMDS[@]}")"
+  echo "svc_cmds=$(printf "rvs ipvsadm %s; " "${SVC_CMDS[@]}" | sed "s/; $//")"
 } >"$OUT/meta.txt"
 SECTION=$(python3 "$REPO/bench/packet-report.py" "$RES" "$OUT/meta.txt")
 echo
