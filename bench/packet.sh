@@ -130,8 +130,11 @@ WATCHDOG=$!
 
 alive() { [ -n "$(ps -o stat= -p "$1" 2>/dev/null | grep -v Z)" ]; }
 
+# Whether the daemon takes --workers: its usage says so. (`daemon --help` exits 2 when the
+# daemon knows no --help: the output, not the status, answers.)
 WORKERS_OPT=0
-if "$RVS" daemon --help 2>&1 | grep -q -- '--workers'; then WORKERS_OPT=1; fi
+DAEMON_HELP=$("$RVS" daemon --help 2>&1 || true)
+if grep -q -- '--workers' <<<"$DAEMON_HELP"; then WORKERS_OPT=1; fi
 
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 bed_up "pk$$"
