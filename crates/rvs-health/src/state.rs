@@ -102,9 +102,9 @@ impl Server {
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 enum Cmd {
-    AddDest,
-    DelDest,
-    EditDest,
+    Add,
+    Del,
+    Edit,
 }
 
 #[derive(Clone, Debug)]
@@ -293,7 +293,7 @@ impl Health {
         for ri in 0..self.vss[vi].rs.len() {
             let rs = &self.vss[vi].rs[ri];
             if (rs.num_failed_checkers == 0 && !rs.alive) || (rs.inhibit && !rs.set) {
-                self.ipvs_cmd(Cmd::AddDest, vi, Some(ri), out);
+                self.ipvs_cmd(Cmd::Add, vi, Some(ri), out);
                 let rs = &mut self.vss[vi].rs[ri];
                 if rs.num_failed_checkers == 0 {
                     rs.alive = true;
@@ -315,7 +315,7 @@ impl Health {
                 if let Some(s) = self.vss[vi].sorry.as_mut() {
                     s.num_failed_checkers = 1;
                 }
-                self.ipvs_cmd(Cmd::AddDest, vi, None, out);
+                self.ipvs_cmd(Cmd::Add, vi, None, out);
                 if let Some(s) = self.vss[vi].sorry.as_mut() {
                     s.num_failed_checkers = 0;
                 }
@@ -335,25 +335,25 @@ impl Health {
         };
         let mut weight = srv.real_weight();
         let mut cmd = cmd;
-        if cmd == Cmd::DelDest && srv.inhibit {
+        if cmd == Cmd::Del && srv.inhibit {
             weight = 0;
-            cmd = Cmd::EditDest;
-        } else if cmd == Cmd::AddDest && srv.inhibit && srv.set {
-            cmd = Cmd::EditDest;
-        } else if cmd == Cmd::AddDest && !srv.set {
+            cmd = Cmd::Edit;
+        } else if cmd == Cmd::Add && srv.inhibit && srv.set {
+            cmd = Cmd::Edit;
+        } else if cmd == Cmd::Add && !srv.set {
             srv.set = true;
             if srv.inhibit && srv.num_failed_checkers > 0 {
                 weight = 0;
             }
-        } else if cmd == Cmd::DelDest && srv.set {
+        } else if cmd == Cmd::Del && srv.set {
             srv.set = false;
         }
         let dest = srv.dest(weight);
         for key in &v.keys {
             let op = match cmd {
-                Cmd::AddDest => Op::AddDest(*key, dest.clone()),
-                Cmd::EditDest => Op::EditDest(*key, dest.clone()),
-                Cmd::DelDest => Op::DelDest(*key, dest.addr, dest.port),
+                Cmd::Add => Op::AddDest(*key, dest.clone()),
+                Cmd::Edit => Op::EditDest(*key, dest.clone()),
+                Cmd::Del => Op::DelDest(*key, dest.addr, dest.port),
             };
             out.push(Action::Apply(op));
         }
@@ -374,12 +374,7 @@ impl Health {
             if !self.vss[vi].rs[ri].alive {
                 continue;
             }
-            self.ipvs_cmd(
-                if add { Cmd::AddDest } else { Cmd::DelDest },
-                vi,
-                Some(ri),
-                out,
-            );
+            self.ipvs_cmd(if add { Cmd::Add } else { Cmd::Del }, vi, Some(ri), out);
         }
     }
 
@@ -396,7 +391,7 @@ impl Health {
         if !v.quorum_state_up && weight_sum >= threshold {
             self.vss[vi].quorum_state_up = true;
             if sorry_alive == Some(true) {
-                self.ipvs_cmd(Cmd::DelDest, vi, None, out);
+                self.ipvs_cmd(Cmd::Del, vi, None, out);
                 if let Some(s) = self.vss[vi].sorry.as_mut() {
                     s.alive = false;
                 }
@@ -409,7 +404,7 @@ impl Health {
             self.vss[vi].quorum_state_up = false;
             if sorry_alive == Some(false) {
                 self.perform_quorum_state(vi, false, out);
-                self.ipvs_cmd(Cmd::AddDest, vi, None, out);
+                self.ipvs_cmd(Cmd::Add, vi, None, out);
                 if let Some(s) = self.vss[vi].sorry.as_mut() {
                     s.alive = true;
                 }
@@ -456,12 +451,7 @@ impl Health {
         let v = &self.vss[vi];
         // Change the table only with quorum or when no sorry server stands in.
         if v.quorum_state_up || !v.sorry.as_ref().is_some_and(|s| s.alive) {
-            self.ipvs_cmd(
-                if alive { Cmd::AddDest } else { Cmd::DelDest },
-                vi,
-                Some(ri),
-                out,
-            );
+            self.ipvs_cmd(if alive { Cmd::Add } else { Cmd::Del }, vi, Some(ri), out);
         }
         self.vss[vi].rs[ri].alive = alive;
         self.rs_notify(vi, ri, out);
@@ -512,7 +502,7 @@ impl Health {
         let (set, alive) = (rs.set, rs.alive);
         let v = &self.vss[vi];
         if set && alive && (v.quorum_state_up || !v.sorry.as_ref().is_some_and(|s| s.alive)) {
-            self.ipvs_cmd(Cmd::EditDest, vi, Some(ri), out);
+            self.ipvs_cmd(Cmd::Edit, vi, Some(ri), out);
         }
         self.update_quorum_state(vi, false, out);
     }
@@ -628,7 +618,7 @@ impl Health {
                 }
                 let inhibit = self.vss[vi].rs[ri].inhibit;
                 self.vss[vi].rs[ri].inhibit = false;
-                self.ipvs_cmd(Cmd::DelDest, vi, Some(ri), &mut out);
+                self.ipvs_cmd(Cmd::Del, vi, Some(ri), &mut out);
                 self.vss[vi].rs[ri].inhibit = inhibit;
                 if !self.vss[vi].rs[ri].alive {
                     continue;
@@ -642,7 +632,7 @@ impl Health {
                 if let Some(s) = self.vss[vi].sorry.as_mut() {
                     s.inhibit = false;
                 }
-                self.ipvs_cmd(Cmd::DelDest, vi, None, &mut out);
+                self.ipvs_cmd(Cmd::Del, vi, None, &mut out);
             }
             let v = &mut self.vss[vi];
             v.quorum_state_up = false;

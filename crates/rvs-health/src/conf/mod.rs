@@ -1104,7 +1104,7 @@ fn checker(s: &Stmt, diags: &mut Diags) -> Option<Checker> {
 
 fn parse_hex(s: &str) -> Option<Vec<u8>> {
     let s = s.strip_prefix("0x").unwrap_or(s);
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len())
