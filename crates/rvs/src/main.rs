@@ -36,6 +36,8 @@ commands:
   proc PATH              print a /proc view: net/ip_vs, net/ip_vs_conn, net/ip_vs_conn_sync,
                          net/ip_vs_stats, sys/net/ipv4/vs/NAME
   ping [-q]              check that the daemon answers
+  keepalived plan FILE   print, as `ipvsadm -Sn`, the table rvs programs at start-up for
+                         a keepalived.conf (exits 1 on a configuration error)
   version                print the version
 
 environment: RVS_SOCKET (default /run/rvs/rvs.sock), RVS_STATE (default
@@ -117,6 +119,9 @@ fn rvs_main(mut args: Vec<String>) -> i32 {
         "sysctl" => sysctl_main(&sock(), &args),
         "proc" => proc_main(&sock(), &args),
         "ping" => ping_main(&sock(), &args),
+        "keepalived" => {
+            rvs_health::cli::main(&args, &mut std::io::stdout(), &mut std::io::stderr())
+        }
         "version" | "--version" | "-V" => {
             println!("rvs {}", env!("CARGO_PKG_VERSION"));
             0

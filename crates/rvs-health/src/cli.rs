@@ -1,0 +1,61 @@
+//! `rvs keepalived ...`: the command line of this crate, so the `rvs` binary only
+//! dispatches to it.
+
+use crate::conf::{self, Level};
+use std::io::Write;
+use std::path::Path;
+
+pub const USAGE: &str = "\
+usage: rvs keepalived plan FILE
+         print, in `ipvsadm -Sn` format, the table rvs programs at start-up for a
+         keepalived.conf (real servers up or down as keepalived starts them); messages
+         about the file go to stderr, and a configuration error exits 1
+       rvs keepalived check FILE
+         only check the file
+";
+
+/// Run `rvs keepalived ARGS`; returns the exit code.
+pub fn main(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> i32 {
+    let (cmd, file) = match args {
+        [cmd, file] if cmd == "plan" || cmd == "check" => (cmd.as_str(), file),
+        [h] if h == "help" || h == "--help" || h == "-h" => {
+            let _ = out.write_all(USAGE.as_bytes());
+            return 0;
+        }
+        _ => {
+            let _ = err.write_all(USAGE.as_bytes());
+            return 2;
+        }
+    };
+    let (cfg, diags) = conf::load(Path::new(file));
+    for d in &diags.list {
+        let _ = writeln!(err, "{d}");
+    }
+    let Some(cfg) = cfg else { return 1 };
+    if diags.has_errors() {
+        let n = diags
+            .list
+            .iter()
+            .filter(|d| d.level == Level::Error)
+            .count();
+        let _ = writeln!(
+            err,
+            "{file}: {n} configuration error{}",
+            if n == 1 { "" } else { "s" }
+        );
+        return 1;
+    }
+    if cmd == "check" {
+        return 0;
+    }
+    match crate::plan::plan(&cfg) {
+        Ok(text) => {
+            let _ = out.write_all(text.as_bytes());
+            0
+        }
+        Err(e) => {
+            let _ = writeln!(err, "{file}: {e}");
+            1
+        }
+    }
+}
