@@ -249,7 +249,7 @@ impl Client {
         if n == 0 || buf.last() != Some(&b'\n') {
             return Err(self.lost("the daemon closed the connection"));
         }
-        serde_json::from_slice(&buf).map_err(|e| Error::Protocol {
+        crate::protocol::parse_response(&buf).map_err(|e| Error::Protocol {
             path: self.path.clone(),
             detail: format!("not a response: {e}"),
         })

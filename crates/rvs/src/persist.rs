@@ -102,6 +102,19 @@ pub enum Record {
 }
 
 impl Record {
+    /// The JSON of `Record::Ops` made of operations already serialised one by one.
+    pub fn ops_json<'a>(ops: impl Iterator<Item = &'a str>) -> String {
+        let mut s = String::from("{\"ops\":[");
+        for (i, op) in ops.enumerate() {
+            if i > 0 {
+                s.push(',');
+            }
+            s.push_str(op);
+        }
+        s.push_str("]}");
+        s
+    }
+
     /// Make the change on a saved configuration.
     pub fn apply_to(&self, cfg: &mut PersistedConfig) -> Result<(), ApplyError> {
         match self {
@@ -578,6 +591,12 @@ impl Store {
     /// error returned: the change must then not be made.
     pub fn append(&self, rec: &Record) -> io::Result<Ticket> {
         let json = serde_json::to_string(rec).map_err(io::Error::other)?;
+        self.append_json(&json)
+    }
+
+    /// [`Store::append`] of a record serialised by the caller (as [`Record::ops_json`]
+    /// does), so that the serialisation can happen outside the caller's locks.
+    pub fn append_json(&self, json: &str) -> io::Result<Ticket> {
         let mut j = lock(&self.shared.journal);
         j.check()?;
         let seq = j.next_seq;
@@ -863,6 +882,36 @@ mod tests {
 
     fn journal_of(p: &Path) -> PathBuf {
         with_suffix(p, ".journal")
+    }
+
+    #[test]
+    fn ops_json_is_the_record_serde_writes() {
+        use rvs_core::{DestConfig, Protocol, ServiceConfig, ServiceKey};
+        let k = ServiceKey::Addr {
+            protocol: Protocol::Udp,
+            addr: "10.0.0.1".parse().unwrap(),
+            port: 53,
+        };
+        for ops in [
+            vec![],
+            vec![Op::Flush],
+            vec![
+                Op::AddService(ServiceConfig::new(k)),
+                Op::AddDest(k, DestConfig::new("10.0.1.1".parse().unwrap(), 53)),
+            ],
+        ] {
+            let each: Vec<String> = ops
+                .iter()
+                .map(|o| serde_json::to_string(o).unwrap())
+                .collect();
+            let built = Record::ops_json(each.iter().map(String::as_str));
+            assert_eq!(
+                built,
+                serde_json::to_string(&Record::Ops(ops.clone())).unwrap()
+            );
+            let back: Record = serde_json::from_str(&built).unwrap();
+            assert_eq!(back, Record::Ops(ops));
+        }
     }
 
     #[test]

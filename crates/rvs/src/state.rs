@@ -117,6 +117,16 @@ impl State {
         }
     }
 
+    /// How many kernel log lines are queued (a mark for [`State::truncate_klog`]).
+    pub fn klog_len(&self) -> usize {
+        self.klog.len()
+    }
+
+    /// Drop the lines queued after `mark`: the change that logged them was rolled back.
+    pub fn truncate_klog(&mut self, mark: usize) {
+        self.klog.truncate(mark);
+    }
+
     /// Queue a kernel log line (without the `IPVS: ` prefix).
     pub fn push_klog(&mut self, line: String) {
         self.klog.push(line);

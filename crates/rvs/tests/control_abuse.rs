@@ -381,3 +381,66 @@ fn a_state_entry_the_daemon_refuses_stops_the_start_unless_dropped() {
     let side = std::fs::read_to_string(format!("{}.dropped", dir.state().display())).unwrap();
     assert!(side.contains("nosuch"), "{side}");
 }
+
+/// A journal that cannot be written (the disk is full): the change is answered
+/// `persist_failed` and not made, and everything acknowledged before stays.
+#[test]
+fn a_full_disk_refuses_the_change_and_changes_nothing() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root (a private tmpfs for the state)");
+        return;
+    }
+    let dir = TempDir::new("full");
+    let state_dir = dir.0.join("state");
+    std::fs::create_dir_all(&state_dir).unwrap();
+    // The daemon in a mount namespace of its own, its state on a 64 KiB tmpfs; its socket
+    // outside, where this test can reach it.
+    let script = format!(
+        "mount -t tmpfs -o size=64k tmpfs {state} && exec {bin} daemon --dataplane none \
+         --socket {sock} --state {state}/state.json",
+        state = state_dir.display(),
+        bin = BIN,
+        sock = dir.sock().display()
+    );
+    let child = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("unshare");
+    let _d = Daemon(child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut c = loop {
+        if let Ok(mut c) = Client::connect(&dir.sock())
+            && c.ping().is_ok()
+        {
+            break c;
+        }
+        assert!(Instant::now() < deadline, "daemon did not come up");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let ops = table_ops(200);
+    let mut acked = 0;
+    let mut refused = None;
+    for (i, op) in ops.iter().enumerate() {
+        match c.apply(op) {
+            Ok(Ok(())) => acked = i + 1,
+            Ok(Err(e)) => panic!("the table refused {op:?}: {e}"),
+            Err(e) => {
+                refused = Some((i, e.to_string()));
+                break;
+            }
+        }
+    }
+    let (i, msg) = refused.expect("64 KiB filled up without a refusal: test says nothing");
+    assert!(msg.contains("could not save"), "{msg}");
+    assert_eq!(i, acked);
+    // Still serving, with every acknowledged change and not the refused one.
+    let n = applied_prefix(&dir.sock(), &ops);
+    assert_eq!(
+        n, acked,
+        "the refused change was made, or an acknowledged one lost"
+    );
+}

@@ -231,109 +231,152 @@ fn atomic_response(shared: &Shared, ops: Vec<Op>, replace: bool) -> Response {
                     index: origin.get(i).copied().flatten(),
                     error: o.results[i].clone().unwrap_err(),
                 },
-                None => Response::data(Payload::Applied { ops: o.applied }),
+                // The difference is the answer to a replace; after a plain transaction the
+                // operations applied are the ones submitted, not worth sending back.
+                None => Response::data(Payload::Applied {
+                    ops: if replace { o.applied } else { Vec::new() },
+                }),
             }
         }
         Err(r) => *r,
     }
 }
 
-/// Validate, journal, make, route: see the module documentation.
+/// Make, journal, route: see the module documentation.
+///
+/// The operations are made on the live table inside a table transaction, under the engine
+/// lock; the journal record (its operations serialised beforehand, outside every lock) is
+/// then written with one write(2); if that fails, or an all-or-nothing change meets a
+/// refusal, the transaction is rolled back and nothing was made. The fsync comes after
+/// both locks are released.
 fn change(shared: &Shared, ops: Vec<Op>, mode: Mode) -> Result<Outcome, Box<Response>> {
     // Read outside every lock: the kernel checks destinations against this moment's routes.
     let facts = HostFacts::read();
     let now = shared.now();
-    let filled: Vec<Result<Op, CtlError>> = ops.iter().map(fill_sync_defaults).collect();
+    let filled: Vec<Result<Op, CtlError>> = ops
+        .into_iter()
+        .map(|op| match op {
+            Op::StartDaemon(_) => fill_sync_defaults(&op),
+            op => Ok(op),
+        })
+        .collect();
+    let persist_failed = |e: &dyn std::fmt::Display| {
+        Box::new(Response::error(
+            ErrorCode::PersistFailed,
+            format!(
+                "cannot write the journal of {}: {e}; the change was not made",
+                shared.state_path.display()
+            ),
+        ))
+    };
+    let op_json: Vec<Option<String>> = filled
+        .iter()
+        .map(|f| f.as_ref().ok().map(serde_json::to_string).transpose())
+        .collect::<Result<_, _>>()
+        .map_err(|e| persist_failed(&e))?;
+
     let mut ctl = shared.control();
-    // The dry run: what each operation would answer, nothing changed.
-    let mut results: Vec<Result<(), CtlError>> = {
-        let mut st = shared.engine();
-        facts.apply(&mut st);
-        let table = &mut st.director_mut().table;
-        table.begin_transaction();
-        let mut results = Vec::with_capacity(filled.len());
-        for f in &filled {
-            let r = match f {
-                Ok(op) => table.apply(op, now),
-                Err(e) => Err(e.clone()),
-            };
-            let failed = r.is_err();
-            results.push(r);
-            if failed && mode == Mode::Atomic {
-                break;
-            }
-        }
-        table.rollback();
-        results
-    };
-    let atomic_failure = mode == Mode::Atomic && results.iter().any(Result::is_err);
-    let accepted: Vec<Op> = if atomic_failure {
-        Vec::new()
-    } else {
-        filled
+    let mut st = shared.engine();
+    facts.apply(&mut st);
+    // With expire_nodest_conn each deletion also sweeps the connection table, which a table
+    // transaction cannot undo: such a change is tried in a transaction first, then made
+    // operation by operation once it is in the journal.
+    let sweeps = st.director().sysctl.expire_nodest_conn != 0
+        && filled
             .iter()
-            .zip(&results)
-            .filter(|(_, r)| r.is_ok())
-            .filter_map(|(f, _)| f.as_ref().ok().cloned())
-            .collect()
-    };
-    let journal = if accepted.is_empty() {
-        None
-    } else {
-        match shared.store.append(&Record::Ops(accepted.clone())) {
-            Ok(t) => Some(t),
+            .any(|f| matches!(f, Ok(Op::DelDest(..) | Op::DelService(_) | Op::Flush)));
+    let klog_mark = st.klog_len();
+    st.director_mut().table.begin_transaction();
+    let mut results: Vec<Result<(), CtlError>> = Vec::with_capacity(filled.len());
+    for f in &filled {
+        let r = match f {
+            Ok(op) => st.director_mut().table.apply(op, now),
+            Err(e) => Err(e.clone()),
+        };
+        // The kernel log lines in the order the kernel would print them.
+        match &r {
+            Ok(()) => st.collect_log(),
             Err(e) => {
-                drop(ctl);
-                return Err(Box::new(Response::error(
-                    ErrorCode::PersistFailed,
-                    format!(
-                        "cannot write the journal of {}: {e}; the change was not made",
-                        shared.state_path.display()
-                    ),
-                )));
+                if let Some(l) = &e.log {
+                    st.push_klog(l.clone());
+                }
             }
         }
+        let failed = r.is_err();
+        results.push(r);
+        if failed && mode == Mode::Atomic {
+            break;
+        }
+    }
+    let atomic_failure = mode == Mode::Atomic && results.iter().any(Result::is_err);
+    let accepted: Vec<usize> = (0..results.len())
+        .filter(|&i| !atomic_failure && results[i].is_ok())
+        .collect();
+    if accepted.is_empty() {
+        st.director_mut().table.rollback();
+        if atomic_failure {
+            // Only the refused operation's line: the others were never made.
+            st.truncate_klog(klog_mark);
+            if let Some(Err(CtlError { log: Some(l), .. })) = results.last() {
+                st.push_klog(l.clone());
+            }
+        }
+        drop(st);
+        drop(ctl);
+        shared.flush_klog();
+        return Ok(Outcome {
+            results,
+            applied: Vec::new(),
+        });
+    }
+    let record = Record::ops_json(accepted.iter().filter_map(|&i| op_json[i].as_deref()));
+    let ticket = match shared.store.append_json(&record) {
+        Ok(t) => t,
+        Err(e) => {
+            st.director_mut().table.rollback();
+            st.truncate_klog(klog_mark);
+            return Err(persist_failed(&e));
+        }
     };
-    // Make the change, with the kernel log lines in the order the kernel would print them.
-    let route = {
-        let mut st = shared.engine();
-        for (i, r) in results.iter_mut().enumerate() {
-            match (&filled[i], &*r) {
-                (Ok(op), Ok(())) if !atomic_failure => {
-                    if let Err(e) = st.apply(op, now) {
+    let mut applied: Vec<Op> = Vec::with_capacity(accepted.len());
+    let mut filled = filled.into_iter().map(Result::ok).collect::<Vec<_>>();
+    for &i in &accepted {
+        if let Some(op) = filled[i].take() {
+            applied.push(op);
+        }
+    }
+    if sweeps {
+        st.director_mut().table.rollback();
+        st.truncate_klog(klog_mark);
+        let mut made = applied.iter();
+        for r in &results {
+            match r {
+                Ok(()) => {
+                    if let Some(op) = made.next()
+                        && let Err(e) = st.apply(op, now)
+                    {
                         // Cannot happen: the same operation succeeded on the same table.
-                        eprintln!("rvs daemon: operation failed after its dry run: {op:?}: {e}");
-                        *r = Err(e);
+                        eprintln!("rvs daemon: operation failed after its trial: {op:?}: {e}");
                     }
                 }
-                (_, Err(e)) => {
-                    if let Some(l) = &e.log {
-                        st.push_klog(l.clone());
-                    }
-                }
-                _ => {}
+                Err(CtlError { log: Some(l), .. }) => st.push_klog(l.clone()),
+                Err(_) => {}
             }
         }
-        if accepted.is_empty() {
-            None
-        } else {
-            let touched = Targets::touched(&accepted);
-            let delta = ctl.targets.update(&st.director().table, touched.as_deref());
-            shared.router.submit(delta)
-        }
-    };
+    } else {
+        st.director_mut().table.end_transaction();
+    }
+    let touched = Targets::touched(&applied);
+    let delta = ctl.targets.update(&st.director().table, touched.as_deref());
+    let route = shared.router.submit(delta);
+    drop(st);
     drop(ctl);
     shared.flush_klog();
-    if let Some(t) = journal {
-        shared.wait_durable(t);
-    }
+    shared.wait_durable(ticket);
     if let Some(t) = route {
         shared.router.wait(t, ROUTE_WAIT);
     }
-    Ok(Outcome {
-        results,
-        applied: if atomic_failure { Vec::new() } else { accepted },
-    })
+    Ok(Outcome { results, applied })
 }
 
 fn set_sysctl(shared: &Shared, name: String, value: String) -> Response {

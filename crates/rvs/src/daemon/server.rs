@@ -5,7 +5,7 @@
 
 use super::Shared;
 use super::control;
-use crate::protocol::{ErrorCode, MAX_REQUEST_BYTES, Request, Response};
+use crate::protocol::{ErrorCode, MAX_REQUEST_BYTES, Response};
 use std::io::{self, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -295,7 +295,7 @@ fn serve_client(shared: &Shared, stream: UnixStream) {
         if line.is_empty() {
             continue;
         }
-        let req = match serde_json::from_slice::<Request>(line) {
+        let req = match crate::protocol::parse_request(line) {
             Ok(r) => r,
             Err(e) => {
                 if !replies.send(&Response::error(
