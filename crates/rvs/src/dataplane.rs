@@ -324,6 +324,23 @@ fn panic_message(p: &(dyn Any + Send)) -> String {
     }
 }
 
+/// The engine loop, with a panic caught: the thread's boundary.
+fn run_caught(
+    io: &mut dyn PacketIo,
+    decide: &mut dyn Decider,
+    stop: &AtomicBool,
+    stats: &Stats,
+) -> EngineEnd {
+    let cfg = Config::default();
+    match catch_unwind(AssertUnwindSafe(|| {
+        rvs_engine::run(io, decide, stop, stats, &cfg)
+    })) {
+        Ok(Ok(())) => EngineEnd::Stopped,
+        Ok(Err(e)) => EngineEnd::Failed(e),
+        Err(p) => EngineEnd::Panicked(panic_message(&*p)),
+    }
+}
+
 /// Start an engine thread over `io`. (On an error, `io` is gone with the closure.)
 fn spawn_engine<D>(
     mut io: ProbedTun,
@@ -339,16 +356,8 @@ where
     let spawned = std::thread::Builder::new()
         .name("rvs-engine".into())
         .spawn(move || {
-            let cfg = Config::default();
-            let r = catch_unwind(AssertUnwindSafe(|| {
-                rvs_engine::run(&mut io, &mut decide, &stop, &stats, &cfg)
-            }));
+            let end = run_caught(&mut io, &mut decide, &stop, &stats);
             io.probe.dead.store(true, Ordering::SeqCst);
-            let end = match r {
-                Ok(Ok(())) => EngineEnd::Stopped,
-                Ok(Err(e)) => EngineEnd::Failed(e),
-                Err(p) => EngineEnd::Panicked(panic_message(&*p)),
-            };
             (io, end)
         });
     if spawned.is_err() {
@@ -679,6 +688,79 @@ impl Drop for DataPlane {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rvs_core::packet::{PacketInfo, Verdict};
+    use rvs_engine::Direction;
+
+    /// Hands out `packets`, then fails (`fail`) or stops the loop.
+    struct Script {
+        packets: Vec<Vec<u8>>,
+        fail: bool,
+        stop: Arc<AtomicBool>,
+    }
+
+    impl PacketIo for Script {
+        fn recv(&mut self, buf: &mut [u8], _: Duration) -> io::Result<Option<usize>> {
+            match self.packets.pop() {
+                Some(p) => {
+                    buf[..p.len()].copy_from_slice(&p);
+                    Ok(Some(p.len()))
+                }
+                None if self.fail => Err(io::Error::from_raw_os_error(libc::EBADFD)),
+                None => {
+                    self.stop.store(true, Ordering::SeqCst);
+                    Ok(None)
+                }
+            }
+        }
+
+        fn send(&mut self, _: &[u8]) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// IPv4/UDP 10.0.0.1:5000 → 10.0.0.100:53, no payload (checksums are not looked at).
+    fn udp() -> Vec<u8> {
+        vec![
+            0x45, 0, 0, 28, 0, 1, 0, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 100, //
+            0x13, 0x88, 0, 53, 0, 8, 0, 0,
+        ]
+    }
+
+    #[test]
+    fn the_engine_thread_boundary_tells_stop_failure_and_panic_apart() {
+        let stats = Stats::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut accept = |_: &PacketInfo, _: Direction| Verdict::Accept;
+        let mut io = Script {
+            packets: vec![udp()],
+            fail: false,
+            stop: stop.clone(),
+        };
+        let end = run_caught(&mut io, &mut accept, &stop, &stats);
+        assert!(matches!(end, EngineEnd::Stopped));
+        assert_eq!(stats.received.load(Ordering::Relaxed), 1);
+
+        stop.store(false, Ordering::SeqCst);
+        let mut io = Script {
+            packets: vec![udp()],
+            fail: true,
+            stop: stop.clone(),
+        };
+        let end = run_caught(&mut io, &mut accept, &stop, &stats);
+        assert!(matches!(&end, EngineEnd::Failed(e) if e.raw_os_error() == Some(libc::EBADFD)));
+
+        let mut panics = |_: &PacketInfo, _: Direction| -> Verdict { panic!("decider broke") };
+        let mut io = Script {
+            packets: vec![udp(), udp()],
+            fail: false,
+            stop: stop.clone(),
+        };
+        let end = run_caught(&mut io, &mut panics, &stop, &stats);
+        assert!(matches!(&end, EngineEnd::Panicked(m) if m == "decider broke"));
+        // The devices outlive the panic: the packet after is still there to be read.
+        assert_eq!(io.packets.len(), 1);
+        assert!(!stop.load(Ordering::SeqCst));
+    }
 
     fn policy(max: u32) -> RestartPolicy {
         RestartPolicy {

@@ -534,3 +534,61 @@ fn ping_main(socket: &Path, args: &[String]) -> i32 {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protocol::{ConnTableUsage, Counter, DataPlaneHealth, DataPlaneState, StatsReport};
+
+    fn health(state: DataPlaneState, last_error: Option<&str>) -> DataPlaneHealth {
+        DataPlaneHealth {
+            state,
+            restarts: 2,
+            last_error: last_error.map(str::to_string),
+            last_error_age_secs: last_error.map(|_| 5),
+        }
+    }
+
+    #[test]
+    fn health_lines() {
+        assert_eq!(
+            health_line(&health(DataPlaneState::Running, None)),
+            "data plane: running (restarts 2)"
+        );
+        assert_eq!(
+            health_line(&health(DataPlaneState::Restarting, Some("gone"))),
+            "data plane: restarting (restarts 2; last error 5 s ago: gone)"
+        );
+        assert_eq!(
+            health_line(&health(DataPlaneState::Disabled, None)),
+            "data plane: none (--dataplane none)"
+        );
+    }
+
+    #[test]
+    fn stats_table_lines_up_the_counters() {
+        let r = StatsReport {
+            dataplane: health(DataPlaneState::Running, None),
+            engine: vec![Counter::new("received", 12), Counter::new("forwarded", 7)],
+            director: vec![Counter::new("dropped_table_full", 1)],
+            conns: ConnTableUsage {
+                entries: 3,
+                limit: 100,
+            },
+        };
+        let t = stats_table(&r);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines[0], "data plane: running (restarts 2)");
+        assert_eq!(lines[1], "connections: 3 of 100");
+        assert_eq!(lines[3], "engine");
+        assert_eq!(lines[4], "  received                        12");
+        assert_eq!(lines[7], "director");
+        assert_eq!(lines[8], "  dropped_table_full               1");
+        // Without a data plane there are no engine counters, and no empty section.
+        let none = StatsReport {
+            engine: vec![],
+            ..r
+        };
+        assert!(!stats_table(&none).contains("engine"));
+    }
+}
