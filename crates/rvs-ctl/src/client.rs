@@ -1,7 +1,8 @@
 //! A synchronous client of the control API over a Unix stream socket.
 
 use crate::protocol::{
-    ErrorCode, MAX_OPS_PER_REQUEST, MAX_REQUEST_BYTES, Payload, Request, Response, SysctlEntry,
+    DataPlaneHealth, ErrorCode, MAX_OPS_PER_REQUEST, MAX_REQUEST_BYTES, Payload, Request, Response,
+    StatsReport, SysctlEntry,
 };
 use rvs_core::snapshot::{ConnSnap, Snapshot};
 use rvs_core::{CtlError, Errno, Op, ServiceKey};
@@ -126,6 +127,8 @@ pub struct DaemonInfo {
     pub version: String,
     pub protocol: u32,
     pub pid: u32,
+    /// The data plane's health; `None` from a daemon that predates it.
+    pub dataplane: Option<DataPlaneHealth>,
 }
 
 /// Room left in a request line for `{"req":"apply_batch","ops":[` and `]}`.
@@ -312,13 +315,23 @@ impl Client {
                 version,
                 protocol,
                 pid,
+                dataplane,
             } => Ok(DaemonInfo {
                 daemon,
                 version,
                 protocol,
                 pid,
+                dataplane,
             }),
             p => Err(self.unexpected("ping", &Response::data(p))),
+        }
+    }
+
+    /// The counters and the data plane's health, read while the daemon runs.
+    pub fn stats(&mut self) -> Result<StatsReport, Error> {
+        match self.request_data(&Request::Stats)? {
+            Payload::Stats { stats } => Ok(stats),
+            p => Err(self.unexpected("stats", &Response::data(p))),
         }
     }
 

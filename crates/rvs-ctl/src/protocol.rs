@@ -23,7 +23,8 @@ pub const MAX_TXN_OPS: usize = 2_000_000;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "req", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Request {
-    /// Liveness check; answered with [`Payload::Pong`].
+    /// Liveness check; answered with [`Payload::Pong`], which also tells the data plane's
+    /// health.
     Ping,
     /// Versions of the daemon; answered with [`Payload::Pong`] too.
     Version,
@@ -67,6 +68,10 @@ pub enum Request {
     /// The content of a /proc file, path relative to /proc (`net/ip_vs`,
     /// `sys/net/ipv4/vs/am_droprate`).
     Proc { path: String },
+    /// The packet engine's and the director's counters, the connection table's fill and
+    /// the data plane's health, read while the daemon runs; answered with
+    /// [`Payload::Stats`].
+    Stats,
 }
 
 /// One response. `{"status":"ok",...}`, `{"status":"ctl_error",...}` or
@@ -132,6 +137,9 @@ pub enum Payload {
         version: String,
         protocol: u32,
         pid: u32,
+        /// Left out by daemons that predate it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        dataplane: Option<DataPlaneHealth>,
     },
     /// The table (or its last chunk of services, after [`Payload::SnapshotPart`] lines).
     Snapshot {
@@ -162,6 +170,100 @@ pub enum Payload {
     Proc {
         text: String,
     },
+    Stats {
+        stats: StatsReport,
+    },
+}
+
+/// What the packet data plane is doing.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DataPlaneState {
+    /// The engine runs and carries traffic.
+    Running,
+    /// The engine stopped (an error, a panic, its TUN device deleted); the daemon is
+    /// bringing it back.
+    Restarting,
+    /// The engine stopped and is not coming back: it failed more often than the restart
+    /// limit allows, and the daemon is exiting with a non-zero status.
+    Down,
+    /// The daemon runs without a data plane (`--dataplane none`).
+    Disabled,
+    /// A state this version does not know (from a newer daemon).
+    #[serde(other)]
+    Unknown,
+}
+
+/// The data plane's health, as `ping` and `stats` report it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataPlaneHealth {
+    pub state: DataPlaneState,
+    /// Restarts of the engine since the daemon started (attempts, successful or not).
+    pub restarts: u64,
+    /// Why the engine last stopped or a restart last failed; absent if it never did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// Seconds since `last_error`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error_age_secs: Option<u64>,
+}
+
+impl DataPlaneHealth {
+    /// Whether the data plane is as it should be: running, or not wanted at all.
+    pub fn is_healthy(&self) -> bool {
+        matches!(
+            self.state,
+            DataPlaneState::Running | DataPlaneState::Disabled
+        )
+    }
+}
+
+/// One named counter.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counter {
+    pub name: String,
+    pub value: u64,
+}
+
+impl Counter {
+    pub fn new(name: impl Into<String>, value: u64) -> Counter {
+        Counter {
+            name: name.into(),
+            value,
+        }
+    }
+}
+
+/// How full the connection table is.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnTableUsage {
+    pub entries: u64,
+    /// The daemon's `--max-conns`: new connections beyond it are dropped.
+    pub limit: u64,
+}
+
+/// The answer to `stats`. Counters are cumulative since the daemon started (across engine
+/// restarts) and listed in a fixed order; a newer daemon may add names.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatsReport {
+    pub dataplane: DataPlaneHealth,
+    /// The packet path (`rvs_engine::Stats`): received, forwarded, dropped by reason, ...
+    /// Empty without a data plane.
+    pub engine: Vec<Counter>,
+    /// The director's own counters (drops by reason) and its connection table's.
+    pub director: Vec<Counter>,
+    pub conns: ConnTableUsage,
+}
+
+impl StatsReport {
+    /// The value of counter `name` in `engine` or `director`.
+    pub fn counter(&self, name: &str) -> Option<u64> {
+        self.engine
+            .iter()
+            .chain(&self.director)
+            .find(|c| c.name == name)
+            .map(|c| c.value)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -415,6 +517,67 @@ mod tests {
                 Response::error(code, "m")
             );
         }
+    }
+
+    #[test]
+    fn stats_and_health_shapes() {
+        assert_eq!(req(r#"{"req":"stats"}"#), Request::Stats);
+        // A pong of a daemon that predates the health field still reads.
+        let old = r#"{"status":"ok","data":{"kind":"pong","daemon":"rvs","version":"0","protocol":1,"pid":7}}"#;
+        assert_eq!(
+            serde_json::from_str::<Response>(old).unwrap(),
+            Response::data(Payload::Pong {
+                daemon: "rvs".into(),
+                version: "0".into(),
+                protocol: 1,
+                pid: 7,
+                dataplane: None,
+            })
+        );
+        let health = DataPlaneHealth {
+            state: DataPlaneState::Restarting,
+            restarts: 2,
+            last_error: Some("gone".into()),
+            last_error_age_secs: Some(3),
+        };
+        let s = serde_json::to_string(&health).unwrap();
+        assert_eq!(
+            s,
+            r#"{"state":"restarting","restarts":2,"last_error":"gone","last_error_age_secs":3}"#
+        );
+        assert!(!health.is_healthy());
+        let newer: DataPlaneHealth =
+            serde_json::from_str(r#"{"state":"quantum","restarts":0}"#).unwrap();
+        assert_eq!(newer.state, DataPlaneState::Unknown);
+        assert!(!newer.is_healthy());
+
+        let report = StatsReport {
+            dataplane: DataPlaneHealth {
+                state: DataPlaneState::Running,
+                restarts: 0,
+                last_error: None,
+                last_error_age_secs: None,
+            },
+            engine: vec![Counter::new("received", 5)],
+            director: vec![Counter::new("dropped_table_full", 1)],
+            conns: ConnTableUsage {
+                entries: 3,
+                limit: 10,
+            },
+        };
+        let r = Response::data(Payload::Stats {
+            stats: report.clone(),
+        });
+        let s = serde_json::to_string(&r).unwrap();
+        assert_eq!(
+            s,
+            r#"{"status":"ok","data":{"kind":"stats","stats":{"dataplane":{"state":"running","restarts":0},"engine":[{"name":"received","value":5}],"director":[{"name":"dropped_table_full","value":1}],"conns":{"entries":3,"limit":10}}}}"#
+        );
+        assert_eq!(serde_json::from_str::<Response>(&s).unwrap(), r);
+        assert!(report.dataplane.is_healthy());
+        assert_eq!(report.counter("received"), Some(5));
+        assert_eq!(report.counter("dropped_table_full"), Some(1));
+        assert_eq!(report.counter("nope"), None);
     }
 
     #[test]

@@ -240,6 +240,7 @@ fn an_operation_too_big_for_any_request_is_not_sent() {
             version: "0".into(),
             protocol: 1,
             pid: 1,
+            dataplane: None,
         }));
     });
     let mut c = Client::connect(&path).unwrap();
@@ -514,5 +515,64 @@ fn apply_each_on_an_older_daemon_goes_one_by_one() {
         [true, false, true]
     );
     assert_eq!(c.apply_each(&[add(3)]).unwrap(), vec![Ok(())]);
+    h.join().unwrap();
+}
+
+#[test]
+fn stats_and_ping_health() {
+    use rvs_ctl::protocol::{
+        ConnTableUsage, Counter, DataPlaneHealth, DataPlaneState, StatsReport,
+    };
+    let dir = TempDir::new("stats");
+    let health = DataPlaneHealth {
+        state: DataPlaneState::Restarting,
+        restarts: 1,
+        last_error: Some("the TUN device failed".into()),
+        last_error_age_secs: Some(0),
+    };
+    let report = StatsReport {
+        dataplane: health.clone(),
+        engine: vec![Counter::new("received", 9), Counter::new("forwarded", 8)],
+        director: vec![Counter::new("dropped_table_full", 0)],
+        conns: ConnTableUsage {
+            entries: 2,
+            limit: 100,
+        },
+    };
+    let (sent_health, sent_report) = (health.clone(), report.clone());
+    let (path, h) = serve(&dir, move |p| {
+        assert_eq!(p.req(), Request::Ping);
+        p.send(&Response::data(Payload::Pong {
+            daemon: "rvs".into(),
+            version: "0".into(),
+            protocol: 1,
+            pid: 1,
+            dataplane: Some(sent_health),
+        }));
+        assert_eq!(p.req(), Request::Stats);
+        p.send(&Response::data(Payload::Stats { stats: sent_report }));
+        // A daemon that predates `stats` says bad_request.
+        assert_eq!(p.req(), Request::Stats);
+        p.send(&Response::error(
+            ErrorCode::BadRequest,
+            "unknown variant `stats`",
+        ));
+    });
+    let mut c = Client::connect(&path).unwrap();
+    assert_eq!(c.ping().unwrap().dataplane, Some(health));
+    let got = c.stats().unwrap();
+    assert_eq!(got, report);
+    assert_eq!(got.counter("forwarded"), Some(8));
+    let e = c.stats().unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::Daemon {
+                code: ErrorCode::BadRequest,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
     h.join().unwrap();
 }

@@ -89,6 +89,60 @@ pub struct Stats {
 }
 
 impl Stats {
+    /// Every counter with its name (the field's), in declaration order, each read on its
+    /// own (relaxed: a reading taken while packets flow is a moment's, not a consistent
+    /// cut across counters).
+    pub fn counters(&self) -> Vec<(&'static str, u64)> {
+        // Destructured, so that a new counter cannot be left out of the listing.
+        let Stats {
+            received,
+            malformed,
+            accepted,
+            dropped,
+            rejected,
+            forwarded,
+            unsupported,
+            bad_checksum,
+            send_errors,
+            fragments,
+            reassembled,
+            refragmented,
+            too_big,
+            frag_duplicate,
+            frag_overlap,
+            frag_oversize,
+            frag_invalid,
+            frag_memory,
+            frag_queues,
+            frag_timeouts,
+        } = self;
+        [
+            ("received", received),
+            ("malformed", malformed),
+            ("accepted", accepted),
+            ("dropped", dropped),
+            ("rejected", rejected),
+            ("forwarded", forwarded),
+            ("unsupported", unsupported),
+            ("bad_checksum", bad_checksum),
+            ("send_errors", send_errors),
+            ("fragments", fragments),
+            ("reassembled", reassembled),
+            ("refragmented", refragmented),
+            ("too_big", too_big),
+            ("frag_duplicate", frag_duplicate),
+            ("frag_overlap", frag_overlap),
+            ("frag_oversize", frag_oversize),
+            ("frag_invalid", frag_invalid),
+            ("frag_memory", frag_memory),
+            ("frag_queues", frag_queues),
+            ("frag_timeouts", frag_timeouts),
+        ]
+        .into_iter()
+        .map(|(name, c)| (name, c.load(Ordering::Relaxed)))
+        .collect()
+    }
+
     fn frag_dropped(&self, why: FragDrop) {
         inc(match why {
             FragDrop::Duplicate => &self.frag_duplicate,
@@ -507,6 +561,12 @@ mod tests {
         assert_eq!(get(&stats.unsupported), 1);
         assert_eq!(get(&stats.malformed), 1);
         assert_eq!(get(&stats.bad_checksum), 0);
+        let named = stats.counters();
+        assert_eq!(named.len(), 20);
+        assert_eq!(named[0], ("received", 4));
+        assert!(named.contains(&("forwarded", 1)));
+        assert!(named.contains(&("malformed", 1)));
+        assert!(named.contains(&("frag_timeouts", 0)));
     }
 
     struct Mock<'a> {

@@ -501,6 +501,22 @@ impl Plumbing {
         Ok(p)
     }
 
+    /// Installs the fixed part again on a new TUN device of the same name, after the one
+    /// `setup` was given went away (deleted under rvs, or closed to make a new one): the
+    /// routes through it went with it. Everything [`sync`](Self::sync) and
+    /// [`sync_fwmarks`](Self::sync_fwmarks) installed is taken as gone (rvs's leftover
+    /// rules are swept), so their next calls install it all again.
+    pub fn reattach(&mut self) -> io::Result<()> {
+        if !self.active {
+            return Err(io::Error::other("the plumbing was torn down"));
+        }
+        self.tun_index = if_index(&self.tun)?;
+        self.vips.clear();
+        self.reals.clear();
+        self.fwmarks.clear();
+        self.install()
+    }
+
     /// What an earlier run that did not tear down (a crash) recorded: its originals win.
     fn load_journal(&mut self) {
         let Some(path) = &self.cfg.journal else {

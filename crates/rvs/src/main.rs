@@ -1,5 +1,5 @@
 //! `rvs`: the one binary. `rvs daemon`, `rvs ipvsadm ...` (also when invoked as `ipvsadm`),
-//! `rvs restore --atomic`, `rvs sysctl`, `rvs proc`, `rvs ping`.
+//! `rvs restore --atomic`, `rvs sysctl`, `rvs proc`, `rvs ping`, `rvs stats`.
 
 mod client;
 mod daemon;
@@ -24,7 +24,7 @@ commands:
   daemon [--socket PATH] [--state PATH] [--klog PATH] [--proc-dir DIR]
          [--dataplane tun|none] [--tun NAME] [--max-conns N] [--enable-scheduler twos]
          [--klog-ratelimit on|off] [--drop-invalid-state] [--max-clients N]
-         [--client-idle-timeout SECS]
+         [--client-idle-timeout SECS] [--max-engine-restarts N]
                          run the daemon (foreground) that owns the table and, with the
                          default `--dataplane tun`, carries the traffic (TUN device `rvs0`)
   ipvsadm ARGS...        the ipvsadm command line (also: run this binary as `ipvsadm`)
@@ -35,7 +35,10 @@ commands:
                          read or write the daemon's net.ipv4.vs.* settings
   proc PATH              print a /proc view: net/ip_vs, net/ip_vs_conn, net/ip_vs_conn_sync,
                          net/ip_vs_stats, sys/net/ipv4/vs/NAME
-  ping [-q]              check that the daemon answers
+  ping [-q]              check that the daemon answers and its data plane runs (exit 1
+                         when either is not so)
+  stats [--json]         the packet engine's and the director's counters, the connection
+                         table's fill and the data plane's health
   keepalived plan FILE   print, as `ipvsadm -Sn`, the table rvs programs at start-up for
                          a keepalived.conf (exits 1 on a configuration error)
   version                print the version
@@ -119,6 +122,7 @@ fn rvs_main(mut args: Vec<String>) -> i32 {
         "sysctl" => sysctl_main(&sock(), &args),
         "proc" => proc_main(&sock(), &args),
         "ping" => ping_main(&sock(), &args),
+        "stats" => stats_main(&sock(), &args),
         "keepalived" => {
             rvs_health::cli::main(&args, &mut std::io::stdout(), &mut std::io::stderr())
         }
@@ -191,6 +195,14 @@ fn daemon_main(socket: Option<PathBuf>, args: &[String]) -> i32 {
             "--max-clients" => match value().and_then(|v| v.parse::<usize>().ok()) {
                 Some(n) if n > 0 => opts.limits.max_clients = n,
                 _ => return usage_error("--max-clients needs a positive number"),
+            },
+            "--max-engine-restarts" => match value().and_then(|v| v.parse::<u32>().ok()) {
+                Some(n) => opts.restarts.max_per_minute = n,
+                None => {
+                    return usage_error(
+                        "--max-engine-restarts needs a number (restarts allowed per minute)",
+                    );
+                }
             },
             "--client-idle-timeout" => match value().and_then(|v| v.parse::<u64>().ok()) {
                 Some(n) if n > 0 => opts.limits.idle_timeout = std::time::Duration::from_secs(n),
@@ -412,6 +424,89 @@ fn proc_main(socket: &Path, args: &[String]) -> i32 {
     }
 }
 
+/// `data plane: running (restarts 1; last error 3 s ago: ...)`.
+fn health_line(h: &protocol::DataPlaneHealth) -> String {
+    use protocol::DataPlaneState as S;
+    let state = match h.state {
+        S::Running => "running",
+        S::Restarting => "restarting",
+        S::Down => "down",
+        S::Disabled => "none (--dataplane none)",
+        S::Unknown => "unknown",
+    };
+    let mut line = format!("data plane: {state}");
+    if h.state != S::Disabled {
+        line.push_str(&format!(" (restarts {}", h.restarts));
+        if let Some(e) = &h.last_error {
+            match h.last_error_age_secs {
+                Some(age) => line.push_str(&format!("; last error {age} s ago: {e}")),
+                None => line.push_str(&format!("; last error: {e}")),
+            }
+        }
+        line.push(')');
+    }
+    line
+}
+
+/// `rvs stats [--json]`: a table for people, the report as the daemon sent it for programs.
+fn stats_main(socket: &Path, args: &[String]) -> i32 {
+    let json = match args {
+        [] => false,
+        [a] if a == "--json" => true,
+        _ => return usage_error("usage: rvs stats [--json]"),
+    };
+    let mut client = match connect_or_explain(socket) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let report = match client.stats() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("{e}");
+            return 1;
+        }
+    };
+    if json {
+        match serde_json::to_string_pretty(&report) {
+            Ok(s) => println!("{s}"),
+            Err(e) => {
+                eprintln!("rvs stats: {e}");
+                return 1;
+            }
+        }
+    } else {
+        print!("{}", stats_table(&report));
+    }
+    0
+}
+
+fn stats_table(r: &protocol::StatsReport) -> String {
+    let mut out = String::new();
+    out.push_str(&health_line(&r.dataplane));
+    out.push('\n');
+    out.push_str(&format!(
+        "connections: {} of {}\n",
+        r.conns.entries, r.conns.limit
+    ));
+    let width = r
+        .engine
+        .iter()
+        .chain(&r.director)
+        .map(|c| c.name.len())
+        .max()
+        .unwrap_or(0);
+    for (title, counters) in [("engine", &r.engine), ("director", &r.director)] {
+        if counters.is_empty() {
+            continue;
+        }
+        out.push_str(&format!("\n{title}\n"));
+        for c in counters {
+            out.push_str(&format!("  {:<width$}  {:>14}\n", c.name, c.value));
+        }
+    }
+    out
+}
+
 fn ping_main(socket: &Path, args: &[String]) -> i32 {
     let quiet = args.iter().any(|a| a == "-q");
     let info = Client::connect(socket).and_then(|mut c| c.ping());
@@ -425,8 +520,16 @@ fn ping_main(socket: &Path, args: &[String]) -> i32 {
                     i.pid,
                     socket.display()
                 );
+                if let Some(h) = &i.dataplane {
+                    println!("{}", health_line(h));
+                }
             }
-            0
+            // A daemon that predates the health report answered: it answers, that is all
+            // that can be told.
+            match &i.dataplane {
+                Some(h) if !h.is_healthy() => 1,
+                _ => 0,
+            }
         }
         Err(e) => {
             if !quiet {
@@ -434,5 +537,63 @@ fn ping_main(socket: &Path, args: &[String]) -> i32 {
             }
             1
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protocol::{ConnTableUsage, Counter, DataPlaneHealth, DataPlaneState, StatsReport};
+
+    fn health(state: DataPlaneState, last_error: Option<&str>) -> DataPlaneHealth {
+        DataPlaneHealth {
+            state,
+            restarts: 2,
+            last_error: last_error.map(str::to_string),
+            last_error_age_secs: last_error.map(|_| 5),
+        }
+    }
+
+    #[test]
+    fn health_lines() {
+        assert_eq!(
+            health_line(&health(DataPlaneState::Running, None)),
+            "data plane: running (restarts 2)"
+        );
+        assert_eq!(
+            health_line(&health(DataPlaneState::Restarting, Some("gone"))),
+            "data plane: restarting (restarts 2; last error 5 s ago: gone)"
+        );
+        assert_eq!(
+            health_line(&health(DataPlaneState::Disabled, None)),
+            "data plane: none (--dataplane none)"
+        );
+    }
+
+    #[test]
+    fn stats_table_lines_up_the_counters() {
+        let r = StatsReport {
+            dataplane: health(DataPlaneState::Running, None),
+            engine: vec![Counter::new("received", 12), Counter::new("forwarded", 7)],
+            director: vec![Counter::new("dropped_table_full", 1)],
+            conns: ConnTableUsage {
+                entries: 3,
+                limit: 100,
+            },
+        };
+        let t = stats_table(&r);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines[0], "data plane: running (restarts 2)");
+        assert_eq!(lines[1], "connections: 3 of 100");
+        assert_eq!(lines[3], "engine");
+        assert_eq!(lines[4], "  received                        12");
+        assert_eq!(lines[7], "director");
+        assert_eq!(lines[8], "  dropped_table_full               1");
+        // Without a data plane there are no engine counters, and no empty section.
+        let none = StatsReport {
+            engine: vec![],
+            ..r
+        };
+        assert!(!stats_table(&none).contains("engine"));
     }
 }

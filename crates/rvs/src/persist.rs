@@ -600,7 +600,7 @@ impl Store {
         let mut j = lock(&self.shared.journal);
         j.check()?;
         let seq = j.next_seq;
-        let line = encode_line(seq, &json);
+        let line = encode_line(seq, json);
         if let Err(e) = j.write(&line) {
             if let Err(t) = j.file.set_len(j.len) {
                 j.failed = Some(format!("cannot cut off a failed write ({e}): {t}"));

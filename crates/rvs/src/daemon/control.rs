@@ -13,10 +13,12 @@ use super::routing::Targets;
 use super::server::Replies;
 use crate::persist::Record;
 use crate::protocol::{
-    ErrorCode, MAX_OPS_PER_REQUEST, MAX_TXN_OPS, PROTOCOL_VERSION, Payload, Request, Response,
-    SysctlEntry,
+    ConnTableUsage, Counter, DataPlaneHealth, DataPlaneState, ErrorCode, MAX_OPS_PER_REQUEST,
+    MAX_TXN_OPS, PROTOCOL_VERSION, Payload, Request, Response, StatsReport, SysctlEntry,
 };
 use crate::state::{CONN_TAB_SIZE, SysctlError};
+use rvs_core::conn::ConnTableStats;
+use rvs_core::director::{Director, DirectorCounters};
 use rvs_core::snapshot::Snapshot;
 use rvs_core::{CtlError, DestConfig, Errno, Op, ServiceConfig, ServiceFlags, ServiceKey, Table};
 use std::collections::HashMap;
@@ -73,6 +75,10 @@ pub fn handle(shared: &Shared, session: &mut Session, req: Request, replies: &mu
             version: env!("CARGO_PKG_VERSION").into(),
             protocol: PROTOCOL_VERSION,
             pid: std::process::id(),
+            dataplane: Some(dataplane_health(shared)),
+        }),
+        Request::Stats => Response::data(Payload::Stats {
+            stats: stats_report(shared),
         }),
         Request::Apply { op } => match change(shared, vec![op], Mode::Atomic) {
             Ok(o) => match o.results.into_iter().find_map(Result::err) {
@@ -187,6 +193,70 @@ pub fn handle(shared: &Shared, session: &mut Session, req: Request, replies: &mu
     shared.flush_klog();
     shared.refresh_proc();
     replies.send(&resp);
+}
+
+fn dataplane_health(shared: &Shared) -> DataPlaneHealth {
+    match &shared.monitor {
+        Some(m) => m.health(),
+        None => DataPlaneHealth {
+            state: DataPlaneState::Disabled,
+            restarts: 0,
+            last_error: None,
+            last_error_age_secs: None,
+        },
+    }
+}
+
+/// The engine's counters are atomics, read as they are; the director's are read under the
+/// engine lock, for as long as it takes to copy a few numbers.
+fn stats_report(shared: &Shared) -> StatsReport {
+    let (director, conns) = {
+        let st = shared.engine();
+        let d = st.director();
+        (
+            director_counters(d),
+            ConnTableUsage {
+                entries: d.conns.len() as u64,
+                limit: d.conns.max_entries() as u64,
+            },
+        )
+    };
+    StatsReport {
+        dataplane: dataplane_health(shared),
+        engine: shared
+            .monitor
+            .as_ref()
+            .map(|m| m.engine_counters())
+            .unwrap_or_default(),
+        director,
+        conns,
+    }
+}
+
+/// The director's counters by name (destructured, so that a new one cannot be left out).
+fn director_counters(d: &Director) -> Vec<Counter> {
+    let DirectorCounters {
+        dropped_table_full,
+        dropped_defense,
+        dropped_entries,
+        log_overflow,
+    } = d.counters;
+    let ConnTableStats {
+        refused_full,
+        refused_dest_id,
+        inserted,
+        removed,
+    } = d.conns.stats;
+    vec![
+        Counter::new("dropped_table_full", dropped_table_full),
+        Counter::new("dropped_defense", dropped_defense),
+        Counter::new("dropped_entries", dropped_entries),
+        Counter::new("log_overflow", log_overflow),
+        Counter::new("conns_inserted", inserted),
+        Counter::new("conns_removed", removed),
+        Counter::new("conns_refused_full", refused_full),
+        Counter::new("conns_refused_dest_id", refused_dest_id),
+    ]
 }
 
 fn no_transaction() -> Response {

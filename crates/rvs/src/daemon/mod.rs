@@ -5,8 +5,9 @@
 //! what is routed), then `engine` (the director: taken by the packet path for each packet,
 //! held by the control plane only to validate and to make a change, never across I/O),
 //! then the kernel log's own. Threads: the accept loop (main thread), one per client
-//! (capped), the ~100 ms timer, the routing thread, the journal's compaction, and a signal
-//! thread.
+//! (capped), the ~100 ms timer, the routing thread, the journal's compaction, a signal
+//! thread, and with the data plane the engine thread and its supervisor (see
+//! [`crate::dataplane`]).
 //!
 //! Modules, along the kernel's `ip_vs_ctl.c` seams: [`control`] (requests), [`server`]
 //! (socket, clients and their limits), [`routing`] (what the kernel routes into rvs),
@@ -18,7 +19,7 @@ pub mod klog;
 pub mod routing;
 pub mod server;
 
-use crate::dataplane::{DataPlane, Quiescer};
+use crate::dataplane::{DataPlane, Monitor, Quiescer, RestartPolicy};
 use crate::persist::{Store, Ticket};
 use crate::state::State;
 use host::HostFacts;
@@ -70,6 +71,8 @@ pub struct DaemonOpts {
     /// `STATE.dropped`.
     pub drop_invalid_state: bool,
     pub limits: ClientLimits,
+    /// When the data plane's engine is restarted, and when the daemon gives up.
+    pub restarts: RestartPolicy,
 }
 
 impl DaemonOpts {
@@ -86,6 +89,7 @@ impl DaemonOpts {
             klog_ratelimit: true,
             drop_invalid_state: false,
             limits: ClientLimits::default(),
+            restarts: RestartPolicy::default(),
         }
     }
 }
@@ -117,6 +121,8 @@ pub struct Shared {
     limits: ClientLimits,
     /// Set when the data plane runs: lets a listing wait for queued packets, without a lock.
     quiescer: OnceLock<Quiescer>,
+    /// The data plane's counters and health (`None`: no data plane).
+    monitor: Option<Monitor>,
 }
 
 impl Shared {
@@ -310,7 +316,9 @@ fn install_signal_thread(
     Ok(())
 }
 
-/// The engine's view of the director: both of the kernel's hooks under one lock.
+/// The engine's view of the director: both of the kernel's hooks under one lock. (Cloned
+/// for each engine thread the supervisor starts.)
+#[derive(Clone)]
 struct PacketDecider(Arc<OnceLock<Arc<Shared>>>);
 
 impl PacketDecider {
@@ -406,11 +414,13 @@ pub fn run(opts: DaemonOpts) -> Result<(), String> {
             &opts.tun,
             with_suffix(&opts.state, ".plumbing"),
             PacketDecider(cell.clone()),
+            opts.restarts.clone(),
         )?)
     } else {
         None
     };
     let quiescer = dataplane.as_ref().map(DataPlane::quiescer);
+    let monitor = dataplane.as_ref().map(DataPlane::monitor);
     let shared = Arc::new(Shared {
         control: Mutex::new(Control {
             targets: Targets::default(),
@@ -430,6 +440,7 @@ pub fn run(opts: DaemonOpts) -> Result<(), String> {
         lifecycle: Lifecycle::default(),
         limits: opts.limits.clone(),
         quiescer: OnceLock::new(),
+        monitor,
     });
     if let Some(q) = quiescer {
         let _ = shared.quiescer.set(q);

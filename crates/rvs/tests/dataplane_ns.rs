@@ -1,0 +1,478 @@
+//! The daemon with its TUN data plane, as root, in network namespaces of its own: a
+//! director namespace (the daemon, and the client, which connects from the director
+//! itself) and a real-server namespace, joined by a veth pair. What must hold:
+//!
+//! * `rvs stats` counts the packets sent through a NAT service while the daemon runs;
+//! * the TUN device deleted under the daemon (`ip link del rvs0`): `rvs ping` reports the
+//!   failure, then the recovery, and the NAT service works again;
+//! * past the restart limit the daemon removes its routing and exits with status 1.
+//!
+//! Skipped (with a printed reason) when not root or without /dev/net/tun or iproute2.
+//! Namespaces are named after the process and the test, and deleted also on failure.
+
+use rvs_ctl::Client;
+use rvs_ctl::protocol::{DataPlaneState, StatsReport};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_rvs");
+const VIP: &str = "10.78.100.1";
+const RIP: &str = "10.78.1.2";
+
+fn skip_reason() -> Option<&'static str> {
+    // SAFETY: trivial libc call.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("not root");
+    }
+    if !Path::new("/dev/net/tun").exists() {
+        return Some("no /dev/net/tun");
+    }
+    if Command::new("ip").arg("-V").output().is_err() {
+        return Some("no iproute2");
+    }
+    None
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("run ip");
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn ip_out(args: &[&str]) -> String {
+    let out = Command::new("ip").args(args).output().expect("run ip");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs `f` on a thread inside the network namespace `ns`.
+fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let ns = ns.to_string();
+    thread::spawn(move || {
+        enter(&ns);
+        f()
+    })
+    .join()
+    .expect("thread in namespace panicked")
+}
+
+fn enter(ns: &str) {
+    let f = std::fs::File::open(format!("/var/run/netns/{ns}")).expect("open netns");
+    // SAFETY: a valid namespace fd; affects only this thread.
+    let r = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(r, 0, "setns {ns}: {}", std::io::Error::last_os_error());
+}
+
+/// Everything a test makes; dropped (also after a failed assertion): the daemon killed,
+/// the server threads stopped, the namespaces and the temporary directory deleted.
+struct Bed {
+    /// Director, real server.
+    ns: [String; 2],
+    dir: PathBuf,
+    daemon: Option<Child>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Bed {
+    fn drop(&mut self) {
+        if let Some(mut d) = self.daemon.take() {
+            let _ = d.kill();
+            let _ = d.wait();
+        }
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        for n in &self.ns {
+            let _ = Command::new("ip").args(["netns", "del", n]).output();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Bed {
+    fn new(tag: &str) -> Bed {
+        let id = format!("{}{tag}", std::process::id());
+        let dir = std::env::temp_dir().join(format!("rvs-nstest-{id}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let bed = Bed {
+            ns: [format!("rvs-s{id}-d"), format!("rvs-s{id}-r")],
+            dir,
+            daemon: None,
+            stop: Arc::new(AtomicBool::new(false)),
+            threads: Vec::new(),
+        };
+        let (d, r) = (bed.d().to_string(), bed.r().to_string());
+        ip(&["netns", "add", &d]);
+        ip(&["netns", "add", &r]);
+        ip(&[
+            "link", "add", "d0", "netns", &d, "type", "veth", "peer", "name", "r0", "netns", &r,
+        ]);
+        for (ns, dev, a) in [(&d, "d0", "10.78.1.1/24"), (&r, "r0", "10.78.1.2/24")] {
+            ip(&["-n", ns, "addr", "add", a, "dev", dev]);
+            ip(&["-n", ns, "link", "set", dev, "up"]);
+            ip(&["-n", ns, "link", "set", "lo", "up"]);
+        }
+        ip(&["-n", &r, "route", "add", "default", "via", "10.78.1.1"]);
+        bed
+    }
+
+    fn d(&self) -> &str {
+        &self.ns[0]
+    }
+
+    fn r(&self) -> &str {
+        &self.ns[1]
+    }
+
+    fn sock(&self) -> PathBuf {
+        self.dir.join("rvs.sock")
+    }
+
+    /// `rvs daemon` with the TUN data plane, in the director namespace.
+    fn start_daemon(&mut self, extra: &[&str]) {
+        let child = Command::new("ip")
+            .args(["netns", "exec", self.d(), BIN, "daemon", "--socket"])
+            .arg(self.sock())
+            .arg("--state")
+            .arg(self.dir.join("state.json"))
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn rvs daemon");
+        self.daemon = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(mut c) = Client::connect(&self.sock())
+                && c.ping().is_ok()
+            {
+                return;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        panic!("the daemon did not come up");
+    }
+
+    fn rvs(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .arg("--socket")
+            .arg(self.sock())
+            .args(args)
+            .output()
+            .expect("run rvs")
+    }
+
+    /// A TCP echo and a UDP echo on RIP:8080 in the real-server namespace.
+    fn start_servers(&mut self) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stop = self.stop.clone();
+        let ns = self.r().to_string();
+        self.threads.push(thread::spawn(move || {
+            enter(&ns);
+            let addr: SocketAddr = format!("{RIP}:8080").parse().unwrap();
+            let l = TcpListener::bind(addr).expect("bind tcp");
+            l.set_nonblocking(true).unwrap();
+            let u = UdpSocket::bind(addr).expect("bind udp");
+            u.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+            tx.send(()).unwrap();
+            let mut buf = [0u8; 2048];
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok((mut s, _)) = l.accept() {
+                    s.set_nonblocking(false).unwrap();
+                    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                    if let Ok(n) = s.read(&mut buf) {
+                        let _ = s.write_all(&buf[..n]);
+                    }
+                }
+                if let Ok((n, from)) = u.recv_from(&mut buf) {
+                    let _ = u.send_to(&buf[..n], from);
+                }
+            }
+        }));
+        rx.recv_timeout(Duration::from_secs(10))
+            .expect("servers up");
+    }
+
+    /// NAT services VIP:80 (TCP and UDP) → RIP:8080.
+    fn configure(&self) {
+        for args in [
+            ["ipvsadm", "-A", "-t", "10.78.100.1:80", "-s", "rr"].as_slice(),
+            &[
+                "ipvsadm",
+                "-a",
+                "-t",
+                "10.78.100.1:80",
+                "-r",
+                "10.78.1.2:8080",
+                "-m",
+            ],
+            &["ipvsadm", "-A", "-u", "10.78.100.1:80", "-s", "rr"],
+            &[
+                "ipvsadm",
+                "-a",
+                "-u",
+                "10.78.100.1:80",
+                "-r",
+                "10.78.1.2:8080",
+                "-m",
+            ],
+        ] {
+            let out = self.rvs(args);
+            assert!(
+                out.status.success(),
+                "rvs {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+
+    /// One TCP exchange with the VIP from the director namespace: the echo, or why not.
+    fn tcp_echo(&self, msg: &str) -> Result<String, String> {
+        let msg = msg.to_string();
+        in_ns(self.d(), move || {
+            let to: SocketAddr = format!("{VIP}:80").parse().unwrap();
+            let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(3))
+                .map_err(|e| format!("connect: {e}"))?;
+            s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+            s.write_all(msg.as_bytes())
+                .map_err(|e| format!("write: {e}"))?;
+            let mut buf = [0u8; 512];
+            let n = s.read(&mut buf).map_err(|e| format!("read: {e}"))?;
+            Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+        })
+    }
+
+    /// One UDP exchange with the VIP (a few tries).
+    fn udp_echo(&self, msg: &str) -> Result<String, String> {
+        let msg = msg.to_string();
+        in_ns(self.d(), move || {
+            let u = UdpSocket::bind("0.0.0.0:0").unwrap();
+            u.set_read_timeout(Some(Duration::from_millis(500)))
+                .unwrap();
+            let to: SocketAddr = format!("{VIP}:80").parse().unwrap();
+            let mut buf = [0u8; 512];
+            for _ in 0..6 {
+                u.send_to(msg.as_bytes(), to).map_err(|e| e.to_string())?;
+                if let Ok((n, from)) = u.recv_from(&mut buf) {
+                    if from != to {
+                        return Err(format!("answer from {from}, not the VIP"));
+                    }
+                    return Ok(String::from_utf8_lossy(&buf[..n]).into_owned());
+                }
+            }
+            Err("no UDP answer".into())
+        })
+    }
+
+    fn stats(&self) -> StatsReport {
+        Client::connect(&self.sock())
+            .and_then(|mut c| c.stats())
+            .expect("stats")
+    }
+
+    /// `rvs ping`: exit status and output.
+    fn ping(&self) -> (i32, String) {
+        let out = self.rvs(&["ping"]);
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    }
+
+    /// Wait until `rvs0` exists again in the director namespace... and the engine runs.
+    fn wait_running(&self, restarts: u64) -> (i32, String) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (rc, out) = self.ping();
+            if out.contains(&format!("data plane: running (restarts {restarts}")) {
+                return (rc, out);
+            }
+            assert!(Instant::now() < deadline, "no recovery: {out}");
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The rules rvs added (marked `proto 252`), IPv4 and IPv6.
+    fn rvs_rules(&self) -> usize {
+        [
+            &["-n", self.d(), "rule"][..],
+            &["-n", self.d(), "-6", "rule"],
+        ]
+        .iter()
+        .map(|a| {
+            ip_out(a)
+                .lines()
+                .filter(|l| l.contains("proto 252"))
+                .count()
+        })
+        .sum()
+    }
+}
+
+fn counter(r: &StatsReport, name: &str) -> u64 {
+    r.counter(name)
+        .unwrap_or_else(|| panic!("no counter {name}: {r:?}"))
+}
+
+#[test]
+fn stats_count_the_packets_of_a_service() {
+    if let Some(why) = skip_reason() {
+        eprintln!("skipping stats_count_the_packets_of_a_service: {why}");
+        return;
+    }
+    let mut bed = Bed::new("st");
+    bed.start_servers();
+    bed.start_daemon(&[]);
+    bed.configure();
+    let before = bed.stats();
+    assert_eq!(before.dataplane.state, DataPlaneState::Running);
+    assert_eq!(before.conns.limit, 1 << 20);
+    for i in 0..10 {
+        assert_eq!(
+            bed.tcp_echo(&format!("t{i}")).as_deref(),
+            Ok(&*format!("t{i}"))
+        );
+        assert_eq!(
+            bed.udp_echo(&format!("u{i}")).as_deref(),
+            Ok(&*format!("u{i}"))
+        );
+    }
+    let after = bed.stats();
+    let delta = |name| counter(&after, name) - counter(&before, name);
+    // Each exchange: its request in (DNAT) and its answer out (SNAT) at least; TCP more.
+    assert!(delta("forwarded") >= 40, "{after:?}");
+    assert!(delta("received") >= delta("forwarded"), "{after:?}");
+    assert_eq!(delta("malformed"), 0);
+    assert_eq!(delta("send_errors"), 0);
+    // 10 TCP and 10 UDP connections (each UDP exchange from a port of its own).
+    assert!(delta("conns_inserted") >= 20, "{after:?}");
+    assert!(after.conns.entries >= 10, "{after:?}");
+
+    // The command line: a table for people, JSON for programs.
+    let out = bed.rvs(&["stats"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with("data plane: running (restarts 0)\n"),
+        "{text}"
+    );
+    let fwd = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("forwarded"))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no forwarded line: {text}"));
+    assert!(fwd >= counter(&after, "forwarded"), "{text}");
+    let out = bed.rvs(&["stats", "--json"]);
+    assert!(out.status.success());
+    let json: StatsReport = serde_json::from_slice(&out.stdout).expect("stats --json");
+    assert!(counter(&json, "forwarded") >= counter(&after, "forwarded"));
+    assert!(!bed.rvs(&["stats", "--bogus"]).status.success());
+}
+
+#[test]
+fn a_deleted_tun_is_made_again_and_traffic_flows() {
+    if let Some(why) = skip_reason() {
+        eprintln!("skipping a_deleted_tun_is_made_again_and_traffic_flows: {why}");
+        return;
+    }
+    let mut bed = Bed::new("rs");
+    bed.start_servers();
+    bed.start_daemon(&[]);
+    bed.configure();
+    assert_eq!(bed.tcp_echo("before").as_deref(), Ok("before"));
+    let (rc, out) = bed.ping();
+    assert_eq!(rc, 0, "{out}");
+    assert!(out.contains("data plane: running (restarts 0)"), "{out}");
+    let rules = bed.rvs_rules();
+
+    ip(&["-n", bed.d(), "link", "del", "rvs0"]);
+    // Right after: either still restarting (exit 1) or already back; both say why.
+    let (rc, out) = bed.ping();
+    if out.contains("restarting") {
+        assert_eq!(rc, 1, "{out}");
+    }
+    let (rc, out) = bed.wait_running(1);
+    assert_eq!(rc, 0, "{out}");
+    assert!(
+        out.contains("last error") && out.contains("the TUN device rvs0 failed"),
+        "{out}"
+    );
+    assert!(
+        ip_out(&["-n", bed.d(), "link", "show", "rvs0"]).contains("UP"),
+        "rvs0 is not back up"
+    );
+    assert_eq!(bed.rvs_rules(), rules, "the same rules as before");
+    // The services work again, with the state they had (the connection table survived).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut last = Err(String::new());
+    while Instant::now() < deadline {
+        last = bed.tcp_echo("after");
+        if last.is_ok() {
+            break;
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(last.as_deref(), Ok("after"));
+    assert_eq!(bed.udp_echo("udp after").as_deref(), Ok("udp after"));
+    let s = bed.stats();
+    assert_eq!(s.dataplane.state, DataPlaneState::Running);
+    assert_eq!(s.dataplane.restarts, 1);
+}
+
+#[test]
+fn past_the_restart_limit_the_daemon_exits_non_zero() {
+    if let Some(why) = skip_reason() {
+        eprintln!("skipping past_the_restart_limit_the_daemon_exits_non_zero: {why}");
+        return;
+    }
+    let mut bed = Bed::new("lim");
+    bed.start_daemon(&["--max-engine-restarts", "1"]);
+    bed.configure();
+    assert!(bed.rvs_rules() > 0);
+    ip(&["-n", bed.d(), "link", "del", "rvs0"]);
+    bed.wait_running(1);
+    ip(&["-n", bed.d(), "link", "del", "rvs0"]);
+    let mut child = bed.daemon.take().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the daemon did not exit");
+        }
+        thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("giving up") && err.contains("exiting with status 1"),
+        "{err}"
+    );
+    assert_eq!(bed.rvs_rules(), 0, "the routing is removed: {err}");
+    // Nobody answers any more; `rvs ping` says so.
+    let (rc, _) = bed.ping();
+    assert_ne!(rc, 0);
+}
