@@ -36,6 +36,8 @@ commands:
   proc PATH              print a /proc view: net/ip_vs, net/ip_vs_conn, net/ip_vs_conn_sync,
                          net/ip_vs_stats, sys/net/ipv4/vs/NAME
   ping [-q]              check that the daemon answers
+  k8s plan --objects FILE [--config FILE] [--node NAME] [--node-addresses ADDR,...]
+                         the IPVS table and sets kube-proxy's IPVS mode would program
   version                print the version
 
 environment: RVS_SOCKET (default /run/rvs/rvs.sock), RVS_STATE (default
@@ -117,6 +119,7 @@ fn rvs_main(mut args: Vec<String>) -> i32 {
         "sysctl" => sysctl_main(&sock(), &args),
         "proc" => proc_main(&sock(), &args),
         "ping" => ping_main(&sock(), &args),
+        "k8s" => rvs_k8s::run(&args, &mut std::io::stdout(), &mut std::io::stderr()),
         "version" | "--version" | "-V" => {
             println!("rvs {}", env!("CARGO_PKG_VERSION"));
             0
