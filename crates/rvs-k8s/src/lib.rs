@@ -7,10 +7,12 @@
 //!   validation messages.
 //! * [`objects`]: objects in the shapes `kubectl get -o json|yaml` prints.
 //! * [`sets`]: the sets' names, types and member forms.
+//! * [`drain`]: the desired table plus graceful termination against the table now.
 //! * [`cli`]: `rvs k8s plan`.
 
 pub mod cli;
 pub mod config;
+pub mod drain;
 pub mod duration;
 pub mod net;
 pub mod objects;
