@@ -295,7 +295,7 @@ const FIELDS: &[Field] = &[
         IPT,
         Kind::Bool,
         NOT_IPVS,
-        None,
+        Some("true"),
     ),
     unsupported(
         "iptables.snatNodeInternalIP",
@@ -304,13 +304,19 @@ const FIELDS: &[Field] = &[
         NOT_IPVS,
         None,
     ),
-    unsupported("iptables.syncPeriod", IPT, Kind::Duration, NOT_IPVS, None),
+    unsupported(
+        "iptables.syncPeriod",
+        IPT,
+        Kind::Duration,
+        NOT_IPVS,
+        Some("\"30s\""),
+    ),
     unsupported(
         "iptables.minSyncPeriod",
         IPT,
         Kind::Duration,
         NOT_IPVS,
-        None,
+        Some("\"1s\""),
     ),
     honoured("ipvs", KPC, Kind::Object),
     honoured("ipvs.syncPeriod", IPVS, Kind::Duration),
@@ -322,15 +328,27 @@ const FIELDS: &[Field] = &[
     honoured("ipvs.tcpFinTimeout", IPVS, Kind::Duration),
     honoured("ipvs.udpTimeout", IPVS, Kind::Duration),
     honoured("nftables", KPC, Kind::Object),
-    unsupported("nftables.masqueradeBit", NFT, Kind::Int32, NOT_IPVS, None),
+    unsupported(
+        "nftables.masqueradeBit",
+        NFT,
+        Kind::Int32,
+        NOT_IPVS,
+        Some("14"),
+    ),
     unsupported("nftables.masqueradeAll", NFT, Kind::Bool, NOT_IPVS, None),
-    unsupported("nftables.syncPeriod", NFT, Kind::Duration, NOT_IPVS, None),
+    unsupported(
+        "nftables.syncPeriod",
+        NFT,
+        Kind::Duration,
+        NOT_IPVS,
+        Some("\"30s\""),
+    ),
     unsupported(
         "nftables.minSyncPeriod",
         NFT,
         Kind::Duration,
         NOT_IPVS,
-        None,
+        Some("\"1s\""),
     ),
     honoured("winkernel", KPC, Kind::Object),
     unsupported("winkernel.networkName", WIN, Kind::Str, WINDOWS, None),
@@ -876,18 +894,41 @@ fn walk(
             continue;
         };
         if !fits(f.kind, v) {
-            errors.push(format!(
-                "json: cannot unmarshal {} into Go struct field {}.{path} of type {}",
-                json_type(v),
-                f.go_struct,
-                go_type(f.kind)
-            ));
+            // metav1.Duration decodes its string itself, so Go names no struct field.
+            errors.push(if f.kind == Kind::Duration {
+                format!(
+                    "json: cannot unmarshal {} into Go value of type string (field {path})",
+                    json_type(v)
+                )
+            } else {
+                format!(
+                    "json: cannot unmarshal {} into Go struct field {}.{path} of type {}",
+                    json_type(v),
+                    f.go_struct,
+                    go_type(f.kind)
+                )
+            });
             continue;
         }
         match f.usage {
             Use::Honoured => {
                 if let (Kind::Object, Value::Object(inner)) = (f.kind, v) {
                     walk(inner, &path, errors, warnings);
+                }
+            }
+            Use::Unsupported { why, .. } if path == "logging" => {
+                // `--write-config-to` writes the logging defaults (flushFrequency, buffer
+                // sizes); only a verbosity or a format is a request.
+                let verbosity = v.get("verbosity").is_some_and(|x| !is_zero(x));
+                let format = v
+                    .get("format")
+                    .and_then(Value::as_str)
+                    .is_some_and(|f| !f.is_empty() && f != "text");
+                if verbosity || format {
+                    warnings.push(format!(
+                        "unsupported field {} (set to {v}) is not acted on: {why}",
+                        quote(&path)
+                    ));
                 }
             }
             Use::Unsupported { why, default } => {

@@ -265,9 +265,7 @@ fn decoding_errors_name_the_field() {
     );
     assert_eq!(
         errors("mode: ipvs\nipvs:\n  syncPeriod: 30\n"),
-        vec![
-            "json: cannot unmarshal number into Go struct field KubeProxyIPVSConfiguration.ipvs.syncPeriod of type string"
-        ]
+        vec!["json: cannot unmarshal number into Go value of type string (field ipvs.syncPeriod)"]
     );
     assert_eq!(
         errors("mode: ipvs\nipvs:\n  syncPeriod: 30x\n"),
@@ -302,6 +300,34 @@ fn unsupported_fields_are_named_when_set_and_defaults_pass_quietly() {
         "{:?}",
         l.warnings
     );
+}
+
+#[test]
+fn a_write_config_to_style_config_with_kube_proxys_defaults_is_quiet() {
+    let l = ok(r#"mode: ipvs
+clientConnection:
+  contentType: application/vnd.kubernetes.protobuf
+  qps: 5
+  burst: 10
+conntrack:
+  maxPerCore: 32768
+  min: 131072
+  tcpCloseWaitTimeout: 1h0m0s
+  tcpEstablishedTimeout: 24h0m0s
+iptables:
+  localhostNodePorts: true
+  masqueradeBit: 14
+  minSyncPeriod: 1s
+  syncPeriod: 30s
+logging:
+  flushFrequency: 5s
+  format: text
+  verbosity: 0
+oomScoreAdj: -999
+"#);
+    assert!(l.warnings.is_empty(), "{:?}", l.warnings);
+    let l = ok("mode: ipvs\nlogging:\n  verbosity: 4\niptables:\n  syncPeriod: 10s\n");
+    assert_eq!(l.warnings.len(), 2, "{:?}", l.warnings);
 }
 
 #[test]
