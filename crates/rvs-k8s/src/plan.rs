@@ -683,8 +683,12 @@ pub fn plan(input: &PlanInput) -> Plan {
                 }
                 add_vs(*vip, info.port, info, external.clone(), &mut warnings);
             }
-            // NodePorts.
-            if info.node_port != 0 && !node_ips.is_empty() {
+            // NodePorts. With no usable node address kube-proxy skips the rest of this
+            // service port (the health-check port included).
+            if info.node_port != 0 && node_ips.is_empty() {
+                continue;
+            }
+            if info.node_port != 0 {
                 let np = info.node_port;
                 let (all, local, entries): (SetId, SetId, Vec<Entry>) = match proto {
                     Protocol::Tcp => (

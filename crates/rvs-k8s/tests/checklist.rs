@@ -715,3 +715,26 @@ fn duplicate_endpoint_in_two_slices_non_terminating_copy_wins_and_appears_once()
     let p = run(vec![cluster_ip_service(json!({})), a, b]);
     assert_eq!(table(&p).len(), 3, "{:?}", table(&p));
 }
+
+/// proxier.go: a NodePort with no usable node address skips the rest of the service port,
+/// the health-check port's set entry included.
+#[test]
+fn with_no_node_address_nodeports_and_the_health_check_port_are_skipped() {
+    let p = run_with(
+        vec![with_status(
+            node_port_service(
+                json!({ "type": "LoadBalancer", "externalTrafficPolicy": "Local",
+                                          "healthCheckNodePort": 32100 }),
+            ),
+            json!({ "loadBalancer": { "ingress": [{ "ip": "198.51.100.7" }] } }),
+        )],
+        &cfg(""),
+        &["127.0.0.1"],
+    );
+    assert!(members(&p, SetId::NodePortTcp).is_empty());
+    assert!(members(&p, SetId::HealthCheckNodePort).is_empty());
+    assert_eq!(
+        table(&p),
+        vec!["-A -t 198.51.100.7:80 -s rr", "-A -t 10.96.12.34:80 -s rr"]
+    );
+}
