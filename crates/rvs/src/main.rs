@@ -41,6 +41,8 @@ commands:
                          table's fill and the data plane's health
   keepalived plan FILE   print, as `ipvsadm -Sn`, the table rvs programs at start-up for
                          a keepalived.conf (exits 1 on a configuration error)
+  k8s plan --objects FILE [--config FILE] [--node NAME] [--node-addresses ADDR,...]
+                         the IPVS table and sets kube-proxy's IPVS mode would program
   version                print the version
 
 environment: RVS_SOCKET (default /run/rvs/rvs.sock), RVS_STATE (default
@@ -126,6 +128,7 @@ fn rvs_main(mut args: Vec<String>) -> i32 {
         "keepalived" => {
             rvs_health::cli::main(&args, &mut std::io::stdout(), &mut std::io::stderr())
         }
+        "k8s" => rvs_k8s::run(&args, &mut std::io::stdout(), &mut std::io::stderr()),
         "version" | "--version" | "-V" => {
             println!("rvs {}", env!("CARGO_PKG_VERSION"));
             0
