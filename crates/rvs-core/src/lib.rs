@@ -2,11 +2,13 @@
 //!
 //! * [`model`]: what services and destinations carry (reference §1).
 //! * [`table`]: the table of services and destinations and the control operations on it.
+//! * [`dest`]: destinations and their pool, what the schedulers read.
 //! * [`sched`]: the 14 schedulers, one file each.
 //! * [`stats`]: counters and the rate estimator.
 //! * [`packet`], [`time`]: the packet contract and time, re-exported from rvs-packet.
 
 pub mod conn;
+pub mod dest;
 pub mod director;
 pub mod error;
 pub mod model;
@@ -22,7 +24,8 @@ pub use rvs_packet::packet;
 /// Time as passed in by the caller (rvs-packet).
 pub use rvs_packet::time;
 
+pub use dest::{Dest, DestId, DestPool, DestView, SvcId};
 pub use error::{CtlError, Errno};
 pub use model::*;
-pub use table::{Dest, DestId, DestPool, DestView, Op, Service, SvcId, Table};
+pub use table::{Op, Service, Table};
 pub use time::{Duration, Time};

@@ -8,8 +8,8 @@
 use super::Director;
 use crate::conn::state::{self, Dir};
 use crate::conn::{ConnId, flags};
+use crate::dest::SvcId;
 use crate::packet::L4Info;
-use crate::table::SvcId;
 
 impl Director {
     pub(super) fn in_stats(&mut self, id: ConnId, len: u32) {

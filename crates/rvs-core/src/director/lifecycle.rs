@@ -7,7 +7,7 @@
 use super::{Director, Flow};
 use crate::conn::state;
 use crate::conn::{ConnId, NewConn, flags};
-use crate::table::DestId;
+use crate::dest::DestId;
 use crate::time::Time;
 use std::net::IpAddr;
 

@@ -9,10 +9,10 @@ use super::lifecycle::NEW_CONN_TIMEOUT;
 use super::{Director, Flow};
 use crate::conn::state;
 use crate::conn::{ConnId, flags};
+use crate::dest::{DestId, SvcId};
 use crate::model::*;
 use crate::packet::{Verdict, tcp_flags};
 use crate::sched::SchedInput;
-use crate::table::{DestId, SvcId};
 use crate::time::Time;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
