@@ -7,36 +7,9 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-/// Address family.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub enum Af {
-    V4,
-    V6,
-}
-
-impl Af {
-    pub fn of(addr: &IpAddr) -> Af {
-        match addr {
-            IpAddr::V4(_) => Af::V4,
-            IpAddr::V6(_) => Af::V6,
-        }
-    }
-
-    /// The kernel's `AF_INET` / `AF_INET6` numbers (used in sort order and /proc output).
-    pub fn number(self) -> u16 {
-        match self {
-            Af::V4 => 2,
-            Af::V6 => 10,
-        }
-    }
-
-    pub fn unspecified(self) -> IpAddr {
-        match self {
-            Af::V4 => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-            Af::V6 => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
-        }
-    }
-}
+/// The address family and the forwarding method are part of the packet contract
+/// (rvs-packet); the model re-exports them so `rvs_core::model::Af` etc. keep naming them.
+pub use rvs_packet::{Af, FwdMethod, TunCsum, TunType};
 
 /// Transport protocol of a service. IPVS only balances these three.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -240,77 +213,6 @@ impl ServiceConfig {
             timeout: 0,
             netmask: Netmask::full(key.af()),
             pe_name: None,
-        }
-    }
-}
-
-/// Forwarding method (`conn_flags & 7`).
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum FwdMethod {
-    Masq,
-    Local,
-    Tunnel,
-    Route,
-    Bypass,
-}
-
-impl FwdMethod {
-    pub fn code(self) -> u32 {
-        match self {
-            FwdMethod::Masq => 0,
-            FwdMethod::Local => 1,
-            FwdMethod::Tunnel => 2,
-            FwdMethod::Route => 3,
-            FwdMethod::Bypass => 4,
-        }
-    }
-
-    pub fn from_code(code: u32) -> Option<FwdMethod> {
-        Some(match code & 7 {
-            0 => FwdMethod::Masq,
-            1 => FwdMethod::Local,
-            2 => FwdMethod::Tunnel,
-            3 => FwdMethod::Route,
-            4 => FwdMethod::Bypass,
-            _ => return None,
-        })
-    }
-}
-
-/// Tunnel encapsulation of the tunnel method.
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum TunType {
-    #[default]
-    Ipip,
-    Gue,
-    Gre,
-}
-
-impl TunType {
-    pub fn code(self) -> u8 {
-        match self {
-            TunType::Ipip => 0,
-            TunType::Gue => 1,
-            TunType::Gre => 2,
-        }
-    }
-}
-
-/// Tunnel checksum mode.
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum TunCsum {
-    #[default]
-    NoCsum,
-    Csum,
-    RemCsum,
-}
-
-impl TunCsum {
-    pub fn code(self) -> u16 {
-        match self {
-            TunCsum::NoCsum => 0,
-            TunCsum::Csum => 1,
-            TunCsum::RemCsum => 2,
         }
     }
 }

@@ -10,8 +10,8 @@
 
 use crate::io::{PacketIo, RecvMeta};
 use crate::local::{self, LocalAddrs};
-use rvs_core::packet::{PacketInfo, Rewrite, Verdict};
-use rvs_core::time::Time;
+use rvs_packet::packet::{PacketInfo, Rewrite, Verdict};
+use rvs_packet::time::Time;
 use rvs_wire::frag::{self, FragDrop, FragOrigin, Fragmented, Reasm, ReasmConfig, Reassembler};
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -472,7 +472,7 @@ impl PacketPath {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rvs_core::model::FwdMethod;
+    use rvs_packet::FwdMethod;
     use std::collections::VecDeque;
     use std::net::IpAddr;
 

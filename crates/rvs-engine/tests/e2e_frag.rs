@@ -11,9 +11,9 @@
 //!
 //! Skipped (with a printed reason) when not root or without /dev/net/tun.
 
-use rvs_core::model::FwdMethod;
-use rvs_core::packet::{PacketInfo, Rewrite, Verdict};
 use rvs_engine::{Config, Direction, NatReal, Plumbing, PlumbingConfig, Stats, Tun};
+use rvs_packet::FwdMethod;
+use rvs_packet::packet::{PacketInfo, Rewrite, Verdict};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
 use std::process::Command;

@@ -6,9 +6,9 @@
 //! from `SO_MARK` (local clients) and from nftables (forwarded traffic).
 //! Skipped (with a printed reason) when not root or without /dev/net/tun.
 
-use rvs_core::model::FwdMethod;
-use rvs_core::packet::{PacketInfo, Rewrite, Verdict};
 use rvs_engine::{Config, Direction, NatReal, Plumbing, PlumbingConfig, Stats, Tun};
+use rvs_packet::FwdMethod;
+use rvs_packet::packet::{PacketInfo, Rewrite, Verdict};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;

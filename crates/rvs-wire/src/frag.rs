@@ -23,7 +23,7 @@ use crate::WireError;
 use crate::checksum;
 use crate::ipv4::Ipv4Packet;
 use crate::ipv6::{self, Ipv6Packet, next_header as nh};
-use rvs_core::time::{Duration, Time};
+use rvs_packet::time::{Duration, Time};
 use std::collections::{BTreeMap, HashMap};
 
 /// The kernel's `net.ipv4.ipfrag_high_thresh` / `net.ipv6.ip6frag_high_thresh` default.

@@ -29,7 +29,7 @@ pub use parse::{
 };
 pub use reject::build_port_unreachable;
 
-pub use rvs_core::packet::{IcmpError, L4Info, PacketInfo, Rewrite, Tuple, Verdict};
+pub use rvs_packet::packet::{IcmpError, L4Info, PacketInfo, Rewrite, Tuple, Verdict};
 
 use std::fmt;
 
@@ -77,7 +77,7 @@ pub fn fill_checksums(buf: &mut [u8]) -> Result<(), WireError> {
     if lay.fragmented {
         return Err(WireError::Fragmented);
     }
-    if lay.af == rvs_core::model::Af::V4 {
+    if lay.af == rvs_packet::Af::V4 {
         ipv4::Ipv4Packet::new_quoted(&mut buf[..lay.len])?.fill_checksum();
     }
     nat::fill_l4(buf, &lay)
@@ -90,7 +90,7 @@ pub fn verify_checksums(buf: &[u8]) -> Result<bool, WireError> {
     if lay.fragmented {
         return Err(WireError::Fragmented);
     }
-    if lay.af == rvs_core::model::Af::V4 && checksum::checksum(&buf[..lay.l3_len]) != 0 {
+    if lay.af == rvs_packet::Af::V4 && checksum::checksum(&buf[..lay.l3_len]) != 0 {
         return Ok(false);
     }
     nat::verify_l4(buf, &lay)

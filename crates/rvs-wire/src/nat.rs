@@ -5,8 +5,8 @@ use crate::crc32c;
 use crate::l4::proto;
 use crate::parse::{Layout, icmp_proto, is_related_error, layout, quoted_layout};
 use crate::{WireError, ipv4::Ipv4Packet};
-use rvs_core::model::Af;
-use rvs_core::packet::Rewrite;
+use rvs_packet::Af;
+use rvs_packet::packet::Rewrite;
 use std::net::IpAddr;
 
 #[derive(Copy, Clone, PartialEq, Eq)]

@@ -4,8 +4,8 @@ use crate::WireError;
 use crate::ipv4::Ipv4Packet;
 use crate::ipv6::{self, Ipv6Packet};
 use crate::l4::{self, IcmpPacket, SctpPacket, TcpPacket, UdpPacket, proto};
-use rvs_core::model::Af;
-use rvs_core::packet::{IcmpError, L4Info, PacketInfo, Tuple};
+use rvs_packet::Af;
+use rvs_packet::packet::{IcmpError, L4Info, PacketInfo, Tuple};
 use std::net::IpAddr;
 
 /// Where the headers of an IP packet are.

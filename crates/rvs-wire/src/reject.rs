@@ -4,7 +4,7 @@ use crate::WireError;
 use crate::checksum;
 use crate::l4::{self, proto};
 use crate::parse::{addrs, layout};
-use rvs_core::model::Af;
+use rvs_packet::Af;
 use std::net::IpAddr;
 
 /// Most bytes of an ICMPv4 error (RFC 1812 §4.3.2.3: at most 576).

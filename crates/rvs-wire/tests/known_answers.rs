@@ -1,8 +1,8 @@
 //! Known-answer tests: packets built by an independent generator (a short Python script
 //! with its own checksum and CRC32c code), before and after each rewrite.
 
-use rvs_core::model::Af;
-use rvs_core::packet::{Rewrite, tcp_flags};
+use rvs_packet::Af;
+use rvs_packet::packet::{Rewrite, tcp_flags};
 use rvs_wire::{apply, build_port_unreachable, parse, verify_checksums};
 use std::net::IpAddr;
 

@@ -3,8 +3,8 @@
 //! * a rewrite followed by its inverse restores the bytes;
 //! * nothing panics on random, truncated or corrupted bytes.
 
-use rvs_core::model::Af;
-use rvs_core::packet::Rewrite;
+use rvs_packet::Af;
+use rvs_packet::packet::Rewrite;
 use rvs_wire::{
     apply, apply_at, build_port_unreachable, fill_checksums, layout, parse, parse_layout,
     quoted_layout, verify_checksums,

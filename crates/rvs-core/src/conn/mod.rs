@@ -22,8 +22,8 @@
 
 pub mod state;
 
+use crate::dest::DestId;
 use crate::model::Af;
-use crate::table::DestId;
 use crate::time::Time;
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};

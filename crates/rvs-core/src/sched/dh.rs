@@ -5,8 +5,8 @@
 
 use super::hash::{fold, hash_32};
 use super::{DestEvent, SchedInput, Scheduler};
+use crate::dest::{DestId, DestView};
 use crate::model::ServiceConfig;
-use crate::table::{DestId, DestView};
 
 const DH_TAB_BITS: u32 = 8;
 const DH_TAB_SIZE: usize = 1 << DH_TAB_BITS;

@@ -5,7 +5,7 @@
 //! winner tree keyed by descending weight answers in O(1).
 
 use super::index::{Indexed, Policy};
-use crate::table::Dest;
+use crate::dest::Dest;
 use std::cmp::Reverse;
 
 #[derive(Clone, Debug, Default)]

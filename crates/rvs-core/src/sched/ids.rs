@@ -5,7 +5,7 @@
 //! as the pool. Schedulers instead map the ids of their own destinations through a hash map,
 //! keeping their state proportional to their own list.
 
-use crate::table::DestId;
+use crate::dest::DestId;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 

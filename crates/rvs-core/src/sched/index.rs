@@ -15,8 +15,8 @@
 
 use super::ids::IdMap;
 use super::{DestEvent, SchedInput, Scheduler};
+use crate::dest::{Dest, DestId, DestView};
 use crate::model::ServiceConfig;
-use crate::table::{Dest, DestId, DestView};
 use std::cmp::{Ordering, Reverse};
 use std::marker::PhantomData;
 

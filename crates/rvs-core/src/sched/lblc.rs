@@ -7,8 +7,8 @@
 use super::index::{LoadIndex, WlcPolicy};
 use super::locality::{Cache, DestRef, Members};
 use super::{DestEvent, SchedInput, Scheduler};
+use crate::dest::{DestId, DestView};
 use crate::model::ServiceConfig;
-use crate::table::{DestId, DestView};
 use crate::time::Time;
 
 #[derive(Clone, Debug, Default)]

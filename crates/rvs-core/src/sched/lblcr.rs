@@ -9,8 +9,8 @@
 use super::index::{LoadIndex, Ratio, WlcPolicy};
 use super::locality::{Cache, DestRef, Members};
 use super::{DestEvent, SchedInput, Scheduler};
+use crate::dest::{Dest, DestId, DestView};
 use crate::model::ServiceConfig;
-use crate::table::{Dest, DestId, DestView};
 use crate::time::Time;
 use std::collections::HashMap;
 

@@ -5,7 +5,7 @@
 //! comes from the winner tree of [`super::index`], kept current by the notifications.
 
 use super::index::{Indexed, Policy};
-use crate::table::Dest;
+use crate::dest::Dest;
 
 #[derive(Clone, Debug, Default)]
 pub(crate) struct LcPolicy;

@@ -6,7 +6,7 @@
 use super::DestEvent;
 use super::hash::{fold, hash_32};
 use super::ids::IdMap;
-use crate::table::{Dest, DestId, DestView};
+use crate::dest::{Dest, DestId, DestView};
 use crate::time::{Duration, Time};
 use std::net::IpAddr;
 

@@ -6,8 +6,8 @@
 
 use super::hash::{HsipKey, MH_TABLE_SIZE, fold, gcd, hsiphash_u32};
 use super::{DestEvent, SchedInput, Scheduler};
+use crate::dest::{DestId, DestView};
 use crate::model::{ServiceConfig, ServiceFlags};
-use crate::table::{DestId, DestView};
 
 /// `CONFIG_IP_VS_MH_TAB_INDEX / 2`: weights are shifted down to this many significant bits.
 const MH_TAB_BITS: u32 = 6;

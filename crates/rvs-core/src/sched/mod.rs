@@ -2,8 +2,8 @@
 //! [`Scheduler`] trait. A scheduler picks the destination of a *new* connection (or of a new
 //! persistence template) from the service's destination list, in list order (newest first).
 
+use crate::dest::{DestId, DestView};
 use crate::model::ServiceConfig;
-use crate::table::{DestId, DestView};
 use crate::time::Time;
 use std::net::IpAddr;
 

@@ -5,7 +5,7 @@
 //! idle destinations first, all equal, so list position decides among them.
 
 use super::index::{Indexed, Policy, Ratio};
-use crate::table::Dest;
+use crate::dest::Dest;
 use std::cmp::Ordering;
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]

@@ -4,7 +4,7 @@
 //! Eligibility moves with `activeconns`, so the tree is re-keyed from `load_changed`.
 
 use super::index::{Indexed, Policy};
-use crate::table::Dest;
+use crate::dest::Dest;
 use std::cmp::Reverse;
 
 #[derive(Clone, Debug, Default)]

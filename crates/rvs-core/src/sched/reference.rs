@@ -16,8 +16,8 @@
 //! [`KernelWalk`]. A benchmark installs one by hand in place of a service's scheduler.
 
 use super::{DestEvent, SchedInput, Scheduler};
+use crate::dest::{Dest, DestId, DestView};
 use crate::model::ServiceConfig;
-use crate::table::{Dest, DestId, DestView};
 
 /// `ip_vs_lc_schedule`: the first destination with the least `activeconns * 256 +
 /// totalconns`, skipping OVERLOAD and weight 0.

@@ -1,8 +1,8 @@
 //! rr — round robin (reference §2.1, `ip_vs_rr.c`).
 
 use super::{DestEvent, SchedInput, Scheduler};
+use crate::dest::{DestId, DestView};
 use crate::model::ServiceConfig;
-use crate::table::{DestId, DestView};
 
 #[derive(Clone, Debug, Default)]
 pub struct RoundRobin {

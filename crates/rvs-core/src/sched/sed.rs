@@ -3,7 +3,7 @@
 //! wlc's two-stage loop with overhead `activeconns + 1` (inactive connections ignored).
 
 use super::index::{Indexed, Policy, Ratio};
-use crate::table::Dest;
+use crate::dest::Dest;
 
 #[derive(Clone, Debug, Default)]
 pub(crate) struct SedPolicy;

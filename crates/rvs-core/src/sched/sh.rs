@@ -6,8 +6,8 @@
 
 use super::hash::{fold, hash_32};
 use super::{DestEvent, SchedInput, Scheduler};
+use crate::dest::{DestId, DestView};
 use crate::model::{ServiceConfig, ServiceFlags};
-use crate::table::{DestId, DestView};
 
 const SH_TAB_BITS: u32 = 8;
 const SH_TAB_SIZE: usize = 1 << SH_TAB_BITS;

@@ -3,8 +3,9 @@
 //! their protocol state would move them).
 
 use super::SchedInput;
+use crate::dest::{Dest, DestId, DestView, SvcId};
 use crate::model::*;
-use crate::table::{Dest, DestId, DestView, Op, SvcId, Table};
+use crate::table::{Op, Table};
 use crate::time::Time;
 use std::net::IpAddr;
 

@@ -7,8 +7,8 @@
 
 use super::ids::IdMap;
 use super::{DestEvent, SchedInput, Scheduler};
+use crate::dest::{Dest, DestId, DestView};
 use crate::model::ServiceConfig;
-use crate::table::{Dest, DestId, DestView};
 use std::hash::{DefaultHasher, Hash, Hasher};
 
 #[derive(Clone, Debug)]

@@ -7,8 +7,8 @@
 use super::hash::gcd;
 use super::ids::IdMap;
 use super::{DestEvent, SchedInput, Scheduler};
+use crate::dest::{DestId, DestView};
 use crate::model::ServiceConfig;
-use crate::table::{DestId, DestView};
 
 #[derive(Clone, Debug, Default)]
 pub struct WeightedRoundRobin {

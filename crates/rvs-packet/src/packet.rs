@@ -1,8 +1,8 @@
 //! The contract between the packet I/O side (rvs-engine, which parses bytes with rvs-wire)
-//! and the decisions (the director, in this crate): what the engine tells the director about a
+//! and the decisions (the director, in rvs-core): what the engine tells the director about a
 //! packet, and what the director tells the engine to do with it. Plain values, no bytes.
 
-use crate::model::{Af, FwdMethod, TunCsum, TunType};
+use crate::{Af, FwdMethod, TunCsum, TunType};
 use std::net::IpAddr;
 
 /// TCP flag bits as in the TCP header.

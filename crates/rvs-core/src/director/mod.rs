@@ -1,0 +1,276 @@
+//! The director: IPVS's packet-path decisions (reference §3.3, §3.4, §3.8, §3.9) on top of
+//! the service table ([`Table`]) and the connection table ([`ConnTable`]).
+//!
+//! * [`Director::inbound`] is the in-handler (`ip_vs_in_hook`): client → VIP packets and
+//!   related ICMP errors; it finds or schedules the connection and says how to forward.
+//! * [`Director::outbound`] is the out-handler (`ip_vs_out_hook`): real server → client
+//!   replies through NAT.
+//! * [`Director::apply`] passes control operations to the table, plus what the kernel does
+//!   to connections on them; [`Director::set_sysctl`] writes sysctls with their side effects.
+//! * [`Director::tick`] does the timer work: connection expiry, the 2-s estimator, trash and
+//!   scheduler aging, the 1-s defence work.
+//!
+//! Everything is a function of state, input and the `now` passed in. Kernel log lines are
+//! queued for the daemon ([`Director::take_log`]).
+//!
+//! The files follow the kernel's seams (net/netfilter/ipvs/):
+//!
+//! | file | mirrors |
+//! |---|---|
+//! | `mod.rs` | the `Director` state; control operations and sysctls (`ip_vs_ctl.c`), the timers (`estimation_timer`, `defense_work`, connection timers), listings |
+//! | [`in_handler`] | `ip_vs_in_hook` / `ip_vs_in` (`ip_vs_core.c`), with the established-flow fast path |
+//! | [`out_handler`] | `ip_vs_out_hook` / `ip_vs_out` / `handle_response` (`ip_vs_core.c`) |
+//! | [`icmp`] | `ip_vs_in_icmp(_v6)` / `ip_vs_out_icmp(_v6)` (`ip_vs_core.c`) |
+//! | [`schedule`] | `ip_vs_try_to_schedule`, `ip_vs_service_find`, `ip_vs_schedule`, `ip_vs_sched_persist`, `ip_vs_check_template`, `ip_vs_leave` |
+//! | [`xmit`] | `ip_vs_bind_xmit` and the transmitters of `ip_vs_xmit.c`, as a [`Verdict`] |
+//! | [`accounting`] | `ip_vs_in_stats` / `ip_vs_out_stats` / `ip_vs_conn_stats`, `ip_vs_set_state` |
+//! | [`defense`] | `update_defense_level`, `ip_vs_todrop`, `ip_vs_random_dropentry` |
+//! | [`lifecycle`] | `ip_vs_conn_new` / `ip_vs_bind_dest`, `ip_vs_conn_put`, `ip_vs_conn_expire`, `ip_vs_unbind_dest`, `ip_vs_expire_nodest_conn_flush` (`ip_vs_conn.c`) |
+//!
+//! Tests are in `tests/`, one file per seam plus the recorded oracle scenarios.
+
+mod accounting;
+mod defense;
+mod icmp;
+mod in_handler;
+mod lifecycle;
+mod out_handler;
+mod schedule;
+mod xmit;
+
+pub use schedule::scheduler_err;
+
+use crate::conn::state::state_name;
+use crate::conn::{Conn, ConnId, ConnTable};
+use crate::error::{CtlError, Errno};
+use crate::model::*;
+use crate::packet::L4Info;
+use crate::snapshot::ConnSnap;
+use crate::sysctl::Sysctl;
+use crate::table::{Op, Table};
+use crate::time::Time;
+use std::collections::HashSet;
+use std::net::IpAddr;
+
+const ESTIMATOR_PERIOD_MS: u64 = 2000;
+const DEFENSE_PERIOD_MS: u64 = 1000;
+/// Pending kernel log lines kept when the daemon does not drain them.
+const LOG_CAP: usize = 4096;
+
+/// What the director counted besides the IPVS statistics.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct DirectorCounters {
+    /// New connections dropped because the connection table was full.
+    pub dropped_table_full: u64,
+    /// New-connection packets dropped by the `drop_packet` defence.
+    pub dropped_defense: u64,
+    /// Entries removed by the `drop_entry` defence.
+    pub dropped_entries: u64,
+    /// Log lines lost because nobody drained the buffer.
+    pub log_overflow: u64,
+}
+
+/// The packet fields the decisions use, from the point of view of the client side: for an
+/// ICMP error these come from the embedded (quoted) packet, reversed.
+#[derive(Copy, Clone, Debug)]
+struct Flow {
+    af: Af,
+    protocol: Protocol,
+    caddr: IpAddr,
+    cport: u16,
+    vaddr: IpAddr,
+    vport: u16,
+    fwmark: u32,
+    /// Packet length for the byte counters.
+    len: u32,
+    /// Scheduling from an ICMP error's embedded header (`IP_VS_HDR_ICMP`).
+    icmp: bool,
+    local_origin: bool,
+    l4: L4Info,
+}
+
+/// The director.
+#[derive(Clone, Debug)]
+pub struct Director {
+    pub table: Table,
+    pub conns: ConnTable,
+    pub sysctl: Sysctl,
+    /// Available memory in pages (free + buffers) as the daemon measures it; compared with
+    /// `amemthresh` by the automatic defence modes. `None`: never short of memory.
+    pub avail_mem_pages: Option<i64>,
+    /// Addresses owned by this host: destinations on them are LOCALNODE, and `cache_bypass`
+    /// only bypasses to addresses that are not local.
+    pub local_addrs: HashSet<IpAddr>,
+    pub counters: DirectorCounters,
+    log: Vec<String>,
+    /// Entries whose timer was set to fire now while a packet was being handled; the kernel's
+    /// timer runs right after the packet, so they are reaped when the handler returns.
+    reap: Vec<ConnId>,
+    next_estimate: Option<Time>,
+    next_defense: Option<Time>,
+    next_table_tick: Option<Time>,
+    /// The secure TCP table is in use (`secure_tcp` > 1 after the last defence update).
+    secure_tcp_on: bool,
+    old_secure_tcp: i32,
+    drop_rate: i32,
+    drop_counter: i32,
+    dropentry: bool,
+    todrop_counter: [i8; 9],
+    /// Next slab slot the `drop_entry` scan looks at (the kernel picks random buckets).
+    drop_cursor: usize,
+}
+
+impl Default for Director {
+    fn default() -> Self {
+        Director::new()
+    }
+}
+
+impl Director {
+    pub fn new() -> Director {
+        Director::with_table(Table::new(), ConnTable::default())
+    }
+
+    pub fn with_table(table: Table, conns: ConnTable) -> Director {
+        Director {
+            table,
+            conns,
+            sysctl: Sysctl::default(),
+            avail_mem_pages: None,
+            local_addrs: HashSet::new(),
+            counters: DirectorCounters::default(),
+            log: Vec::new(),
+            reap: Vec::new(),
+            next_estimate: None,
+            next_defense: None,
+            next_table_tick: None,
+            secure_tcp_on: false,
+            old_secure_tcp: 0,
+            drop_rate: 0,
+            drop_counter: 0,
+            dropentry: false,
+            todrop_counter: [0; 9],
+            drop_cursor: 0,
+        }
+    }
+
+    /// Kernel log lines (with their `IPVS: ` prefix) since the last call.
+    pub fn take_log(&mut self) -> Vec<String> {
+        for l in self.table.log.drain(..) {
+            self.log.push(format!("IPVS: {l}"));
+        }
+        std::mem::take(&mut self.log)
+    }
+
+    fn klog(&mut self, msg: String) {
+        if self.log.len() >= LOG_CAP {
+            self.counters.log_overflow += 1;
+            return;
+        }
+        self.log.push(format!("IPVS: {msg}"));
+    }
+
+    /// Apply a control operation. Deleting destinations (directly, with their service, or by
+    /// a flush) queues the kernel's sweep of connections to unavailable destinations when
+    /// `expire_nodest_conn` is set; it runs here at once. Connections are otherwise left to
+    /// expire (`ipvsadm -C` does not remove them).
+    pub fn apply(&mut self, op: &Op, now: Time) -> Result<(), CtlError> {
+        self.table.apply(op, now)?;
+        if matches!(op, Op::DelDest(..) | Op::DelService(_) | Op::Flush)
+            && self.sysctl.expire_nodest_conn != 0
+        {
+            self.expire_nodest_sweep(now);
+        }
+        Ok(())
+    }
+
+    /// Write a sysctl (text as for `/proc/sys/net/ipv4/vs/NAME`). A changed defence mode is
+    /// re-evaluated at once, like `proc_do_defense_mode`.
+    pub fn set_sysctl(&mut self, name: &str, value: &str) -> Result<(), Errno> {
+        let before = self.sysctl.clone();
+        self.sysctl.set(name, value)?;
+        if matches!(name, "drop_entry" | "drop_packet" | "secure_tcp") && self.sysctl != before {
+            self.update_defense_level();
+        }
+        Ok(())
+    }
+
+    /// Periodic work; call it often (every 100 ms or so). Expires due entries, runs the
+    /// estimator every 2 s, the defence work every 1 s and the table's trash/scheduler aging.
+    pub fn tick(&mut self, now: Time) {
+        for id in self.conns.pop_due(now) {
+            self.expire_entry(id, now, false);
+        }
+        let next = *self
+            .next_estimate
+            .get_or_insert(now + crate::time::Duration(ESTIMATOR_PERIOD_MS));
+        if now >= next {
+            if self.sysctl.run_estimation != 0 {
+                self.table.estimate();
+            }
+            // One step per call: a late tick does not replay missed periods.
+            let late = now.saturating_sub(next).0 / ESTIMATOR_PERIOD_MS;
+            self.next_estimate =
+                Some(next + crate::time::Duration((late + 1) * ESTIMATOR_PERIOD_MS));
+        }
+        let next = *self
+            .next_defense
+            .get_or_insert(now + crate::time::Duration(DEFENSE_PERIOD_MS));
+        if now >= next {
+            self.update_defense_level();
+            if self.dropentry {
+                self.random_dropentry(now);
+            }
+            self.next_defense = Some(now + crate::time::Duration(DEFENSE_PERIOD_MS));
+        }
+        let next = *self.next_table_tick.get_or_insert(now);
+        if now >= next {
+            let exp = crate::sched::Expiration {
+                lblc_secs: u64::try_from(self.sysctl.lblc_expiration).unwrap_or(0),
+                lblcr_secs: u64::try_from(self.sysctl.lblcr_expiration).unwrap_or(0),
+            };
+            self.table.tick(now, &exp);
+            self.next_table_tick = Some(now + crate::time::Duration(1000));
+        }
+    }
+
+    /// Every entry as `ipvsadm -Lc` / `/proc/net/ip_vs_conn` show it (slab order; the
+    /// kernel's order is its randomly seeded hash order, so callers sort).
+    pub fn connections(&self, now: Time) -> Vec<ConnSnap> {
+        self.conns
+            .listing_ids()
+            .into_iter()
+            .filter_map(|id| {
+                let c = self.conns.get(id)?;
+                Some(conn_snap(&c, self.conns.remaining_ms(id, now)))
+            })
+            .collect()
+    }
+
+    /// Number of entries (connections and templates).
+    pub fn conn_count(&self) -> usize {
+        self.conns.len()
+    }
+}
+
+/// One entry as a listing row.
+pub fn conn_snap(c: &Conn, expires_ms: u64) -> ConnSnap {
+    ConnSnap {
+        protocol: c.protocol,
+        af: c.af,
+        caddr: c.caddr,
+        cport: c.cport,
+        vaddr: c.vaddr,
+        vport: c.vport,
+        daddr: c.daddr,
+        dport: c.dport,
+        state: state_name(c.protocol, c.is_template(), c.state).to_string(),
+        expires_ms,
+        flags: c.flags,
+        pe_name: None,
+        pe_data: None,
+    }
+}
+
+#[cfg(test)]
+mod tests;
