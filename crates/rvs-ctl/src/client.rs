@@ -147,6 +147,9 @@ pub struct Client {
     /// The daemon answered `apply_each` with `bad_request`: it predates the request, so
     /// operations go one `apply` at a time.
     no_apply_each: bool,
+    /// An `apply_each` sent by [`Client::start_apply_each`] and not answered yet: its
+    /// operations (kept for an older daemon that refuses the request).
+    outstanding: Option<Vec<Op>>,
 }
 
 /// The result of an all-or-nothing change: `Err` holds the index of the refused operation
@@ -178,6 +181,7 @@ impl Client {
             max_ops: MAX_OPS_PER_REQUEST,
             max_bytes: MAX_REQUEST_BYTES,
             no_apply_each: false,
+            outstanding: None,
         })
     }
 
@@ -374,6 +378,58 @@ impl Client {
         Ok(results)
     }
 
+    /// Send an `apply_each` without waiting for its answer, so that the caller can prepare
+    /// the next one while the daemon works (requests on one connection are answered in
+    /// order). `Ok(None)`: sent, fetch the results with [`Client::finish_apply_each`];
+    /// `Ok(Some(results))`: done at once (the operations do not fit in one request, or the
+    /// daemon predates `apply_each`). At most one is outstanding.
+    #[allow(clippy::type_complexity)]
+    pub fn start_apply_each(
+        &mut self,
+        ops: &[Op],
+    ) -> Result<Option<Vec<Result<(), CtlError>>>, Error> {
+        if self.outstanding.is_some() {
+            let r = self.finish_apply_each()?;
+            return Err(self.lost(format!(
+                "an apply_each of {} operations was still outstanding",
+                r.len()
+            )));
+        }
+        if self.no_apply_each {
+            return self.apply_each(ops).map(Some);
+        }
+        let (line, n) = self.encode_ops("apply_each", ops)?;
+        if n < ops.len() {
+            return self.apply_each(ops).map(Some);
+        }
+        self.send_line(&line)?;
+        self.outstanding = Some(ops.to_vec());
+        Ok(None)
+    }
+
+    /// The results of the outstanding [`Client::start_apply_each`], one per operation.
+    pub fn finish_apply_each(&mut self) -> Result<Vec<Result<(), CtlError>>, Error> {
+        let Some(ops) = self.outstanding.take() else {
+            return Err(self.lost("no apply_each is outstanding"));
+        };
+        match self.read_response()? {
+            Response::Ok {
+                data: Some(Payload::Results { results }),
+            } if results.len() == ops.len() => {
+                Ok(results.into_iter().map(|e| e.map_or(Ok(()), Err)).collect())
+            }
+            Response::Error {
+                code: ErrorCode::BadRequest,
+                ..
+            } => {
+                // An older daemon: nothing was applied; one operation at a time.
+                self.no_apply_each = true;
+                self.apply_each(&ops)
+            }
+            other => Err(self.fail_or_unexpected("apply_each", other)),
+        }
+    }
+
     fn fail_or_unexpected(&self, what: &str, r: Response) -> Error {
         match r {
             r @ Response::Error { .. } => self.error_of(r),
@@ -406,29 +462,86 @@ impl Client {
     /// `txn_commit`. On any failure before the commit the transaction is aborted.
     pub fn transaction(&mut self, replace: bool, ops: &[Op]) -> Result<Batch<Vec<Op>>, Error> {
         self.txn_begin(replace)?;
+        // One piece in flight while the next is encoded: the daemon parses a piece while
+        // this side prepares the next (answers come in order).
+        let mut awaiting: Option<usize> = None;
         let mut at = 0;
         while at < ops.len() {
-            let sent = self
-                .encode_ops("txn_ops", &ops[at..])
-                .and_then(|(line, n)| Ok((self.exchange(&line)?, n)));
-            match sent {
-                Ok((Response::Ok { .. }, n)) => at += n,
-                Ok((Response::CtlError { index, error }, _)) => {
-                    let _ = self.txn_abort();
-                    return Ok(Err((index.unwrap_or(at), error)));
-                }
-                Ok((other, _)) => {
-                    let e = self.fail(other);
-                    self.abort_if_usable(&e);
-                    return Err(e);
-                }
+            let encoded = self.encode_ops("txn_ops", &ops[at..]);
+            if let Some(start) = awaiting.take()
+                && let Some(done) = self.txn_ops_answer(start)?
+            {
+                return Ok(Err(done));
+            }
+            let (line, n) = match encoded {
+                Ok(x) => x,
                 Err(e) => {
                     self.abort_if_usable(&e);
                     return Err(e);
                 }
+            };
+            if let Err(e) = self.send_line(&line) {
+                self.abort_if_usable(&e);
+                return Err(e);
             }
+            awaiting = Some(at);
+            at += n;
+        }
+        if let Some(start) = awaiting
+            && let Some(done) = self.txn_ops_answer(start)?
+        {
+            return Ok(Err(done));
         }
         self.txn_commit()
+    }
+
+    /// Read the answer to a `txn_ops` whose operations started at `start`: `Ok(None)` when
+    /// taken, `Ok(Some(refusal))` when the daemon refused one of them (the transaction is
+    /// then aborted).
+    fn txn_ops_answer(&mut self, start: usize) -> Result<Option<(usize, CtlError)>, Error> {
+        match self.read_response() {
+            Ok(Response::Ok { .. }) => Ok(None),
+            Ok(Response::CtlError { index, error }) => {
+                let _ = self.txn_abort();
+                Ok(Some((index.unwrap_or(start), error)))
+            }
+            Ok(other) => {
+                let e = self.fail(other);
+                self.abort_if_usable(&e);
+                Err(e)
+            }
+            Err(e) => {
+                self.abort_if_usable(&e);
+                Err(e)
+            }
+        }
+    }
+
+    /// Write one request line without reading its answer. A daemon that refuses the
+    /// connection or the line says why before it closes: that answer is the error.
+    fn send_line(&mut self, line: &[u8]) -> Result<(), Error> {
+        if line.len() > MAX_REQUEST_BYTES {
+            return Err(Error::TooLarge {
+                detail: format!(
+                    "a request of {} bytes is over the limit of {MAX_REQUEST_BYTES}",
+                    line.len()
+                ),
+            });
+        }
+        let mut framed = Vec::with_capacity(line.len() + 1);
+        framed.extend_from_slice(line);
+        framed.push(b'\n');
+        if let Err(e) = self.writer.write_all(&framed) {
+            if matches!(
+                e.kind(),
+                io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+            ) && let Ok(r @ Response::Error { .. }) = self.read_response()
+            {
+                return Err(self.error_of(r));
+            }
+            return Err(self.io_error(e));
+        }
+        Ok(())
     }
 
     /// After a failure that may leave the connection usable, drop the transaction so the

@@ -54,6 +54,23 @@ pub trait Backend {
     fn apply_each(&mut self, ops: &[Op]) -> Result<Vec<Result<(), CtlError>>, BackendError> {
         ops.iter().map(|op| self.apply(op)).collect()
     }
+    /// Start an [`Backend::apply_each`] whose answer may come later, so that `-R` parses
+    /// the next lines while the table works: `Ok(None)` when the answer is to be fetched
+    /// with [`Backend::finish_each`] (at most one is outstanding), `Ok(Some(results))` when
+    /// it was done at once (the default).
+    #[allow(clippy::type_complexity)]
+    fn start_each(
+        &mut self,
+        ops: &[Op],
+    ) -> Result<Option<Vec<Result<(), CtlError>>>, BackendError> {
+        self.apply_each(ops).map(Some)
+    }
+    /// The results of the outstanding [`Backend::start_each`].
+    fn finish_each(&mut self) -> Result<Vec<Result<(), CtlError>>, BackendError> {
+        Err(BackendError(
+            "rvs: no operations are outstanding (a bug in the caller)".into(),
+        ))
+    }
     /// How many table operations `-R` may parse ahead and hold back before sending them
     /// with [`Backend::apply_each`]. 1 sends every line on its own, as ipvsadm does.
     fn pending_ops(&self) -> usize {

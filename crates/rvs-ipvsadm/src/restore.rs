@@ -129,7 +129,13 @@ pub(crate) fn restore_table(
             pending.ops.push(op);
             pending.calls.push(call);
             if pending.ops.len() >= limit {
-                match pending.send(backend, err) {
+                // The previous run's messages first, then this run goes out; the next lines
+                // are parsed while the table works on it.
+                match pending.finish(backend, err) {
+                    Ok(r) => result = r.unwrap_or(result),
+                    Err(f) => return f,
+                }
+                match pending.start(backend, err) {
                     Ok(r) => result = r.unwrap_or(result),
                     Err(f) => return f,
                 }
@@ -160,18 +166,36 @@ pub(crate) fn restore_table(
 }
 
 /// Table operations parsed but not sent yet, with the libipvs call each stands for (its
-/// error message depends on it).
+/// error message depends on it), and the calls of a run sent but not answered yet.
 #[derive(Default)]
 struct Pending {
     ops: Vec<Op>,
     calls: Vec<Call>,
+    outstanding: Option<Vec<Call>>,
 }
 
 impl Pending {
-    /// Send the pending operations and report each result as `process_options` would.
-    /// Returns the last operation's result (None when nothing was pending), or how the run
-    /// ends when the backend failed.
+    /// Send the pending operations and report each result as `process_options` would
+    /// (after the outstanding run's). Returns the last operation's result (None when
+    /// nothing was pending), or how the run ends when the backend failed.
     fn send(
+        &mut self,
+        backend: &mut dyn Backend,
+        err: &mut dyn Write,
+    ) -> Result<Option<i32>, Flow> {
+        let before = self.finish(backend, err)?;
+        if self.ops.is_empty() {
+            return Ok(before);
+        }
+        let results = backend.apply_each(&self.ops);
+        self.ops.clear();
+        let calls = std::mem::take(&mut self.calls);
+        report(calls, results, err)
+    }
+
+    /// Send the pending operations without waiting for the answer when the backend can;
+    /// their results are reported by the next [`Pending::finish`] (or at once).
+    fn start(
         &mut self,
         backend: &mut dyn Backend,
         err: &mut dyn Write,
@@ -179,37 +203,65 @@ impl Pending {
         if self.ops.is_empty() {
             return Ok(None);
         }
-        let results = backend.apply_each(&self.ops);
+        let started = backend.start_each(&self.ops);
         self.ops.clear();
         let calls = std::mem::take(&mut self.calls);
-        let results = match results {
-            Ok(r) => r,
-            Err(e) => {
+        match started {
+            Ok(None) => {
+                self.outstanding = Some(calls);
+                Ok(None)
+            }
+            Ok(Some(results)) => report(calls, Ok(results), err),
+            Err(e) => report(calls, Err(e), err),
+        }
+    }
+
+    /// Report the outstanding run's results, if one is outstanding.
+    fn finish(
+        &mut self,
+        backend: &mut dyn Backend,
+        err: &mut dyn Write,
+    ) -> Result<Option<i32>, Flow> {
+        match self.outstanding.take() {
+            Some(calls) => report(calls, backend.finish_each(), err),
+            None => Ok(None),
+        }
+    }
+}
+
+/// Report each result of a run as `process_options` would have, one line at a time.
+fn report(
+    calls: Vec<Call>,
+    results: Result<Vec<Result<(), rvs_core::CtlError>>, BackendError>,
+    err: &mut dyn Write,
+) -> Result<Option<i32>, Flow> {
+    let results = match results {
+        Ok(r) => r,
+        Err(e) => {
+            crate::backend_failure(err, &e);
+            return Err(Flow::Exit(2));
+        }
+    };
+    let mut last = 0;
+    for (i, call) in calls.into_iter().enumerate() {
+        match results.get(i) {
+            Some(Ok(())) => last = 0,
+            Some(Err(e)) => {
+                let _ = writeln!(err, "{}", strerror(call, e.errno));
+                last = -1;
+            }
+            None => {
+                let e = BackendError(format!(
+                    "rvs: the table answered {} results for {} operations",
+                    results.len(),
+                    i + 1
+                ));
                 crate::backend_failure(err, &e);
                 return Err(Flow::Exit(2));
             }
-        };
-        let mut last = 0;
-        for (i, call) in calls.into_iter().enumerate() {
-            match results.get(i) {
-                Some(Ok(())) => last = 0,
-                Some(Err(e)) => {
-                    let _ = writeln!(err, "{}", strerror(call, e.errno));
-                    last = -1;
-                }
-                None => {
-                    let e = BackendError(format!(
-                        "rvs: the table answered {} results for {} operations",
-                        results.len(),
-                        i + 1
-                    ));
-                    crate::backend_failure(err, &e);
-                    return Err(Flow::Exit(2));
-                }
-            }
         }
-        Ok(Some(last))
     }
+    Ok(Some(last))
 }
 
 /// What a parse printed, in order, held back while earlier lines' operations are pending.

@@ -17,6 +17,9 @@ struct Paced {
     single: usize,
     /// Make `apply_each` fail as a lost daemon would.
     fail_each: bool,
+    /// Answer `start_each` later, in `finish_each`, as a daemon over a socket does.
+    pipelined: bool,
+    outstanding: Option<Vec<Result<(), CtlError>>>,
 }
 
 impl Paced {
@@ -27,6 +30,15 @@ impl Paced {
             each: Vec::new(),
             single: 0,
             fail_each: false,
+            pipelined: false,
+            outstanding: None,
+        }
+    }
+
+    fn pipelined(pending: usize) -> Paced {
+        Paced {
+            pipelined: true,
+            ..Paced::new(pending)
         }
     }
 }
@@ -51,6 +63,24 @@ impl Backend for Paced {
             .iter()
             .map(|op| self.inner.table.apply(op, self.inner.now))
             .collect())
+    }
+    fn start_each(
+        &mut self,
+        ops: &[Op],
+    ) -> Result<Option<Vec<Result<(), CtlError>>>, BackendError> {
+        let r = self.apply_each(ops)?;
+        if !self.pipelined {
+            return Ok(Some(r));
+        }
+        assert!(self.outstanding.is_none(), "two runs outstanding");
+        self.outstanding = Some(r);
+        Ok(None)
+    }
+    fn finish_each(&mut self) -> Result<Vec<Result<(), CtlError>>, BackendError> {
+        Ok(self
+            .outstanding
+            .take()
+            .expect("finish_each without start_each"))
     }
     fn pending_ops(&self) -> usize {
         self.pending
@@ -216,6 +246,11 @@ proptest! {
         let mut batched = Paced::new(pending);
         let got = restore(&mut batched, &input);
         prop_assert_eq!(&got, &reference, "input:\n{}", input);
+        // With the answer of each run fetched only after the next lines are parsed.
+        let mut piped = Paced::pipelined(pending);
+        let got = restore(&mut piped, &input);
+        prop_assert_eq!(&got, &reference, "pipelined, input:\n{}", input);
+        prop_assert!(piped.outstanding.is_none(), "a run left unanswered");
         prop_assert!(batched.each.iter().all(|&n| n <= pending));
         prop_assert_eq!(batched.each.iter().sum::<usize>(), one.each.iter().sum::<usize>());
         prop_assert_eq!(batched.single + one.single, 0);

@@ -26,6 +26,17 @@ impl Backend for CtlBackend {
         self.0.apply_each(ops).map_err(failure)
     }
 
+    fn start_each(
+        &mut self,
+        ops: &[Op],
+    ) -> Result<Option<Vec<Result<(), CtlError>>>, BackendError> {
+        self.0.start_apply_each(ops).map_err(failure)
+    }
+
+    fn finish_each(&mut self) -> Result<Vec<Result<(), CtlError>>, BackendError> {
+        self.0.finish_apply_each().map_err(failure)
+    }
+
     fn snapshot(&mut self) -> Result<Snapshot, BackendError> {
         self.0.snapshot().map_err(failure)
     }

@@ -187,16 +187,19 @@ impl LineReader {
         let waiting_since = Instant::now();
         let mut started: Option<Instant> = (!self.buf.is_empty()).then(Instant::now);
         loop {
-            if let Some(i) = self.buf[self.scanned..].iter().position(|&b| b == b'\n') {
+            if let Some(i) = memchr::memchr(b'\n', &self.buf[self.scanned..]) {
                 let end = self.scanned + i;
                 if end > MAX_REQUEST_BYTES {
                     return Line::TooLong;
                 }
-                let line = self.buf[..end].to_vec();
-                self.buf.drain(..=end);
+                // Hand the line over without copying it: what follows it (at most one read's
+                // worth) moves to a new buffer instead.
+                let rest = self.buf.split_off(end + 1);
+                let mut line = std::mem::replace(&mut self.buf, rest);
+                line.truncate(end);
                 self.scanned = 0;
-                if self.buf.capacity() > 4 * READ_CHUNK && self.buf.len() < READ_CHUNK {
-                    self.buf.shrink_to(READ_CHUNK);
+                if self.buf.capacity() < READ_CHUNK {
+                    self.buf.reserve(READ_CHUNK);
                 }
                 return Line::Request(line);
             }
