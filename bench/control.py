@@ -164,12 +164,13 @@ def main():
     except (OSError, StopIteration):
         pass
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     with open(os.path.join(os.path.dirname(__file__), "RESULTS.md"), "a") as f:
         f.write(f"\n## Control plane at scale (bench/control.sh), {stamp}\n\n")
         f.write(f"Machine: {platform.node()}, {os.cpu_count()} cores, {cpu}, Linux {platform.release()}. "
                 f"rvs: {os.environ.get('RVS_BIN_NOTE', RVS)}. Daemon `--dataplane none`; every figure end to end "
                 f"from the CLI (a process start each); single changes: median and p90 of {REPEAT} runs. "
-                f"Sizes grow {size_growth:.0f}x; growth = largest / smallest.\n\n")
+                f"Sizes grow {size_growth:.0f}x; growth = largest / smallest. Load average at the end: {load}.\n\n")
         f.write(table + "\n")
 
 
