@@ -9,10 +9,8 @@
 //! * `total MB`: the whole table (10^6 bytes); `peak MB`: the most allocated at any time
 //!   while building it (transient buffers included); `build s`: wall time of the build.
 //!
-//! It measures and prints; it asserts nothing.
-//!
-//! The 10,000-service rows take over a minute each: `Table::apply(AddDest)` looks for a
-//! trashed twin by walking the whole destination pool, so building the table is quadratic.
+//! It measures and prints; it asserts nothing. A `--bench` run appends its table, with the
+//! date and the machine, to `bench/RESULTS.md`.
 //!
 //! Run: `cargo bench -p rvs-core --bench table_mem`. `RVS_BENCH_N=1000` picks the sizes,
 //! `RVS_BENCH_SCHED=wlc,mixed` the rows.
@@ -181,14 +179,20 @@ fn main() {
                 .is_none_or(|o| o.iter().any(|s| s == m.label()))
         })
         .collect();
-    println!(
+    let mut table = String::new();
+    let mut row = |line: String| {
+        println!("{line}");
+        table.push_str(&line);
+        table.push('\n');
+    };
+    row(format!(
         "{:<7} {:>7} {:>11} {:>9} {:>10} {:>9} {:>9}",
         "sched", "N", "B/service", "B/dest", "total MB", "peak MB", "build s"
-    );
+    ));
     for &n in &sizes {
         for &mix in &mixes {
             let m = measure(mix, n);
-            println!(
+            row(format!(
                 "{:<7} {:>7} {:>11.0} {:>9.0} {:>10.1} {:>9.1} {:>9.2}",
                 mix.label(),
                 n,
@@ -197,7 +201,43 @@ fn main() {
                 m.total as f64 / 1e6,
                 m.peak as f64 / 1e6,
                 m.build.as_secs_f64(),
-            );
+            ));
         }
+    }
+    if bench {
+        append_results(&table);
+    }
+}
+
+/// Append the table to `bench/RESULTS.md` with the date and the machine.
+fn append_results(table: &str) {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../bench/RESULTS.md");
+    let date = std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let text = format!(
+        "\n## Table memory (`cargo bench -p rvs-core --bench table_mem`), {date}\n\n\
+         Machine: {cores} cores, {cpu}. Heap bytes of a table built through `Table::apply`: \
+         per service (no destinations), per destination, whole table, peak while building.\n\n\
+         ```\n{table}```\n"
+    );
+    let appended = std::fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, text.as_bytes()));
+    if let Err(e) = appended {
+        eprintln!("table_mem: cannot append to {path}: {e}");
     }
 }

@@ -264,30 +264,10 @@ impl Client {
 
     /// Send one request line (without its newline) and read the first response line.
     fn exchange(&mut self, line: &[u8]) -> Result<Response, Error> {
-        if line.len() > MAX_REQUEST_BYTES {
-            return Err(Error::TooLarge {
-                detail: format!(
-                    "a request of {} bytes is over the limit of {MAX_REQUEST_BYTES}",
-                    line.len()
-                ),
-            });
+        match self.send_line(line)? {
+            None => self.read_response(),
+            Some(refusal) => Ok(refusal),
         }
-        let mut framed = Vec::with_capacity(line.len() + 1);
-        framed.extend_from_slice(line);
-        framed.push(b'\n');
-        if let Err(e) = self.writer.write_all(&framed) {
-            // A daemon that refuses a connection (busy) or a line (too large) says why
-            // before it closes: read that rather than report a broken pipe.
-            if matches!(
-                e.kind(),
-                io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
-            ) && let Ok(r @ Response::Error { .. }) = self.read_response()
-            {
-                return Ok(r);
-            }
-            return Err(self.io_error(e));
-        }
-        self.read_response()
     }
 
     /// Send one request and wait for its (first) response line.
@@ -402,7 +382,9 @@ impl Client {
         if n < ops.len() {
             return self.apply_each(ops).map(Some);
         }
-        self.send_line(&line)?;
+        if let Some(r) = self.send_line(&line)? {
+            return Err(self.error_of(r));
+        }
         self.outstanding = Some(ops.to_vec());
         Ok(None)
     }
@@ -480,7 +462,15 @@ impl Client {
                     return Err(e);
                 }
             };
-            if let Err(e) = self.send_line(&line) {
+            let refusal = match self.send_line(&line) {
+                Ok(r) => r,
+                Err(e) => {
+                    self.abort_if_usable(&e);
+                    return Err(e);
+                }
+            };
+            if let Some(r) = refusal {
+                let e = self.fail(r);
                 self.abort_if_usable(&e);
                 return Err(e);
             }
@@ -517,9 +507,10 @@ impl Client {
         }
     }
 
-    /// Write one request line without reading its answer. A daemon that refuses the
-    /// connection or the line says why before it closes: that answer is the error.
-    fn send_line(&mut self, line: &[u8]) -> Result<(), Error> {
+    /// Write one request line without reading its answer. `Ok(Some(answer))`: the daemon
+    /// refused the connection or the line (busy, too large) and said why before closing;
+    /// that answer stands for the one the request would have had.
+    fn send_line(&mut self, line: &[u8]) -> Result<Option<Response>, Error> {
         if line.len() > MAX_REQUEST_BYTES {
             return Err(Error::TooLarge {
                 detail: format!(
@@ -537,11 +528,11 @@ impl Client {
                 io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
             ) && let Ok(r @ Response::Error { .. }) = self.read_response()
             {
-                return Err(self.error_of(r));
+                return Ok(Some(r));
             }
             return Err(self.io_error(e));
         }
-        Ok(())
+        Ok(None)
     }
 
     /// After a failure that may leave the connection usable, drop the transaction so the

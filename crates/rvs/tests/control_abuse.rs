@@ -223,6 +223,8 @@ fn sigterm_during_changes_answers_each_as_applied_or_not() {
     let ops = table_ops(400);
     let sock = dir.sock();
     let o2 = ops.clone();
+    let answered_n = Arc::new(AtomicUsize::new(0));
+    let a2 = answered_n.clone();
     let writer = std::thread::spawn(move || {
         let mut c = Client::connect(&sock).unwrap();
         let mut answered = Vec::new();
@@ -234,10 +236,14 @@ fn sigterm_during_changes_answers_each_as_applied_or_not() {
                     break;
                 }
             }
+            a2.fetch_add(1, Ordering::SeqCst);
         }
         answered
     });
-    std::thread::sleep(Duration::from_millis(150));
+    // The signal lands in the middle of the stream.
+    while answered_n.load(Ordering::SeqCst) < 100 {
+        std::thread::sleep(Duration::from_millis(1));
+    }
     daemon.signal(libc::SIGTERM);
     let answered = writer.join().unwrap();
     drop(daemon);
@@ -262,10 +268,19 @@ fn sigterm_during_changes_answers_each_as_applied_or_not() {
 fn idle_clients_over_the_cap_get_a_clear_busy_and_others_recover() {
     let dir = TempDir::new("busy");
     let _daemon = start(&dir, &["--max-clients", "8"]);
-    let idle: Vec<UnixStream> = (0..8)
-        .map(|_| UnixStream::connect(dir.sock()).unwrap())
-        .collect();
-    std::thread::sleep(Duration::from_millis(100));
+    // Eight clients that the daemon serves (each answered a ping), then stay idle. The
+    // connection `start` probed with may still count for a moment: a client turned away
+    // meanwhile tries again.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut idle = Vec::new();
+    while idle.len() < 8 {
+        assert!(Instant::now() < deadline, "cannot get 8 clients in");
+        let mut c = Client::connect(&dir.sock()).unwrap();
+        match c.ping() {
+            Ok(_) => idle.push(c),
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
     // The CLI is told at once, in rvs's words, and exits 2.
     let t0 = Instant::now();
     let out = Command::new(BIN)
