@@ -168,10 +168,10 @@ async fn http(h: &HttpCheck, spec: &CheckSpec) -> CheckResult {
                         return CheckResult::down(format!("{path}: answer over 1 MiB"));
                     }
                     // With a complete Content-Length body there is no need to wait for EOF.
-                    if let Some((_, body)) = parse_response(&buf) {
-                        if content_length_reached(&buf, body.len()) {
-                            break;
-                        }
+                    if let Some((_, body)) = parse_response(&buf)
+                        && content_length_reached(&buf, body.len())
+                    {
+                        break;
                     }
                 }
                 Err(e) => return CheckResult::down(format!("{path}: read: {e}")),
