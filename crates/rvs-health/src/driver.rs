@@ -7,6 +7,7 @@ use crate::conf::Config;
 use crate::state::{Action, CheckerId, Health, Notify};
 use rvs_core::{Op, ServiceKey, Time};
 use rvs_ctl::Client;
+use std::collections::HashMap;
 use std::future::Future;
 use std::io::Write;
 use tokio::sync::mpsc;
@@ -76,7 +77,7 @@ impl Driver<'_> {
     fn apply(&mut self, actions: Vec<Action>) {
         for a in actions {
             match a {
-                Action::Apply(op) => match self.client.apply(&op) {
+                Action::Apply(op) => match self.apply_op(&op) {
                     Ok(Ok(())) => {
                         let _ = writeln!(self.log, "applied {op:?}");
                     }
@@ -89,6 +90,18 @@ impl Driver<'_> {
                 },
                 Action::Run(n) => self.notify(n),
             }
+        }
+    }
+
+    /// One operation; a lost connection (the daemon restarted) is re-opened once.
+    fn apply_op(&mut self, op: &Op) -> Result<Result<(), rvs_core::CtlError>, rvs_ctl::Error> {
+        match self.client.apply(op) {
+            Err(e) => {
+                let _ = writeln!(self.log, "control API: {e}; reconnecting");
+                self.client = Client::connect(self.client.path())?;
+                self.client.apply(op)
+            }
+            ok => ok,
         }
     }
 
@@ -151,6 +164,7 @@ impl Driver<'_> {
             }
         }
         let (tx, mut rx) = mpsc::unbounded_channel::<(CheckerId, CheckResult)>();
+        let mut last: HashMap<CheckerId, bool> = HashMap::new();
         tokio::pin!(shutdown);
         loop {
             let next = health
@@ -159,7 +173,9 @@ impl Driver<'_> {
             tokio::select! {
                 () = &mut shutdown => break,
                 Some((id, result)) = rx.recv() => {
-                    let _ = writeln!(
+                    // keepalived logs changes, not every check.
+                    if last.insert(id, result.is_success()) != Some(result.is_success()) {
+                        let _ = writeln!(
                         self.log,
                         "check {} {}: {:?} ({})",
                         id.0,
@@ -167,6 +183,7 @@ impl Driver<'_> {
                         result.outcome,
                         result.reason
                     );
+                    }
                     let actions = health.report(id, result.outcome, now_ms(start));
                     self.apply(actions);
                 }
