@@ -12,12 +12,23 @@ usage: rvs keepalived plan FILE
          about the file go to stderr, and a configuration error exits 1
        rvs keepalived check FILE
          only check the file
+       rvs keepalived run FILE [--socket PATH]   (default $RVS_SOCKET or /run/rvs/rvs.sock)
+         program the start-up table into a running `rvs daemon` and run the checkers,
+         in the foreground, until SIGTERM (then keepalived's services are removed)
 ";
+
+/// The daemon's control socket when neither `--socket` nor RVS_SOCKET is given.
+pub const DEFAULT_SOCKET: &str = "/run/rvs/rvs.sock";
 
 /// Run `rvs keepalived ARGS`; returns the exit code.
 pub fn main(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> i32 {
+    let mut socket = None;
     let (cmd, file) = match args {
-        [cmd, file] if cmd == "plan" || cmd == "check" => (cmd.as_str(), file),
+        [cmd, file] if cmd == "plan" || cmd == "check" || cmd == "run" => (cmd.as_str(), file),
+        [cmd, file, opt, path] if cmd == "run" && opt == "--socket" => {
+            socket = Some(path.clone());
+            (cmd.as_str(), file)
+        }
         [h] if h == "help" || h == "--help" || h == "-h" => {
             let _ = out.write_all(USAGE.as_bytes());
             return 0;
@@ -47,6 +58,18 @@ pub fn main(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> i32 {
     }
     if cmd == "check" {
         return 0;
+    }
+    if cmd == "run" {
+        let socket = socket
+            .or_else(|| std::env::var("RVS_SOCKET").ok())
+            .unwrap_or_else(|| DEFAULT_SOCKET.to_string());
+        return match crate::driver::run_blocking(&cfg, Path::new(&socket), err) {
+            Ok(()) => 0,
+            Err(e) => {
+                let _ = writeln!(err, "rvs keepalived run: {e}");
+                1
+            }
+        };
     }
     match crate::plan::plan(&cfg) {
         Ok(text) => {
