@@ -41,6 +41,8 @@ commands:
                          table's fill and the data plane's health
   keepalived plan FILE   print, as `ipvsadm -Sn`, the table rvs programs at start-up for
                          a keepalived.conf (exits 1 on a configuration error)
+  keepalived run FILE    run that file's health checkers against the daemon (foreground,
+                         until SIGTERM); SSL_GET is not implemented yet
   k8s plan --objects FILE [--config FILE] [--node NAME] [--node-addresses ADDR,...]
                          the IPVS table and sets kube-proxy's IPVS mode would program
   version                print the version
