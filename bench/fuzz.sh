@@ -37,8 +37,8 @@ for t in "${targets[@]}"; do
     # -rss_limit_mb / -timeout make a runaway input a finding, not a hang.
     "$bin/$t" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 \
         -artifact_prefix="artifacts/$t/" "corpus/$t" >"$log" 2>&1 || true
-    execs=$(grep -oE '^(Done|stat::number_of_executed_units:) *[0-9]+' "$log" | grep -oE '[0-9]+' | tail -1)
-    [ -n "$execs" ] || execs=$(grep -oE '^#[0-9]+' "$log" | tail -1 | tr -d '#')
+    execs=$(grep -oE '^(Done|stat::number_of_executed_units:) *[0-9]+' "$log" | grep -oE '[0-9]+' | tail -1 || true)
+    [ -n "$execs" ] || execs=$(grep -oE '^#[0-9]+' "$log" | tail -1 | tr -d '#' || true)
     after=$(ls "artifacts/$t" | grep -cE '^(crash|oom|timeout|leak)-' || true)
     crashes=$((after - before))
     [ "$crashes" -eq 0 ] || failed=1

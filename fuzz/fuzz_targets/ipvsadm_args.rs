@@ -14,6 +14,7 @@ fuzz_target!(|data: &[u8]| {
     let (mut out, mut err) = (Vec::new(), Vec::new());
     let mut backend = MemBackend::new();
     let names = Names::from_strs("10.0.0.1 vip\n", "http 80/tcp\nhttp 80/udp\n");
-    let code = rvs_ipvsadm::run_with_names(&args, &names, &mut stdin, &mut out, &mut err, &mut backend);
+    let code =
+        rvs_ipvsadm::run_with_names(&args, &names, &mut stdin, &mut out, &mut err, &mut backend);
     assert!((0..=255).contains(&code), "exit code {code}");
 });

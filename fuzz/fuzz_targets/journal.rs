@@ -68,7 +68,8 @@ fuzz_target!(|data: &[u8]| {
         rec.config
     });
     if let Ok(config) = first {
-        let (store, again) = Store::open_with(&state, OPTS).expect("a store that opened opens again");
+        let (store, again) =
+            Store::open_with(&state, OPTS).expect("a store that opened opens again");
         drop(store);
         assert_eq!(again.config, config, "reopening changed the configuration");
         assert!(!again.torn_tail, "the torn tail was not cut off");
