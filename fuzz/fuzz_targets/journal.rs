@@ -9,7 +9,7 @@
 //! Property: a store that opened opens again (its torn tail cut) to the same configuration.
 #![no_main]
 
-#[allow(dead_code, unused_imports)]
+#[allow(unused_imports)]
 #[path = "../../crates/rvs/src/persist.rs"]
 mod persist;
 #[allow(dead_code, unused_imports)]
