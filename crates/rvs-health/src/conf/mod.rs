@@ -431,12 +431,13 @@ fn parse_range(s: &str) -> Option<(IpAddr, u32)> {
             IpAddr::V4(v4) => {
                 let last: u32 = last.parse().ok()?;
                 let first = u32::from(v4) & 0xff;
-                (last <= 255 && last >= first).then_some((a, last - first + 1))
+                // `then`, not `then_some`: the count must not be computed for an end below the start.
+                (last <= 255 && last >= first).then(|| (a, last - first + 1))
             }
             IpAddr::V6(v6) => {
                 let last = u32::from_str_radix(last, 16).ok()?;
                 let first = (u128::from(v6) & 0xffff) as u32;
-                (last <= 0xffff && last >= first).then_some((a, last - first + 1))
+                (last <= 0xffff && last >= first).then(|| (a, last - first + 1))
             }
         };
     }

@@ -467,3 +467,17 @@ fn block_keywords_without_braces() {
         ]
     );
 }
+
+/// Found by fuzzing (fuzz/regressions/keepalived_conf): a group range whose end is below
+/// its start overflowed while counting its addresses.
+#[test]
+fn group_range_ending_below_its_start_is_refused() {
+    assert_eq!(parse_range("192.168.201.13-8"), None);
+    assert_eq!(parse_range("2001:db8::20-1f"), None);
+    assert_eq!(
+        parse_range("192.168.201.8-13"),
+        Some(("192.168.201.8".parse().unwrap(), 6))
+    );
+    let (_, diags) = load("virtual_server_group G {\n    192.168.201.13-8 80\n}\n");
+    assert!(!errors(&diags).is_empty());
+}
