@@ -84,7 +84,11 @@ fn table(sock: &Path) -> Option<Vec<(u16, i32)>> {
     Some(v)
 }
 
-fn wait_table(sock: &Path, what: &str, want: Option<Vec<(u16, i32)>>) -> Duration {
+fn wait_table(sock: &Path, what: &str, mut want: Option<Vec<(u16, i32)>>) -> Duration {
+    // `table` lists by port: so must the expectation (the ports are whatever was free).
+    if let Some(w) = want.as_mut() {
+        w.sort();
+    }
     let t = Instant::now();
     loop {
         let got = table(sock);
