@@ -327,8 +327,14 @@ impl PacketDecider {
             return Verdict::Accept;
         };
         let now = shared.now();
-        let v = f(shared.engine().director_mut(), now);
-        shared.flush_klog();
+        // One lock hold per packet: the decision and its kernel log lines (rarely any),
+        // written after the lock is released.
+        let (v, lines) = {
+            let mut st = shared.engine();
+            let v = f(st.director_mut(), now);
+            (v, st.drain_klog())
+        };
+        shared.klog.write(lines);
         v
     }
 }

@@ -180,16 +180,33 @@ impl Targets {
     }
 }
 
-fn cancel<K: PartialEq>(add: &mut Vec<K>, del: &mut Vec<K>) {
-    let mut i = 0;
-    while i < add.len() {
-        if let Some(j) = del.iter().position(|x| *x == add[i]) {
-            add.swap_remove(i);
-            del.swap_remove(j);
-        } else {
-            i += 1;
-        }
+/// Cancel additions against removals of the same thing, one for one (a count may cross
+/// 0 <-> 1 more than once in one update). Hashed: a replace that swaps 100,000 real servers
+/// must not be quadratic.
+fn cancel<K: std::hash::Hash + Eq + Copy>(add: &mut Vec<K>, del: &mut Vec<K>) {
+    if add.is_empty() || del.is_empty() {
+        return;
     }
+    let mut removals: HashMap<K, usize> = HashMap::new();
+    for k in del.iter() {
+        *removals.entry(*k).or_insert(0) += 1;
+    }
+    let mut cancelled: HashMap<K, usize> = HashMap::new();
+    add.retain(|k| match removals.get_mut(k) {
+        Some(n) if *n > 0 => {
+            *n -= 1;
+            *cancelled.entry(*k).or_insert(0) += 1;
+            false
+        }
+        _ => true,
+    });
+    del.retain(|k| match cancelled.get_mut(k) {
+        Some(n) if *n > 0 => {
+            *n -= 1;
+            false
+        }
+        _ => true,
+    });
 }
 
 /// A place in the routing queue: wait for it to know the kernel routes what it asked for.
@@ -366,6 +383,14 @@ mod tests {
         assert_eq!(d.del_reals.len(), 1);
         assert!(d.add_vips.is_empty() && d.add_reals.is_empty());
         assert!(tg.vips.is_empty() && tg.reals.is_empty() && tg.by_service.is_empty());
+    }
+
+    #[test]
+    fn cancel_is_one_for_one() {
+        let (mut add, mut del) = (vec![1, 2, 1, 3], vec![1, 4]);
+        cancel(&mut add, &mut del);
+        add.sort();
+        assert_eq!((add, del), (vec![1, 2, 3], vec![4]));
     }
 
     #[test]
