@@ -990,6 +990,37 @@ impl Table {
         self.snapshot_with(conn_tab_size, services)
     }
 
+    /// [`Table::snapshot`] a piece at a time, so that a caller can list a big table
+    /// without holding it for the whole walk: up to `max` services created after `after`
+    /// (from the first with `None`), and the last one listed when more may follow. The
+    /// kernel's dump of the services is resumable in the same way (netlink dumps continue
+    /// from a cursor, with the table changing in between).
+    pub fn service_snaps_after(
+        &self,
+        after: Option<SvcId>,
+        max: usize,
+    ) -> (Vec<crate::snapshot::ServiceSnap>, Option<SvcId>) {
+        let order = &self.services.order;
+        let start = match after {
+            None => 0,
+            Some(id) => order.partition_point(|&x| x <= id),
+        };
+        let end = start.saturating_add(max.max(1)).min(order.len());
+        let snaps: Vec<_> = order[start..end]
+            .iter()
+            .filter_map(|id| self.services.get(id))
+            .map(|s| self.service_snap(s))
+            .collect();
+        let next = (end < order.len()).then(|| order[end - 1]);
+        (snaps, next)
+    }
+
+    /// The table's header fields (timeouts, sync daemons, global counters) with no
+    /// service: what goes with the last piece of [`Table::service_snaps_after`].
+    pub fn snapshot_header(&self, conn_tab_size: u32) -> crate::snapshot::Snapshot {
+        self.snapshot_with(conn_tab_size, Vec::new())
+    }
+
     /// The table with one service only (`ipvsadm -L -t ...`): what the kernel's
     /// GET_SERVICE answers, without building the rest. `None`: no such service.
     pub fn snapshot_service(

@@ -625,6 +625,21 @@ proptest! {
                 }
             }
             m.check(&t.snapshot(4096))?;
+            // The listing in pieces (what the daemon streams) is the listing.
+            let mut pieces = Vec::new();
+            let mut after = None;
+            loop {
+                let (part, next) = t.service_snaps_after(after, 2);
+                prop_assert!(next.is_none() || part.len() == 2);
+                pieces.extend(part);
+                match next {
+                    Some(id) => after = Some(id),
+                    None => break,
+                }
+            }
+            let mut streamed = t.snapshot_header(4096);
+            streamed.services = pieces;
+            prop_assert_eq!(streamed, t.snapshot(4096));
         }
     }
 

@@ -15,6 +15,7 @@ use rvs_packet::time::Time;
 use rvs_wire::frag::{self, FragDrop, FragOrigin, Fragmented, Reasm, ReasmConfig, Reassembler};
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// Which handler the packet is for (the kernel's in- and out-handlers).
@@ -336,12 +337,63 @@ pub fn run(
     stats: &Stats,
     cfg: &Config,
 ) -> io::Result<()> {
+    let fragments = Fragments::new(cfg.reassembly);
+    run_worker(io, decider, stop, stats, cfg, &fragments)
+}
+
+/// The reassembly queues, shared by the workers of one data plane: the kernel spreads the
+/// packets it routes into a multiqueue TUN by flow hash, and nothing guarantees that every
+/// fragment of a datagram lands in the same queue, so a datagram is completed by whichever
+/// worker reads its last fragment. Fragments are rare next to whole packets, and only they
+/// take this lock.
+#[derive(Debug)]
+pub struct Fragments {
+    reasm: Mutex<Reassembler>,
+    start: Instant,
+}
+
+impl Fragments {
+    pub fn new(cfg: ReasmConfig) -> Fragments {
+        Fragments {
+            reasm: Mutex::new(Reassembler::new(cfg)),
+            start: Instant::now(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Reassembler> {
+        // A panic while it was held leaves queues that are at worst incomplete: go on.
+        self.reasm.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn time(&self, now: Instant) -> Time {
+        Time(now.duration_since(self.start).as_millis() as u64)
+    }
+}
+
+/// How often a worker looks for reassembly queues whose time is up (the timeout is
+/// `ipfrag_time`, 30 s: a tenth of a second late is nothing).
+const EXPIRE_EVERY: Duration = Duration::from_millis(100);
+
+/// One worker of a data plane: [`run`] over `io` (one queue of the back-end), with the
+/// reassembly queues it shares with the other workers.
+pub fn run_worker(
+    io: &mut dyn PacketIo,
+    decider: &mut dyn Decider,
+    stop: &AtomicBool,
+    stats: &Stats,
+    cfg: &Config,
+    fragments: &Fragments,
+) -> io::Result<()> {
     let mut packet = vec![0u8; MAX_PACKET];
-    let mut path = PacketPath::new(cfg);
+    let mut path = PacketPath::new(cfg, fragments);
+    let mut next_expire = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         let got = io.recv_meta(&mut packet, cfg.poll_interval)?;
         let now = Instant::now();
-        path.expire(now, stats);
+        if now >= next_expire {
+            path.expire(now, stats);
+            next_expire = now + EXPIRE_EVERY;
+        }
         if let Some((n, meta)) = got {
             path.handle(&mut packet[..n], meta, now, io, decider, stats, cfg);
         }
@@ -349,19 +401,18 @@ pub fn run(
     Ok(())
 }
 
-/// What [`run`] keeps between packets.
-struct PacketPath {
-    reasm: Reassembler,
+/// What [`run_worker`] keeps between packets.
+struct PacketPath<'f> {
+    fragments: &'f Fragments,
     /// `None` when TTLs are left alone (or the addresses cannot be read).
     locals: Option<LocalAddrs>,
-    start: Instant,
     reply: Vec<u8>,
     /// Where a reassembled datagram's fragments are built.
     scratch: Vec<u8>,
 }
 
-impl PacketPath {
-    fn new(cfg: &Config) -> PacketPath {
+impl<'f> PacketPath<'f> {
+    fn new(cfg: &Config, fragments: &'f Fragments) -> PacketPath<'f> {
         let locals = if cfg.restore_ttl {
             LocalAddrs::new()
                 .inspect_err(|e| {
@@ -372,20 +423,16 @@ impl PacketPath {
             None
         };
         PacketPath {
-            reasm: Reassembler::new(cfg.reassembly),
+            fragments,
             locals,
-            start: Instant::now(),
             reply: vec![0u8; 1500],
             scratch: vec![0u8; MAX_PACKET],
         }
     }
 
-    fn time(&self, now: Instant) -> Time {
-        Time(now.duration_since(self.start).as_millis() as u64)
-    }
-
     fn expire(&mut self, now: Instant, stats: &Stats) {
-        let n = self.reasm.expire(self.time(now));
+        let t = self.fragments.time(now);
+        let n = self.fragments.lock().expire(t);
         if n > 0 {
             stats.frag_timeouts.fetch_add(n as u64, Ordering::Relaxed);
         }
@@ -409,7 +456,9 @@ impl PacketPath {
         }
         if frag::is_fragment(packet) {
             inc(&stats.fragments);
-            match self.reasm.push(packet, self.time(now)) {
+            let t = self.fragments.time(now);
+            let pushed = self.fragments.lock().push(packet, t);
+            match pushed {
                 Reasm::NotFragment => {}
                 Reasm::Held => return,
                 Reasm::Dropped(why) => {

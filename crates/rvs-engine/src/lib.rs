@@ -12,7 +12,8 @@ pub mod plumbing;
 pub mod tun;
 
 pub use engine::{
-    Action, Config, Decider, Direction, MAX_PACKET, Stats, process, process_meta, run,
+    Action, Config, Decider, Direction, Fragments, MAX_PACKET, Stats, process, process_meta, run,
+    run_worker,
 };
 pub use io::{PacketIo, RecvMeta};
 pub use multitun::{FWMARK_TUN_PREFIX, FwmarkTuns, MultiTun, fwmark_tun_name};

@@ -30,6 +30,47 @@ impl Tun {
     /// Creates (or attaches to) the TUN interface `name` (at most 15 bytes; a `%d` in it is
     /// replaced by the kernel). The interface is created down; see [`crate::Plumbing`].
     pub fn create(name: &str) -> io::Result<Tun> {
+        Tun::open(name, false)
+    }
+
+    /// Creates (or attaches to) the multiqueue TUN interface `name` with `queues` queues,
+    /// one descriptor each: the kernel spreads the packets it routes into the device over
+    /// the queues by flow hash, and each engine worker reads and writes its own. One queue
+    /// makes an ordinary (single-queue) device, as [`Tun::create`]. The descriptors are
+    /// non-blocking, so a worker can read a busy queue dry without a `poll` per packet.
+    pub fn create_queues(name: &str, queues: usize) -> io::Result<Vec<Tun>> {
+        if queues == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a TUN device needs at least one queue",
+            ));
+        }
+        let multi = queues > 1;
+        let first = Tun::open(name, multi)?;
+        let mut all = Vec::with_capacity(queues);
+        // Every further queue attaches to the name the kernel gave the first one.
+        let actual = first.name.clone();
+        all.push(first);
+        for _ in 1..queues {
+            all.push(Tun::open(&actual, multi)?);
+        }
+        for t in &all {
+            t.set_nonblocking()?;
+        }
+        Ok(all)
+    }
+
+    pub(crate) fn set_nonblocking(&self) -> io::Result<()> {
+        let fd = self.fd.as_raw_fd();
+        // SAFETY: plain fcntl calls on a descriptor we own; results checked.
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+        if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    fn open(name: &str, multi_queue: bool) -> io::Result<Tun> {
         if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.contains('\0') {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -46,7 +87,11 @@ impl Tun {
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         // SAFETY: an all-zero ifreq is valid (empty name, no flags).
         let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-        req.ifr_ifru.ifru_flags = (libc::IFF_TUN | libc::IFF_NO_PI) as libc::c_short;
+        let mut flags = libc::IFF_TUN | libc::IFF_NO_PI;
+        if multi_queue {
+            flags |= libc::IFF_MULTI_QUEUE;
+        }
+        req.ifr_ifru.ifru_flags = flags as libc::c_short;
         for (d, s) in req.ifr_name.iter_mut().zip(name.bytes()) {
             *d = s as libc::c_char;
         }

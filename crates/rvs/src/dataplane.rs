@@ -18,8 +18,8 @@
 use crate::daemon::routing::Delta;
 use crate::protocol::{Counter, DataPlaneHealth, DataPlaneState};
 use rvs_engine::{
-    Config, Decider, FwmarkTuns, MultiTun, NatReal, PacketIo, Plumbing, PlumbingConfig, RecvMeta,
-    Stats, Tun,
+    Config, Decider, Fragments, FwmarkTuns, MultiTun, NatReal, PacketIo, Plumbing, PlumbingConfig,
+    RecvMeta, Stats, Tun,
 };
 use std::any::Any;
 use std::collections::{BTreeSet, VecDeque};
@@ -27,7 +27,7 @@ use std::io;
 use std::net::IpAddr;
 use std::os::fd::RawFd;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -37,41 +37,66 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// The devices the engine reads, as the probe looks at them (replaced with the devices).
+/// The devices the workers read, as the probe looks at them (replaced with the devices).
 #[derive(Debug)]
 struct ProbeDevices {
-    /// The main TUN.
-    fd: RawFd,
-    /// The per-mark TUNs.
-    marks: FwmarkTuns,
+    /// The TUN's queues, one per worker.
+    queues: Vec<RawFd>,
+    /// The per-mark TUNs (read by worker 0), once the devices exist.
+    marks: Option<FwmarkTuns>,
 }
 
-/// Marks when the engine holds a packet it has read but not yet finished with, so a
-/// listing can wait until everything queued before it has been decided (the kernel decides
-/// inside `connect()`; rvs decides a moment later, on its own thread).
+/// One worker's marks for the probe, on a cache line of its own (each worker writes its
+/// own per packet).
+#[derive(Debug, Default)]
+#[repr(align(64))]
+struct WorkerProbe {
+    /// Holds a packet it has read but not yet finished with.
+    busy: AtomicBool,
+    /// Bumped each time the worker asks for the next packet.
+    epoch: AtomicU64,
+}
+
+/// Marks when a worker holds a packet it has read but not yet finished with, so a listing
+/// can wait until everything queued before it has been decided (the kernel decides inside
+/// `connect()`; rvs decides a moment later, on a worker thread).
 #[derive(Debug)]
 struct Probe {
-    busy: AtomicBool,
-    /// Bumped each time the engine asks for the next packet.
-    epoch: AtomicU64,
-    /// No engine thread runs: nothing will be decided until the supervisor starts one.
-    dead: AtomicBool,
+    workers: Vec<WorkerProbe>,
+    /// Workers running now; fewer than all: nothing queued for the others will be decided
+    /// until the supervisor starts them again.
+    running: AtomicUsize,
     devices: Mutex<ProbeDevices>,
 }
 
 impl Probe {
     fn pending(&self) -> bool {
-        if self.busy.load(Ordering::SeqCst) {
+        if self.workers.iter().any(|w| w.busy.load(Ordering::SeqCst)) {
             return true;
         }
         let d = lock(&self.devices);
-        readable(d.fd) || d.marks.any_readable()
+        d.queues.iter().any(|&fd| readable(fd))
+            || d.marks.as_ref().is_some_and(FwmarkTuns::any_readable)
+    }
+
+    fn epoch(&self) -> u64 {
+        self.workers
+            .iter()
+            .map(|w| w.epoch.load(Ordering::SeqCst))
+            .fold(0, u64::wrapping_add)
+    }
+
+    fn all_running(&self) -> bool {
+        self.running.load(Ordering::SeqCst) == self.workers.len()
     }
 }
 
+/// One worker's queue of the TUN (worker 0's also reads the mark devices), marked for the
+/// probe.
 struct ProbedTun {
     tun: MultiTun,
     probe: Arc<Probe>,
+    worker: usize,
 }
 
 impl PacketIo for ProbedTun {
@@ -84,11 +109,12 @@ impl PacketIo for ProbedTun {
         buf: &mut [u8],
         timeout: Duration,
     ) -> io::Result<Option<(usize, RecvMeta)>> {
-        self.probe.busy.store(false, Ordering::SeqCst);
-        self.probe.epoch.fetch_add(1, Ordering::SeqCst);
+        let me = &self.probe.workers[self.worker];
+        me.busy.store(false, Ordering::SeqCst);
+        me.epoch.fetch_add(1, Ordering::SeqCst);
         let r = self.tun.recv_meta(buf, timeout);
         if let Ok(Some(_)) = r {
-            self.probe.busy.store(true, Ordering::SeqCst);
+            me.busy.store(true, Ordering::SeqCst);
         }
         r
     }
@@ -151,7 +177,8 @@ impl Health {
 /// the packet path takes.
 #[derive(Clone, Debug)]
 pub struct Monitor {
-    stats: Arc<Stats>,
+    /// One block per worker (each counts without sharing a cache line with the others).
+    stats: Arc<[Arc<Stats>]>,
     health: Arc<Health>,
 }
 
@@ -160,13 +187,33 @@ impl Monitor {
         self.health.report()
     }
 
-    /// The engine's counters, cumulative across restarts.
+    /// The engine's counters, summed over the workers, cumulative across restarts; then
+    /// `workers` and, with more than one, each worker's `received` (how the kernel spread
+    /// the packets over the queues).
     pub fn engine_counters(&self) -> Vec<Counter> {
-        self.stats
-            .counters()
+        let mut sum: Vec<(&'static str, u64)> = Vec::new();
+        for st in self.stats.iter() {
+            for (i, (name, v)) in st.counters().into_iter().enumerate() {
+                match sum.get_mut(i) {
+                    Some(slot) => slot.1 += v,
+                    None => sum.push((name, v)),
+                }
+            }
+        }
+        let mut out: Vec<Counter> = sum
             .into_iter()
             .map(|(name, value)| Counter::new(name, value))
-            .collect()
+            .collect();
+        out.push(Counter::new("workers", self.stats.len() as u64));
+        if self.stats.len() > 1 {
+            for (i, st) in self.stats.iter().enumerate() {
+                out.push(Counter::new(
+                    format!("worker{i}_received"),
+                    st.received.load(Ordering::Relaxed),
+                ));
+            }
+        }
+        out
     }
 }
 
@@ -324,16 +371,17 @@ fn panic_message(p: &(dyn Any + Send)) -> String {
     }
 }
 
-/// The engine loop, with a panic caught: the thread's boundary.
+/// The engine loop of one worker, with a panic caught: the thread's boundary.
 fn run_caught(
     io: &mut dyn PacketIo,
     decide: &mut dyn Decider,
     stop: &AtomicBool,
     stats: &Stats,
+    fragments: &Fragments,
 ) -> EngineEnd {
     let cfg = Config::default();
     match catch_unwind(AssertUnwindSafe(|| {
-        rvs_engine::run(io, decide, stop, stats, &cfg)
+        rvs_engine::run_worker(io, decide, stop, stats, &cfg, fragments)
     })) {
         Ok(Ok(())) => EngineEnd::Stopped,
         Ok(Err(e)) => EngineEnd::Failed(e),
@@ -341,27 +389,36 @@ fn run_caught(
     }
 }
 
-/// Start an engine thread over `io`. (On an error, `io` is gone with the closure.)
-fn spawn_engine<D>(
-    mut io: ProbedTun,
-    mut decide: D,
-    stop: Arc<AtomicBool>,
-    stats: Arc<Stats>,
-) -> io::Result<EngineThread>
+/// What every worker thread shares.
+#[derive(Clone)]
+struct WorkerShared<D> {
+    decide: D,
+    /// Set to stop the workers of the current set of devices (shutdown, or new devices).
+    halt: Arc<AtomicBool>,
+    stats: Arc<[Arc<Stats>]>,
+    fragments: Arc<Fragments>,
+}
+
+/// Start worker `io.worker`'s thread over its queue. (On an error, `io` is gone with the
+/// closure.)
+fn spawn_worker<D>(mut io: ProbedTun, w: &WorkerShared<D>) -> io::Result<EngineThread>
 where
-    D: Decider + Send + 'static,
+    D: Decider + Clone + Send + 'static,
 {
-    io.probe.dead.store(false, Ordering::SeqCst);
+    let i = io.worker;
     let probe = io.probe.clone();
+    probe.running.fetch_add(1, Ordering::SeqCst);
+    let mut decide = w.decide.clone();
+    let (halt, stats, fragments) = (w.halt.clone(), w.stats[i].clone(), w.fragments.clone());
     let spawned = std::thread::Builder::new()
-        .name("rvs-engine".into())
+        .name(format!("rvs-worker-{i}"))
         .spawn(move || {
-            let end = run_caught(&mut io, &mut decide, &stop, &stats);
-            io.probe.dead.store(true, Ordering::SeqCst);
+            let end = run_caught(&mut io, &mut decide, &halt, &stats, &fragments);
+            io.probe.running.fetch_sub(1, Ordering::SeqCst);
             (io, end)
         });
     if spawned.is_err() {
-        probe.dead.store(true, Ordering::SeqCst);
+        probe.running.fetch_sub(1, Ordering::SeqCst);
     }
     spawned
 }
@@ -369,76 +426,93 @@ where
 /// The supervisor thread's state (see the module documentation).
 struct Supervisor<D> {
     tun_name: String,
-    /// Each engine thread gets a clone.
-    decide: D,
+    /// Set by [`DataPlane::shutdown`].
     stop: Arc<AtomicBool>,
-    stats: Arc<Stats>,
+    workers: WorkerShared<D>,
     health: Arc<Health>,
     probe: Arc<Probe>,
     routing: Arc<Mutex<Routing>>,
     policy: RestartPolicy,
 }
 
+/// How often the supervisor looks at its workers and the stop flag.
+const SUPERVISE_EVERY: Duration = Duration::from_millis(20);
+
 impl<D> Supervisor<D>
 where
     D: Decider + Clone + Send + 'static,
 {
-    fn run(self, mut engine: EngineThread) {
+    /// Watches the workers: a worker that panicked gets a new thread on its own queue; a
+    /// worker whose device failed takes the others down with it, and all get new devices.
+    fn run(mut self, mut threads: Vec<Option<EngineThread>>) {
         let mut window = RestartWindow::new(self.policy.clone());
         loop {
-            let joined = engine.join();
             if self.stop.load(Ordering::SeqCst) {
+                self.workers.halt.store(true, Ordering::SeqCst);
+                for t in threads.iter_mut().filter_map(Option::take) {
+                    let _ = t.join();
+                }
                 return;
             }
+            let Some(i) = threads
+                .iter()
+                .position(|t| t.as_ref().is_none_or(JoinHandle::is_finished))
+            else {
+                std::thread::sleep(SUPERVISE_EVERY);
+                continue;
+            };
+            let ended = threads[i].take().map(JoinHandle::join);
+            if self.stop.load(Ordering::SeqCst) {
+                continue;
+            }
             self.health.set(RESTARTING);
-            // A failed device is dropped here, before new ones of the same names are made.
-            let (mut io, why) = match joined {
-                Ok((io, EngineEnd::Panicked(m))) => {
-                    (Some(io), format!("the packet engine panicked: {m}"))
+            // The devices to start again on: this worker's queue after a panic; none (new
+            // devices for every worker) after a device error.
+            let (kept, why) = match ended {
+                Some(Ok((io, EngineEnd::Panicked(m)))) => {
+                    (Some(io), format!("packet worker {i} panicked: {m}"))
                 }
-                Ok((_, EngineEnd::Failed(e))) => (
+                Some(Ok((_, EngineEnd::Failed(e)))) => (
                     None,
                     format!(
-                        "the packet engine stopped: the TUN device {} failed: {e}",
+                        "packet worker {i} stopped: the TUN device {} failed: {e}",
                         self.tun_name
                     ),
                 ),
-                Ok((io, EngineEnd::Stopped)) => {
-                    (Some(io), "the packet engine stopped unasked".to_string())
+                Some(Ok((io, EngineEnd::Stopped))) => {
+                    (Some(io), format!("packet worker {i} stopped unasked"))
                 }
-                Err(p) => (
+                Some(Err(p)) => (
                     None,
-                    format!("the packet engine thread panicked: {}", panic_message(&*p)),
+                    format!(
+                        "packet worker {i}'s thread panicked: {}",
+                        panic_message(&*p)
+                    ),
                 ),
+                None => (None, format!("packet worker {i} could not be started")),
             };
             self.health.failed(&why);
             let mut last = why;
-            engine = loop {
+            let mut kept = kept;
+            loop {
                 let Some(wait) = window.next(Instant::now()) else {
                     self.give_up(&last);
                 };
                 if !self.sleep(wait) {
-                    return;
+                    break;
                 }
                 let n = self.health.restarts.fetch_add(1, Ordering::SeqCst) + 1;
-                let dev = match io.take() {
-                    Some(dev) => Ok(dev),
-                    None => self.rebuild(),
+                let started = match kept.take() {
+                    Some(io) => spawn_worker(io, &self.workers)
+                        .map(|t| threads[i] = Some(t))
+                        .map_err(|e| format!("cannot start packet worker {i} again: {e}")),
+                    None => self.restart_all(&mut threads),
                 };
-                let started = dev.and_then(|dev| {
-                    spawn_engine(
-                        dev,
-                        self.decide.clone(),
-                        self.stop.clone(),
-                        self.stats.clone(),
-                    )
-                    .map_err(|e| format!("cannot start the engine thread: {e}"))
-                });
                 match started {
-                    Ok(h) => {
+                    Ok(()) => {
                         self.health.set(RUNNING);
                         eprintln!("rvs daemon: the packet engine is running again (restart {n})");
-                        break h;
+                        break;
                     }
                     Err(e) => {
                         let e = format!("restart {n} of the packet engine failed: {e}");
@@ -446,8 +520,25 @@ where
                         last = e;
                     }
                 }
-            };
+            }
         }
+    }
+
+    /// Stops every worker, makes the devices anew and starts a worker on each queue.
+    fn restart_all(&mut self, threads: &mut [Option<EngineThread>]) -> Result<(), String> {
+        self.workers.halt.store(true, Ordering::SeqCst);
+        for t in threads.iter_mut().filter_map(Option::take) {
+            // The old devices are dropped here, before new ones of the same name are made.
+            let _ = t.join();
+        }
+        self.workers.halt = Arc::new(AtomicBool::new(false));
+        let queues = self.rebuild()?;
+        for (i, io) in queues.into_iter().enumerate() {
+            let t = spawn_worker(io, &self.workers)
+                .map_err(|e| format!("cannot start packet worker {i}: {e}"))?;
+            threads[i] = Some(t);
+        }
+        Ok(())
     }
 
     /// Sleep, unless the data plane stops first (then `false`).
@@ -466,20 +557,10 @@ where
     }
 
     /// New devices with the whole routing on them.
-    fn rebuild(&self) -> Result<ProbedTun, String> {
+    fn rebuild(&self) -> Result<Vec<ProbedTun>, String> {
         let name = &self.tun_name;
         let mut r = lock(&self.routing);
-        let tun = Tun::create(name)
-            .map_err(|e| format!("cannot create the TUN device {name} again: {e}"))?;
-        let fd = tun.raw_fd();
-        let tun = MultiTun::new(tun).map_err(|e| format!("cannot poll the TUN devices: {e}"))?;
-        let marks = tun.fwmark_tuns();
-        // The old mark devices go with the last handles on them, before the sync below
-        // makes new ones of the same names.
-        *lock(&self.probe.devices) = ProbeDevices {
-            fd,
-            marks: marks.clone(),
-        };
+        let (queues, marks) = open_queues(name, &self.probe)?;
         r.marks = marks;
         r.plumbing
             .reattach()
@@ -487,10 +568,7 @@ where
         r.sync_all()
             .map_err(|e| format!("cannot route into {name} again: {e}"))?;
         eprintln!("rvs daemon: made the TUN device {name} again and routed into it");
-        Ok(ProbedTun {
-            tun,
-            probe: self.probe.clone(),
-        })
+        Ok(queues)
     }
 
     fn give_up(&self, last: &str) -> ! {
@@ -508,6 +586,36 @@ where
     }
 }
 
+/// Creates the TUN `name` with one queue per worker of `probe` and points the probe at
+/// them. Worker 0 also reads the mark devices (returned: the routing side creates them).
+fn open_queues(name: &str, probe: &Arc<Probe>) -> Result<(Vec<ProbedTun>, FwmarkTuns), String> {
+    let n = probe.workers.len();
+    let tuns = Tun::create_queues(name, n).map_err(|e| {
+        format!(
+            "cannot create the TUN device {name} with {n} queue(s): {e} (the data plane needs \
+             root or CAP_NET_ADMIN; `--dataplane none` runs the control plane only)"
+        )
+    })?;
+    let fds: Vec<RawFd> = tuns.iter().map(Tun::raw_fd).collect();
+    let mut queues = Vec::with_capacity(n);
+    for (worker, tun) in tuns.into_iter().enumerate() {
+        let tun = MultiTun::new(tun).map_err(|e| format!("cannot poll the TUN devices: {e}"))?;
+        queues.push(ProbedTun {
+            tun,
+            probe: probe.clone(),
+            worker,
+        });
+    }
+    let marks = queues[0].tun.fwmark_tuns();
+    // The old mark devices go with the last handles on them, before the routing side makes
+    // new ones of the same names.
+    *lock(&probe.devices) = ProbeDevices {
+        queues: fds,
+        marks: Some(marks.clone()),
+    };
+    Ok((queues, marks))
+}
+
 /// The running data plane.
 pub struct DataPlane {
     routing: Arc<Mutex<Routing>>,
@@ -518,11 +626,12 @@ pub struct DataPlane {
 }
 
 impl DataPlane {
-    /// Create the TUN `tun_name`, install the plumbing and start the engine thread, which
-    /// calls (a clone of) `decide` for each packet, under a supervisor that restarts it
-    /// as `policy` says.
+    /// Create the TUN `tun_name` with a queue per worker, install the plumbing and start
+    /// `workers` worker threads, each calling (a clone of) `decide` for each packet of its
+    /// queue, under a supervisor that restarts them as `policy` says.
     pub fn start<D>(
         tun_name: &str,
+        workers: usize,
         journal: std::path::PathBuf,
         decide: D,
         policy: RestartPolicy,
@@ -530,31 +639,22 @@ impl DataPlane {
     where
         D: Decider + Clone + Send + 'static,
     {
-        let tun = Tun::create(tun_name).map_err(|e| {
-            format!(
-                "cannot create the TUN device {tun_name}: {e} (the data plane needs root or \
-                 CAP_NET_ADMIN; `--dataplane none` runs the control plane only)"
-            )
-        })?;
+        let workers = workers.max(1);
+        let probe = Arc::new(Probe {
+            workers: (0..workers).map(|_| WorkerProbe::default()).collect(),
+            running: AtomicUsize::new(0),
+            devices: Mutex::new(ProbeDevices {
+                queues: Vec::new(),
+                marks: None,
+            }),
+        });
+        let (queues, marks) = open_queues(tun_name, &probe)?;
         let cfg = PlumbingConfig {
             journal: Some(journal),
             ..PlumbingConfig::default()
         };
-        let plumbing = Plumbing::setup(tun.name(), cfg)
-            .map_err(|e| format!("cannot set up routing for {}: {e}", tun.name()))?;
-        let tun_name = tun.name().to_string();
-        let fd = tun.raw_fd();
-        let tun = MultiTun::new(tun).map_err(|e| format!("cannot poll the TUN devices: {e}"))?;
-        let marks = tun.fwmark_tuns();
-        let probe = Arc::new(Probe {
-            busy: AtomicBool::new(false),
-            epoch: AtomicU64::new(0),
-            dead: AtomicBool::new(false),
-            devices: Mutex::new(ProbeDevices {
-                fd,
-                marks: marks.clone(),
-            }),
-        });
+        let plumbing = Plumbing::setup(tun_name, cfg)
+            .map_err(|e| format!("cannot set up routing for {tun_name}: {e}"))?;
         let routing = Arc::new(Mutex::new(Routing {
             plumbing,
             marks,
@@ -563,19 +663,28 @@ impl DataPlane {
             want_marks: BTreeSet::new(),
         }));
         let stop = Arc::new(AtomicBool::new(false));
-        let stats = Arc::new(Stats::default());
+        let stats: Arc<[Arc<Stats>]> = (0..workers).map(|_| Arc::new(Stats::default())).collect();
         let health = Arc::new(Health::default());
-        let io = ProbedTun {
-            tun,
-            probe: probe.clone(),
-        };
-        let engine = spawn_engine(io, decide.clone(), stop.clone(), stats.clone())
-            .map_err(|e| format!("cannot start the engine thread: {e}"))?;
-        let sup = Supervisor {
-            tun_name,
+        let shared = WorkerShared {
             decide,
-            stop: stop.clone(),
+            halt: Arc::new(AtomicBool::new(false)),
             stats: stats.clone(),
+            fragments: Arc::new(Fragments::new(Config::default().reassembly)),
+        };
+        let mut threads = Vec::with_capacity(workers);
+        for (i, io) in queues.into_iter().enumerate() {
+            match spawn_worker(io, &shared) {
+                Ok(t) => threads.push(Some(t)),
+                Err(e) => {
+                    shared.halt.store(true, Ordering::SeqCst);
+                    return Err(format!("cannot start packet worker {i}: {e}"));
+                }
+            }
+        }
+        let sup = Supervisor {
+            tun_name: tun_name.to_string(),
+            stop: stop.clone(),
+            workers: shared.clone(),
             health: health.clone(),
             probe: probe.clone(),
             routing: routing.clone(),
@@ -583,11 +692,11 @@ impl DataPlane {
         };
         let supervisor = match std::thread::Builder::new()
             .name("rvs-supervisor".into())
-            .spawn(move || sup.run(engine))
+            .spawn(move || sup.run(threads))
         {
             Ok(h) => h,
             Err(e) => {
-                stop.store(true, Ordering::SeqCst);
+                shared.halt.store(true, Ordering::SeqCst);
                 return Err(format!("cannot start the engine's supervisor: {e}"));
             }
         };
@@ -630,8 +739,8 @@ impl Quiescer {
     pub fn quiesce(&self) {
         let deadline = Instant::now() + Duration::from_millis(200);
         let mut idle_since: Option<u64> = None;
-        while Instant::now() < deadline && !self.0.dead.load(Ordering::SeqCst) {
-            let epoch = self.0.epoch.load(Ordering::SeqCst);
+        while Instant::now() < deadline && self.0.all_running() {
+            let epoch = self.0.epoch();
             if self.0.pending() {
                 idle_since = None;
             } else if idle_since == Some(epoch) {
@@ -661,11 +770,10 @@ impl DataPlane {
         let _ = supervisor.join();
         let counters: Vec<String> = self
             .monitor
-            .stats
-            .counters()
+            .engine_counters()
             .into_iter()
-            .filter(|(_, v)| *v != 0)
-            .map(|(n, v)| format!("{n} {v}"))
+            .filter(|c| c.value != 0)
+            .map(|c| format!("{} {}", c.name, c.value))
             .collect();
         eprintln!(
             "rvs daemon: engine: {} (restarts {})",
@@ -729,6 +837,7 @@ mod tests {
     #[test]
     fn the_engine_thread_boundary_tells_stop_failure_and_panic_apart() {
         let stats = Stats::default();
+        let frags = Fragments::new(Default::default());
         let stop = Arc::new(AtomicBool::new(false));
         let mut accept = |_: &PacketInfo, _: Direction| Verdict::Accept;
         let mut io = Script {
@@ -736,7 +845,7 @@ mod tests {
             fail: false,
             stop: stop.clone(),
         };
-        let end = run_caught(&mut io, &mut accept, &stop, &stats);
+        let end = run_caught(&mut io, &mut accept, &stop, &stats, &frags);
         assert!(matches!(end, EngineEnd::Stopped));
         assert_eq!(stats.received.load(Ordering::Relaxed), 1);
 
@@ -746,7 +855,7 @@ mod tests {
             fail: true,
             stop: stop.clone(),
         };
-        let end = run_caught(&mut io, &mut accept, &stop, &stats);
+        let end = run_caught(&mut io, &mut accept, &stop, &stats, &frags);
         assert!(matches!(&end, EngineEnd::Failed(e) if e.raw_os_error() == Some(libc::EBADFD)));
 
         let mut panics = |_: &PacketInfo, _: Direction| -> Verdict { panic!("decider broke") };
@@ -755,7 +864,7 @@ mod tests {
             fail: false,
             stop: stop.clone(),
         };
-        let end = run_caught(&mut io, &mut panics, &stop, &stats);
+        let end = run_caught(&mut io, &mut panics, &stop, &stats, &frags);
         assert!(matches!(&end, EngineEnd::Panicked(m) if m == "decider broke"));
         // The devices outlive the panic: the packet after is still there to be read.
         assert_eq!(io.packets.len(), 1);

@@ -17,16 +17,21 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+/// Most packet workers (TUN queues): the kernel's limit on a TUN's queues.
+const MAX_WORKERS: usize = 256;
+
 const USAGE: &str = "\
 usage: rvs [--socket PATH] COMMAND [ARGS...]
 
 commands:
   daemon [--socket PATH] [--state PATH] [--klog PATH] [--proc-dir DIR]
-         [--dataplane tun|none] [--tun NAME] [--max-conns N] [--enable-scheduler twos]
+         [--dataplane tun|none] [--tun NAME] [--workers N] [--max-conns N]
+         [--enable-scheduler twos]
          [--klog-ratelimit on|off] [--drop-invalid-state] [--max-clients N]
          [--client-idle-timeout SECS] [--max-engine-restarts N]
                          run the daemon (foreground) that owns the table and, with the
-                         default `--dataplane tun`, carries the traffic (TUN device `rvs0`)
+                         default `--dataplane tun`, carries the traffic (TUN device `rvs0`,
+                         one queue and one packet worker per core unless --workers says)
   ipvsadm ARGS...        the ipvsadm command line (also: run this binary as `ipvsadm`)
   restore --atomic       ipvsadm -R input on stdin, applied all-or-nothing (streamed to
                          the daemon as one transaction: no size limit)
@@ -190,6 +195,14 @@ fn daemon_main(socket: Option<PathBuf>, args: &[String]) -> i32 {
                     return usage_error(
                         "--enable-scheduler takes twos (the schedulers newer than Linux 6.1)",
                     );
+                }
+            },
+            "--workers" => match value().and_then(|v| v.parse::<usize>().ok()) {
+                Some(n) if (1..=MAX_WORKERS).contains(&n) => opts.workers = n,
+                _ => {
+                    return usage_error(&format!(
+                        "--workers needs a number of packet workers from 1 to {MAX_WORKERS}"
+                    ));
                 }
             },
             "--max-conns" => match value().and_then(|v| v.parse::<usize>().ok()) {

@@ -385,6 +385,75 @@ fn stats_count_the_packets_of_a_service() {
 }
 
 #[test]
+fn two_workers_share_the_flows_and_lose_none() {
+    if let Some(why) = skip_reason() {
+        eprintln!("skipping two_workers_share_the_flows_and_lose_none: {why}");
+        return;
+    }
+    let mut bed = Bed::new("w2");
+    bed.start_servers();
+    bed.start_daemon(&["--workers", "2"]);
+    bed.configure();
+    let before = bed.stats();
+    assert_eq!(counter(&before, "workers"), 2);
+    // 64 flows (a socket, so a source port, each): the kernel spreads them over the TUN's
+    // two queues by flow hash; every exchange must come back through whichever worker.
+    let answered = in_ns(bed.d(), || {
+        let to: SocketAddr = format!("{VIP}:80").parse().unwrap();
+        let mut ok = 0;
+        for i in 0..64 {
+            let u = UdpSocket::bind("0.0.0.0:0").unwrap();
+            u.set_read_timeout(Some(Duration::from_millis(500)))
+                .unwrap();
+            let msg = format!("flow {i}");
+            let mut buf = [0u8; 64];
+            for _ in 0..4 {
+                u.send_to(msg.as_bytes(), to).unwrap();
+                if let Ok((n, from)) = u.recv_from(&mut buf) {
+                    assert_eq!(from, to);
+                    assert_eq!(&buf[..n], msg.as_bytes());
+                    ok += 1;
+                    break;
+                }
+            }
+        }
+        ok
+    });
+    assert_eq!(answered, 64);
+    for i in 0..8 {
+        assert_eq!(
+            bed.tcp_echo(&format!("t{i}")).as_deref(),
+            Ok(&*format!("t{i}"))
+        );
+    }
+    let after = bed.stats();
+    let delta = |name: &str| counter(&after, name) - counter(&before, name);
+    let (w0, w1) = (delta("worker0_received"), delta("worker1_received"));
+    assert!(w0 > 0 && w1 > 0, "both queues carry flows: {w0} and {w1}");
+    assert_eq!(w0 + w1, delta("received"));
+    assert_eq!(delta("send_errors"), 0);
+    // Every connection is one entry, whichever worker saw its packets: 64 UDP + 8 TCP.
+    assert!(delta("conns_inserted") >= 72, "{after:?}");
+    // `--stats` shows the counters as of the last 2-s estimator tick, as the kernel does.
+    let deadline = Instant::now() + Duration::from_secs(6);
+    loop {
+        let out = bed.rvs(&["ipvsadm", "-Ln", "--stats", "-u", "10.78.100.1:80"]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let conns: u64 = text
+            .lines()
+            .find(|l| l.contains("10.78.1.2:8080"))
+            .and_then(|l| l.split_whitespace().nth(2))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no real server line: {text}"));
+        if conns == 64 || Instant::now() > deadline {
+            assert_eq!(conns, 64, "{text}");
+            break;
+        }
+        thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
 fn a_deleted_tun_is_made_again_and_traffic_flows() {
     if let Some(why) = skip_reason() {
         eprintln!("skipping a_deleted_tun_is_made_again_and_traffic_flows: {why}");
@@ -392,7 +461,7 @@ fn a_deleted_tun_is_made_again_and_traffic_flows() {
     }
     let mut bed = Bed::new("rs");
     bed.start_servers();
-    bed.start_daemon(&[]);
+    bed.start_daemon(&["--workers", "2"]);
     bed.configure();
     assert_eq!(bed.tcp_echo("before").as_deref(), Ok("before"));
     let (rc, out) = bed.ping();

@@ -1204,6 +1204,33 @@ impl ConnTable {
         out
     }
 
+    /// [`ConnTable::listing_ids`] a piece at a time, so that a caller can list a big table
+    /// without holding it for the whole walk: the entries of the hash chains from bucket
+    /// `from` on, whole chains until at least `max` entries, and the next bucket to start
+    /// from (`None`: done; the unhashed entries come with the last piece). Entries that
+    /// come and go between pieces may be missed or listed, as with the kernel's
+    /// `/proc/net/ip_vs_conn`, which walks its table under RCU while packets change it.
+    pub fn listing_piece(&self, from: usize, max: usize) -> (Vec<ConnId>, Option<usize>) {
+        let mut out = Vec::new();
+        let mut b = from;
+        while b < self.buckets.len() {
+            let mut cur = self.buckets[b];
+            while cur != NIL {
+                out.push(ConnId(cur));
+                cur = self.entries[cur as usize].next;
+            }
+            b += 1;
+            if out.len() >= max && b < self.buckets.len() {
+                return (out, Some(b));
+            }
+        }
+        out.extend(
+            self.ids()
+                .filter(|id| self.entries[id.0 as usize].flags & cf::HASHED == 0),
+        );
+        (out, None)
+    }
+
     /// Slab capacity in slots (live and free); [`ConnTable::slot`] walks it.
     pub fn slots(&self) -> usize {
         self.entries.len()

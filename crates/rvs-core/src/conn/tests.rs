@@ -199,6 +199,37 @@ fn growth_keeps_same_key_entries_newest_first() {
 }
 
 #[test]
+fn the_listing_in_pieces_is_the_listing() {
+    let mut t = ConnTable::new(1 << 20);
+    let v = v4([2, 2, 2, 2]);
+    let mut ids = Vec::new();
+    for p in 0..5_000u32 {
+        let c = v4((p % 700).to_be_bytes());
+        ids.push(
+            t.insert(&conn(c, (p % 3) as u16, v, 80, v, 80, 0), Time(0))
+                .unwrap(),
+        );
+    }
+    for id in ids.iter().step_by(7) {
+        t.remove(*id);
+    }
+    for max in [1, 100, 4096, 1 << 20] {
+        let mut got = Vec::new();
+        let mut from = Some(0);
+        let mut pieces = 0;
+        while let Some(b) = from {
+            let (ids, next) = t.listing_piece(b, max);
+            assert!(next.is_none() || ids.len() >= max);
+            got.extend(ids);
+            from = next;
+            pieces += 1;
+        }
+        assert_eq!(got, t.listing_ids(), "pieces of {max}");
+        assert!(max < 5_000 || pieces == 1);
+    }
+}
+
+#[test]
 fn timers_fire_on_time_and_follow_rearms() {
     let mut t = ConnTable::new(10);
     let c = v4([1, 1, 1, 1]);

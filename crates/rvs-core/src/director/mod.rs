@@ -247,6 +247,26 @@ impl Director {
             .collect()
     }
 
+    /// [`Director::connections`] a piece at a time (see [`ConnTable::listing_piece`]):
+    /// the rows from hash bucket `from` on, at least `max` unless it is the last piece,
+    /// and where the next piece starts.
+    pub fn connections_piece(
+        &self,
+        from: usize,
+        max: usize,
+        now: Time,
+    ) -> (Vec<ConnSnap>, Option<usize>) {
+        let (ids, next) = self.conns.listing_piece(from, max);
+        let rows = ids
+            .into_iter()
+            .filter_map(|id| {
+                let c = self.conns.get(id)?;
+                Some(conn_snap(&c, self.conns.remaining_ms(id, now)))
+            })
+            .collect();
+        (rows, next)
+    }
+
     /// Number of entries (connections and templates).
     pub fn conn_count(&self) -> usize {
         self.conns.len()

@@ -27,6 +27,8 @@ use std::time::Duration;
 
 /// Services per line of a streamed listing.
 const SNAPSHOT_PART: usize = 512;
+/// Connection entries listed per engine-lock hold (at least; whole hash chains).
+const CONN_PIECE: usize = 4096;
 
 /// How long a change waits for the kernel routing it needs before answering anyway (the
 /// routing thread goes on retrying and logs why).
@@ -142,14 +144,16 @@ pub fn handle(shared: &Shared, session: &mut Session, req: Request, replies: &mu
             None => no_transaction(),
             Some(t) => atomic_response(shared, t.ops, t.replace),
         },
-        Request::Snapshot { service } => {
-            let snap = {
-                let st = shared.engine();
-                match &service {
-                    Some(k) => st.director().table.snapshot_service(k, CONN_TAB_SIZE),
-                    None => Some(st.snapshot()),
-                }
-            };
+        Request::Snapshot { service: None } => {
+            stream_snapshot(shared, replies);
+            return;
+        }
+        Request::Snapshot { service: Some(k) } => {
+            let snap = shared
+                .engine()
+                .director()
+                .table
+                .snapshot_service(&k, CONN_TAB_SIZE);
             match snap {
                 Some(s) => {
                     send_snapshot(replies, s);
@@ -162,10 +166,20 @@ pub fn handle(shared: &Shared, session: &mut Session, req: Request, replies: &mu
             }
         }
         Request::Connections => {
+            // A piece of the table per engine-lock hold: the packet path waits for one
+            // piece at most, not for the whole table.
             let now = shared.now();
-            Response::data(Payload::Connections {
-                conns: shared.engine().connections(now),
-            })
+            let mut conns = Vec::new();
+            let mut from = Some(0);
+            while let Some(b) = from {
+                let (rows, next) = shared
+                    .engine()
+                    .director()
+                    .connections_piece(b, CONN_PIECE, now);
+                conns.extend(rows);
+                from = next;
+            }
+            Response::data(Payload::Connections { conns })
         }
         Request::SysctlGet { name } => match shared.engine().sysctl_get(&name) {
             Some(value) => Response::data(Payload::Sysctl { name, value }),
@@ -482,6 +496,31 @@ fn set_sysctl(shared: &Shared, name: String, value: String) -> Response {
     drop(ctl);
     shared.wait_durable(ticket);
     resp
+}
+
+/// Send the whole table, in parts of [`SNAPSHOT_PART`] services, each read under its own
+/// engine-lock hold and sent after it is released: the packet path waits for one part at
+/// most, and neither side holds one huge line.
+fn stream_snapshot(shared: &Shared, replies: &mut Replies) {
+    let mut after = None;
+    loop {
+        let (services, next, header) = {
+            let st = shared.engine();
+            let table = &st.director().table;
+            let (services, next) = table.service_snaps_after(after, SNAPSHOT_PART);
+            let header = next.is_none().then(|| table.snapshot_header(CONN_TAB_SIZE));
+            (services, next, header)
+        };
+        if let Some(mut snapshot) = header {
+            snapshot.services = services;
+            replies.send(&Response::data(Payload::Snapshot { snapshot }));
+            return;
+        }
+        if !replies.send(&Response::data(Payload::SnapshotPart { services })) {
+            return;
+        }
+        after = next;
+    }
 }
 
 /// Send a listing, in parts of [`SNAPSHOT_PART`] services for a big table so that neither

@@ -61,6 +61,9 @@ pub struct DaemonOpts {
     pub dataplane: bool,
     /// Name of the TUN device.
     pub tun: String,
+    /// Packet workers: one TUN queue and one thread each (`--workers`; default: the
+    /// number of cores).
+    pub workers: usize,
     /// Bound of the connection table.
     pub max_conns: usize,
     /// Schedulers newer than the emulated 6.1 kernel to offer anyway (`twos`).
@@ -84,6 +87,7 @@ impl DaemonOpts {
             proc_dir: None,
             dataplane: true,
             tun: "rvs0".into(),
+            workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
             max_conns: crate::state::DEFAULT_MAX_CONNS,
             extra_schedulers: Vec::new(),
             klog_ratelimit: true,
@@ -418,6 +422,7 @@ pub fn run(opts: DaemonOpts) -> Result<(), String> {
     let dataplane = if opts.dataplane {
         Some(DataPlane::start(
             &opts.tun,
+            opts.workers,
             with_suffix(&opts.state, ".plumbing"),
             PacketDecider(cell.clone()),
             opts.restarts.clone(),
