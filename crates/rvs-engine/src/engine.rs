@@ -10,10 +10,13 @@
 
 use crate::io::{PacketIo, RecvMeta};
 use crate::local::{self, LocalAddrs};
+use crate::xmit::{self, Outcome, Transmitter};
 use rvs_packet::packet::{PacketInfo, Rewrite, Verdict};
 use rvs_packet::time::Time;
+use rvs_wire::encap::Tunnel;
 use rvs_wire::frag::{self, FragDrop, FragOrigin, Fragmented, Reasm, ReasmConfig, Reassembler};
 use std::io;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -87,6 +90,19 @@ pub struct Stats {
     pub frag_queues: AtomicU64,
     /// Datagrams dropped incomplete when their reassembly time was up.
     pub frag_timeouts: AtomicU64,
+    /// Sent by direct routing (a frame to the real server's MAC address).
+    pub direct_routed: AtomicU64,
+    /// Encapsulated towards a real server (IPIP, GUE, GRE).
+    pub tunnelled: AtomicU64,
+    /// ICMP errors the transmitters sent (time exceeded, fragmentation needed / packet
+    /// too big).
+    pub icmp_errors: AtomicU64,
+    /// DR / tunnel packets dropped: no route to the real server (or one back into rvs).
+    pub no_route: AtomicU64,
+    /// DR packets dropped: the real server's MAC address could not be resolved in time.
+    pub no_neighbour: AtomicU64,
+    /// DR packets held while the real server's MAC address was resolved.
+    pub neighbour_waits: AtomicU64,
 }
 
 impl Stats {
@@ -116,6 +132,12 @@ impl Stats {
             frag_memory,
             frag_queues,
             frag_timeouts,
+            direct_routed,
+            tunnelled,
+            icmp_errors,
+            no_route,
+            no_neighbour,
+            neighbour_waits,
         } = self;
         [
             ("received", received),
@@ -138,6 +160,12 @@ impl Stats {
             ("frag_memory", frag_memory),
             ("frag_queues", frag_queues),
             ("frag_timeouts", frag_timeouts),
+            ("direct_routed", direct_routed),
+            ("tunnelled", tunnelled),
+            ("icmp_errors", icmp_errors),
+            ("no_route", no_route),
+            ("no_neighbour", no_neighbour),
+            ("neighbour_waits", neighbour_waits),
         ]
         .into_iter()
         .map(|(name, c)| (name, c.load(Ordering::Relaxed)))
@@ -175,6 +203,9 @@ pub struct Config {
     /// The MTU of the way out for reassembled datagrams; `None`: the back-end's
     /// ([`PacketIo::mtu`]), if it knows it.
     pub mtu: Option<usize>,
+    /// The TUN's interface index, which direct routing and tunnels never send into;
+    /// `None`: those methods are not carried out (counted `unsupported`).
+    pub tun_ifindex: Option<u32>,
 }
 
 impl Default for Config {
@@ -185,6 +216,7 @@ impl Default for Config {
             reassembly: ReasmConfig::default(),
             restore_ttl: true,
             mtu: None,
+            tun_ifindex: None,
         }
     }
 }
@@ -197,6 +229,17 @@ pub enum Action {
     /// Send `reply[..len]` (an ICMP error built for `Reject`).
     Reply(usize),
     Drop,
+    /// Direct routing of `packet[..len]` to the real server `rs` ([`crate::xmit`]).
+    Route {
+        len: usize,
+        rs: IpAddr,
+    },
+    /// Tunnelling of `packet[..len]` to the real server `rs` ([`crate::xmit`]).
+    Tunnel {
+        len: usize,
+        rs: IpAddr,
+        tunnel: Tunnel,
+    },
 }
 
 /// Largest packet handled (the TUN MTU must not exceed it).
@@ -317,11 +360,22 @@ fn decide_and_rewrite(
                 inc(&stats.accepted);
                 Action::Send(len)
             }
-            // Need the link layer (DR) or encapsulation (tunnel): not with a TUN yet.
-            Rewrite::Route { .. } | Rewrite::Tunnel { .. } => {
-                inc(&stats.unsupported);
-                Action::Drop
-            }
+            // Carried out by the worker's transmitter (it needs routes and neighbours).
+            Rewrite::Route { rs } => Action::Route { len, rs: *rs },
+            Rewrite::Tunnel {
+                rs,
+                tun_type,
+                tun_port,
+                tun_flags,
+            } => Action::Tunnel {
+                len,
+                rs: *rs,
+                tunnel: Tunnel {
+                    kind: *tun_type,
+                    port: *tun_port,
+                    csum: *tun_flags,
+                },
+            },
         },
     }
 }
@@ -388,11 +442,27 @@ pub fn run_worker(
     let mut path = PacketPath::new(cfg, fragments);
     let mut next_expire = Instant::now();
     while !stop.load(Ordering::Relaxed) {
-        let got = io.recv_meta(&mut packet, cfg.poll_interval)?;
+        // Packets waiting for a neighbour are looked at often; otherwise the stop flag.
+        let holding = path.xmit.as_ref().is_some_and(Transmitter::holding);
+        let wait = if holding {
+            cfg.poll_interval.min(xmit::HELD_RETRY)
+        } else {
+            cfg.poll_interval
+        };
+        let got = io.recv_meta(&mut packet, wait)?;
         let now = Instant::now();
         if now >= next_expire {
             path.expire(now, stats);
             next_expire = now + EXPIRE_EVERY;
+        }
+        if holding && let Some(x) = &mut path.xmit {
+            let c = x.retry_held(now);
+            stats
+                .direct_routed
+                .fetch_add(c.sent_late, Ordering::Relaxed);
+            stats
+                .no_neighbour
+                .fetch_add(c.dropped_late, Ordering::Relaxed);
         }
         if let Some((n, meta)) = got {
             path.handle(&mut packet[..n], meta, now, io, decider, stats, cfg);
@@ -409,6 +479,10 @@ struct PacketPath<'f> {
     reply: Vec<u8>,
     /// Where a reassembled datagram's fragments are built.
     scratch: Vec<u8>,
+    /// Direct routing and tunnels; made on the first such packet.
+    xmit: Option<Transmitter>,
+    /// Making it failed (no netlink): not tried again for every packet.
+    xmit_failed: bool,
 }
 
 impl<'f> PacketPath<'f> {
@@ -426,7 +500,9 @@ impl<'f> PacketPath<'f> {
             fragments,
             locals,
             reply: vec![0u8; 1500],
-            scratch: vec![0u8; MAX_PACKET],
+            scratch: vec![0u8; MAX_PACKET + 64],
+            xmit: None,
+            xmit_failed: false,
         }
     }
 
@@ -468,27 +544,52 @@ impl<'f> PacketPath<'f> {
                 Reasm::Complete(mut d) => {
                     inc(&stats.reassembled);
                     let a = process_meta(&mut d.packet, meta, &mut self.reply, decider, stats, cfg);
-                    self.send(a, &d.packet, Some(d.origin), io, stats, cfg);
+                    self.send(a, &mut d.packet, Some(d.origin), now, io, stats, cfg);
                     return;
                 }
             }
         }
         let a = process_meta(packet, meta, &mut self.reply, decider, stats, cfg);
-        self.send(a, packet, None, io, stats, cfg);
+        self.send(a, packet, None, now, io, stats, cfg);
     }
 
     /// Carries out `action` for `packet`; a reassembled one (`origin`) is fragmented again
     /// as needed.
+    #[allow(clippy::too_many_arguments)]
     fn send(
         &mut self,
         action: Action,
-        packet: &[u8],
+        packet: &mut [u8],
         origin: Option<FragOrigin>,
+        now: Instant,
         io: &mut dyn PacketIo,
         stats: &Stats,
         cfg: &Config,
     ) {
         let r = match (action, origin) {
+            (Action::Route { len, rs }, _) => {
+                if !self.make_transmitter(cfg, stats) {
+                    return;
+                }
+                let Some(x) = self.xmit.as_mut() else { return };
+                let outcome = x.dr(&mut packet[..len], rs, &mut self.reply, now);
+                self.finish(outcome, &stats.direct_routed, io, stats)
+            }
+            (Action::Tunnel { len, rs, tunnel }, _) => {
+                if !self.make_transmitter(cfg, stats) {
+                    return;
+                }
+                let Some(x) = self.xmit.as_mut() else { return };
+                let outcome = x.tunnel(
+                    &mut packet[..len],
+                    rs,
+                    &tunnel,
+                    &mut self.scratch,
+                    &mut self.reply,
+                    now,
+                );
+                self.finish(outcome, &stats.tunnelled, io, stats)
+            }
             (Action::Send(len), None) => io.send(&packet[..len]),
             (Action::Send(len), Some(o)) => {
                 let mtu = cfg.mtu.or_else(|| io.mtu()).unwrap_or(MAX_PACKET);
@@ -514,6 +615,62 @@ impl<'f> PacketPath<'f> {
         };
         if r.is_err() {
             inc(&stats.send_errors);
+        }
+    }
+
+    /// Makes the worker's transmitter on first use; `false` (the packet counted
+    /// `unsupported`) without a TUN index or netlink.
+    fn make_transmitter(&mut self, cfg: &Config, stats: &Stats) -> bool {
+        if self.xmit.is_none() && !self.xmit_failed {
+            match cfg.tun_ifindex.map(Transmitter::new) {
+                Some(Ok(x)) => self.xmit = Some(x),
+                Some(Err(e)) => {
+                    eprintln!("rvs engine: direct routing and tunnels are off: {e}");
+                    self.xmit_failed = true;
+                }
+                None => self.xmit_failed = true,
+            }
+        }
+        if self.xmit.is_none() {
+            inc(&stats.unsupported);
+            return false;
+        }
+        true
+    }
+
+    /// Counts and carries out what the transmitter decided: `done` counts a packet sent.
+    fn finish(
+        &mut self,
+        outcome: Outcome,
+        done: &AtomicU64,
+        io: &mut dyn PacketIo,
+        stats: &Stats,
+    ) -> io::Result<()> {
+        match outcome {
+            Outcome::Sent => {
+                inc(done);
+                Ok(())
+            }
+            Outcome::Write(n) => {
+                inc(done);
+                io.send(&self.scratch[..n])
+            }
+            Outcome::Icmp(n) => {
+                inc(&stats.icmp_errors);
+                io.send(&self.reply[..n])
+            }
+            Outcome::Held => {
+                inc(&stats.neighbour_waits);
+                Ok(())
+            }
+            Outcome::Dropped(why) => {
+                inc(match why {
+                    xmit::Drop::NoRoute => &stats.no_route,
+                    xmit::Drop::NoNeighbour => &stats.no_neighbour,
+                    xmit::Drop::Failed | xmit::Drop::MtuTooSmall => &stats.dropped,
+                });
+                Ok(())
+            }
         }
     }
 }
@@ -599,19 +756,29 @@ mod tests {
             method: FwdMethod::Route,
             rewrite: Rewrite::Route { rs: ip("10.0.1.2") },
         };
+        // Direct routing is the worker's transmitter's (it needs routes and neighbours):
+        // the packet goes to it whole, unchanged.
         let mut p = syn();
-        assert_eq!(process(&mut p, &mut r, &mut dr, &stats, &cfg), Action::Drop);
+        let before = p.clone();
+        assert_eq!(
+            process(&mut p, &mut r, &mut dr, &stats, &cfg),
+            Action::Route {
+                len: 40,
+                rs: ip("10.0.1.2")
+            }
+        );
+        assert_eq!(p, before);
         let mut p = vec![0x45, 0, 0];
         assert_eq!(process(&mut p, &mut r, &mut dr, &stats, &cfg), Action::Drop);
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         assert_eq!(get(&stats.received), 4);
         assert_eq!(get(&stats.forwarded), 1);
         assert_eq!(get(&stats.rejected), 1);
-        assert_eq!(get(&stats.unsupported), 1);
+        assert_eq!(get(&stats.unsupported), 0);
         assert_eq!(get(&stats.malformed), 1);
         assert_eq!(get(&stats.bad_checksum), 0);
         let named = stats.counters();
-        assert_eq!(named.len(), 20);
+        assert_eq!(named.len(), 26);
         assert_eq!(named[0], ("received", 4));
         assert!(named.contains(&("forwarded", 1)));
         assert!(named.contains(&("malformed", 1)));

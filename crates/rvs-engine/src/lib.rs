@@ -8,8 +8,10 @@ pub mod io;
 pub mod local;
 pub mod multitun;
 mod netlink;
+pub mod nexthop;
 pub mod plumbing;
 pub mod tun;
+pub mod xmit;
 
 pub use engine::{
     Action, Config, Decider, Direction, Fragments, MAX_PACKET, Stats, process, process_meta, run,

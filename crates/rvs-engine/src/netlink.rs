@@ -260,9 +260,23 @@ impl Netlink {
     /// Everything a dump request (`RTM_GET*` with `NLM_F_DUMP`) returns. Messages this
     /// crate version cannot parse are skipped.
     pub fn dump(&mut self, msg: RouteNetlinkMessage) -> io::Result<Vec<RouteNetlinkMessage>> {
+        self.query(msg, NLM_F_DUMP)
+    }
+
+    /// The answer to a request that is not a dump (`RTM_GETROUTE` for one destination,
+    /// `RTM_GETNEIGH` for one address): its one message, or the kernel's error.
+    pub fn get(&mut self, msg: RouteNetlinkMessage) -> io::Result<Option<RouteNetlinkMessage>> {
+        Ok(self.query(msg, 0)?.pop())
+    }
+
+    fn query(
+        &mut self,
+        msg: RouteNetlinkMessage,
+        flags: u16,
+    ) -> io::Result<Vec<RouteNetlinkMessage>> {
         let seq = self.next_seq();
         let mut out = Vec::new();
-        Self::encode(&mut out, &msg, NLM_F_REQUEST | NLM_F_DUMP, seq);
+        Self::encode(&mut out, &msg, NLM_F_REQUEST | flags, seq);
         self.sock.send(&out, 0)?;
         let mut found = Vec::new();
         loop {

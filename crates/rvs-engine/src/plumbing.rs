@@ -26,8 +26,9 @@
 //!   addresses — the VIPs and local clients — before local delivery).
 //! * `pref B iif TUN goto L`: what rvs writes back is routed normally (local delivery, then
 //!   the main table), never back into the TUN.
-//! * `pref B+1 lookup V`, one rule for all VIPs, and per VIP the route `VIP/32 dev TUN
-//!   table V` (`/128`): everything addressed to a VIP, from the network or generated
+//! * `pref B+1 ipproto P lookup V` for P = tcp, udp, sctp, icmp (ipv6-icmp): four rules for
+//!   all VIPs (per protocol so that ARP requests for a VIP on an interface are still
+//!   answered, see `vip_rules`), and per VIP the route `VIP/32 dev TUN table V` (`/128`): everything addressed to a VIP, from the network or generated
 //!   locally, goes into the TUN; an address that is no VIP misses in V, and the kernel goes
 //!   on with the next rule. A route lookup costs the same for 10 VIPs or 10,000 (one rule, a
 //!   trie lookup), where a rule per VIP would be a linear walk on every packet's route
@@ -620,12 +621,25 @@ impl Plumbing {
         }
     }
 
-    fn vip_rule(&self, v6: bool) -> Rule {
-        Rule::new(
-            v6,
-            self.cfg.pref_base + 1,
-            Target::Table(self.cfg.vip_table),
-        )
+    /// The VIP rules: one per protocol IPVS handles (TCP, UDP, SCTP, and ICMP for the
+    /// errors about its connections), not one for everything: the kernel answers ARP for
+    /// an address only if a route lookup for it finds a local route, and that lookup
+    /// (`arp_process`) carries no IP protocol, so with these rules it misses table V and
+    /// finds the VIP local — a VIP configured on the director's LAN interface, as the LVS
+    /// how-tos do it, is answered for. Four rules for any number of VIPs.
+    fn vip_rules(&self, v6: bool) -> Vec<Rule> {
+        let icmp = if v6 { 58 } else { 1 };
+        [6, 17, 132, icmp]
+            .into_iter()
+            .map(|p| Rule {
+                ipproto: Some(p),
+                ..Rule::new(
+                    v6,
+                    self.cfg.pref_base + 1,
+                    Target::Table(self.cfg.vip_table),
+                )
+            })
+            .collect()
     }
 
     fn install(&mut self) -> io::Result<()> {
@@ -675,9 +689,12 @@ impl Plumbing {
             }
             let iif = self.iif_rule(v6).add();
             self.one(iif, THERE, || format!("add rule iif {tun} goto {local}"))?;
-            let vip = self.vip_rule(v6).add();
             let t = self.cfg.vip_table;
-            self.one(vip, THERE, || format!("add rule lookup {t}"))?;
+            for vip in self.vip_rules(v6) {
+                self.one(vip.add(), THERE, || {
+                    format!("add rule ipproto P lookup {t}")
+                })?;
+            }
         }
         Ok(())
     }
@@ -999,7 +1016,7 @@ impl Plumbing {
         let mut reqs = Vec::new();
         for v6 in [false, true] {
             reqs.push(self.iif_rule(v6).del());
-            reqs.push(self.vip_rule(v6).del());
+            reqs.extend(self.vip_rules(v6).iter().map(Rule::del));
             reqs.push(route_del(route(v6, None, self.cfg.table, None)));
         }
         for r in self.nl.batch(&reqs) {

@@ -159,6 +159,14 @@ impl Tun {
         }
     }
 
+    /// The interface's index (`None` if it is gone).
+    pub fn ifindex(&self) -> Option<u32> {
+        let name = CString::new(self.name.as_str()).ok()?;
+        // SAFETY: a valid NUL-terminated name.
+        let i = unsafe { libc::if_nametoindex(name.as_ptr()) };
+        (i != 0).then_some(i)
+    }
+
     /// The interface name the kernel gave.
     pub fn name(&self) -> &str {
         &self.name

@@ -132,8 +132,9 @@ fn reals(n: u32) -> Vec<NatReal> {
     out
 }
 
+/// The route of a TCP packet to `to` (the VIP rules select on the protocol).
 fn route_dev(to: &str) -> String {
-    ip(&format!("route get {to}"))
+    ip(&format!("route get {to} ipproto tcp"))
 }
 
 #[test]
@@ -160,8 +161,11 @@ fn ten_thousand_vips_quickly_and_foreign_rules_survive() {
         eprintln!("1,001 real servers steered in {:?}", t.elapsed());
         assert_eq!(route_count("-4", 4241), 5_000);
         assert_eq!(route_count("-6", 4241), 5_000);
-        // One VIP rule per family, not one per VIP.
-        assert_eq!(ip("-4 rule show pref 101").lines().count(), 2);
+        // Four VIP rules per family (TCP, UDP, SCTP, ICMP), not one per VIP; beside them
+        // the foreign rule at the same preference.
+        assert_eq!(ip("-4 rule show pref 101").lines().count(), 5);
+        // (ARP for a VIP that is also an interface address, which this is for, is checked
+        // end to end by tests/e2e/dr.sh.)
         assert_eq!(foreign_rules(), foreign, "sync touched foreign rules");
         // VIPs go into the TUN, locally generated traffic too; other addresses fall
         // through the VIP table to the main one.
@@ -236,9 +240,9 @@ fn after_a_crash_only_rvs_leftovers_are_removed() {
         assert!(!ip("-4 rule show pref 0").contains("lookup local"));
 
         let mut p = Plumbing::setup(tun.name(), cfg).expect("setup after a crash");
-        // Only the fixed rules of the new run: iif and VIP per family, and the moved local
-        // rule per family.
-        assert_eq!(rvs_rule_count(), 6, "{}", ip("rule show"));
+        // Only the fixed rules of the new run: per family iif, the four VIP rules and the
+        // moved local rule.
+        assert_eq!(rvs_rule_count(), 12, "{}", ip("rule show"));
         assert_eq!(foreign_rules(), foreign);
         p.sync(&vips(3, 3), &reals(4)).expect("sync");
         p.teardown().expect("teardown");

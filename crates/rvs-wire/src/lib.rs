@@ -15,6 +15,7 @@
 
 pub mod checksum;
 pub mod crc32c;
+pub mod encap;
 pub mod frag;
 pub mod ipv4;
 pub mod ipv6;
@@ -27,7 +28,7 @@ pub use nat::{apply, apply_at};
 pub use parse::{
     EMPTY_INFO, Layout, layout, parse, parse_fast, parse_into, parse_layout, quoted_layout,
 };
-pub use reject::build_port_unreachable;
+pub use reject::{IcmpErrorKind, build_icmp_error, build_port_unreachable};
 
 pub use rvs_packet::packet::{IcmpError, L4Info, PacketInfo, Rewrite, Tuple, Verdict};
 

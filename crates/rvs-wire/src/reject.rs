@@ -21,6 +21,45 @@ pub const ICMPV6_ERROR_MAX: usize = 1280;
 /// an ICMP error (or ICMPv6 redirect), a non-first fragment, from an unspecified, multicast or
 /// broadcast source, or to a multicast or broadcast address.
 pub fn build_port_unreachable(orig: &[u8], out: &mut [u8]) -> Result<usize, WireError> {
+    build_icmp_error(orig, IcmpErrorKind::PortUnreachable, out)
+}
+
+/// The ICMP errors the director itself sends about a packet.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum IcmpErrorKind {
+    /// No destination for a new connection (`Verdict::Reject`): ICMP 3/3, ICMPv6 1/4.
+    PortUnreachable,
+    /// Too big for the way out with DF set (IPv4: 3/4 "fragmentation needed" with the
+    /// next-hop MTU) or at all (IPv6: 2/0 "packet too big" with the MTU).
+    TooBig { mtu: u32 },
+    /// TTL / hop limit ran out in transit: ICMP 11/0, ICMPv6 3/0.
+    TimeExceeded,
+}
+
+impl IcmpErrorKind {
+    /// (type, code, the 4 bytes after the checksum) for IPv4, then for IPv6.
+    fn header(self, v6: bool) -> (u8, u8, [u8; 4]) {
+        match (self, v6) {
+            (IcmpErrorKind::PortUnreachable, false) => (3, 3, [0; 4]),
+            (IcmpErrorKind::PortUnreachable, true) => (1, 4, [0; 4]),
+            (IcmpErrorKind::TooBig { mtu }, false) => {
+                let m = u16::try_from(mtu).unwrap_or(u16::MAX).to_be_bytes();
+                (3, 4, [0, 0, m[0], m[1]])
+            }
+            (IcmpErrorKind::TooBig { mtu }, true) => (2, 0, mtu.to_be_bytes()),
+            (IcmpErrorKind::TimeExceeded, false) => (11, 0, [0; 4]),
+            (IcmpErrorKind::TimeExceeded, true) => (3, 0, [0; 4]),
+        }
+    }
+}
+
+/// Builds into `out` the ICMP / ICMPv6 error `kind` about `orig`, from the original
+/// destination to the original source, with the rules of [`build_port_unreachable`].
+pub fn build_icmp_error(
+    orig: &[u8],
+    kind: IcmpErrorKind,
+    out: &mut [u8],
+) -> Result<usize, WireError> {
     let lay = layout(orig)?;
     if lay.non_first {
         return Err(WireError::NotAllowed);
@@ -75,7 +114,8 @@ pub fn build_port_unreachable(orig: &[u8], out: &mut [u8]) -> Result<usize, Wire
             o[16..20].copy_from_slice(&orig[12..16]);
             let c = checksum::checksum(&o[..20]);
             o[10..12].copy_from_slice(&c.to_be_bytes());
-            o[20..28].copy_from_slice(&[3, 3, 0, 0, 0, 0, 0, 0]);
+            let (t, code, rest) = kind.header(false);
+            o[20..28].copy_from_slice(&[t, code, 0, 0, rest[0], rest[1], rest[2], rest[3]]);
             o[28..].copy_from_slice(&orig[..q]);
             let c = checksum::checksum(&o[20..]);
             o[22..24].copy_from_slice(&c.to_be_bytes());
@@ -105,7 +145,8 @@ pub fn build_port_unreachable(orig: &[u8], out: &mut [u8]) -> Result<usize, Wire
             o[4..6].copy_from_slice(&plen.to_be_bytes());
             o[8..24].copy_from_slice(&orig[24..40]);
             o[24..40].copy_from_slice(&orig[8..24]);
-            o[40..48].copy_from_slice(&[1, 4, 0, 0, 0, 0, 0, 0]);
+            let (t, code, rest) = kind.header(true);
+            o[40..48].copy_from_slice(&[t, code, 0, 0, rest[0], rest[1], rest[2], rest[3]]);
             o[48..].copy_from_slice(&orig[..q]);
             let s: [u8; 16] = o[8..24].try_into().unwrap_or_default();
             let d: [u8; 16] = o[24..40].try_into().unwrap_or_default();

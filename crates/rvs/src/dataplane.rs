@@ -378,8 +378,12 @@ fn run_caught(
     stop: &AtomicBool,
     stats: &Stats,
     fragments: &Fragments,
+    tun_ifindex: Option<u32>,
 ) -> EngineEnd {
-    let cfg = Config::default();
+    let cfg = Config {
+        tun_ifindex,
+        ..Config::default()
+    };
     match catch_unwind(AssertUnwindSafe(|| {
         rvs_engine::run_worker(io, decide, stop, stats, &cfg, fragments)
     })) {
@@ -413,7 +417,8 @@ where
     let spawned = std::thread::Builder::new()
         .name(format!("rvs-worker-{i}"))
         .spawn(move || {
-            let end = run_caught(&mut io, &mut decide, &halt, &stats, &fragments);
+            let ifindex = io.tun.main().ifindex();
+            let end = run_caught(&mut io, &mut decide, &halt, &stats, &fragments, ifindex);
             io.probe.running.fetch_sub(1, Ordering::SeqCst);
             (io, end)
         });
@@ -845,7 +850,7 @@ mod tests {
             fail: false,
             stop: stop.clone(),
         };
-        let end = run_caught(&mut io, &mut accept, &stop, &stats, &frags);
+        let end = run_caught(&mut io, &mut accept, &stop, &stats, &frags, None);
         assert!(matches!(end, EngineEnd::Stopped));
         assert_eq!(stats.received.load(Ordering::Relaxed), 1);
 
@@ -855,7 +860,7 @@ mod tests {
             fail: true,
             stop: stop.clone(),
         };
-        let end = run_caught(&mut io, &mut accept, &stop, &stats, &frags);
+        let end = run_caught(&mut io, &mut accept, &stop, &stats, &frags, None);
         assert!(matches!(&end, EngineEnd::Failed(e) if e.raw_os_error() == Some(libc::EBADFD)));
 
         let mut panics = |_: &PacketInfo, _: Direction| -> Verdict { panic!("decider broke") };
@@ -864,7 +869,7 @@ mod tests {
             fail: false,
             stop: stop.clone(),
         };
-        let end = run_caught(&mut io, &mut panics, &stop, &stats, &frags);
+        let end = run_caught(&mut io, &mut panics, &stop, &stats, &frags, None);
         assert!(matches!(&end, EngineEnd::Panicked(m) if m == "decider broke"));
         // The devices outlive the panic: the packet after is still there to be read.
         assert_eq!(io.packets.len(), 1);

@@ -1,0 +1,522 @@
+//! The transmitters rvs runs itself, one function per forwarding method as in the
+//! kernel's `net/netfilter/ipvs/ip_vs_xmit.c` (NAT, local and bypass packets are written
+//! back into the TUN and the kernel routes them; see [`crate::engine`]):
+//!
+//! * [`Transmitter::dr`] (`ip_vs_dr_xmit`): the packet unchanged but for the TTL, in an
+//!   Ethernet frame to the real server's MAC address, sent out of the device of the route
+//!   to the real server through a packet socket. The kernel's IP forwarding is not used.
+//! * [`Transmitter::tunnel`] (`ip_vs_tunnel_xmit`): the packet encapsulated
+//!   ([`rvs_wire::encap`]) towards the real server and written into the TUN; the kernel
+//!   routes the outer packet like any other.
+//!
+//! Both decrement the TTL / hop limit once (an ICMP time exceeded when it runs out) and
+//! check the size against the MTU of the way out (ICMP fragmentation needed / packet too
+//! big when it does not fit and may not be fragmented), as `__ip_vs_get_out_rt` and
+//! `ensure_mtu_is_adequate` do. A real server whose route is local gets the packet
+//! delivered locally, unchanged (the kernel's "Local" outcome).
+
+use crate::nexthop::{Neighbour, NextHops, Route};
+use rvs_wire::encap::{self, Outer, Tunnel};
+use rvs_wire::frag::{self, Fragmented};
+use rvs_wire::ipv4::Ipv4Packet;
+use rvs_wire::{IcmpErrorKind, build_icmp_error};
+use std::io;
+use std::net::IpAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+const ETH_HEADER: usize = 14;
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+/// Packets held while their real server's MAC address is being resolved (all real
+/// servers together; the kernel holds 3 per neighbour by default, `unres_qlen`).
+const HELD_MAX: usize = 256;
+/// How long a held packet waits for its neighbour (the kernel gives up after its 3
+/// solicitations a second apart).
+const HELD_FOR: Duration = Duration::from_secs(3);
+/// How often held packets look at the neighbour table again.
+pub const HELD_RETRY: Duration = Duration::from_millis(5);
+/// The smallest MTU a tunnel may leave (IPv4, IPv6), below which the kernel drops.
+const MIN_TUN_MTU_V4: usize = 68;
+const MIN_TUN_MTU_V6: usize = 1280;
+
+/// What became of a packet handed to the transmitter.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Sent (a frame out of an interface).
+    Sent,
+    /// Write `buf[..len]` (the packet, or what replaces it) into the TUN.
+    Write(usize),
+    /// Write the ICMP error in `reply[..len]` into the TUN (the packet is dropped).
+    Icmp(usize),
+    /// Held until the real server's MAC address is known.
+    Held,
+    Dropped(Drop),
+}
+
+/// Why the transmitter dropped a packet.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Drop {
+    /// No route to the real server, or the route leads back into rvs.
+    NoRoute,
+    /// The real server's MAC address could not be resolved (or too many packets wait).
+    NoNeighbour,
+    /// Could not be parsed, built or sent.
+    Failed,
+    /// The tunnel's MTU is below the protocol's minimum.
+    MtuTooSmall,
+}
+
+/// A packet waiting for a neighbour.
+#[derive(Debug)]
+struct Held {
+    oif: u32,
+    rs: IpAddr,
+    packet: Vec<u8>,
+    since: Instant,
+}
+
+/// One worker's transmitter: its netlink cache, its packet socket, its IP ids.
+#[derive(Debug)]
+pub struct Transmitter {
+    hops: NextHops,
+    /// `AF_PACKET` raw socket for direct routing; opened on first use.
+    packet_sock: Option<OwnedFd>,
+    /// The TUN's interface index: a route into it would loop.
+    tun_ifindex: u32,
+    ident: u16,
+    held: Vec<Held>,
+    next_retry: Instant,
+    frame: Vec<u8>,
+}
+
+/// Counts of what the transmitter did, for the engine's [`crate::Stats`].
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub sent_late: u64,
+    pub dropped_late: u64,
+}
+
+impl Transmitter {
+    /// Opens the netlink socket in the calling thread's network namespace.
+    pub fn new(tun_ifindex: u32) -> io::Result<Transmitter> {
+        Ok(Transmitter {
+            hops: NextHops::open()?,
+            packet_sock: None,
+            tun_ifindex,
+            ident: std::process::id() as u16,
+            held: Vec::new(),
+            next_retry: Instant::now(),
+            frame: vec![0u8; ETH_HEADER + crate::engine::MAX_PACKET],
+        })
+    }
+
+    /// Whether packets wait for neighbours (the engine then wakes up every
+    /// [`HELD_RETRY`] to send them).
+    pub fn holding(&self) -> bool {
+        !self.held.is_empty()
+    }
+
+    fn route(&mut self, rs: IpAddr, now: Instant) -> Result<Route, Drop> {
+        let r = self.hops.route(rs, now).map_err(|_| Drop::NoRoute)?;
+        if !r.local && (r.oif == 0 || r.oif == self.tun_ifindex) {
+            return Err(Drop::NoRoute);
+        }
+        Ok(r)
+    }
+
+    /// Direct routing of `packet` (the whole IP packet, TTL not yet decremented) to `rs`.
+    /// An ICMP error, if one is due, is built in `reply`.
+    pub fn dr(&mut self, packet: &mut [u8], rs: IpAddr, reply: &mut [u8], now: Instant) -> Outcome {
+        let route = match self.route(rs, now) {
+            Ok(r) => r,
+            Err(d) => return Outcome::Dropped(d),
+        };
+        if route.local {
+            return Outcome::Write(packet.len());
+        }
+        if let Some(o) = decrement_ttl(packet, reply) {
+            return o;
+        }
+        let mtu = match self.mtu(&route, now) {
+            Ok(m) => m,
+            Err(d) => return Outcome::Dropped(d),
+        };
+        if packet.len() > mtu {
+            if let Some(o) = too_big(packet, mtu, reply) {
+                return o;
+            }
+            // IPv4 without DF: sent on in fragments, each in its own frame.
+            return self.dr_fragments(packet, route.oif, rs, mtu, now);
+        }
+        match self.hops.neighbour(route.oif, rs, now) {
+            Ok(Neighbour::Known(mac)) => self.send_frame(route.oif, mac, packet, now),
+            Ok(Neighbour::Resolving) => self.hold(route.oif, rs, packet, now),
+            Ok(Neighbour::Unreachable) | Err(_) => Outcome::Dropped(Drop::NoNeighbour),
+        }
+    }
+
+    fn dr_fragments(
+        &mut self,
+        packet: &[u8],
+        oif: u32,
+        rs: IpAddr,
+        mtu: usize,
+        now: Instant,
+    ) -> Outcome {
+        let mac = match self.hops.neighbour(oif, rs, now) {
+            Ok(Neighbour::Known(mac)) => mac,
+            // Rare enough (a big datagram without DF to a real server not yet resolved)
+            // to drop rather than hold in pieces.
+            _ => return Outcome::Dropped(Drop::NoNeighbour),
+        };
+        let mut scratch = vec![0u8; packet.len() + 1024];
+        let mut pieces: Vec<Vec<u8>> = Vec::new();
+        let r = frag::fragment(packet, mtu, None, &mut scratch, |f| pieces.push(f.to_vec()));
+        match r {
+            Ok(Fragmented::Whole | Fragmented::Fragments(_)) => {
+                let mut out = Outcome::Sent;
+                for p in &pieces {
+                    if self.send_frame(oif, mac, p, now) != Outcome::Sent {
+                        out = Outcome::Dropped(Drop::Failed);
+                    }
+                }
+                out
+            }
+            _ => Outcome::Dropped(Drop::Failed),
+        }
+    }
+
+    /// The MTU of the way out: the route's, else its device's.
+    fn mtu(&mut self, route: &Route, now: Instant) -> Result<usize, Drop> {
+        match route.mtu {
+            Some(m) => Ok(m as usize),
+            None => self
+                .hops
+                .link(route.oif, now)
+                .map(|l| l.mtu as usize)
+                .map_err(|_| Drop::NoRoute),
+        }
+    }
+
+    fn hold(&mut self, oif: u32, rs: IpAddr, packet: &[u8], now: Instant) -> Outcome {
+        if self.held.len() >= HELD_MAX {
+            return Outcome::Dropped(Drop::NoNeighbour);
+        }
+        self.held.push(Held {
+            oif,
+            rs,
+            packet: packet.to_vec(),
+            since: now,
+        });
+        self.next_retry = now + HELD_RETRY;
+        Outcome::Held
+    }
+
+    /// Sends the held packets whose neighbour is now known, drops those that waited too
+    /// long or whose neighbour failed. Call when [`Self::holding`], every [`HELD_RETRY`].
+    pub fn retry_held(&mut self, now: Instant) -> Counts {
+        let mut counts = Counts::default();
+        if self.held.is_empty() || now < self.next_retry {
+            return counts;
+        }
+        self.next_retry = now + HELD_RETRY;
+        let held = std::mem::take(&mut self.held);
+        for h in held {
+            match self.hops.neighbour(h.oif, h.rs, now) {
+                Ok(Neighbour::Known(mac)) => {
+                    if self.send_frame(h.oif, mac, &h.packet, now) == Outcome::Sent {
+                        counts.sent_late += 1;
+                    } else {
+                        counts.dropped_late += 1;
+                    }
+                }
+                Ok(Neighbour::Resolving) if now.duration_since(h.since) < HELD_FOR => {
+                    self.held.push(h);
+                }
+                _ => counts.dropped_late += 1,
+            }
+        }
+        counts
+    }
+
+    fn send_frame(&mut self, oif: u32, dst_mac: [u8; 6], packet: &[u8], now: Instant) -> Outcome {
+        let Ok(link) = self.hops.link(oif, now) else {
+            return Outcome::Dropped(Drop::NoRoute);
+        };
+        let src_mac = link.mac.unwrap_or([0; 6]);
+        let ethertype = match packet.first().map(|b| b >> 4) {
+            Some(4) => ETH_P_IP,
+            Some(6) => ETH_P_IPV6,
+            _ => return Outcome::Dropped(Drop::Failed),
+        };
+        let len = ETH_HEADER + packet.len();
+        if len > self.frame.len() {
+            return Outcome::Dropped(Drop::Failed);
+        }
+        let f = &mut self.frame[..len];
+        f[0..6].copy_from_slice(&dst_mac);
+        f[6..12].copy_from_slice(&src_mac);
+        f[12..14].copy_from_slice(&ethertype.to_be_bytes());
+        f[ETH_HEADER..].copy_from_slice(packet);
+        let fd = match self.packet_socket() {
+            Ok(fd) => fd,
+            Err(_) => return Outcome::Dropped(Drop::Failed),
+        };
+        // SAFETY: an all-zero sockaddr_ll is valid; the fields that matter are set below.
+        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_protocol = ethertype.to_be();
+        sll.sll_ifindex = oif as i32;
+        sll.sll_halen = 6;
+        sll.sll_addr[..6].copy_from_slice(&dst_mac);
+        // SAFETY: the frame is valid for its length; sll is a valid sockaddr_ll.
+        let r = unsafe {
+            libc::sendto(
+                fd,
+                self.frame.as_ptr().cast(),
+                len,
+                0,
+                (&sll as *const libc::sockaddr_ll).cast(),
+                size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        };
+        if r < 0 {
+            return Outcome::Dropped(Drop::Failed);
+        }
+        Outcome::Sent
+    }
+
+    fn packet_socket(&mut self) -> io::Result<i32> {
+        if let Some(fd) = &self.packet_sock {
+            return Ok(fd.as_raw_fd());
+        }
+        // Protocol 0: this socket only sends, it receives nothing.
+        // SAFETY: plain syscall; the result is checked.
+        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a fresh descriptor we own.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let raw = fd.as_raw_fd();
+        self.packet_sock = Some(fd);
+        Ok(raw)
+    }
+
+    /// Tunnelling of `packet` (TTL not yet decremented) to `rs`: the outer packet is built
+    /// in `out` (returned as [`Outcome::Write`]), or an ICMP error in `reply`.
+    pub fn tunnel(
+        &mut self,
+        packet: &mut [u8],
+        rs: IpAddr,
+        tunnel: &Tunnel,
+        out: &mut [u8],
+        reply: &mut [u8],
+        now: Instant,
+    ) -> Outcome {
+        let route = match self.route(rs, now) {
+            Ok(r) => r,
+            Err(d) => return Outcome::Dropped(d),
+        };
+        if route.local {
+            // Local real server: delivered unchanged, as the kernel does.
+            let n = packet.len();
+            if out.len() < n {
+                return Outcome::Dropped(Drop::Failed);
+            }
+            out[..n].copy_from_slice(packet);
+            return Outcome::Write(n);
+        }
+        if let Some(o) = decrement_ttl(packet, reply) {
+            return o;
+        }
+        let mtu = match self.mtu(&route, now) {
+            Ok(m) => m,
+            Err(d) => return Outcome::Dropped(d),
+        };
+        let outer_v6 = rs.is_ipv6();
+        let tun_mtu = mtu.saturating_sub(encap::overhead(outer_v6, tunnel));
+        let min = if packet.first().map(|b| b >> 4) == Some(6) {
+            MIN_TUN_MTU_V6
+        } else {
+            MIN_TUN_MTU_V4
+        };
+        if tun_mtu < min {
+            return Outcome::Dropped(Drop::MtuTooSmall);
+        }
+        if packet.len() > tun_mtu
+            && let Some(o) = too_big(packet, tun_mtu, reply)
+        {
+            return o;
+        }
+        // The kernel's route answer carries the preferred source for every route to a
+        // device with an address; without one there is no address to send from.
+        let Some(src) = route.src else {
+            return Outcome::Dropped(Drop::NoRoute);
+        };
+        let (inner_ttl, df) = inner_ttl_df(packet);
+        self.ident = self.ident.wrapping_add(1);
+        let outer = Outer {
+            src,
+            dst: rs,
+            // The kernel forwards what rvs writes into the TUN and takes one off the outer
+            // TTL on the way: one more here, so that it leaves with the inner TTL.
+            ttl: inner_ttl.saturating_add(1),
+            df,
+            ident: self.ident,
+            udp_sport: gue_source_port(packet),
+        };
+        match encap::encapsulate(packet, &outer, tunnel, out) {
+            Ok(n) => Outcome::Write(n),
+            Err(_) => Outcome::Dropped(Drop::Failed),
+        }
+    }
+}
+
+/// Decrements the TTL / hop limit; when it runs out, builds the ICMP time exceeded (or
+/// says to drop when none may be sent).
+fn decrement_ttl(packet: &mut [u8], reply: &mut [u8]) -> Option<Outcome> {
+    match packet.first().map(|b| b >> 4) {
+        Some(4) => {
+            let Ok(mut p) = Ipv4Packet::new_checked(&mut *packet) else {
+                return Some(Outcome::Dropped(Drop::Failed));
+            };
+            if p.ttl() <= 1 {
+                return Some(icmp(packet, IcmpErrorKind::TimeExceeded, reply));
+            }
+            p.decrement_ttl();
+            None
+        }
+        Some(6) if packet.len() >= 40 => {
+            if packet[7] <= 1 {
+                return Some(icmp(packet, IcmpErrorKind::TimeExceeded, reply));
+            }
+            packet[7] -= 1;
+            None
+        }
+        _ => Some(Outcome::Dropped(Drop::Failed)),
+    }
+}
+
+/// A packet bigger than `mtu`: the ICMP error when it may not be fragmented (IPv4 with DF,
+/// IPv6 always), `None` when it may (IPv4 without DF).
+fn too_big(packet: &[u8], mtu: usize, reply: &mut [u8]) -> Option<Outcome> {
+    let mtu32 = u32::try_from(mtu).unwrap_or(u32::MAX);
+    match packet.first().map(|b| b >> 4) {
+        Some(4) => {
+            let df = Ipv4Packet::new_checked(packet).is_ok_and(|p| p.dont_frag());
+            df.then(|| icmp(packet, IcmpErrorKind::TooBig { mtu: mtu32 }, reply))
+        }
+        _ => Some(icmp(packet, IcmpErrorKind::TooBig { mtu: mtu32 }, reply)),
+    }
+}
+
+fn icmp(packet: &[u8], kind: IcmpErrorKind, reply: &mut [u8]) -> Outcome {
+    match build_icmp_error(packet, kind, reply) {
+        Ok(n) => Outcome::Icmp(n),
+        Err(_) => Outcome::Dropped(Drop::Failed),
+    }
+}
+
+/// The inner TTL (after the decrement) and, for IPv4, its DF bit (the kernel copies DF to
+/// the outer header with `pmtu_disc`, its default).
+fn inner_ttl_df(packet: &[u8]) -> (u8, bool) {
+    match Ipv4Packet::new_checked(packet) {
+        Ok(p) => (p.ttl(), p.dont_frag()),
+        Err(_) => (packet.get(7).copied().unwrap_or(64), false),
+    }
+}
+
+/// GUE's UDP source port: from a hash of the inner flow (addresses, protocol, ports),
+/// within the default local port range 32768-60999, as the kernel's `udp_flow_src_port`
+/// spreads flows over the range (its hash is seeded at boot, so the exact port differs).
+fn gue_source_port(packet: &[u8]) -> u16 {
+    const MIN: u32 = 32768;
+    const MAX: u32 = 60999;
+    let key: &[u8] = match packet.first().map(|b| b >> 4) {
+        Some(4) if packet.len() >= 24 => {
+            let hl = usize::from(packet[0] & 0x0f) * 4;
+            let ports = packet.get(hl..hl + 4).unwrap_or(&[]);
+            return spread(&[&packet[9..10], &packet[12..20], ports], MIN, MAX);
+        }
+        Some(6) if packet.len() >= 44 => &packet[6..44],
+        _ => packet,
+    };
+    spread(&[key], MIN, MAX)
+}
+
+fn spread(parts: &[&[u8]], min: u32, max: u32) -> u16 {
+    // FNV-1a: stable, cheap, and spreads small differences (a port) over the range.
+    let mut h: u32 = 0x811c_9dc5;
+    for p in parts {
+        for &b in *p {
+            h ^= u32::from(b);
+            h = h.wrapping_mul(0x0100_0193);
+        }
+    }
+    (((u64::from(h) * u64::from(max - min)) >> 32) as u32 + min) as u16
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rvs_wire::fill_checksums;
+
+    fn udp_v4(ttl: u8, df: bool, payload: usize) -> Vec<u8> {
+        let len = 28 + payload;
+        let mut p = vec![0u8; len];
+        p[0] = 0x45;
+        p[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+        p[6] = if df { 0x40 } else { 0 };
+        p[8] = ttl;
+        p[9] = 17;
+        p[12..16].copy_from_slice(&[10, 9, 0, 2]);
+        p[16..20].copy_from_slice(&[10, 0, 0, 100]);
+        p[20..22].copy_from_slice(&5000u16.to_be_bytes());
+        p[22..24].copy_from_slice(&80u16.to_be_bytes());
+        p[24..26].copy_from_slice(&((8 + payload) as u16).to_be_bytes());
+        fill_checksums(&mut p).unwrap();
+        p
+    }
+
+    #[test]
+    fn ttl_is_taken_once_and_runs_out_with_time_exceeded() {
+        let mut reply = vec![0u8; 1500];
+        let mut p = udp_v4(64, true, 10);
+        assert_eq!(decrement_ttl(&mut p, &mut reply), None);
+        assert_eq!(p[8], 63);
+        assert!(Ipv4Packet::new_checked(&p[..]).unwrap().verify_checksum());
+        let mut p = udp_v4(1, true, 10);
+        let Some(Outcome::Icmp(n)) = decrement_ttl(&mut p, &mut reply) else {
+            panic!("no ICMP");
+        };
+        // ICMP 11/0 from the packet's destination to its source, quoting it.
+        assert_eq!((reply[20], reply[21]), (11, 0));
+        assert_eq!(&reply[12..16], &[10, 0, 0, 100]);
+        assert_eq!(&reply[16..20], &[10, 9, 0, 2]);
+        assert_eq!(&reply[28..n], &p[..]);
+    }
+
+    #[test]
+    fn too_big_with_df_says_the_mtu_and_without_df_may_be_fragmented() {
+        let mut reply = vec![0u8; 1500];
+        let p = udp_v4(64, true, 1400);
+        let Some(Outcome::Icmp(_)) = too_big(&p, 1380, &mut reply) else {
+            panic!("no ICMP");
+        };
+        assert_eq!((reply[20], reply[21]), (3, 4));
+        assert_eq!(u16::from_be_bytes([reply[26], reply[27]]), 1380);
+        assert_eq!(too_big(&udp_v4(64, false, 1400), 1380, &mut reply), None);
+    }
+
+    #[test]
+    fn gue_source_ports_stay_in_the_range_and_follow_the_flow() {
+        let a = gue_source_port(&udp_v4(64, true, 0));
+        assert!((32768..=60999).contains(&a));
+        assert_eq!(a, gue_source_port(&udp_v4(30, false, 5)));
+        let mut other = udp_v4(64, true, 0);
+        other[20..22].copy_from_slice(&5001u16.to_be_bytes());
+        assert_ne!(a, gue_source_port(&other));
+    }
+}
