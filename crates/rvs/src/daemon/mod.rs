@@ -73,6 +73,9 @@ pub struct DaemonOpts {
     pub limits: ClientLimits,
     /// When the data plane's engine is restarted, and when the daemon gives up.
     pub restarts: RestartPolicy,
+    /// `--keepalived FILE`: run that keepalived.conf's checkers in the daemon (SIGHUP
+    /// re-reads it instead of stopping the daemon).
+    pub keepalived: Option<PathBuf>,
 }
 
 impl DaemonOpts {
@@ -90,6 +93,7 @@ impl DaemonOpts {
             drop_invalid_state: false,
             limits: ClientLimits::default(),
             restarts: RestartPolicy::default(),
+            keepalived: None,
         }
     }
 }
@@ -295,17 +299,26 @@ fn block_term_signals() -> Result<libc::sigset_t, String> {
 /// wait for those in flight to be answered (each change is then either answered as applied
 /// or not applied), stop the data plane (its teardown removes the plumbing), remove the
 /// socket, exit 0.
+///
+/// With `on_hup` (the keepalived checkers), SIGHUP calls it instead.
 fn install_signal_thread(
     shared: Arc<Shared>,
     socket: PathBuf,
     set: libc::sigset_t,
+    on_hup: Option<rvs_health::driver::Handle>,
 ) -> Result<(), String> {
     std::thread::Builder::new()
         .name("rvs-signals".into())
         .spawn(move || {
             let mut sig: libc::c_int = 0;
-            // SAFETY: sigwait on a valid set with the signals blocked.
-            unsafe { libc::sigwait(&set, &mut sig) };
+            loop {
+                // SAFETY: sigwait on a valid set with the signals blocked.
+                unsafe { libc::sigwait(&set, &mut sig) };
+                match &on_hup {
+                    Some(h) if sig == libc::SIGHUP => h.reload(),
+                    _ => break,
+                }
+            }
             shared.lifecycle.stop(Duration::from_secs(10));
             shared.router.shutdown();
             let _ = fs::remove_file(&socket);
@@ -464,7 +477,12 @@ pub fn run(opts: DaemonOpts) -> Result<(), String> {
         }
     }
     shared.tick(true);
-    install_signal_thread(shared.clone(), opts.socket.clone(), term_signals)?;
+    // The socket is bound: the checkers' requests wait in its backlog until served.
+    let keepalived = match &opts.keepalived {
+        Some(file) => Some(rvs_health::driver::spawn(file, &opts.socket)?),
+        None => None,
+    };
+    install_signal_thread(shared.clone(), opts.socket.clone(), term_signals, keepalived)?;
 
     let timer = shared.clone();
     std::thread::Builder::new()
