@@ -50,8 +50,7 @@ pub fn main(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> i32 {
         let socket = socket
             .or_else(|| std::env::var("RVS_SOCKET").ok())
             .unwrap_or_else(|| DEFAULT_SOCKET.to_string());
-        return match crate::driver::run_blocking(&cfg, Path::new(file), Path::new(&socket), err)
-        {
+        return match crate::driver::run_blocking(&cfg, Path::new(file), Path::new(&socket), err) {
             Ok(()) => 0,
             Err(e) => {
                 let _ = writeln!(err, "rvs keepalived run: {e}");

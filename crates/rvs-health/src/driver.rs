@@ -188,7 +188,10 @@ impl Driver<'_> {
         let mut scope = health.owned_keys();
         scope.extend_from_slice(also);
         match link.sync(&scope, &health.desired_table()) {
-            Ok(ops) => self.say(format_args!("{what}: table programmed ({} operations)", ops.len())),
+            Ok(ops) => self.say(format_args!(
+                "{what}: table programmed ({} operations)",
+                ops.len()
+            )),
             Err(SyncError::Lost(e)) => self.say(format_args!(
                 "{what}: control API: {e}; trying again every {} s",
                 WATCH_PERIOD.as_secs()

@@ -447,7 +447,9 @@ fn desired_table_follows_the_state() {
 fn reload_of_the_same_file_keeps_every_state_and_timer() {
     let (mut h, _) = health(TWO);
     fail_first(&mut h);
-    let before = (0..2).map(|i| h.next_check(CheckerId(i))).collect::<Vec<_>>();
+    let before = (0..2)
+        .map(|i| h.next_check(CheckerId(i)))
+        .collect::<Vec<_>>();
     let (new, map) = h.reload(&load(TWO), Time(9_500), 99);
     assert_eq!(map.0, [Some(CheckerId(0)), Some(CheckerId(1))]);
     assert_eq!(new.is_alive(0, 0), Some(false));
@@ -473,8 +475,16 @@ fn reload_edits_weights_adds_servers_and_restarts_changed_checkers_only() {
         );
     let (new, map) = h.reload(&load(&edited), Time(9_500), 99);
     assert_eq!(map.get(CheckerId(0)), Some(CheckerId(0)));
-    assert_eq!(map.get(CheckerId(1)), None, "a changed checker starts again");
-    assert_eq!(new.is_alive(0, 0), Some(false), "the down server stays down");
+    assert_eq!(
+        map.get(CheckerId(1)),
+        None,
+        "a changed checker starts again"
+    );
+    assert_eq!(
+        new.is_alive(0, 0),
+        Some(false),
+        "the down server stays down"
+    );
     assert_eq!(table_dests(&new), ["10.1.0.3 w2", "10.1.0.2 w1"]);
     // The changed checker is due again after the bootstrap delay (warmup 0).
     assert_eq!(new.next_check(CheckerId(2)), Some(Time(10_500)));

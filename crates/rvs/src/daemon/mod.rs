@@ -482,7 +482,12 @@ pub fn run(opts: DaemonOpts) -> Result<(), String> {
         Some(file) => Some(rvs_health::driver::spawn(file, &opts.socket)?),
         None => None,
     };
-    install_signal_thread(shared.clone(), opts.socket.clone(), term_signals, keepalived)?;
+    install_signal_thread(
+        shared.clone(),
+        opts.socket.clone(),
+        term_signals,
+        keepalived,
+    )?;
 
     let timer = shared.clone();
     std::thread::Builder::new()
