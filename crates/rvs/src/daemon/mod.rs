@@ -127,6 +127,8 @@ pub struct Shared {
     quiescer: OnceLock<Quiescer>,
     /// The data plane's counters and health (`None`: no data plane).
     monitor: Option<Monitor>,
+    /// Health checkers' latest results (`report_health`): in memory, under its own lock.
+    health: Mutex<rvs_ctl::health::HealthRegistry>,
 }
 
 impl Shared {
@@ -137,6 +139,10 @@ impl Shared {
     fn engine(&self) -> MutexGuard<'_, State> {
         // A panic in another thread must not take the daemon down with it.
         self.engine.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn health(&self) -> MutexGuard<'_, rvs_ctl::health::HealthRegistry> {
+        self.health.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn control(&self) -> MutexGuard<'_, Control> {
@@ -460,6 +466,7 @@ pub fn run(opts: DaemonOpts) -> Result<(), String> {
         limits: opts.limits.clone(),
         quiescer: OnceLock::new(),
         monitor,
+        health: Mutex::default(),
     });
     if let Some(q) = quiescer {
         let _ = shared.quiescer.set(q);
