@@ -23,6 +23,23 @@ use tokio::sync::mpsc;
 /// How often the daemon is pinged to notice a restart, and a lost one is tried again.
 const WATCH_PERIOD: Duration = Duration::from_secs(1);
 
+/// How often every checker's last result is reported again (transitions are reported when
+/// they happen): the daemon keeps the registry in memory only, so a restarted daemon has
+/// it back within this time.
+const REPORT_PERIOD: Duration = Duration::from_secs(10);
+
+/// The `source` of this driver's health reports.
+pub const HEALTH_SOURCE: &str = "keepalived";
+
+/// Each checker's last result and when it came (milliseconds since the Unix epoch).
+type LastResults = HashMap<CheckerId, (CheckResult, u64)>;
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 /// What the driver can be told while it runs.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum Command {
@@ -235,9 +252,11 @@ impl Driver<'_> {
         let (tx, mut rx) = mpsc::unbounded_channel::<(u64, CheckResult)>();
         let mut inflight: Inflight = HashMap::new();
         let mut next_token: u64 = 0;
-        let mut last: HashMap<CheckerId, bool> = HashMap::new();
+        let mut last: LastResults = HashMap::new();
         let mut watch = tokio::time::interval(WATCH_PERIOD);
         watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut refresh = tokio::time::interval(REPORT_PERIOD);
+        refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let next = health
                 .next_due()
@@ -252,8 +271,12 @@ impl Driver<'_> {
                 Some((token, result)) = rx.recv() => {
                     // A check of a checker a reload removed or changed is forgotten.
                     let Some(id) = inflight.remove(&token) else { continue };
-                    // keepalived logs changes, not every check.
-                    if last.insert(id, result.is_success()) != Some(result.is_success()) {
+                    // keepalived logs changes, not every check; they are reported to the
+                    // daemon's health registry as they happen.
+                    let changed = last.get(&id).map(|(r, _)| r.is_success())
+                        != Some(result.is_success());
+                    let outcome = result.outcome;
+                    if changed {
                         let name = health.spec(id).map_or("", |s| s.kind.name());
                         let target = health.spec(id).map(|s| s.target.to_string()).unwrap_or_default();
                         self.say(format_args!(
@@ -261,7 +284,11 @@ impl Driver<'_> {
                             id.0, result.outcome, result.reason
                         ));
                     }
-                    let actions = health.report(id, result.outcome, now_ms(start));
+                    last.insert(id, (result, unix_ms()));
+                    if changed {
+                        self.report_health(&mut link, &health, &last, Some(id));
+                    }
+                    let actions = health.report(id, outcome, now_ms(start));
                     self.apply(&mut link, actions);
                 }
                 () = sleep_until(next) => {
@@ -278,9 +305,13 @@ impl Driver<'_> {
                     }
                 }
                 _ = watch.tick() => self.watch(&mut link, &health),
+                _ = refresh.tick() => self.report_health(&mut link, &health, &last, None),
             }
         }
         if self.remove_on_stop {
+            if let Ok(c) = link.client() {
+                let _ = c.forget_health(HEALTH_SOURCE, None);
+            }
             let actions = health.stop();
             // Stopping is no time to re-program a lost daemon's table.
             link.dirty = false;
@@ -326,7 +357,7 @@ impl Driver<'_> {
         link: &mut Link,
         health: &mut Health,
         inflight: &mut Inflight,
-        last: &mut HashMap<CheckerId, bool>,
+        last: &mut LastResults,
         start: tokio::time::Instant,
     ) {
         let Some(file) = self.file.clone() else {
@@ -353,15 +384,79 @@ impl Driver<'_> {
             }
             None => false,
         });
-        *last = last
-            .iter()
-            .filter_map(|(id, v)| map.get(*id).map(|n| (n, *v)))
+        *last = std::mem::take(last)
+            .into_iter()
+            .filter_map(|(id, v)| map.get(id).map(|n| (n, v)))
             .collect();
         self.say(format_args!(
             "reload: {} checkers, {kept} kept as they were",
             health.checkers().count()
         ));
         self.program(link, health, &old_keys, "reload");
+        // Servers and services that went away leave the registry; the others are there
+        // again at once.
+        if let Ok(c) = link.client() {
+            let _ = c.forget_health(HEALTH_SOURCE, None);
+        }
+        self.report_health(link, health, last, None);
+    }
+
+    /// Tell the daemon's health registry the last result of checker `only`, or of every
+    /// checker. One entry per service and real server: with several checkers on one
+    /// server the last one reported shows. A daemon without the registry is told nothing.
+    fn report_health(
+        &mut self,
+        link: &mut Link,
+        health: &Health,
+        last: &LastResults,
+        only: Option<CheckerId>,
+    ) {
+        if link.dirty {
+            return;
+        }
+        let mut reports = Vec::new();
+        let ids: Vec<CheckerId> = match only {
+            Some(id) => vec![id],
+            None => {
+                let mut v: Vec<CheckerId> = last.keys().copied().collect();
+                v.sort();
+                v
+            }
+        };
+        for id in ids {
+            let (Some((result, at)), Some((keys, addr, port)), Some(spec)) =
+                (last.get(&id), health.checker_server(id), health.spec(id))
+            else {
+                continue;
+            };
+            for key in keys {
+                reports.push(rvs_ctl::HealthReport {
+                    service: *key,
+                    addr,
+                    port,
+                    source: HEALTH_SOURCE.into(),
+                    checker: spec.kind.name().into(),
+                    up: result.is_success(),
+                    detail: result.reason.clone(),
+                    checked_at_unix_ms: *at,
+                    // The daemon counts the changes between reports.
+                    transitions: 0,
+                });
+            }
+        }
+        if reports.is_empty() {
+            return;
+        }
+        let r = link.client().and_then(|c| c.report_health(&reports));
+        match r {
+            Ok(()) => {}
+            // An older daemon refuses the request: nothing to tell it.
+            Err(rvs_ctl::Error::Daemon { .. }) => {}
+            Err(e) => {
+                link.lost();
+                self.say(format_args!("control API: {e} (health report not sent)"));
+            }
+        }
     }
 }
 

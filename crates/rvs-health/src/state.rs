@@ -622,6 +622,15 @@ impl Health {
         (new, map)
     }
 
+    /// The services a checker's real server belongs to, and that server's address and
+    /// port (for health reports).
+    pub fn checker_server(&self, id: CheckerId) -> Option<(&[ServiceKey], IpAddr, u16)> {
+        let c = self.checkers.get(id.0)?;
+        let v = self.vss.get(c.vs)?;
+        let rs = v.rs.get(c.rs)?;
+        Some((&v.keys, rs.addr, rs.port))
+    }
+
     /// The checkers, for the driver.
     pub fn checkers(&self) -> impl Iterator<Item = (CheckerId, &CheckSpec)> {
         self.checkers

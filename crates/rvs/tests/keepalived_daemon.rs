@@ -279,6 +279,25 @@ fn daemon_keepalived_runs_checkers_and_reloads_on_sighup() {
     // The checkers run: a closed port is removed.
     drop(b);
     wait_table(&sock, "checked", &[format!("TCP 10.9.9.9:80 -> {p}:3")]);
+    // The daemon's health registry has each checker's word: q down, p up.
+    let t = Instant::now();
+    loop {
+        let reports = Client::connect(&sock).unwrap().health().unwrap();
+        let of = |port: u16| {
+            reports
+                .iter()
+                .find(|r| r.port == port && r.source == "keepalived")
+                .map(|r| (r.up, r.checker.clone()))
+        };
+        if of(q) == Some((false, "TCP_CHECK".into())) && of(p) == Some((true, "TCP_CHECK".into())) {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "health registry: {reports:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 
     // SIGHUP: a new weight and another virtual server; the daemon keeps running.
     let mut both = conf("10.9.9.9", &[(p, 4), (q, 2)]);
