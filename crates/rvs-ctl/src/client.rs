@@ -1,5 +1,6 @@
 //! A synchronous client of the control API over a Unix stream socket.
 
+use crate::health::{HealthReport, MAX_DETAIL_BYTES, MAX_HEALTH_PER_REQUEST, truncate_at_char};
 use crate::protocol::{
     DataPlaneHealth, ErrorCode, MAX_OPS_PER_REQUEST, MAX_REQUEST_BYTES, Payload, Request, Response,
     StatsReport, SysctlEntry,
@@ -316,6 +317,52 @@ impl Client {
         match self.request_data(&Request::Stats)? {
             Payload::Stats { stats } => Ok(stats),
             p => Err(self.unexpected("stats", &Response::data(p))),
+        }
+    }
+
+    /// Record health checkers' latest results in the daemon (each replaces the one with
+    /// the same service, address, port and source), in requests of at most
+    /// [`crate::health::MAX_HEALTH_PER_REQUEST`]. Details longer than
+    /// [`crate::health::MAX_DETAIL_BYTES`] are cut here.
+    pub fn report_health(&mut self, reports: &[HealthReport]) -> Result<(), Error> {
+        for chunk in reports.chunks(MAX_HEALTH_PER_REQUEST) {
+            let reports = chunk
+                .iter()
+                .map(|r| {
+                    let mut r = r.clone();
+                    truncate_at_char(&mut r.detail, MAX_DETAIL_BYTES);
+                    r
+                })
+                .collect();
+            match self.request(&Request::ReportHealth { reports })? {
+                Response::Ok { .. } => {}
+                other => return Err(self.fail(other)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Drop the health results of `source` (of one service only, with `service`).
+    pub fn forget_health(
+        &mut self,
+        source: &str,
+        service: Option<ServiceKey>,
+    ) -> Result<(), Error> {
+        let req = Request::ForgetHealth {
+            source: source.into(),
+            service,
+        };
+        match self.request(&req)? {
+            Response::Ok { .. } => Ok(()),
+            other => Err(self.fail(other)),
+        }
+    }
+
+    /// Every health result the daemon holds, in (service, address, port, source) order.
+    pub fn health(&mut self) -> Result<Vec<HealthReport>, Error> {
+        match self.request_data(&Request::Health)? {
+            Payload::Health { reports } => Ok(reports),
+            p => Err(self.unexpected("health", &Response::data(p))),
         }
     }
 

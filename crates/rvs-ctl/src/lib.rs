@@ -11,6 +11,8 @@
 //! ```
 
 mod client;
+pub mod health;
 pub mod protocol;
 
 pub use client::{Batch, Client, DaemonInfo, Error, Timeouts};
+pub use health::HealthReport;

@@ -1,6 +1,7 @@
 //! The control API: one JSON request per line, one JSON response per line, on a Unix stream
 //! socket. See `docs/control-api.md` for the specification with examples.
 
+use crate::health::HealthReport;
 use rvs_core::snapshot::{ConnSnap, ServiceSnap, Snapshot};
 use rvs_core::{CtlError, Op, ServiceKey};
 use serde::{Deserialize, Serialize};
@@ -72,6 +73,17 @@ pub enum Request {
     /// the data plane's health, read while the daemon runs; answered with
     /// [`Payload::Stats`].
     Stats,
+    /// Record health checkers' latest results (upserted by service, address, port and
+    /// source; all or none). Kept in memory only, apart from the table.
+    ReportHealth { reports: Vec<HealthReport> },
+    /// Drop the health results of `source` (of one service only, with `service`).
+    ForgetHealth {
+        source: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        service: Option<ServiceKey>,
+    },
+    /// Every recorded health result; answered with [`Payload::Health`].
+    Health,
 }
 
 /// One response. `{"status":"ok",...}`, `{"status":"ctl_error",...}` or
@@ -172,6 +184,9 @@ pub enum Payload {
     },
     Stats {
         stats: StatsReport,
+    },
+    Health {
+        reports: Vec<HealthReport>,
     },
 }
 
@@ -578,6 +593,50 @@ mod tests {
         assert_eq!(report.counter("received"), Some(5));
         assert_eq!(report.counter("dropped_table_full"), Some(1));
         assert_eq!(report.counter("nope"), None);
+    }
+
+    #[test]
+    fn health_request_shapes() {
+        assert_eq!(req(r#"{"req":"health"}"#), Request::Health);
+        assert_eq!(
+            req(r#"{"req":"forget_health","source":"k8s"}"#),
+            Request::ForgetHealth {
+                source: "k8s".into(),
+                service: None
+            }
+        );
+        let forget = Request::ForgetHealth {
+            source: "keepalived".into(),
+            service: Some(key()),
+        };
+        let s = serde_json::to_string(&forget).unwrap();
+        assert_eq!(
+            s,
+            r#"{"req":"forget_health","source":"keepalived","service":{"Addr":{"protocol":"Tcp","addr":"10.0.0.1","port":80}}}"#
+        );
+        assert_eq!(parse_request(s.as_bytes()).unwrap(), forget);
+        let report = HealthReport {
+            service: key(),
+            addr: "10.0.1.1".parse().unwrap(),
+            port: 80,
+            source: "outlier".into(),
+            checker: "PASSIVE".into(),
+            up: false,
+            detail: "5 resets".into(),
+            checked_at_unix_ms: 1,
+            transitions: 3,
+        };
+        let r = Request::ReportHealth {
+            reports: vec![report.clone()],
+        };
+        let s = serde_json::to_vec(&r).unwrap();
+        assert_eq!(parse_request(&s).unwrap(), r);
+        let a = Response::data(Payload::Health {
+            reports: vec![report],
+        });
+        let s = serde_json::to_vec(&a).unwrap();
+        assert_eq!(parse_response(&s).unwrap(), a);
+        assert!(serde_json::from_str::<Request>(r#"{"req":"report_health"}"#).is_err());
     }
 
     #[test]

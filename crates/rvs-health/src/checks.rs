@@ -7,7 +7,7 @@ use crate::state::{CheckSpec, Outcome};
 use md5::{Digest, Md5};
 use std::net::SocketAddr;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream, UdpSocket};
 
 /// What one check found, and why in a few words.
@@ -57,7 +57,6 @@ async fn network(kind: &CheckKind, spec: &CheckSpec, timeout: Duration) -> Check
             Ok(_) => CheckResult::up("connected"),
             Err(e) => CheckResult::down(format!("connect: {e}")),
         },
-        CheckKind::Http(h) if h.tls => CheckResult::down("SSL_GET is not implemented by rvs yet"),
         CheckKind::Http(h) => http(h, spec).await,
         CheckKind::Udp(u) => udp(u, spec, timeout).await,
         CheckKind::Dns(d) => dns(d, spec).await,
@@ -104,8 +103,21 @@ fn http_request(h: &HttpCheck, path: &str, vhost: Option<&str>, target: SocketAd
     )
 }
 
-/// The status code and body of an HTTP/1.x answer (`None`: not HTTP).
-fn parse_response(buf: &[u8]) -> Option<(u16, &[u8])> {
+/// An HTTP/1.x answer as far as it was read.
+#[derive(Debug, PartialEq, Eq)]
+struct Answer<'a> {
+    code: u16,
+    /// The body: up to Content-Length when the server gives one (keepalived stops there),
+    /// de-chunked for `Transfer-Encoding: chunked`.
+    body: std::borrow::Cow<'a, [u8]>,
+    /// The body is whole (Content-Length reached, or the last chunk seen); without
+    /// either, only the end of the stream says so.
+    complete: bool,
+}
+
+/// The status code and body of an HTTP/1.x answer (`None`: not HTTP, or the head is not
+/// all there yet).
+fn parse_response(buf: &[u8]) -> Option<Answer<'_>> {
     let end = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
     let head = std::str::from_utf8(&buf[..end]).ok()?;
     let status = head.lines().next()?;
@@ -114,22 +126,103 @@ fn parse_response(buf: &[u8]) -> Option<(u16, &[u8])> {
         return None;
     }
     let code = parts.next()?.parse().ok()?;
-    let mut body = &buf[end + 4..];
-    // keepalived stops at Content-Length when the server gives one.
-    let len = head.lines().skip(1).find_map(|l| {
-        let (k, v) = l.split_once(':')?;
-        k.trim()
-            .eq_ignore_ascii_case("content-length")
-            .then(|| v.trim().parse::<usize>().ok())?
-    });
-    if let Some(n) = len {
-        body = &body[..n.min(body.len())];
+    let rest = &buf[end + 4..];
+    let header = |name: &str| {
+        head.lines().skip(1).find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    };
+    // Chunked wins over Content-Length (RFC 9112 6.3).
+    if header("transfer-encoding").is_some_and(|v| {
+        v.rsplit(',')
+            .next()
+            .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"))
+    }) {
+        let (body, complete) = dechunk(rest);
+        return Some(Answer {
+            code,
+            body: body.into(),
+            complete,
+        });
     }
-    Some((code, body))
+    match header("content-length").and_then(|v| v.parse::<usize>().ok()) {
+        Some(n) => Some(Answer {
+            code,
+            body: rest[..n.min(rest.len())].into(),
+            complete: rest.len() >= n,
+        }),
+        None => Some(Answer {
+            code,
+            body: rest.into(),
+            complete: false,
+        }),
+    }
+}
+
+/// A chunked body's data so far, and whether its last (zero-size) chunk was seen. A
+/// malformed size line ends the body where it is (the digest then differs, as it should).
+fn dechunk(mut rest: &[u8]) -> (Vec<u8>, bool) {
+    let mut body = Vec::new();
+    loop {
+        let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") else {
+            return (body, false);
+        };
+        let line = std::str::from_utf8(&rest[..eol]).unwrap_or("");
+        // Chunk extensions (`;name=value`) are ignored.
+        let size = line.split(';').next().unwrap_or("").trim();
+        let Ok(size) = usize::from_str_radix(size, 16) else {
+            return (body, true);
+        };
+        rest = &rest[eol + 2..];
+        if size == 0 {
+            // Trailers may follow; the body is whole.
+            return (body, true);
+        }
+        if rest.len() < size {
+            body.extend_from_slice(rest);
+            return (body, false);
+        }
+        body.extend_from_slice(&rest[..size]);
+        rest = &rest[size..];
+        match rest.get(..2) {
+            Some(b"\r\n") => rest = &rest[2..],
+            Some(_) => return (body, true),
+            None => return (body, false),
+        }
+    }
 }
 
 pub(crate) fn hex(d: &[u8]) -> String {
     d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// What a checker reads from and writes to: a TCP stream, or TLS over one.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// A connection for one url: plain TCP for HTTP_GET; for SSL_GET TLS without certificate
+/// verification (keepalived's SSL_VERIFY_NONE), with SNI only when asked for
+/// (`enable_sni`: `sni_name`, else the virtualhost).
+async fn open(h: &HttpCheck, spec: &CheckSpec, vhost: Option<&str>) -> Result<Box<dyn Io>, String> {
+    let tcp = connect(spec).await.map_err(|e| format!("connect: {e}"))?;
+    if !h.tls {
+        return Ok(Box::new(tcp));
+    }
+    let sni = if h.enable_sni {
+        h.sni_name.as_deref().or(vhost)
+    } else {
+        None
+    };
+    // An IP address as the server name sends no SNI (RFC 6066 forbids literal addresses).
+    let name = sni
+        .and_then(|n| rustls::pki_types::ServerName::try_from(n.to_string()).ok())
+        .unwrap_or_else(|| rustls::pki_types::ServerName::IpAddress(spec.target.ip().into()));
+    let tls = tokio_rustls::TlsConnector::from(tls::config())
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("TLS handshake: {e}"))?;
+    Ok(Box::new(tls))
 }
 
 /// Every url in turn (keepalived needs all of them to pass): status code in the accepted
@@ -149,9 +242,9 @@ async fn http(h: &HttpCheck, spec: &CheckSpec) -> CheckResult {
     for url in urls {
         let path = url.path.as_deref().unwrap_or("/");
         let vhost = url.virtualhost.as_deref().or(spec.virtualhost.as_deref());
-        let mut stream = match connect(spec).await {
+        let mut stream = match open(h, spec, vhost).await {
             Ok(s) => s,
-            Err(e) => return CheckResult::down(format!("connect: {e}")),
+            Err(e) => return CheckResult::down(e),
         };
         let req = http_request(h, path, vhost, spec.target);
         if let Err(e) = stream.write_all(req.as_bytes()).await {
@@ -167,19 +260,20 @@ async fn http(h: &HttpCheck, spec: &CheckSpec) -> CheckResult {
                     if buf.len() > MAX_HTTP_RESPONSE {
                         return CheckResult::down(format!("{path}: answer over 1 MiB"));
                     }
-                    // With a complete Content-Length body there is no need to wait for EOF.
-                    if let Some((_, body)) = parse_response(&buf)
-                        && content_length_reached(&buf, body.len())
-                    {
+                    // With a whole body there is no need to wait for the end of the stream.
+                    if parse_response(&buf).is_some_and(|a| a.complete) {
                         break;
                     }
                 }
+                // Many TLS servers close without close_notify: what was read stands.
+                Err(e) if h.tls && e.kind() == std::io::ErrorKind::UnexpectedEof => break,
                 Err(e) => return CheckResult::down(format!("{path}: read: {e}")),
             }
         }
-        let Some((code, body)) = parse_response(&buf) else {
+        let Some(answer) = parse_response(&buf) else {
             return CheckResult::down(format!("{path}: not an HTTP answer"));
         };
+        let code = answer.code;
         let codes_ok = if url.status_codes.is_empty() {
             (200..=299).contains(&code)
         } else {
@@ -189,7 +283,7 @@ async fn http(h: &HttpCheck, spec: &CheckSpec) -> CheckResult {
             return CheckResult::down(format!("{path}: status {code}"));
         }
         if let Some(want) = url.digest {
-            let got: [u8; 16] = Md5::digest(body).into();
+            let got: [u8; 16] = Md5::digest(&answer.body).into();
             if got != want {
                 return CheckResult::down(format!(
                     "{path}: digest {} != {}",
@@ -199,22 +293,88 @@ async fn http(h: &HttpCheck, spec: &CheckSpec) -> CheckResult {
             }
         }
     }
-    CheckResult::up("HTTP answers as expected")
+    CheckResult::up(if h.tls {
+        "HTTPS answers as expected"
+    } else {
+        "HTTP answers as expected"
+    })
 }
 
-fn content_length_reached(buf: &[u8], body_len: usize) -> bool {
-    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-        return false;
-    };
-    let Ok(head) = std::str::from_utf8(&buf[..end]) else {
-        return false;
-    };
-    head.lines()
-        .skip(1)
-        .filter_map(|l| l.split_once(':'))
-        .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
-        .and_then(|(_, v)| v.trim().parse::<usize>().ok())
-        .is_some_and(|n| body_len >= n)
+/// SSL_GET's TLS client: any certificate is accepted (keepalived checks liveness, not
+/// identity), but the handshake's signatures are still verified, so that the peer holds
+/// the key of the certificate it sent.
+mod tls {
+    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+    use rustls::crypto::WebPkiSupportedAlgorithms;
+    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+    use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
+    use std::sync::{Arc, OnceLock};
+
+    #[derive(Debug)]
+    struct AnyCertificate(WebPkiSupportedAlgorithms);
+
+    impl ServerCertVerifier for AnyCertificate {
+        fn verify_server_cert(
+            &self,
+            _end_entity: &CertificateDer<'_>,
+            _intermediates: &[CertificateDer<'_>],
+            _server_name: &ServerName<'_>,
+            _ocsp_response: &[u8],
+            _now: UnixTime,
+        ) -> Result<ServerCertVerified, rustls::Error> {
+            Ok(ServerCertVerified::assertion())
+        }
+
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0)
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0)
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.0.supported_schemes()
+        }
+    }
+
+    /// One client configuration for every check (building it is not free). ring, not
+    /// aws-lc-rs (which wants cmake and a C build); rustls deprecates ring's provider for
+    /// lacking post-quantum key exchange, which a liveness check does not need.
+    #[allow(deprecated)]
+    pub(super) fn config() -> Arc<ClientConfig> {
+        static CONFIG: OnceLock<Arc<ClientConfig>> = OnceLock::new();
+        CONFIG
+            .get_or_init(|| {
+                let provider = Arc::new(rustls::crypto::ring::default_provider());
+                let verifier = AnyCertificate(provider.signature_verification_algorithms);
+                let builder = ClientConfig::builder_with_provider(provider.clone())
+                    .with_safe_default_protocol_versions()
+                    .unwrap_or_else(|_| {
+                        // ring's provider supports the default versions; this is not reached.
+                        ClientConfig::builder_with_provider(provider)
+                            .with_protocol_versions(&[&rustls::version::TLS13])
+                            .expect("TLS 1.3 with ring")
+                    });
+                Arc::new(
+                    builder
+                        .dangerous()
+                        .with_custom_certificate_verifier(Arc::new(verifier))
+                        .with_no_client_auth(),
+                )
+            })
+            .clone()
+    }
 }
 
 async fn udp_socket(spec: &CheckSpec) -> std::io::Result<UdpSocket> {
@@ -379,9 +539,33 @@ mod tests {
     #[test]
     fn response_body_stops_at_content_length() {
         let r = b"HTTP/1.1 404 Not Found\r\nContent-Length: 3\r\n\r\nabcdef";
-        assert_eq!(parse_response(r), Some((404, &b"abc"[..])));
+        let a = parse_response(r).unwrap();
+        assert_eq!((a.code, &a.body[..], a.complete), (404, &b"abc"[..], true));
+        let r = b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nabc";
+        let a = parse_response(r).unwrap();
+        assert_eq!((a.code, &a.body[..], a.complete), (200, &b"abc"[..], false));
         assert_eq!(parse_response(b"SSH-2.0\r\n\r\n"), None);
         assert_eq!(parse_response(b"HTTP/1.0 200 OK\r\n"), None);
+    }
+
+    #[test]
+    fn chunked_bodies_are_joined() {
+        let r = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 2\r\n\r\n\
+                  4;ext=1\r\nWiki\r\n5\r\npedia\r\n0\r\nX-Trailer: y\r\n\r\n";
+        let a = parse_response(r).unwrap();
+        assert_eq!(
+            (a.code, &a.body[..], a.complete),
+            (200, &b"Wikipedia"[..], true)
+        );
+        // Cut inside the second chunk: what came so far, not complete.
+        let cut = &r[..r.len() - 30];
+        let a = parse_response(cut).unwrap();
+        assert!(!a.complete, "{a:?}");
+        assert!(a.body.starts_with(b"Wiki") && a.body.len() < 9, "{a:?}");
+        // A size line that is not hex ends the body.
+        let bad = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\nzz\r\n";
+        let a = parse_response(bad).unwrap();
+        assert_eq!((&a.body[..], a.complete), (&b"ok"[..], true));
     }
 
     #[test]

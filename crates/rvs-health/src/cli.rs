@@ -14,7 +14,9 @@ usage: rvs keepalived plan FILE
          only check the file
        rvs keepalived run FILE [--socket PATH]   (default $RVS_SOCKET or /run/rvs/rvs.sock)
          program the start-up table into a running `rvs daemon` and run the checkers,
-         in the foreground, until SIGTERM (then keepalived's services are removed)
+         in the foreground, until SIGTERM (then keepalived's services are removed);
+         only the file's virtual services are touched; SIGHUP re-reads the file and
+         applies the differences (a file with errors leaves the running configuration)
 ";
 
 /// The daemon's control socket when neither `--socket` nor RVS_SOCKET is given.
@@ -38,24 +40,9 @@ pub fn main(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> i32 {
             return 2;
         }
     };
-    let (cfg, diags) = conf::load(Path::new(file));
-    for d in &diags.list {
-        let _ = writeln!(err, "{d}");
-    }
-    let Some(cfg) = cfg else { return 1 };
-    if diags.has_errors() {
-        let n = diags
-            .list
-            .iter()
-            .filter(|d| d.level == Level::Error)
-            .count();
-        let _ = writeln!(
-            err,
-            "{file}: {n} configuration error{}",
-            if n == 1 { "" } else { "s" }
-        );
+    let Some(cfg) = load_checked(Path::new(file), err) else {
         return 1;
-    }
+    };
     if cmd == "check" {
         return 0;
     }
@@ -63,7 +50,7 @@ pub fn main(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> i32 {
         let socket = socket
             .or_else(|| std::env::var("RVS_SOCKET").ok())
             .unwrap_or_else(|| DEFAULT_SOCKET.to_string());
-        return match crate::driver::run_blocking(&cfg, Path::new(&socket), err) {
+        return match crate::driver::run_blocking(&cfg, Path::new(file), Path::new(&socket), err) {
             Ok(()) => 0,
             Err(e) => {
                 let _ = writeln!(err, "rvs keepalived run: {e}");
@@ -81,4 +68,29 @@ pub fn main(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> i32 {
             1
         }
     }
+}
+
+/// Read a keepalived.conf, writing its messages (keepalived's own) to `err`: the
+/// configuration, or None when it has errors (then a count of them is written too).
+pub fn load_checked(path: &Path, err: &mut dyn Write) -> Option<conf::Config> {
+    let (cfg, diags) = conf::load(path);
+    for d in &diags.list {
+        let _ = writeln!(err, "{d}");
+    }
+    let cfg = cfg?;
+    if diags.has_errors() {
+        let n = diags
+            .list
+            .iter()
+            .filter(|d| d.level == Level::Error)
+            .count();
+        let _ = writeln!(
+            err,
+            "{}: {n} configuration error{}",
+            path.display(),
+            if n == 1 { "" } else { "s" }
+        );
+        return None;
+    }
+    Some(cfg)
 }

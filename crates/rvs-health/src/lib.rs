@@ -17,3 +17,4 @@ pub mod conf;
 pub mod driver;
 pub mod plan;
 pub mod state;
+pub mod sync;

@@ -49,7 +49,7 @@ pub enum Outcome {
 pub struct CheckerId(pub usize);
 
 /// What a driver needs to run one checker.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CheckSpec {
     pub kind: CheckKind,
     /// connect_ip/connect_port or the real server's address and port.
@@ -75,6 +75,9 @@ struct Server {
     alive: bool,
     /// In the table (keepalived's `set`).
     set: bool,
+    /// The weight the table holds for it, as far as this machine's operations go (`None`:
+    /// not in the table): what [`Health::desired_table`] describes.
+    in_table: Option<i64>,
     inhibit: bool,
     num_failed_checkers: u32,
     notify_up: Option<String>,
@@ -109,6 +112,9 @@ enum Cmd {
 
 #[derive(Clone, Debug)]
 struct Vs {
+    /// What identifies the virtual server across a reload: its address, fwmark or group,
+    /// protocol and family (keepalived's `vs_iseq`).
+    ident: String,
     keys: Vec<ServiceKey>,
     service: ServiceConfig,
     quorum: i64,
@@ -145,6 +151,20 @@ pub struct Health {
     vss: Vec<Vs>,
     checkers: Vec<CheckerState>,
     rng: u64,
+    /// `lvs_timeouts` (None when the file leaves the timeouts alone).
+    timeouts: Option<rvs_core::Timeouts>,
+}
+
+/// After a reload, where each old checker went: `map[old] = Some(new)` for a checker whose
+/// configuration did not change (its state and timer carried over), `None` for one that
+/// went away or changed (a check of it still running is to be forgotten).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CheckerMap(pub Vec<Option<CheckerId>>);
+
+impl CheckerMap {
+    pub fn get(&self, old: CheckerId) -> Option<CheckerId> {
+        self.0.get(old.0).copied().flatten()
+    }
 }
 
 fn ms(d: crate::conf::Ms) -> Duration {
@@ -172,14 +192,16 @@ impl Health {
     /// has `alpha`), the quorum and sorry server decisions, and the first check times
     /// (within `warmup`, drawn from `seed`).
     pub fn start(cfg: &Config, now: Time, seed: u64) -> (Health, Vec<Action>) {
+        let t = cfg.global.lvs_timeouts;
+        let timeouts = (t.tcp != 0 || t.tcp_fin != 0 || t.udp != 0).then_some(t);
         let mut h = Health {
             vss: Vec::new(),
             checkers: Vec::new(),
             rng: seed ^ 0x9e37_79b9_7f4a_7c15,
+            timeouts,
         };
         let mut out = Vec::new();
-        let t = cfg.global.lvs_timeouts;
-        if t.tcp != 0 || t.tcp_fin != 0 || t.udp != 0 {
+        if let Some(t) = timeouts {
             out.push(Action::Apply(Op::SetTimeouts(t)));
         }
         for vs in &cfg.virtual_servers {
@@ -188,6 +210,7 @@ impl Health {
             let service = service_config(vs, *first);
             let vi = h.vss.len();
             let mut v = Vs {
+                ident: format!("{:?}/{:?}/{:?}", vs.addr, vs.protocol, vs.family),
                 keys: keys.clone(),
                 service,
                 quorum: i64::from(vs.quorum),
@@ -212,6 +235,7 @@ impl Health {
                     effective_weight: weight,
                     alive: false,
                     set: false,
+                    in_table: None,
                     inhibit: rs.inhibit(),
                     num_failed_checkers: 0,
                     notify_up: rs.notify_up.clone(),
@@ -260,6 +284,7 @@ impl Health {
                     effective_weight: 1,
                     alive: false,
                     set: false,
+                    in_table: None,
                     inhibit: s.inhibit,
                     num_failed_checkers: 0,
                     notify_up: None,
@@ -348,6 +373,10 @@ impl Health {
         } else if cmd == Cmd::Del && srv.set {
             srv.set = false;
         }
+        srv.in_table = match cmd {
+            Cmd::Add | Cmd::Edit => Some(weight),
+            Cmd::Del => None,
+        };
         let dest = srv.dest(weight);
         for key in &v.keys {
             let op = match cmd {
@@ -505,6 +534,101 @@ impl Health {
             self.ipvs_cmd(Cmd::Edit, vi, Some(ri), out);
         }
         self.update_quorum_state(vi, false, out);
+    }
+
+    /// Every service this configuration owns (the driver leaves all others alone).
+    pub fn owned_keys(&self) -> Vec<ServiceKey> {
+        self.vss
+            .iter()
+            .flat_map(|v| v.keys.iter().copied())
+            .collect()
+    }
+
+    /// The table of this configuration as the state machine has it now: `SetTimeouts`,
+    /// then each service followed by the real servers (and sorry server) it holds, with
+    /// the weights it holds them at. For a scoped replace (start-up, reconnection, reload).
+    pub fn desired_table(&self) -> Vec<Op> {
+        let mut out: Vec<Op> = self.timeouts.map(Op::SetTimeouts).into_iter().collect();
+        for v in &self.vss {
+            // One entry per address and port: a sorry server that is also a real server
+            // is one destination, held as the sorry server says when it says anything.
+            let mut dests: Vec<DestConfig> = Vec::new();
+            for srv in v.rs.iter().chain(v.sorry.iter()) {
+                let Some(w) = srv.in_table else { continue };
+                let d = srv.dest(w);
+                match dests
+                    .iter_mut()
+                    .find(|x| x.addr == d.addr && x.port == d.port)
+                {
+                    Some(x) => *x = d,
+                    None => dests.push(d),
+                }
+            }
+            for key in &v.keys {
+                let mut s = v.service.clone();
+                s.key = *key;
+                out.push(Op::AddService(s));
+                out.extend(dests.iter().map(|d| Op::AddDest(*key, d.clone())));
+            }
+        }
+        out
+    }
+
+    /// SIGHUP: the state machine of a new configuration, with what can be kept of this
+    /// one: virtual servers matched by address (or fwmark, or group) and protocol, real
+    /// servers by address and port, checkers by their whole configuration. A kept
+    /// checker keeps its state and its timer; a new or changed one starts as at start-up
+    /// (up unless `alpha`, first check within `warmup`). The table to program is the new
+    /// machine's [`Health::desired_table`]; the transitions replayed here to reach the
+    /// kept states run no notify scripts (they ran when the states were reached).
+    pub fn reload(&self, cfg: &Config, now: Time, seed: u64) -> (Health, CheckerMap) {
+        let (mut new, _) = Health::start(cfg, now, seed);
+        let mut map = CheckerMap(vec![None; self.checkers.len()]);
+        let mut discard = Vec::new();
+        for ci in 0..new.checkers.len() {
+            let (vi, ri) = (new.checkers[ci].vs, new.checkers[ci].rs);
+            let (v, srv) = (&new.vss[vi], &new.vss[vi].rs[ri]);
+            let Some(ovi) = self.vss.iter().position(|o| o.ident == v.ident) else {
+                continue;
+            };
+            let Some(ori) = self.vss[ovi]
+                .rs
+                .iter()
+                .position(|o| o.addr == srv.addr && o.port == srv.port)
+            else {
+                continue;
+            };
+            let Some(oci) = self.checkers.iter().enumerate().position(|(i, o)| {
+                o.vs == ovi && o.rs == ori && o.spec == new.checkers[ci].spec && map.0[i].is_none()
+            }) else {
+                continue;
+            };
+            map.0[oci] = Some(CheckerId(ci));
+            let old = &self.checkers[oci];
+            if old.is_up != new.checkers[ci].is_up {
+                new.update_svr_checker_state(old.is_up, ci, &mut discard);
+            }
+            let c = &mut new.checkers[ci];
+            c.has_run = old.has_run;
+            c.retry_it = old.retry_it;
+            c.next = old.next;
+            c.last_exit_code = old.last_exit_code;
+            if old.cur_weight != 0 {
+                let base = new.vss[vi].rs[ri].effective_weight;
+                new.checkers[ci].cur_weight = old.cur_weight;
+                new.update_svr_wgt(base + old.cur_weight, vi, ri, &mut discard);
+            }
+        }
+        (new, map)
+    }
+
+    /// The services a checker's real server belongs to, and that server's address and
+    /// port (for health reports).
+    pub fn checker_server(&self, id: CheckerId) -> Option<(&[ServiceKey], IpAddr, u16)> {
+        let c = self.checkers.get(id.0)?;
+        let v = self.vss.get(c.vs)?;
+        let rs = v.rs.get(c.rs)?;
+        Some((&v.keys, rs.addr, rs.port))
     }
 
     /// The checkers, for the driver.

@@ -1,9 +1,9 @@
 //! The driver against a fake daemon (a Unix socket answering the JSON-lines protocol):
-//! the start-up table is programmed with one replace transaction; a killed backend goes
+//! the start-up table is programmed with one all-or-nothing batch computed against the
+//! daemon's table (scoped to the file's services); a killed backend goes
 //! to weight 0 (inhibit_on_failure) or is removed, and comes back.
 
 use rvs_core::Op;
-use rvs_ctl::Client;
 use rvs_ctl::protocol::{Payload, Request, Response};
 use rvs_health::driver::Driver;
 use std::io::{BufRead, BufReader, Write};
@@ -37,6 +37,25 @@ fn fake_daemon(path: &PathBuf) -> Log {
                 }
                 Request::TxnCommit => Response::data(Payload::Applied {
                     ops: std::mem::take(&mut txn),
+                }),
+                Request::Ping => Response::data(Payload::Pong {
+                    daemon: "fake".into(),
+                    version: "0".into(),
+                    protocol: 1,
+                    pid: 1,
+                    dataplane: None,
+                }),
+                // An empty table with the kernel's defaults.
+                Request::Snapshot { .. } => Response::data(Payload::Snapshot {
+                    snapshot: serde_json::from_value(serde_json::json!({
+                        "conn_tab_size": 4096,
+                        "services": [],
+                        "timeouts": {"tcp": 900, "tcp_fin": 120, "udp": 300},
+                        "daemons": [],
+                        "stats": {"conns": 0, "inpkts": 0, "outpkts": 0, "inbytes": 0, "outbytes": 0},
+                        "rates": {"cps": 0, "inpps": 0, "outpps": 0, "inbps": 0, "outbps": 0},
+                    }))
+                    .unwrap(),
                 }),
                 _ => Response::ok(),
             };
@@ -126,8 +145,8 @@ async fn backend_killed_and_restored() {
             let _ = backend.accept().await;
         }
     });
-    let client = Client::connect(&sock).unwrap();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (stop_tx, stop_rx) = tokio::sync::mpsc::unbounded_channel();
+    let socket = sock.clone();
     // The configuration is not Send: the driver runs on its own thread, as under
     // `rvs keepalived run`, with a current-thread runtime.
     let driver = std::thread::spawn(move || {
@@ -140,34 +159,35 @@ async fn backend_killed_and_restored() {
         let mut out = Vec::new();
         let r = rt.block_on(
             Driver {
-                client,
+                socket,
                 log: &mut out,
                 seed: 1,
+                file: None,
+                remove_on_stop: true,
             }
-            .run(&cfg, async {
-                let _ = stop_rx.await;
-            }),
+            .run(&cfg, stop_rx),
         );
         (r, String::from_utf8_lossy(&out).into_owned())
     });
 
-    // Start-up: both real servers in one replace transaction (keepalived starts them up).
+    // Start-up: both real servers in one batch (keepalived starts them up), after a look
+    // at the table.
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let reqs = log.lock().unwrap().clone();
-        if reqs.contains(&Request::TxnCommit) {
+        if let Some(at) = reqs
+            .iter()
+            .position(|r| matches!(r, Request::ApplyBatch { .. }))
+        {
             assert!(
-                reqs.contains(&Request::TxnBegin { replace: true }),
+                reqs[..at]
+                    .iter()
+                    .any(|r| matches!(r, Request::Snapshot { .. })),
                 "{reqs:?}"
             );
-            let ops: Vec<Op> = reqs
-                .iter()
-                .filter_map(|r| match r {
-                    Request::TxnOps { ops } => Some(ops.clone()),
-                    _ => None,
-                })
-                .flatten()
-                .collect();
+            let Request::ApplyBatch { ops } = reqs[at].clone() else {
+                unreachable!()
+            };
             assert!(matches!(ops[0], Op::AddService(_)), "{ops:?}");
             assert_eq!(
                 ops.iter()
@@ -239,7 +259,7 @@ async fn backend_killed_and_restored() {
     .await;
 
     // SIGTERM's path: keepalived's services are removed.
-    stop_tx.send(()).unwrap();
+    stop_tx.send(rvs_health::driver::Command::Stop).unwrap();
     let (r, out) = tokio::task::spawn_blocking(move || driver.join().unwrap())
         .await
         .unwrap();

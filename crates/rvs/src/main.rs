@@ -28,10 +28,12 @@ commands:
          [--dataplane tun|none] [--tun NAME] [--workers N] [--max-conns N]
          [--enable-scheduler twos]
          [--klog-ratelimit on|off] [--drop-invalid-state] [--max-clients N]
-         [--client-idle-timeout SECS] [--max-engine-restarts N]
+         [--client-idle-timeout SECS] [--max-engine-restarts N] [--keepalived FILE]
                          run the daemon (foreground) that owns the table and, with the
                          default `--dataplane tun`, carries the traffic (TUN device `rvs0`,
-                         one queue and one packet worker per core unless --workers says)
+                         one queue and one packet worker per core unless --workers says);
+                         with --keepalived it also runs that file's health checkers
+                         (SIGHUP re-reads the file and applies the differences)
   ipvsadm ARGS...        the ipvsadm command line (also: run this binary as `ipvsadm`)
   restore --atomic       ipvsadm -R input on stdin, applied all-or-nothing (streamed to
                          the daemon as one transaction: no size limit)
@@ -47,7 +49,7 @@ commands:
   keepalived plan FILE   print, as `ipvsadm -Sn`, the table rvs programs at start-up for
                          a keepalived.conf (exits 1 on a configuration error)
   keepalived run FILE    run that file's health checkers against the daemon (foreground,
-                         until SIGTERM); SSL_GET is not implemented yet
+                         until SIGTERM; SIGHUP re-reads the file)
   k8s plan --objects FILE [--config FILE] [--node NAME] [--node-addresses ADDR,...]
                          the IPVS table and sets kube-proxy's IPVS mode would program
   version                print the version
@@ -210,6 +212,17 @@ fn daemon_main(socket: Option<PathBuf>, args: &[String]) -> i32 {
                 _ => return usage_error("--max-conns needs a positive number"),
             },
             "--drop-invalid-state" => opts.drop_invalid_state = true,
+            "--keepalived" => {
+                let Some(v) = value() else {
+                    return usage_error("--keepalived needs a keepalived.conf");
+                };
+                // Refuse a broken file before anything starts, with keepalived's messages.
+                let p = PathBuf::from(v);
+                if rvs_health::cli::load_checked(&p, &mut std::io::stderr()).is_none() {
+                    return 1;
+                }
+                opts.keepalived = Some(p);
+            }
             "--max-clients" => match value().and_then(|v| v.parse::<usize>().ok()) {
                 Some(n) if n > 0 => opts.limits.max_clients = n,
                 _ => return usage_error("--max-clients needs a positive number"),

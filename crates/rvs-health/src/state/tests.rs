@@ -398,3 +398,110 @@ virtual_server group G {
     let a = h.report(CheckerId(0), Outcome::Failure, Time(1_000));
     assert_eq!(ops(&a).len(), 3);
 }
+
+fn load(text: &str) -> Config {
+    let (cfg, d) = load_str(text, "t.conf");
+    assert!(!d.has_errors(), "{:?}", d.list);
+    cfg
+}
+
+/// (address, weight) of every destination the desired table holds.
+fn table_dests(h: &Health) -> Vec<String> {
+    h.desired_table()
+        .iter()
+        .filter_map(|o| match o {
+            Op::AddDest(_, d) => Some(format!("{} w{}", d.addr, d.weight)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Take the first real server of TWO down: its first check fails (one failure is enough
+/// before the first success).
+fn fail_first(h: &mut Health) {
+    for t in [1_000] {
+        let due = h.take_due(Time(t));
+        assert!(due.contains(&CheckerId(0)), "{due:?} at {t}");
+        for id in due {
+            let o = if id == CheckerId(0) {
+                Outcome::Failure
+            } else {
+                Outcome::Success
+            };
+            h.report(id, o, Time(t));
+        }
+    }
+    assert_eq!(h.is_alive(0, 0), Some(false));
+}
+
+#[test]
+fn desired_table_follows_the_state() {
+    let (mut h, _) = health(TWO);
+    assert_eq!(table_dests(&h), ["10.1.0.1 w3", "10.1.0.2 w1"]);
+    fail_first(&mut h);
+    assert_eq!(table_dests(&h), ["10.1.0.2 w1"]);
+    assert_eq!(h.owned_keys().len(), 1);
+}
+
+#[test]
+fn reload_of_the_same_file_keeps_every_state_and_timer() {
+    let (mut h, _) = health(TWO);
+    fail_first(&mut h);
+    let before = (0..2)
+        .map(|i| h.next_check(CheckerId(i)))
+        .collect::<Vec<_>>();
+    let (new, map) = h.reload(&load(TWO), Time(9_500), 99);
+    assert_eq!(map.0, [Some(CheckerId(0)), Some(CheckerId(1))]);
+    assert_eq!(new.is_alive(0, 0), Some(false));
+    assert_eq!(new.desired_table(), h.desired_table());
+    let after = (0..2)
+        .map(|i| new.next_check(CheckerId(i)))
+        .collect::<Vec<_>>();
+    assert_eq!(before, after);
+}
+
+#[test]
+fn reload_edits_weights_adds_servers_and_restarts_changed_checkers_only() {
+    let (mut h, _) = health(TWO);
+    fail_first(&mut h);
+    // Server 1: weight 3 -> 5 (still down, so still out); server 2: another checker;
+    // server 3: new.
+    let edited = TWO
+        .replace("weight 3", "weight 5")
+        .replace("TCP_CHECK { warmup 0 }", "TCP_CHECK {\n      warmup 0\n      connect_timeout 7\n    }")
+        .replace(
+            "  real_server 10.1.0.2 80 {",
+            "  real_server 10.1.0.3 80 {\n    weight 2\n    TCP_CHECK { warmup 0 }\n  }\n  real_server 10.1.0.2 80 {",
+        );
+    let (new, map) = h.reload(&load(&edited), Time(9_500), 99);
+    assert_eq!(map.get(CheckerId(0)), Some(CheckerId(0)));
+    assert_eq!(
+        map.get(CheckerId(1)),
+        None,
+        "a changed checker starts again"
+    );
+    assert_eq!(
+        new.is_alive(0, 0),
+        Some(false),
+        "the down server stays down"
+    );
+    assert_eq!(table_dests(&new), ["10.1.0.3 w2", "10.1.0.2 w1"]);
+    // The changed checker is due again after the bootstrap delay (warmup 0).
+    assert_eq!(new.next_check(CheckerId(2)), Some(Time(10_500)));
+
+    // The down server comes back at its new weight.
+    let mut new = new;
+    new.take_due(Time(13_000));
+    let a = new.report(CheckerId(0), Outcome::Success, Time(13_000));
+    assert_eq!(ops(&a), ["add 10.1.0.1 w5", "run /bin/up1"]);
+}
+
+#[test]
+fn reload_removing_a_virtual_server_leaves_it_out_of_the_scope() {
+    let (h, _) = health(TWO);
+    let other = TWO.replace("10.0.0.1 80", "10.0.0.2 80");
+    let (new, map) = h.reload(&load(&other), Time(2_000), 1);
+    assert_eq!(map.0, [None, None]);
+    assert_ne!(new.owned_keys(), h.owned_keys());
+    assert_eq!(table_dests(&new), ["10.1.0.1 w3", "10.1.0.2 w1"]);
+}

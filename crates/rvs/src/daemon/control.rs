@@ -21,6 +21,7 @@ use rvs_core::conn::ConnTableStats;
 use rvs_core::director::{Director, DirectorCounters};
 use rvs_core::snapshot::Snapshot;
 use rvs_core::{CtlError, DestConfig, Errno, Op, ServiceConfig, ServiceFlags, ServiceKey, Table};
+use rvs_ctl::health::HealthRefusal;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::Duration;
@@ -71,7 +72,29 @@ pub fn handle(shared: &Shared, session: &mut Session, req: Request, replies: &mu
     {
         q.quiesce();
     }
+    // Health results live apart from the table: no engine lock, nothing journaled.
+    let engine_free = matches!(
+        req,
+        Request::ReportHealth { .. } | Request::ForgetHealth { .. } | Request::Health
+    );
     let resp = match req {
+        Request::ReportHealth { reports } => match shared.health().report(reports) {
+            Ok(()) => Response::ok(),
+            Err(e) => {
+                let code = match e {
+                    HealthRefusal::Full { .. } | HealthRefusal::TooMany(_) => ErrorCode::Limit,
+                    HealthRefusal::BadName(_) => ErrorCode::InvalidValue,
+                };
+                Response::error(code, e.to_string())
+            }
+        },
+        Request::ForgetHealth { source, service } => {
+            shared.health().forget(&source, service.as_ref());
+            Response::ok()
+        }
+        Request::Health => Response::data(Payload::Health {
+            reports: shared.health().list(),
+        }),
         Request::Ping | Request::Version => Response::data(Payload::Pong {
             daemon: "rvs".into(),
             version: env!("CARGO_PKG_VERSION").into(),
@@ -204,8 +227,10 @@ pub fn handle(shared: &Shared, session: &mut Session, req: Request, replies: &mu
             }
         }
     };
-    shared.flush_klog();
-    shared.refresh_proc();
+    if !engine_free {
+        shared.flush_klog();
+        shared.refresh_proc();
+    }
     replies.send(&resp);
 }
 

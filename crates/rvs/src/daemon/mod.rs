@@ -76,6 +76,9 @@ pub struct DaemonOpts {
     pub limits: ClientLimits,
     /// When the data plane's engine is restarted, and when the daemon gives up.
     pub restarts: RestartPolicy,
+    /// `--keepalived FILE`: run that keepalived.conf's checkers in the daemon (SIGHUP
+    /// re-reads it instead of stopping the daemon).
+    pub keepalived: Option<PathBuf>,
 }
 
 impl DaemonOpts {
@@ -94,6 +97,7 @@ impl DaemonOpts {
             drop_invalid_state: false,
             limits: ClientLimits::default(),
             restarts: RestartPolicy::default(),
+            keepalived: None,
         }
     }
 }
@@ -127,6 +131,8 @@ pub struct Shared {
     quiescer: OnceLock<Quiescer>,
     /// The data plane's counters and health (`None`: no data plane).
     monitor: Option<Monitor>,
+    /// Health checkers' latest results (`report_health`): in memory, under its own lock.
+    health: Mutex<rvs_ctl::health::HealthRegistry>,
 }
 
 impl Shared {
@@ -137,6 +143,10 @@ impl Shared {
     fn engine(&self) -> MutexGuard<'_, State> {
         // A panic in another thread must not take the daemon down with it.
         self.engine.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn health(&self) -> MutexGuard<'_, rvs_ctl::health::HealthRegistry> {
+        self.health.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn control(&self) -> MutexGuard<'_, Control> {
@@ -299,17 +309,26 @@ fn block_term_signals() -> Result<libc::sigset_t, String> {
 /// wait for those in flight to be answered (each change is then either answered as applied
 /// or not applied), stop the data plane (its teardown removes the plumbing), remove the
 /// socket, exit 0.
+///
+/// With `on_hup` (the keepalived checkers), SIGHUP calls it instead.
 fn install_signal_thread(
     shared: Arc<Shared>,
     socket: PathBuf,
     set: libc::sigset_t,
+    on_hup: Option<rvs_health::driver::Handle>,
 ) -> Result<(), String> {
     std::thread::Builder::new()
         .name("rvs-signals".into())
         .spawn(move || {
             let mut sig: libc::c_int = 0;
-            // SAFETY: sigwait on a valid set with the signals blocked.
-            unsafe { libc::sigwait(&set, &mut sig) };
+            loop {
+                // SAFETY: sigwait on a valid set with the signals blocked.
+                unsafe { libc::sigwait(&set, &mut sig) };
+                match &on_hup {
+                    Some(h) if sig == libc::SIGHUP => h.reload(),
+                    _ => break,
+                }
+            }
             shared.lifecycle.stop(Duration::from_secs(10));
             shared.router.shutdown();
             let _ = fs::remove_file(&socket);
@@ -452,6 +471,7 @@ pub fn run(opts: DaemonOpts) -> Result<(), String> {
         limits: opts.limits.clone(),
         quiescer: OnceLock::new(),
         monitor,
+        health: Mutex::default(),
     });
     if let Some(q) = quiescer {
         let _ = shared.quiescer.set(q);
@@ -469,7 +489,17 @@ pub fn run(opts: DaemonOpts) -> Result<(), String> {
         }
     }
     shared.tick(true);
-    install_signal_thread(shared.clone(), opts.socket.clone(), term_signals)?;
+    // The socket is bound: the checkers' requests wait in its backlog until served.
+    let keepalived = match &opts.keepalived {
+        Some(file) => Some(rvs_health::driver::spawn(file, &opts.socket)?),
+        None => None,
+    };
+    install_signal_thread(
+        shared.clone(),
+        opts.socket.clone(),
+        term_signals,
+        keepalived,
+    )?;
 
     let timer = shared.clone();
     std::thread::Builder::new()

@@ -1,0 +1,428 @@
+//! Health checking end to end (issue 10, item 6), as root in network namespaces of its own:
+//! `rvs daemon --keepalived FILE` with its TUN data plane in a director namespace (the
+//! client load runs there too), three busybox httpd real servers in another, HTTP_GET
+//! checkers. What must hold, with the measured times printed:
+//!
+//! * under continuous load, a killed real server is out of the table within
+//!   delay_loop x retry + connect_timeout (+ slack), and after that no request fails and
+//!   none goes to it (per-server hits are counted from the bodies);
+//! * brought back, it is in the table again after one successful check (keepalived's
+//!   rise), within delay_loop + connect_timeout (+ slack), and takes requests again;
+//! * every real server down (no sorry server): a new connection to the VIP is refused at
+//!   once (ICMP port unreachable from the director), not left to time out.
+//!
+//! Skipped (with a printed reason) when not root, or without /dev/net/tun, iproute2 or
+//! busybox. Namespaces are named after the process, and deleted also on failure.
+
+use rvs_ctl::Client;
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_rvs");
+const VIP: &str = "10.79.100.1";
+const RIPS: [&str; 3] = ["10.79.1.11", "10.79.1.12", "10.79.1.13"];
+
+/// The checker's timing (milliseconds): what the bounds are computed from.
+const DELAY_LOOP: u64 = 1_000;
+const RETRY: u64 = 2;
+const DELAY_BEFORE_RETRY: u64 = 500;
+const CONNECT_TIMEOUT: u64 = 1_000;
+/// Polling of the table, scheduling on a loaded 2-core machine.
+const SLACK: u64 = 500;
+
+fn skip_reason() -> Option<&'static str> {
+    // SAFETY: trivial libc call.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("not root");
+    }
+    if !Path::new("/dev/net/tun").exists() {
+        return Some("no /dev/net/tun");
+    }
+    if Command::new("ip").arg("-V").output().is_err() {
+        return Some("no iproute2");
+    }
+    if !Command::new("busybox")
+        .args(["httpd", "--help"])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stderr).contains("httpd"))
+    {
+        return Some("no busybox httpd");
+    }
+    None
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("run ip");
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn enter(ns: &str) {
+    let f = std::fs::File::open(format!("/var/run/netns/{ns}")).expect("open netns");
+    // SAFETY: a valid namespace fd; affects only this thread.
+    let r = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(r, 0, "setns {ns}: {}", std::io::Error::last_os_error());
+}
+
+/// Runs `f` on a thread inside the network namespace `ns`.
+fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let ns = ns.to_string();
+    thread::spawn(move || {
+        enter(&ns);
+        f()
+    })
+    .join()
+    .expect("thread in namespace panicked")
+}
+
+/// One request of the load: when it started, and which real server answered (1..=3) or
+/// why none did.
+#[derive(Clone, Debug)]
+struct Hit {
+    at: Instant,
+    server: Result<usize, String>,
+}
+
+/// Everything the test makes; dropped also after a failed assertion.
+struct Bed {
+    ns: [String; 2],
+    dir: PathBuf,
+    daemon: Option<Child>,
+    servers: [Option<Child>; 3],
+    stop: Arc<AtomicBool>,
+    load: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Bed {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.load.drain(..) {
+            let _ = t.join();
+        }
+        for c in self.servers.iter_mut().chain([&mut self.daemon]) {
+            if let Some(mut c) = c.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+        for n in &self.ns {
+            let _ = Command::new("ip").args(["netns", "del", n]).output();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Bed {
+    fn new() -> Bed {
+        let id = std::process::id();
+        let dir = std::env::temp_dir().join(format!("rvs-katest-{id}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let bed = Bed {
+            ns: [format!("rvs-k{id}-d"), format!("rvs-k{id}-r")],
+            dir,
+            daemon: None,
+            servers: [None, None, None],
+            stop: Arc::new(AtomicBool::new(false)),
+            load: Vec::new(),
+        };
+        let (d, r) = (bed.ns[0].clone(), bed.ns[1].clone());
+        ip(&["netns", "add", &d]);
+        ip(&["netns", "add", &r]);
+        ip(&[
+            "link", "add", "d0", "netns", &d, "type", "veth", "peer", "name", "r0", "netns", &r,
+        ]);
+        ip(&["-n", &d, "addr", "add", "10.79.1.1/24", "dev", "d0"]);
+        for a in RIPS {
+            ip(&["-n", &r, "addr", "add", &format!("{a}/24"), "dev", "r0"]);
+        }
+        for (ns, dev) in [(&d, "d0"), (&r, "r0")] {
+            ip(&["-n", ns, "link", "set", dev, "up"]);
+            ip(&["-n", ns, "link", "set", "lo", "up"]);
+        }
+        ip(&["-n", &r, "route", "add", "default", "via", "10.79.1.1"]);
+        bed
+    }
+
+    fn sock(&self) -> PathBuf {
+        self.dir.join("rvs.sock")
+    }
+
+    /// Real server `i` (0-based): busybox httpd on RIPS[i]:80 answering `rs{i+1}`.
+    fn start_server(&mut self, i: usize) {
+        let root = self.dir.join(format!("www{}", i + 1));
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(root.join("index.html"), format!("rs{}\n", i + 1)).unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.ns[1], "busybox", "httpd", "-f", "-p"])
+            .arg(format!("{}:80", RIPS[i]))
+            .arg("-h")
+            .arg(&root)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn busybox httpd");
+        self.servers[i] = Some(child);
+        // Listening before going on.
+        let addr: SocketAddr = format!("{}:80", RIPS[i]).parse().unwrap();
+        let ns = self.ns[1].clone();
+        in_ns(&ns, move || {
+            let t = Instant::now();
+            while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+                assert!(t.elapsed() < Duration::from_secs(5), "httpd {addr} not up");
+                thread::sleep(Duration::from_millis(20));
+            }
+        });
+    }
+
+    /// SIGKILL, as a crash.
+    fn kill_server(&mut self, i: usize) -> Instant {
+        let mut c = self.servers[i].take().expect("server running");
+        let _ = c.kill();
+        let _ = c.wait();
+        Instant::now()
+    }
+
+    fn start_daemon(&mut self, conf: &Path) {
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.ns[0], BIN, "daemon", "--socket"])
+            .arg(self.sock())
+            .arg("--state")
+            .arg(self.dir.join("state.json"))
+            .arg("--keepalived")
+            .arg(conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn rvs daemon");
+        self.daemon = Some(child);
+        let t = Instant::now();
+        while Client::connect(&self.sock())
+            .and_then(|mut c| c.ping())
+            .is_err()
+        {
+            assert!(t.elapsed() < Duration::from_secs(30), "daemon not up");
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The real servers of the VIP's service (None: no such service).
+    fn dests(&self) -> Option<Vec<IpAddr>> {
+        let snap = Client::connect(&self.sock()).ok()?.snapshot().ok()?;
+        let s = snap.services.first()?;
+        let mut v: Vec<IpAddr> = s.dests.iter().map(|d| d.cfg.addr).collect();
+        v.sort();
+        Some(v)
+    }
+
+    /// Poll the table every 10 ms until `f` holds; the moment it was seen.
+    fn wait_dests(&self, what: &str, limit: Duration, f: impl Fn(&[IpAddr]) -> bool) -> Instant {
+        let t = Instant::now();
+        loop {
+            let d = self.dests().unwrap_or_default();
+            if f(&d) {
+                return Instant::now();
+            }
+            assert!(t.elapsed() < limit, "{what}: table {d:?}");
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Two clients in the director namespace, each one request after another.
+    fn start_load(&mut self, hits: Arc<Mutex<Vec<Hit>>>) {
+        for _ in 0..2 {
+            let (stop, hits, ns) = (self.stop.clone(), hits.clone(), self.ns[0].clone());
+            self.load.push(thread::spawn(move || {
+                enter(&ns);
+                while !stop.load(Ordering::Relaxed) {
+                    let at = Instant::now();
+                    let server = get();
+                    hits.lock().unwrap().push(Hit { at, server });
+                    thread::sleep(Duration::from_millis(5));
+                }
+            }));
+        }
+    }
+}
+
+/// One HTTP request to the VIP: which real server answered.
+fn get() -> Result<usize, String> {
+    let to: SocketAddr = format!("{VIP}:80").parse().unwrap();
+    let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(2))
+        .map_err(|e| format!("connect: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    s.write_all(b"GET /index.html HTTP/1.0\r\n\r\n")
+        .map_err(|e| format!("write: {e}"))?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).map_err(|e| format!("read: {e}"))?;
+    let text = String::from_utf8_lossy(&buf);
+    (1..=3)
+        .find(|i| {
+            text.ends_with(&format!("\r\n\r\nrs{i}\n")) || text.ends_with(&format!("rs{i}\n"))
+        })
+        .ok_or_else(|| format!("answer: {text:?}"))
+}
+
+/// Hits started in [from, to): per-server counts and the failures.
+fn tally(hits: &Mutex<Vec<Hit>>, from: Instant, to: Instant) -> ([usize; 3], Vec<String>) {
+    let mut n = [0; 3];
+    let mut errs = Vec::new();
+    for h in hits
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|h| h.at >= from && h.at < to)
+    {
+        match &h.server {
+            Ok(i) => n[i - 1] += 1,
+            Err(e) => errs.push(e.clone()),
+        }
+    }
+    (n, errs)
+}
+
+fn conf() -> String {
+    let mut s = format!(
+        "virtual_server {VIP} 80 {{\n    delay_loop {}\n    lb_algo rr\n    lb_kind NAT\n    \
+         protocol TCP\n",
+        DELAY_LOOP as f64 / 1000.0
+    );
+    for a in RIPS {
+        s.push_str(&format!(
+            "    real_server {a} 80 {{\n        weight 1\n        HTTP_GET {{\n            url {{\n                \
+             path /index.html\n                status_code 200\n            }}\n            \
+             connect_timeout {}\n            retry {RETRY}\n            delay_before_retry {}\n        }}\n    }}\n",
+            CONNECT_TIMEOUT as f64 / 1000.0,
+            DELAY_BEFORE_RETRY as f64 / 1000.0
+        ));
+    }
+    s.push_str("}\n");
+    s
+}
+
+#[test]
+fn killed_real_server_leaves_in_time_and_comes_back() {
+    if let Some(why) = skip_reason() {
+        println!("skipped: {why}");
+        return;
+    }
+    let mut bed = Bed::new();
+    for i in 0..3 {
+        bed.start_server(i);
+    }
+    let file = bed.dir.join("keepalived.conf");
+    std::fs::write(&file, conf()).unwrap();
+    bed.start_daemon(&file);
+    let all: Vec<IpAddr> = RIPS.iter().map(|a| a.parse().unwrap()).collect();
+    bed.wait_dests("start-up", Duration::from_secs(10), |d| d == all);
+
+    let hits: Arc<Mutex<Vec<Hit>>> = Arc::default();
+    bed.start_load(hits.clone());
+    // Let the checkers settle (first checks within warmup = delay_loop after 1 s).
+    thread::sleep(Duration::from_millis(2_500));
+    let t0 = Instant::now();
+    let (n, errs) = tally(&hits, t0 - Duration::from_secs(1), t0);
+    assert!(errs.is_empty(), "errors before the kill: {errs:?}");
+    assert!(n.iter().all(|&c| c > 0), "all three serve: {n:?}");
+
+    // Kill rs2 under load.
+    let rs2: IpAddr = RIPS[1].parse().unwrap();
+    let killed = bed.kill_server(1);
+    let out = bed.wait_dests("rs2 removed", Duration::from_secs(15), |d| {
+        !d.contains(&rs2)
+    });
+    let detect = out - killed;
+    let bound = Duration::from_millis(DELAY_LOOP * RETRY + CONNECT_TIMEOUT + SLACK);
+    println!(
+        "killed rs2: out of the table after {} ms (bound delay_loop x retry + connect_timeout \
+         + slack = {} ms)",
+        detect.as_millis(),
+        bound.as_millis()
+    );
+    assert!(
+        detect <= bound,
+        "detection took {detect:?}, bound {bound:?}"
+    );
+
+    // After that: no request fails, none reaches rs2, the other two share the load.
+    thread::sleep(Duration::from_secs(3));
+    let (n, errs) = tally(&hits, out, Instant::now());
+    let (_, errs_before) = tally(&hits, killed, out);
+    println!(
+        "while rs2 was down: hits rs1 {} rs2 {} rs3 {}, failures {} (before its removal: {})",
+        n[0],
+        n[1],
+        n[2],
+        errs.len(),
+        errs_before.len()
+    );
+    assert!(errs.is_empty(), "failures after the removal: {errs:?}");
+    assert_eq!(n[1], 0, "rs2 answered after its removal");
+    assert!(n[0] > 0 && n[2] > 0, "{n:?}");
+
+    // Bring it back: one successful check puts it back.
+    bed.start_server(1);
+    let back = Instant::now();
+    let up = bed.wait_dests("rs2 back", Duration::from_secs(15), |d| d.contains(&rs2));
+    let rise = up - back;
+    let rise_bound = Duration::from_millis(DELAY_LOOP + CONNECT_TIMEOUT + SLACK);
+    println!(
+        "rs2 back: in the table after {} ms (1 success; bound delay_loop + connect_timeout + \
+         slack = {} ms)",
+        rise.as_millis(),
+        rise_bound.as_millis()
+    );
+    assert!(
+        rise <= rise_bound,
+        "rise took {rise:?}, bound {rise_bound:?}"
+    );
+    thread::sleep(Duration::from_secs(2));
+    let (n, errs) = tally(&hits, up, Instant::now());
+    println!(
+        "after its return: hits rs1 {} rs2 {} rs3 {}, failures {}",
+        n[0],
+        n[1],
+        n[2],
+        errs.len()
+    );
+    assert!(errs.is_empty(), "failures after the return: {errs:?}");
+    assert!(n.iter().all(|&c| c > 0), "rs2 takes requests again: {n:?}");
+
+    // Every real server down, no sorry server: refused at once, not a black hole.
+    bed.stop.store(true, Ordering::SeqCst);
+    for t in bed.load.drain(..) {
+        let _ = t.join();
+    }
+    for i in 0..3 {
+        bed.kill_server(i);
+    }
+    bed.wait_dests("all removed", Duration::from_secs(15), <[IpAddr]>::is_empty);
+    let ns = bed.ns[0].clone();
+    let (r, took) = in_ns(&ns, || {
+        let t = Instant::now();
+        (get(), t.elapsed())
+    });
+    println!(
+        "all down: a new connection gets {:?} after {} ms",
+        r,
+        took.as_millis()
+    );
+    let err = r.expect_err("no server can answer");
+    assert!(
+        err.contains("refused") && took < Duration::from_secs(1),
+        "want an immediate refusal, got {err} after {took:?}"
+    );
+}
