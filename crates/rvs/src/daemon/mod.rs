@@ -73,6 +73,9 @@ pub struct DaemonOpts {
     pub limits: ClientLimits,
     /// When the data plane's engine is restarted, and when the daemon gives up.
     pub restarts: RestartPolicy,
+    /// Serve metrics and the status page (`--metrics-address`): a thread of its own that
+    /// reads through the control socket like any client.
+    pub status: Option<rvs_status::ServeOptions>,
 }
 
 impl DaemonOpts {
@@ -90,6 +93,7 @@ impl DaemonOpts {
             drop_invalid_state: false,
             limits: ClientLimits::default(),
             restarts: RestartPolicy::default(),
+            status: None,
         }
     }
 }
@@ -418,6 +422,11 @@ pub fn run(opts: DaemonOpts) -> Result<(), String> {
     }
 
     let listener = bind_socket(&opts.socket)?;
+    // After the signals are blocked (the thread inherits the mask) and the socket is bound.
+    if let Some(status) = &opts.status {
+        let addr = rvs_status::spawn(status.clone())?;
+        eprintln!("rvs daemon: metrics and status on http://{addr}/");
+    }
     // The engine thread needs the shared state, which needs the router that owns the data
     // plane: the decider finds the shared state through a cell filled right after.
     let cell: Arc<OnceLock<Arc<Shared>>> = Arc::new(OnceLock::new());
