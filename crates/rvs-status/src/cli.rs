@@ -56,18 +56,20 @@ pub fn main(args: &[String], default_socket: PathBuf, err: &mut dyn Write) -> i3
             _ => return usage(err, &format!("unknown option {a:?}")),
         }
     }
-    let _ = writeln!(
-        err,
-        "rvs status: serving the daemon at {} on http://{}/ (metrics at /metrics{})",
-        opts.socket.display(),
-        opts.listen,
-        if opts.token.is_some() {
-            "; changes need the bearer token"
-        } else {
-            "; read only"
-        }
-    );
-    match serve(opts) {
+    let socket = opts.socket.clone();
+    let mode = if opts.token.is_some() {
+        "changes need the bearer token"
+    } else {
+        "read only"
+    };
+    let said = serve(opts, |addr| {
+        let _ = writeln!(
+            err,
+            "rvs status: serving the daemon at {} on http://{addr}/ (metrics at /metrics; {mode})",
+            socket.display(),
+        );
+    });
+    match said {
         Ok(()) => 0,
         Err(e) => {
             let _ = writeln!(err, "rvs status: {e}");

@@ -83,9 +83,13 @@ pub fn spawn(opts: ServeOptions) -> Result<SocketAddr, String> {
     Ok(addr)
 }
 
-/// Serve in the foreground until the process ends (or the listener fails).
-pub fn serve(opts: ServeOptions) -> Result<(), String> {
+/// Serve in the foreground until the process ends (or the listener fails); `bound` is
+/// told the address once it is bound (useful with port 0).
+pub fn serve(opts: ServeOptions, bound: impl FnOnce(SocketAddr)) -> Result<(), String> {
     let listener = bind(opts.listen)?;
+    if let Ok(a) = listener.local_addr() {
+        bound(a);
+    }
     run(listener, opts)
 }
 

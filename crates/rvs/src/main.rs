@@ -29,11 +29,14 @@ commands:
          [--enable-scheduler twos]
          [--klog-ratelimit on|off] [--drop-invalid-state] [--max-clients N]
          [--client-idle-timeout SECS] [--max-engine-restarts N] [--keepalived FILE]
+         [--metrics-address ADDR] [--status-token FILE]
                          run the daemon (foreground) that owns the table and, with the
                          default `--dataplane tun`, carries the traffic (TUN device `rvs0`,
                          one queue and one packet worker per core unless --workers says);
                          with --keepalived it also runs that file's health checkers
-                         (SIGHUP re-reads the file and applies the differences)
+                         (SIGHUP re-reads the file and applies the differences); with
+                         --metrics-address (e.g. 127.0.0.1:9641) also the Prometheus
+                         metrics and the status page
   ipvsadm ARGS...        the ipvsadm command line (also: run this binary as `ipvsadm`)
   restore --atomic       ipvsadm -R input on stdin, applied all-or-nothing (streamed to
                          the daemon as one transaction: no size limit)
@@ -52,6 +55,9 @@ commands:
                          until SIGTERM; SIGHUP re-reads the file)
   k8s plan --objects FILE [--config FILE] [--node NAME] [--node-addresses ADDR,...]
                          the IPVS table and sets kube-proxy's IPVS mode would program
+  status serve [--listen ADDR] [--status-token FILE]
+                         serve the metrics (/metrics) and the status page (/) of the daemon
+                         (default 127.0.0.1:9641); changes need the token
   version                print the version
 
 environment: RVS_SOCKET (default /run/rvs/rvs.sock), RVS_STATE (default
@@ -137,6 +143,7 @@ fn rvs_main(mut args: Vec<String>) -> i32 {
         "keepalived" => {
             rvs_health::cli::main(&args, &mut std::io::stdout(), &mut std::io::stderr())
         }
+        "status" => rvs_status::cli::main(&args, sock(), &mut std::io::stderr()),
         "k8s" => rvs_k8s::run(&args, &mut std::io::stdout(), &mut std::io::stderr()),
         "version" | "--version" | "-V" => {
             println!("rvs {}", env!("CARGO_PKG_VERSION"));
@@ -157,6 +164,8 @@ fn daemon_main(socket: Option<PathBuf>, args: &[String]) -> i32 {
     );
     opts.klog = env_path("RVS_KLOG");
     opts.proc_dir = env_path("RVS_PROC_DIR");
+    let mut metrics_address = None;
+    let mut status_token = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let (flag, inline) = match a.split_once('=') {
@@ -165,6 +174,15 @@ fn daemon_main(socket: Option<PathBuf>, args: &[String]) -> i32 {
         };
         let mut value = || inline.clone().or_else(|| it.next().cloned());
         match flag {
+            "--metrics-address" => match value().map(|v| rvs_status::cli::parse_listen(&v)) {
+                Some(Ok(a)) => metrics_address = Some(a),
+                Some(Err(e)) => return usage_error(&format!("--metrics-address: {e}")),
+                None => return usage_error("--metrics-address needs an address with a port"),
+            },
+            "--status-token" => match value() {
+                Some(v) => status_token = Some(PathBuf::from(v)),
+                None => return usage_error("--status-token needs a path"),
+            },
             "--socket" | "--state" | "--klog" | "--proc-dir" => {
                 let Some(v) = value() else {
                     return usage_error(&format!("{flag} needs a path"));
@@ -243,6 +261,24 @@ fn daemon_main(socket: Option<PathBuf>, args: &[String]) -> i32 {
             },
             _ => return usage_error(&format!("daemon: unknown option {a:?}")),
         }
+    }
+    match (metrics_address, status_token) {
+        (Some(listen), token) => {
+            let token = match token.map(|p| rvs_status::read_token(&p)).transpose() {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("rvs daemon: {e}");
+                    return 1;
+                }
+            };
+            opts.status = Some(rvs_status::ServeOptions {
+                socket: opts.socket.clone(),
+                listen,
+                token,
+            });
+        }
+        (None, Some(_)) => return usage_error("--status-token needs --metrics-address"),
+        (None, None) => {}
     }
     match daemon::run(opts) {
         Ok(()) => 0,

@@ -4,6 +4,9 @@
 
 const POLL_MS = 1000;
 let writable = false;
+// Redraws so far, on <body data-updates>: tells a test (or a curious person) that the page
+// keeps itself current.
+let updates = 0;
 
 function el(tag, attrs, ...children) {
   const e = document.createElement(tag);
@@ -108,6 +111,7 @@ function render(st) {
     }
   }
   document.getElementById("rows").replaceChildren(...rows);
+  document.body.setAttribute("data-updates", String(++updates));
   const um = st.unmatched_health;
   document.getElementById("unmatched").textContent = um.length
     ? `Health results for real servers not in the table: ${um.map((h) => `${h.addr}:${h.port} (${h.source}, ${h.up ? "up" : "down"})`).join(", ")}`

@@ -79,6 +79,9 @@ pub struct DaemonOpts {
     /// `--keepalived FILE`: run that keepalived.conf's checkers in the daemon (SIGHUP
     /// re-reads it instead of stopping the daemon).
     pub keepalived: Option<PathBuf>,
+    /// Serve metrics and the status page (`--metrics-address`): a thread of its own that
+    /// reads through the control socket like any client.
+    pub status: Option<rvs_status::ServeOptions>,
 }
 
 impl DaemonOpts {
@@ -98,6 +101,7 @@ impl DaemonOpts {
             limits: ClientLimits::default(),
             restarts: RestartPolicy::default(),
             keepalived: None,
+            status: None,
         }
     }
 }
@@ -435,6 +439,11 @@ pub fn run(opts: DaemonOpts) -> Result<(), String> {
     }
 
     let listener = bind_socket(&opts.socket)?;
+    // After the signals are blocked (the thread inherits the mask) and the socket is bound.
+    if let Some(status) = &opts.status {
+        let addr = rvs_status::spawn(status.clone())?;
+        eprintln!("rvs daemon: metrics and status on http://{addr}/");
+    }
     // The engine thread needs the shared state, which needs the router that owns the data
     // plane: the decider finds the shared state through a cell filled right after.
     let cell: Arc<OnceLock<Arc<Shared>>> = Arc::new(OnceLock::new());
