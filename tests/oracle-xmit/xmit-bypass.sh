@@ -3,11 +3,12 @@
 # The bypass method (cache_bypass). A firewall-mark service (-f 1) without real servers: a
 # packet with mark 1 to an address the director does not hold is refused while
 # net.ipv4.vs.cache_bypass is 0 (ICMP port unreachable: conn rc=3; nothing on rs0), and with
-# cache_bypass=1 IPVS makes a bypass entry and sends the packet on to its original destination
-# 10.8.0.50 (a MAC behind rs0, 02:00:00:00:00:50) unchanged. The client is local (the
-# director, 10.8.0.254, `conn -m 1`): the guest has no tool to mark a remote client's packets.
-# `sniff -m` masks IPv4 ids that are not 0 (and those headers' checksums), TCP sequence
-# numbers, TSval and TCP checksums.
+# cache_bypass=1 IPVS makes a bypass entry (destination 0.0.0.0:0 in -Lnc; the service's
+# counters stay 0) and sends the packet on to its original destination 10.8.0.50 (a MAC behind
+# rs0, 02:00:00:00:00:50) with the TTL one lower. Both packets log "no destination available".
+# The client is local (the director, 10.8.0.254, `conn -m 1`): the guest has no tool to mark
+# a remote client's packets. `sniff -m` masks IPv4 ids that are not 0 (and those headers'
+# checksums), TCP sequence numbers, TSval and TCP checksums.
 
 # --- common preamble (identical in every case) ---
 # The client side: dummy0 holds 10.0.0.254/16. Addresses in 10.0.0.0/16 that no interface holds

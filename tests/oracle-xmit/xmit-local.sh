@@ -1,11 +1,12 @@
 #!/bin/sh
 # CASE xmit-local
-# The local method: a real server on an address of the director itself (10.8.0.254, rs0's
-# address) is listed as "Local" whatever method was asked for, and IPVS hands the packet to
-# the director's own stack unchanged (the real server's port is not used). A remote client's
-# TCP SYN to 10.0.0.100:8080 (-m, real server port 80) and to 10.0.0.100:8081 (-g) arrive on
-# cli0; nothing leaves on rs0; nothing listens on the VIP's ports, so the director's stack
-# answers RST+ACK from the VIP (conn rc=3). `sniff -m` masks IPv4 ids that are not 0 (and
+# A real server on an address of the director itself (10.8.0.254, rs0's address). The kernel
+# still lists the method that was asked for (Masq, Route), but hands the packets to its own
+# stack instead of the wire: nothing leaves on rs0. A remote client's TCP SYN to
+# 10.0.0.100:8080 (-m, real server port 80) is delivered locally to 10.8.0.254:80, and to
+# 10.0.0.100:8081 (-g) unchanged; nothing listens on either, so the director's stack answers
+# RST+ACK, which leaves on cli0 from the VIP and port the client used (conn rc=3) and counts
+# as an outgoing packet of the connection. `sniff -m` masks IPv4 ids that are not 0 (and
 # those headers' checksums), TCP sequence and acknowledgment numbers, TSval and TCP checksums.
 
 # --- common preamble (identical in every case) ---
