@@ -483,6 +483,8 @@ struct PacketPath<'f> {
     xmit: Option<Transmitter>,
     /// Making it failed (no netlink): not tried again for every packet.
     xmit_failed: bool,
+    /// The packet being handled came from another host (its ICMP reply is forwarded).
+    reply_ttl: bool,
 }
 
 impl<'f> PacketPath<'f> {
@@ -503,6 +505,7 @@ impl<'f> PacketPath<'f> {
             scratch: vec![0u8; MAX_PACKET + 64],
             xmit: None,
             xmit_failed: false,
+            reply_ttl: false,
         }
     }
 
@@ -544,13 +547,26 @@ impl<'f> PacketPath<'f> {
                 Reasm::Complete(mut d) => {
                     inc(&stats.reassembled);
                     let a = process_meta(&mut d.packet, meta, &mut self.reply, decider, stats, cfg);
+                    self.reply_ttl = meta.forwarded;
                     self.send(a, &mut d.packet, Some(d.origin), now, io, stats, cfg);
                     return;
                 }
             }
         }
         let a = process_meta(packet, meta, &mut self.reply, decider, stats, cfg);
+        self.reply_ttl = meta.forwarded;
         self.send(a, packet, None, now, io, stats, cfg);
+    }
+
+    /// Writes the ICMP error in `reply[..len]` into the TUN. One about a packet from
+    /// another host is forwarded by the kernel on its way back, which takes one off its
+    /// TTL: it gets that one first, so it leaves with 64 as the kernel's own `icmp_send`
+    /// (recorded: tests/oracle-xmit/xmit-tun-mtu).
+    fn send_reply(&mut self, len: usize, io: &mut dyn PacketIo) -> io::Result<()> {
+        if self.reply_ttl {
+            rvs_wire::increment_ttl(&mut self.reply[..len]);
+        }
+        io.send(&self.reply[..len])
     }
 
     /// Carries out `action` for `packet`; a reassembled one (`origin`) is fragmented again
@@ -610,7 +626,7 @@ impl<'f> PacketPath<'f> {
                     Ok(())
                 }
             }
-            (Action::Reply(len), _) => io.send(&self.reply[..len]),
+            (Action::Reply(len), _) => self.send_reply(len, io),
             (Action::Drop, _) => Ok(()),
         };
         if r.is_err() {
@@ -657,7 +673,7 @@ impl<'f> PacketPath<'f> {
             }
             Outcome::Icmp(n) => {
                 inc(&stats.icmp_errors);
-                io.send(&self.reply[..n])
+                self.send_reply(n, io)
             }
             Outcome::Held => {
                 inc(&stats.neighbour_waits);

@@ -356,7 +356,14 @@ impl Transmitter {
             return Outcome::Dropped(Drop::NoRoute);
         };
         let (inner_ttl, df) = inner_ttl_df(packet);
-        self.ident = self.ident.wrapping_add(1);
+        // The kernel's outer header carries id 0 when DF is set (recorded:
+        // tests/oracle-xmit); a datagram that may be fragmented needs ids that differ.
+        let ident = if df {
+            0
+        } else {
+            self.ident = self.ident.wrapping_add(1);
+            self.ident
+        };
         let outer = Outer {
             src,
             dst: rs,
@@ -364,7 +371,7 @@ impl Transmitter {
             // TTL on the way: one more here, so that it leaves with the inner TTL.
             ttl: inner_ttl.saturating_add(1),
             df,
-            ident: self.ident,
+            ident,
             udp_sport: gue_source_port(packet),
         };
         match encap::encapsulate(packet, &outer, tunnel, out) {

@@ -38,6 +38,11 @@ impl Opts {
     }
 
     /// A number, or `default` when the option is absent.
+    /// The value of `--name` as given.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.values.get(name).map(String::as_str)
+    }
+
     pub fn num(&self, name: &str, default: u64) -> Result<u64, String> {
         match self.values.get(name) {
             None => Ok(default),

@@ -14,6 +14,11 @@
 //!         [--timeout-ms 200]
 //!       One probe at a time, every --interval-us, to an echo server, cycling over --flows
 //!       sockets; prints `probes=N lost=N p50_us=.. p90_us=.. p99_us=.. p999_us=.. max_us=..`.
+//!   decap --tun NAME [--gue-port 6080]
+//!       On a real server of a tunnel service: takes IPIP, GRE and GUE packets apart and
+//!       hands the inner packets to the kernel through the TUN NAME (see `decap.rs`).
+
+mod decap;
 
 use rvs_loadgen::{Opts, PROBE_LEN, Percentiles, probe_datagram, probe_seq};
 use std::io;
@@ -27,7 +32,7 @@ use std::time::{Duration, Instant};
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some((cmd, rest)) = args.split_first() else {
-        eprintln!("usage: rvs-loadgen serve|count|flood|probe [--option value]...");
+        eprintln!("usage: rvs-loadgen serve|count|flood|probe|decap [--option value]...");
         return ExitCode::from(2);
     };
     let result = match cmd.as_str() {
@@ -41,6 +46,11 @@ fn main() -> ExitCode {
             &["target", "count", "interval-us", "flows", "timeout-ms"],
         )
         .and_then(|o| probe(&o)),
+        "decap" => Opts::parse(rest, &["tun", "gue-port"]).and_then(|o| {
+            let name = o.get("tun").ok_or("--tun NAME is needed")?.to_string();
+            let gue = port(&o, "gue-port", 6080)?;
+            decap::run(&name, gue).map_err(|e| e.to_string())
+        }),
         other => Err(format!("unknown command {other:?}")),
     };
     match result {

@@ -89,7 +89,9 @@ pub fn build_icmp_error(
             let o = &mut out[..total];
             o[..20].copy_from_slice(&[
                 0x45,
-                0,
+                // `icmp_send`: precedence "internetwork control" (recorded in
+                // tests/oracle-xmit/xmit-tun-mtu).
+                0xc0,
                 0,
                 0,
                 0,
@@ -110,6 +112,10 @@ pub fn build_icmp_error(
                 0,
             ]);
             o[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+            // An error may be fragmented (no DF), so it carries an id, as the kernel's do;
+            // derived from what it quotes.
+            let id = (flow_label(&orig[..lay.l3_len.min(orig.len())]) as u16).max(1);
+            o[4..6].copy_from_slice(&id.to_be_bytes());
             o[12..16].copy_from_slice(&orig[16..20]);
             o[16..20].copy_from_slice(&orig[12..16]);
             let c = checksum::checksum(&o[..20]);
@@ -141,7 +147,11 @@ pub fn build_icmp_error(
             let total = hdr + q;
             let plen = (total - 40) as u16;
             let o = &mut out[..total];
+            // A flow label from the addresses, never 0, as the kernel's automatic flow
+            // labels give its own ICMPv6 errors (`auto_flowlabels`).
+            let label = flow_label(&orig[8..40]);
             o[..8].copy_from_slice(&[0x60, 0, 0, 0, 0, 0, proto::ICMPV6, 64]);
+            o[1..4].copy_from_slice(&label.to_be_bytes()[1..]);
             o[4..6].copy_from_slice(&plen.to_be_bytes());
             o[8..24].copy_from_slice(&orig[24..40]);
             o[24..40].copy_from_slice(&orig[8..24]);
@@ -156,4 +166,15 @@ pub fn build_icmp_error(
             Ok(total)
         }
     }
+}
+
+/// A 20-bit flow label from `key` (FNV-1a folded), never 0.
+fn flow_label(key: &[u8]) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for &b in key {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    let l = (h ^ (h >> 20)) & 0xf_ffff;
+    if l == 0 { 1 } else { l }
 }
