@@ -228,8 +228,8 @@ for t in $(seq 1 "$DURATION"); do
   fi
 done
 sleep 6 # the last client lines and probe chunk
-for p in "${BG_PIDS[@]}"; do kill "$p" 2>/dev/null; done
-wait 2>/dev/null || true
+for p in "${BG_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+for p in "${BG_PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
 BG_PIDS=()
 alive "$DAEMON_PID" || { echo "soak.sh: the daemon died" >&2; exit 1; }
 

@@ -173,7 +173,7 @@ err_at() {
   awk -v t="$2" '/^t=/{split($1,a,"="); if (a[2]+0 <= t+0) {split($3,b,"="); e=b[2]}} END{print e+0}' "$1"
 }
 line_t() { # FILE T: the time of that line
-  awk -v t="$2" '/^t=/{split($1,a,"="); if (a[2]+0 <= t+0) x=a[2]} END{print x+0}' "$1"
+  awk -v t="$2" '/^t=/{split($1,a,"="); if (a[2]+0 <= t+0) x=a[2]} END{printf "%.3f\n", x+0}' "$1"
 }
 
 RES=$OUT/results.tsv
@@ -247,6 +247,9 @@ PY
   # 3. the daemon after the flood
   "$RVS" ping -q || { echo "synflood.sh: the daemon does not answer after the flood" >&2; fails+=("$phase: daemon dead"); }
   "$RVS" stats --json >"$OUT/stats.$phase.json"
+  # The entries by state (`ipvsadm -Lnc`: the third column), at most a minute of listing.
+  states=$(timeout 60 "$RVS" ipvsadm -Lnc 2>/dev/null | awk 'NR>2{n[$3]++} END{for (s in n) printf "%s=%d ", s, n[s]}' || true)
+  echo "  entries by state: $states" >&2
   hwm=$(status_kb "$DAEMON_PID" VmHWM)
   rss1=$(status_kb "$DAEMON_PID" VmRSS)
   peak_entries=$(awk 'BEGIN{m=0} $3>m{m=$3} END{print m}' "$S")
@@ -256,10 +259,10 @@ PY
   stop_rvs
   python3 - "$OUT/stats.$phase.json" "$phase" "$unloaded" "$under" "$after" "$win" "$flood" \
     "$rss0" "$hwm" "$rss1" "$peak_entries" "$MAX_CONNS" "$BYTES_PER_ENTRY" "$defs" "$post" \
-    "$((er2 - er0))" >>"$RES" <<'PY'
+    "$((er2 - er0))" "$states" >>"$RES" <<'PY'
 import json, sys
 (f, phase, unloaded, under, after, win, flood, rss0, hwm, rss1, peak, maxc, bpe, defs, post,
- errs) = sys.argv[1:]
+ errs, states) = sys.argv[1:]
 st = json.load(open(f))
 eng = {c["name"]: c["value"] for c in st.get("engine", [])} if isinstance(st.get("engine"), list) else st.get("engine", {})
 dr = {c["name"]: c["value"] for c in st["director"]}
@@ -269,7 +272,7 @@ row = dict(phase=phase, unloaded=float(unloaded), under=float(under), after=floa
            pps=float(fl["pps"]), rss0_kb=int(rss0), hwm_kb=int(hwm), rss1_kb=int(rss1),
            peak_entries=int(peak), entries_end=st["conns"]["entries"],
            limit=st["conns"]["limit"], max_conns=int(maxc), bytes_per_entry=int(bpe),
-           defences=defs, post_ok=int(post or 0), legit_errors=int(errs), engine=eng,
+           defences=defs, states=states.strip() or "n/a", post_ok=int(post or 0), legit_errors=int(errs), engine=eng,
            director=dr)
 print(json.dumps(row))
 PY
@@ -308,6 +311,7 @@ line("legit ratio under/unloaded (pass >= 50%)", lambda r: f"{100*r['under']/r['
 line(f"legit conn/s in the {after_secs} s after the flood", lambda r: f"{r['after']:.0f}")
 line("legit client errors (flood + after)", lambda r: str(r["legit_errors"]))
 line("conn table: peak sampled / at end / limit", lambda r: f"{r['peak_entries']:,} / {r['entries_end']:,} / {r['limit']:,}")
+line("entries by state at the end", lambda r: r["states"])
 line("RSS before flood / peak (VmHWM) / at end (MiB)", lambda r: f"{r['rss0_kb']/1024:.1f} / {r['hwm_kb']/1024:.1f} / {r['rss1_kb']/1024:.1f}")
 line("RSS bound: before + max-conns x 256 B (MiB)", lambda r: f"{(r['rss0_kb']*1024 + r['max_conns']*r['bytes_per_entry'])/1048576:.1f}")
 line("RSS growth per peak entry (B)", lambda r: f"{(r['hwm_kb']-r['rss0_kb'])*1024/max(r['peak_entries'],1):.0f}")
