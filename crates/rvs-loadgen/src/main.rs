@@ -14,15 +14,32 @@
 //!         [--timeout-ms 200]
 //!       One probe at a time, every --interval-us, to an echo server, cycling over --flows
 //!       sockets; prints `probes=N lost=N p50_us=.. p90_us=.. p99_us=.. p999_us=.. max_us=..`.
+//!   synflood --target ADDR:PORT [--count 1000000] [--src-net 10.128.0.0/9]
+//!            [--ports 1024-65535] [--secs 600] [--batch 64] [--seed N]
+//!       TCP SYNs from random (spoofed) sources in --src-net and random ports in --ports, as
+//!       fast as a raw socket takes them, until --count are sent or --secs pass (IPv4; root);
+//!       prints `sent=N errors=N secs=S pps=R`.
+//!   connect --target ADDR:PORT [--conns 4] [--secs 10] [--timeout-ms 3000]
+//!           [--report-ms 1000] [--rate 0] [--linger0 0|1]
+//!       The legitimate client: --conns threads, each opening a TCP connection, sending
+//!       `GET / HTTP/1.0`, reading the answer to its end and closing, over and over (at most
+//!       --rate connections/s in all; 0: as fast as they go). Every --report-ms prints the
+//!       running totals `t=EPOCH_S ok=N err=N connect_err=N io_err=N bad=N` (so that a script
+//!       can place errors in time), at the end `done ok=N err=N secs=S rate=R`. --linger0 1:
+//!       close with a RST once the server's answer and FIN are in (SO_LINGER 0), so that no
+//!       side keeps TIME_WAIT and the balancer's entry moves to CLOSE (10 s) instead.
 //!   decap --tun NAME [--gue-port 6080]
 //!       On a real server of a tunnel service: takes IPIP, GRE and GUE packets apart and
 //!       hands the inner packets to the kernel through the TUN NAME (see `decap.rs`).
 
 mod decap;
 
-use rvs_loadgen::{Opts, PROBE_LEN, Percentiles, probe_datagram, probe_seq};
-use std::io;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use rvs_loadgen::{
+    Cidr4, Opts, PROBE_LEN, Percentiles, Rng, SYN_LEN, Syn, port_range, probe_datagram, probe_seq,
+    syn_packet,
+};
+use std::io::{self, Read, Write};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -32,7 +49,9 @@ use std::time::{Duration, Instant};
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some((cmd, rest)) = args.split_first() else {
-        eprintln!("usage: rvs-loadgen serve|count|flood|probe|decap [--option value]...");
+        eprintln!(
+            "usage: rvs-loadgen serve|count|flood|probe|synflood|connect|decap [--option value]..."
+        );
         return ExitCode::from(2);
     };
     let result = match cmd.as_str() {
@@ -51,6 +70,26 @@ fn main() -> ExitCode {
             let gue = port(&o, "gue-port", 6080)?;
             decap::run(&name, gue).map_err(|e| e.to_string())
         }),
+        "synflood" => Opts::parse(
+            rest,
+            &[
+                "target", "count", "src-net", "ports", "secs", "batch", "seed",
+            ],
+        )
+        .and_then(|o| synflood(&o)),
+        "connect" => Opts::parse(
+            rest,
+            &[
+                "target",
+                "conns",
+                "secs",
+                "timeout-ms",
+                "report-ms",
+                "rate",
+                "linger0",
+            ],
+        )
+        .and_then(|o| connect(&o)),
         other => Err(format!("unknown command {other:?}")),
     };
     match result {
@@ -298,5 +337,221 @@ fn probe(o: &Opts) -> Result<(), String> {
         ),
         None => println!("probes={count} lost={lost}"),
     }
+    Ok(())
+}
+
+fn synflood(o: &Opts) -> Result<(), String> {
+    let SocketAddr::V4(target) = o.addr("target")? else {
+        return Err("--target: IPv4 only".into());
+    };
+    let count = o.positive("count", 1_000_000)?;
+    let src = Cidr4::parse(o.text("src-net").unwrap_or("10.128.0.0/9"))?;
+    let (plo, phi) = port_range(o.text("ports").unwrap_or("1024-65535"))?;
+    let secs = o.positive("secs", 600)?;
+    let batch = o.positive("batch", 64)?.min(1024) as usize;
+    let seed = match o.num("seed", 0)? {
+        0 => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64),
+        s => s,
+    };
+    // SAFETY: plain socket(2); the descriptor is owned (and closed) by `_guard` below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW) };
+    if fd < 0 {
+        return Err(format!(
+            "raw socket: {} (needs root)",
+            io::Error::last_os_error()
+        ));
+    }
+    // SAFETY: `fd` was just opened and is owned by nobody else.
+    let _guard = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    // SAFETY: sockaddr_in is plain data; all-zero is valid before the fields are set.
+    let mut dst: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+    dst.sin_family = libc::AF_INET as libc::sa_family_t;
+    dst.sin_addr.s_addr = u32::from(*target.ip()).to_be();
+    let mut rng = Rng::new(seed);
+    let span = u64::from(phi - plo) + 1;
+    let mut pkts = vec![[0u8; SYN_LEN]; batch];
+    let mut iovs: Vec<libc::iovec> = pkts
+        .iter_mut()
+        .map(|p| libc::iovec {
+            iov_base: p.as_mut_ptr().cast(),
+            iov_len: SYN_LEN,
+        })
+        .collect();
+    // SAFETY: mmsghdr is plain data; all-zero is a valid value (no control data).
+    let mut hdrs: Vec<libc::mmsghdr> = (0..batch).map(|_| unsafe { std::mem::zeroed() }).collect();
+    for (h, iov) in hdrs.iter_mut().zip(iovs.iter_mut()) {
+        h.msg_hdr.msg_iov = iov;
+        h.msg_hdr.msg_iovlen = 1;
+        h.msg_hdr.msg_name = (&raw mut dst).cast();
+        h.msg_hdr.msg_namelen = size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    }
+    let (mut sent, mut errors) = (0u64, 0u64);
+    let start = Instant::now();
+    let end = start + Duration::from_secs(secs);
+    while sent < count && Instant::now() < end {
+        let n = (count - sent).min(batch as u64) as usize;
+        for p in pkts.iter_mut().take(n) {
+            let r = rng.next_u64();
+            *p = syn_packet(&Syn {
+                src: src.pick(r),
+                sport: plo + ((r >> 32) % span) as u16,
+                dst: *target.ip(),
+                dport: target.port(),
+                seq: (r >> 16) as u32,
+                ip_id: (r >> 48) as u16,
+            });
+        }
+        // SAFETY: the first `n` headers point at live packets in `pkts` and at `dst`.
+        let rc = unsafe { libc::sendmmsg(fd, hdrs.as_mut_ptr(), n as libc::c_uint, 0) };
+        if rc > 0 {
+            sent += rc as u64;
+        } else {
+            // ENOBUFS and the like: the batch is not sent; a short pause, then on.
+            errors += 1;
+            std::thread::sleep(Duration::from_micros(50));
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "sent={sent} errors={errors} secs={secs:.3} pps={:.0}",
+        sent as f64 / secs.max(1e-9)
+    );
+    Ok(())
+}
+
+/// Totals of the connect loop, shared by its threads.
+#[derive(Default)]
+struct ConnectTotals {
+    ok: AtomicU64,
+    connect_err: AtomicU64,
+    io_err: AtomicU64,
+    bad: AtomicU64,
+}
+
+impl ConnectTotals {
+    fn line(&self) -> String {
+        let (ok, c, i, b) = (
+            self.ok.load(Ordering::Relaxed),
+            self.connect_err.load(Ordering::Relaxed),
+            self.io_err.load(Ordering::Relaxed),
+            self.bad.load(Ordering::Relaxed),
+        );
+        format!(
+            "ok={ok} err={} connect_err={c} io_err={i} bad={b}",
+            c + i + b
+        )
+    }
+}
+
+/// One HTTP/1.0 exchange; `Err` says which counter it goes to.
+fn http_once(
+    target: SocketAddr,
+    timeout: Duration,
+    linger0: bool,
+    totals: &ConnectTotals,
+) -> Result<(), &'static str> {
+    let Ok(mut s) = TcpStream::connect_timeout(&target, timeout) else {
+        totals.connect_err.fetch_add(1, Ordering::Relaxed);
+        return Err("connect");
+    };
+    let io = |totals: &ConnectTotals| {
+        totals.io_err.fetch_add(1, Ordering::Relaxed);
+        Err("io")
+    };
+    if s.set_read_timeout(Some(timeout)).is_err()
+        || s.set_write_timeout(Some(timeout)).is_err()
+        || s.write_all(b"GET / HTTP/1.0\r\nHost: rvs\r\n\r\n").is_err()
+    {
+        return io(totals);
+    }
+    let mut answer = Vec::with_capacity(512);
+    if s.read_to_end(&mut answer).is_err() {
+        return io(totals);
+    }
+    if linger0 {
+        let l = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        // SAFETY: a valid descriptor and a pointer to a linger of the size given.
+        unsafe {
+            libc::setsockopt(
+                s.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&raw const l).cast(),
+                size_of::<libc::linger>() as libc::socklen_t,
+            );
+        }
+    }
+    if answer.starts_with(b"HTTP/1.1 200 ") || answer.starts_with(b"HTTP/1.0 200 ") {
+        totals.ok.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    } else {
+        totals.bad.fetch_add(1, Ordering::Relaxed);
+        Err("bad")
+    }
+}
+
+fn connect(o: &Opts) -> Result<(), String> {
+    let target = o.addr("target")?;
+    let conns = o.positive("conns", 4)?;
+    let secs = o.positive("secs", 10)?;
+    let timeout = Duration::from_millis(o.positive("timeout-ms", 3000)?);
+    let report = Duration::from_millis(o.positive("report-ms", 1000)?);
+    let rate = o.num("rate", 0)?;
+    let linger0 = match o.num("linger0", 0)? {
+        0 => false,
+        1 => true,
+        _ => return Err("--linger0: 0 or 1".into()),
+    };
+    let totals = Arc::new(ConnectTotals::default());
+    let start = Instant::now();
+    let end = start + Duration::from_secs(secs);
+    // Each thread takes an equal share of --rate, on a fixed schedule.
+    let gap = (rate > 0).then(|| Duration::from_secs_f64(conns as f64 / rate as f64));
+    let threads: Vec<_> = (0..conns)
+        .map(|i| {
+            let totals = Arc::clone(&totals);
+            std::thread::spawn(move || {
+                let mut due = start + gap.map_or(Duration::ZERO, |g| g * i as u32 / conns as u32);
+                while Instant::now() < end {
+                    if let Some(g) = gap {
+                        if let Some(w) = due.checked_duration_since(Instant::now()) {
+                            std::thread::sleep(w);
+                        }
+                        due += g;
+                    }
+                    let _ = http_once(target, timeout, linger0, &totals);
+                }
+            })
+        })
+        .collect();
+    let epoch = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64())
+    };
+    let mut next = start + report;
+    while Instant::now() < end {
+        let wait = next.min(end).saturating_duration_since(Instant::now());
+        std::thread::sleep(wait);
+        if Instant::now() >= next {
+            println!("t={:.3} {}", epoch(), totals.line());
+            next += report;
+        }
+    }
+    for t in threads {
+        let _ = t.join();
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!("t={:.3} {}", epoch(), totals.line());
+    println!(
+        "done {} secs={secs:.3} rate={:.1}",
+        totals.line(),
+        totals.ok.load(Ordering::Relaxed) as f64 / secs
+    );
     Ok(())
 }
