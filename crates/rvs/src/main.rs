@@ -45,6 +45,9 @@ commands:
                          until SIGTERM); SSL_GET is not implemented yet
   k8s plan --objects FILE [--config FILE] [--node NAME] [--node-addresses ADDR,...]
                          the IPVS table and sets kube-proxy's IPVS mode would program
+  k8s run [--config FILE] [--kubeconfig FILE | --server URL] [--node NAME]
+                         keep the daemon's table in step with a cluster's Services and
+                         EndpointSlices (kube-proxy's IPVS mode); `rvs k8s help` for more
   version                print the version
 
 environment: RVS_SOCKET (default /run/rvs/rvs.sock), RVS_STATE (default
@@ -130,7 +133,18 @@ fn rvs_main(mut args: Vec<String>) -> i32 {
         "keepalived" => {
             rvs_health::cli::main(&args, &mut std::io::stdout(), &mut std::io::stderr())
         }
-        "k8s" => rvs_k8s::run(&args, &mut std::io::stdout(), &mut std::io::stderr()),
+        "k8s" => {
+            // `rvs --socket PATH k8s run`: the global option reaches `run`.
+            let mut args = args;
+            if let Some(s) = &socket
+                && args.first().is_some_and(|a| a == "run")
+                && !args.iter().any(|a| a.starts_with("--socket"))
+            {
+                args.push("--socket".into());
+                args.push(s.display().to_string());
+            }
+            rvs_k8s::run(&args, &mut std::io::stdout(), &mut std::io::stderr())
+        }
         "version" | "--version" | "-V" => {
             println!("rvs {}", env!("CARGO_PKG_VERSION"));
             0
