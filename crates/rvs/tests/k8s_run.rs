@@ -10,7 +10,7 @@ use rvs_core::Op;
 use rvs_ctl::Client;
 use rvs_k8s::fakeapi::{FakeApi, Kind};
 use serde_json::{Value, json};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -201,7 +201,7 @@ fn planned(objects: &[(Kind, Value)], config: &Path) -> BTreeSet<String> {
     for op in &p.ops {
         match op {
             Op::AddService(c) => {
-                out.insert(format!("S {} {} {:?} {}", c.key, c.scheduler, c.flags, c.timeout));
+                out.insert(format!("S {} {} {:#x} {}", c.key, c.scheduler, c.flags.0, c.timeout));
             }
             Op::AddDest(k, d) => {
                 out.insert(format!("D {k} {}:{} w{} {:?}", d.addr, d.port, d.weight, d.fwd));
@@ -216,7 +216,10 @@ fn lines_of(snap: &Snapshot) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     for s in &snap.services {
         let c = &s.cfg;
-        out.insert(format!("S {} {} {:?} {}", c.key, c.scheduler, c.flags, c.timeout));
+        // The kernel's "hashed" flag is not part of the configuration (kube-proxy strips
+        // it too).
+        let flags = c.flags.0 & !rvs_core::ServiceFlags::HASHED;
+        out.insert(format!("S {} {} {flags:#x} {}", c.key, c.scheduler, c.timeout));
         for d in &s.dests {
             let d = &d.cfg;
             out.insert(format!("D {} {}:{} w{} {:?}", c.key, d.addr, d.port, d.weight, d.fwd));
@@ -363,9 +366,10 @@ fn k8s_run_follows_the_fake_api_server() {
     // 4. A forced 410: every watch gets the ERROR event; the client relists and the
     // table converges, a Service deleted meanwhile included.
     api.compact();
-    api.delete(Kind::Service, "shop", "db").unwrap();
-    objs.retain(|(k, v)| !(*k == Kind::Service && v["metadata"]["name"] == "db"));
+    api.delete(Kind::Service, "shop", "web").unwrap();
+    objs.retain(|(k, v)| !(*k == Kind::Service && v["metadata"]["name"] == "web"));
     let want4 = planned(&objs, &config);
+    assert!(want4.len() < want2.len() - 10, "web had virtual services");
     wait_table(&sock, "after the 410", &want4);
     let t = Instant::now();
     while api.counts().lists.get("Service").copied().unwrap_or(0) < 2
@@ -375,9 +379,11 @@ fn k8s_run_follows_the_fake_api_server() {
         std::thread::sleep(Duration::from_millis(20));
     }
     // And the watch after the relist delivers changes again.
-    api.delete(Kind::Service, "shop", "web").unwrap();
-    objs.retain(|(k, v)| !(*k == Kind::Service && v["metadata"]["name"] == "web"));
-    wait_table(&sock, "after the relist", &planned(&objs, &config));
+    api.delete(Kind::Service, "default", "kubernetes").unwrap();
+    objs.retain(|(k, v)| !(*k == Kind::Service && v["metadata"]["name"] == "kubernetes"));
+    let want5 = planned(&objs, &config);
+    assert_ne!(want4, want5);
+    wait_table(&sock, "after the relist", &want5);
     proxy.drain();
     assert!(
         !proxy.seen.iter().any(|l| l.contains("refused") && !l.contains(" 0 refused")),
@@ -406,7 +412,7 @@ fn k8s_run_livez_fails_when_syncs_stall() {
     // The daemon stops answering; a change is queued and cannot be applied.
     let pid = daemon.0.id().to_string();
     assert!(Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
-    let slice = find(&mut objs, Kind::EndpointSlice, "db-h4k2x");
+    let slice = find(&mut objs, Kind::EndpointSlice, "kube-dns-5cvbq");
     slice["endpoints"][0]["addresses"][0] = json!("10.244.1.8");
     let slice = slice.clone();
     api.apply(Kind::EndpointSlice, slice).unwrap();
@@ -448,12 +454,12 @@ fn k8s_sync_bench() {
     let dir = TempDir::new("k8s-bench");
     let (_daemon, sock) = start_daemon(&dir.0);
     let config = write_config(&dir.0, "3600s", free_port(), free_port());
-    let slice_of = |i: usize, gen: usize| {
+    let slice_of = |i: usize, generation: usize| {
         let endpoints: Vec<Value> = (0..eps)
             .map(|e| {
                 let host = i * eps + e;
-                let addr = if gen > 0 && e == 0 {
-                    format!("10.200.{}.{}", gen >> 8, gen & 255)
+                let addr = if generation > 0 && e == 0 {
+                    format!("10.200.{}.{}", generation >> 8, generation & 255)
                 } else {
                     format!("10.{}.{}.{}", 64 + (host >> 16) % 64, (host >> 8) & 255, host & 255)
                 };
