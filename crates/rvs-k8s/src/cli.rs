@@ -402,7 +402,10 @@ fn fake_main(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> i32 {
         return usage(err, "fake-apiserver: --objects FILE is required");
     };
     let Ok(addr) = listen.parse::<std::net::SocketAddr>() else {
-        return usage(err, &format!("fake-apiserver: --listen {listen:?} is not ADDR:PORT"));
+        return usage(
+            err,
+            &format!("fake-apiserver: --listen {listen:?} is not ADDR:PORT"),
+        );
     };
     let objs = match read_file(&path).and_then(|t| crate::fakeapi::split_objects(&t)) {
         Ok(o) => o,

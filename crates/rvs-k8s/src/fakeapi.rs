@@ -93,6 +93,8 @@ const HISTORY_LIMIT: usize = 100_000;
 const LIST_SNAPSHOTS: usize = 16;
 
 type Key = (Kind, String, String);
+/// The items of a paginated list, as of its first page.
+type ListSnapshot = Arc<Vec<Arc<Value>>>;
 
 #[derive(Clone)]
 struct HistoryEvent {
@@ -131,7 +133,7 @@ struct Store {
     compacted: u64,
     watchers: Vec<Watcher>,
     /// Paginated lists by id: (id, list resourceVersion, items).
-    snapshots: VecDeque<(u64, u64, Arc<Vec<Arc<Value>>>)>,
+    snapshots: VecDeque<(u64, u64, ListSnapshot)>,
     next_snapshot: u64,
     counts: Counts,
 }
@@ -327,7 +329,9 @@ fn valid_key(k: &str) -> Result<String, String> {
     if ok {
         Ok(k.to_string())
     } else {
-        Err(format!("unable to parse requirement: invalid label key {k:?}"))
+        Err(format!(
+            "unable to parse requirement: invalid label key {k:?}"
+        ))
     }
 }
 
@@ -689,10 +693,7 @@ async fn get_node(State(s): St, Path(name): Path<String>) -> Response {
 
 fn get_one(store: &Mutex<Store>, kind: Kind, ns: &str, name: &str) -> Response {
     let st = lock(store);
-    match st
-        .objects
-        .get(&(kind, ns.to_string(), name.to_string()))
-    {
+    match st.objects.get(&(kind, ns.to_string(), name.to_string())) {
         Some(o) => json_response(o),
         None => {
             let mut s = status(
@@ -757,7 +758,12 @@ fn pct_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn collection(store: &Arc<Mutex<Store>>, kind: Kind, ns: Option<String>, raw: Option<&str>) -> Response {
+fn collection(
+    store: &Arc<Mutex<Store>>,
+    kind: Kind,
+    ns: Option<String>,
+    raw: Option<&str>,
+) -> Response {
     let q = Query::parse(raw);
     let labels = match Selector::parse(q.get("labelSelector").unwrap_or("")) {
         Ok(s) => s,

@@ -30,8 +30,10 @@ pub enum WatchMsg<K> {
     Delete(K),
 }
 
-/// One watch event, with the moment it arrived.
+/// One watch event, with the moment it arrived. (Sized by its largest object: these go
+/// through a channel one at a time, boxing would only add an allocation.)
 #[derive(Clone, Debug)]
+#[allow(clippy::large_enum_variant)]
 pub enum Msg {
     Service(WatchMsg<Service>, Instant),
     Slice(WatchMsg<EndpointSlice>, Instant),
@@ -110,7 +112,12 @@ fn meta_nn(m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> (S
 
 fn slice_service(s: &EndpointSlice) -> Option<SvcName> {
     let svc = s.metadata.labels.as_ref()?.get(LABEL_SERVICE_NAME)?;
-    (!svc.is_empty()).then(|| (s.metadata.namespace.clone().unwrap_or_default(), svc.clone()))
+    (!svc.is_empty()).then(|| {
+        (
+            s.metadata.namespace.clone().unwrap_or_default(),
+            svc.clone(),
+        )
+    })
 }
 
 fn trigger_time(s: &EndpointSlice) -> Option<k8s_openapi::jiff::Timestamp> {
@@ -172,7 +179,10 @@ impl Proxier {
     }
 
     pub fn service_count(&self) -> usize {
-        self.entries.values().filter(|e| e.service.is_some()).count()
+        self.entries
+            .values()
+            .filter(|e| e.service.is_some())
+            .count()
     }
 
     /// Whether a sync has something to do.
@@ -273,7 +283,12 @@ impl Proxier {
     }
 
     /// File `slice` (None: remove) under (namespace, slice name).
-    fn set_slice(&mut self, key: (String, String), slice: Option<EndpointSlice>, at: Instant) -> bool {
+    fn set_slice(
+        &mut self,
+        key: (String, String),
+        slice: Option<EndpointSlice>,
+        at: Instant,
+    ) -> bool {
         let new_owner = slice.as_ref().and_then(slice_service);
         let old_owner = self.slice_owner.get(&key).cloned();
         if let (Some(o), Some(s)) = (&old_owner, &slice)
@@ -480,7 +495,11 @@ impl Proxier {
             let vss = self.claim(name, vss);
             for vs in &vss {
                 desired.push(Op::AddService(vs.cfg.clone()));
-                desired.extend(vs.dests.values().map(|d| Op::AddDest(vs.cfg.key, d.clone())));
+                desired.extend(
+                    vs.dests
+                        .values()
+                        .map(|d| Op::AddDest(vs.cfg.key, d.clone())),
+                );
             }
             self.applied.insert(name.clone(), vss);
         }

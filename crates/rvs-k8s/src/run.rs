@@ -68,13 +68,10 @@ fn sync_buckets() -> Histogram {
 
 fn programming_buckets() -> Histogram {
     // kube-proxy: 0.25 s .. 5 min, then a few longer.
-    Histogram::new(
-        [
-            0.25, 0.5, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0, 12.0, 13.0, 14.0,
-            15.0, 20.0, 25.0, 30.0, 40.0, 50.0, 60.0, 120.0, 180.0, 240.0, 300.0, 420.0, 600.0,
-        ]
-        .into_iter(),
-    )
+    Histogram::new([
+        0.25, 0.5, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0, 12.0, 13.0, 14.0, 15.0,
+        20.0, 25.0, 30.0, 40.0, 50.0, 60.0, 120.0, 180.0, 240.0, 300.0, 420.0, 600.0,
+    ])
 }
 
 /// The metrics kube-proxy's IPVS mode exports that apply here (prefix `kubeproxy_`).
@@ -244,7 +241,8 @@ impl Health {
         self.last_updated = Some(std::time::SystemTime::now());
     }
     pub fn healthy(&self) -> bool {
-        self.oldest_queued.is_none_or(|q| q.elapsed() < self.timeout)
+        self.oldest_queued
+            .is_none_or(|q| q.elapsed() < self.timeout)
     }
 }
 
@@ -472,7 +470,10 @@ fn connect(socket: &std::path::Path) -> Result<Client, String> {
     // kube-proxy's IPVS settings that the daemon has (reference §2.5): flows to a deleted
     // destination expire (UDP endpoints flushed at once), persistence templates to a
     // weight-0 one too.
-    for (name, value) in [("expire_nodest_conn", "1"), ("expire_quiescent_template", "1")] {
+    for (name, value) in [
+        ("expire_nodest_conn", "1"),
+        ("expire_quiescent_template", "1"),
+    ] {
         if let Err(e) = c.sysctl_set(name, value) {
             eprintln!("rvs k8s: warning: cannot set {name}={value} in the daemon: {e}");
         }
@@ -485,7 +486,11 @@ fn connect(socket: &std::path::Path) -> Result<Client, String> {
 /// every `syncPeriod`; a failed sync is retried after `max(minSyncPeriod, 1s)`.
 fn sync_loop(opts: &RunOptions, rx: mpsc::Receiver<Msg>, shared: &Shared) -> Result<(), String> {
     let min = opts.config.min_sync_period.as_std();
-    let max = opts.config.sync_period.as_std().max(Duration::from_millis(1));
+    let max = opts
+        .config
+        .sync_period
+        .as_std()
+        .max(Duration::from_millis(1));
     let retry = min.max(Duration::from_secs(1));
     let mut proxier = Proxier::new(
         opts.config.clone(),
@@ -559,12 +564,18 @@ fn take(proxier: &mut Proxier, m: Msg, shared: &Shared) {
             .unwrap_or_else(|e| e.into_inner())
             .queued(at);
         for f in FAMILIES {
-            shared.metrics.last_queued.get_or_create(&fam(f)).set(unix_now());
+            shared
+                .metrics
+                .last_queued
+                .get_or_create(&fam(f))
+                .set(unix_now());
         }
     }
     let mt = &shared.metrics;
-    mt.service_pending.set(proxier.pending_service_changes as i64);
-    mt.endpoint_pending.set(proxier.pending_endpoint_changes as i64);
+    mt.service_pending
+        .set(proxier.pending_service_changes as i64);
+    mt.endpoint_pending
+        .set(proxier.pending_endpoint_changes as i64);
 }
 
 fn sync_once(
@@ -607,8 +618,10 @@ fn record(
         proxier.counts.endpoint_changes,
         std::sync::atomic::Ordering::Relaxed,
     );
-    m.service_pending.set(proxier.pending_service_changes as i64);
-    m.endpoint_pending.set(proxier.pending_endpoint_changes as i64);
+    m.service_pending
+        .set(proxier.pending_service_changes as i64);
+    m.endpoint_pending
+        .set(proxier.pending_endpoint_changes as i64);
     let secs = took.as_secs_f64();
     for f in FAMILIES {
         m.sync_duration.get_or_create(&fam(f)).observe(secs);

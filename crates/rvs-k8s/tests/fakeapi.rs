@@ -3,7 +3,6 @@
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Service};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{ListParams, WatchEvent, WatchParams};
 use kube::runtime::watcher;
 use rvs_k8s::fakeapi::{FakeApi, FieldSelector, Kind, Selector};
@@ -35,7 +34,9 @@ fn selectors_parse_and_match_as_the_api_server_does() {
     assert!(s.matches(None));
     assert!(s.matches(Some(&json!({"app": "x"}))));
     assert!(!s.matches(Some(&json!({"service.kubernetes.io/headless": ""}))));
-    assert!(!s.matches(Some(&json!({"service.kubernetes.io/service-proxy-name": "x"}))));
+    assert!(!s.matches(Some(
+        &json!({"service.kubernetes.io/service-proxy-name": "x"})
+    )));
     let s = Selector::parse("app in (a, b),tier!=db,env").unwrap();
     assert!(s.matches(Some(&json!({"app": "b", "env": "p"}))));
     assert!(!s.matches(Some(&json!({"app": "c", "env": "p"}))));
@@ -55,15 +56,31 @@ fn kube_rs_lists_pages_with_selectors() {
     for i in 0..1203 {
         objs.push((
             Kind::Service,
-            service("ns", &format!("s{i:04}"), &format!("10.96.{}.{}", i / 256, i % 256), json!({})),
+            service(
+                "ns",
+                &format!("s{i:04}"),
+                &format!("10.96.{}.{}", i / 256, i % 256),
+                json!({}),
+            ),
         ));
     }
     objs.push((
         Kind::Service,
-        service("ns", "headless", "None", json!({"service.kubernetes.io/headless": ""})),
+        service(
+            "ns",
+            "headless",
+            "None",
+            json!({"service.kubernetes.io/headless": ""}),
+        ),
     ));
-    objs.push((Kind::Node, json!({"kind": "Node", "apiVersion": "v1", "metadata": {"name": "node-a"}})));
-    objs.push((Kind::Node, json!({"kind": "Node", "apiVersion": "v1", "metadata": {"name": "node-b"}})));
+    objs.push((
+        Kind::Node,
+        json!({"kind": "Node", "apiVersion": "v1", "metadata": {"name": "node-a"}}),
+    ));
+    objs.push((
+        Kind::Node,
+        json!({"kind": "Node", "apiVersion": "v1", "metadata": {"name": "node-b"}}),
+    ));
     let api = FakeApi::start("127.0.0.1:0".parse().unwrap(), objs).unwrap();
     let rt = rt();
     rt.block_on(async {
@@ -76,8 +93,11 @@ fn kube_rs_lists_pages_with_selectors() {
         assert_eq!(first.items.len(), 500);
         let rv = first.metadata.resource_version.clone().unwrap();
         // A change between pages does not show: later pages come from the same snapshot.
-        api.apply(Kind::Service, service("ns", "s0600", "10.96.99.99", json!({})))
-            .unwrap();
+        api.apply(
+            Kind::Service,
+            service("ns", "s0600", "10.96.99.99", json!({})),
+        )
+        .unwrap();
         let mut all = first.items;
         let mut token = first.metadata.continue_;
         while let Some(t) = token.filter(|t| !t.is_empty()) {
@@ -87,16 +107,28 @@ fn kube_rs_lists_pages_with_selectors() {
             token = page.metadata.continue_;
         }
         assert_eq!(all.len(), 1203, "headless filtered out");
-        let s600 = all.iter().find(|s| s.metadata.name.as_deref() == Some("s0600")).unwrap();
-        assert_eq!(s600.spec.as_ref().unwrap().cluster_ip.as_deref(), Some("10.96.2.88"));
+        let s600 = all
+            .iter()
+            .find(|s| s.metadata.name.as_deref() == Some("s0600"))
+            .unwrap();
+        assert_eq!(
+            s600.spec.as_ref().unwrap().cluster_ip.as_deref(),
+            Some("10.96.2.88")
+        );
         // A continue token from before a compaction is 410 Expired.
         let p = svcs.list(&lp).await.unwrap();
         api.compact();
         let err = svcs
-            .list(&lp.clone().continue_token(p.metadata.continue_.as_deref().unwrap()))
+            .list(
+                &lp.clone()
+                    .continue_token(p.metadata.continue_.as_deref().unwrap()),
+            )
             .await
             .unwrap_err();
-        assert!(matches!(&err, kube::Error::Api(s) if s.code == 410), "{err:?}");
+        assert!(
+            matches!(&err, kube::Error::Api(s) if s.code == 410),
+            "{err:?}"
+        );
 
         let nodes: kube::Api<Node> = kube::Api::all(c.clone());
         let l = nodes
@@ -105,9 +137,15 @@ fn kube_rs_lists_pages_with_selectors() {
             .unwrap();
         assert_eq!(l.items.len(), 1);
         assert_eq!(l.items[0].metadata.name.as_deref(), Some("node-b"));
-        assert_eq!(nodes.get("node-a").await.unwrap().metadata.name.as_deref(), Some("node-a"));
+        assert_eq!(
+            nodes.get("node-a").await.unwrap().metadata.name.as_deref(),
+            Some("node-a")
+        );
         let err = nodes.get("nope").await.unwrap_err();
-        assert!(matches!(&err, kube::Error::Api(s) if s.code == 404), "{err:?}");
+        assert!(
+            matches!(&err, kube::Error::Api(s) if s.code == 404),
+            "{err:?}"
+        );
     });
 }
 
@@ -138,7 +176,12 @@ fn kube_rs_watch_events_bookmarks_and_410() {
         // Leaving the selector is a DELETED for this watch.
         api.apply(
             Kind::Service,
-            service("a", "one", "10.96.0.1", json!({"service.kubernetes.io/service-proxy-name": "other"})),
+            service(
+                "a",
+                "one",
+                "10.96.0.1",
+                json!({"service.kubernetes.io/service-proxy-name": "other"}),
+            ),
         )
         .unwrap();
         api.bookmark();
@@ -175,23 +218,28 @@ fn kube_rs_watch_events_bookmarks_and_410() {
         match stream.next().await.unwrap().unwrap() {
             WatchEvent::Error(e) => {
                 assert_eq!((e.code, e.reason.as_str()), (410, "Expired"));
-                assert!(e.message.starts_with("too old resource version"), "{}", e.message);
+                assert!(
+                    e.message.starts_with("too old resource version"),
+                    "{}",
+                    e.message
+                );
             }
             other => panic!("{other:?}"),
         }
         assert!(stream.next().await.is_none());
 
         // kube-runtime's watcher relists after the 410 and goes on.
-        let slices: kube::Api<EndpointSlice> = kube::Api::all(c);
-        let _ = slices; // the same watcher machinery serves every kind
         let mut w = watcher::watcher(svcs, watcher::Config::default()).boxed();
         let mut inits = 0;
         let mut applied = Vec::new();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         let lists_before = api.counts().lists.get("Service").copied().unwrap_or(0);
         let mut compacted = false;
-        while applied.len() < 1 || inits < 2 {
-            let ev = tokio::time::timeout_at(deadline, w.next()).await.unwrap().unwrap();
+        while applied.is_empty() || inits < 2 {
+            let ev = tokio::time::timeout_at(deadline, w.next())
+                .await
+                .unwrap()
+                .unwrap();
             match ev {
                 Ok(watcher::Event::InitDone) => {
                     inits += 1;
@@ -205,7 +253,10 @@ fn kube_rs_watch_events_bookmarks_and_410() {
                 }
                 Ok(watcher::Event::Apply(s)) => applied.push(s.metadata.name.unwrap()),
                 Ok(_) => {}
-                Err(e) => assert!(e.to_string().contains("410") || e.to_string().contains("Expired"), "{e}"),
+                Err(e) => assert!(
+                    e.to_string().contains("410") || e.to_string().contains("Expired"),
+                    "{e}"
+                ),
             }
         }
         assert_eq!(applied, ["three"]);

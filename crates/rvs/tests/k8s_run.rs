@@ -5,8 +5,8 @@
 //! converges; `/healthz`, `/livez`, `/metrics`; `/livez` turns 503 when syncs stall.
 //! No root needed. The ignored `k8s_sync_bench` is bench/k8s-sync.sh's measurement.
 
-use rvs_core::snapshot::Snapshot;
 use rvs_core::Op;
+use rvs_core::snapshot::Snapshot;
 use rvs_ctl::Client;
 use rvs_k8s::fakeapi::{FakeApi, Kind};
 use serde_json::{Value, json};
@@ -79,7 +79,10 @@ fn start_daemon(dir: &Path) -> (Proc, PathBuf) {
     );
     let t = Instant::now();
     while Client::connect(&sock).and_then(|mut c| c.ping()).is_err() {
-        assert!(t.elapsed() < Duration::from_secs(10), "daemon did not come up");
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "daemon did not come up"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     (p, sock)
@@ -133,7 +136,10 @@ impl Proxy {
                         return l;
                     }
                 }
-                Err(_) => panic!("no line with {what:?}; stderr so far:\n{}", self.seen.join("\n")),
+                Err(_) => panic!(
+                    "no line with {what:?}; stderr so far:\n{}",
+                    self.seen.join("\n")
+                ),
             }
         }
     }
@@ -188,7 +194,10 @@ fn planned(objects: &[(Kind, Value)], config: &Path) -> BTreeSet<String> {
             Kind::Node => nodes.push(serde_json::from_value(v.clone()).unwrap()),
         }
     }
-    let addrs: Vec<IpAddr> = NODE_ADDRESSES.split(',').map(|a| a.parse().unwrap()).collect();
+    let addrs: Vec<IpAddr> = NODE_ADDRESSES
+        .split(',')
+        .map(|a| a.parse().unwrap())
+        .collect();
     let p = rvs_k8s::plan::plan(&rvs_k8s::plan::PlanInput {
         services: &services,
         slices: &slices,
@@ -201,10 +210,16 @@ fn planned(objects: &[(Kind, Value)], config: &Path) -> BTreeSet<String> {
     for op in &p.ops {
         match op {
             Op::AddService(c) => {
-                out.insert(format!("S {} {} {:#x} {}", c.key, c.scheduler, c.flags.0, c.timeout));
+                out.insert(format!(
+                    "S {} {} {:#x} {}",
+                    c.key, c.scheduler, c.flags.0, c.timeout
+                ));
             }
             Op::AddDest(k, d) => {
-                out.insert(format!("D {k} {}:{} w{} {:?}", d.addr, d.port, d.weight, d.fwd));
+                out.insert(format!(
+                    "D {k} {}:{} w{} {:?}",
+                    d.addr, d.port, d.weight, d.fwd
+                ));
             }
             _ => {}
         }
@@ -219,10 +234,16 @@ fn lines_of(snap: &Snapshot) -> BTreeSet<String> {
         // The kernel's "hashed" flag is not part of the configuration (kube-proxy strips
         // it too).
         let flags = c.flags.0 & !rvs_core::ServiceFlags::HASHED;
-        out.insert(format!("S {} {} {flags:#x} {}", c.key, c.scheduler, c.timeout));
+        out.insert(format!(
+            "S {} {} {flags:#x} {}",
+            c.key, c.scheduler, c.timeout
+        ));
         for d in &s.dests {
             let d = &d.cfg;
-            out.insert(format!("D {} {}:{} w{} {:?}", c.key, d.addr, d.port, d.weight, d.fwd));
+            out.insert(format!(
+                "D {} {}:{} w{} {:?}",
+                c.key, d.addr, d.port, d.weight, d.fwd
+            ));
         }
     }
     out
@@ -262,7 +283,11 @@ fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     let mut buf = String::new();
     s.read_to_string(&mut buf).ok()?;
     let code = buf.split_whitespace().nth(1)?.parse().ok()?;
-    let body = buf.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("").to_string();
+    let body = buf
+        .split_once("\r\n\r\n")
+        .map(|x| x.1)
+        .unwrap_or("")
+        .to_string();
     Some((code, body))
 }
 
@@ -292,8 +317,22 @@ fn find<'a>(objs: &'a mut [(Kind, Value)], kind: Kind, name: &str) -> &'a mut Va
 fn partial_counts(line: &str) -> (usize, usize) {
     let rest = line.split("sync partial: ").nth(1).unwrap();
     let mut it = rest.split(", ");
-    let n = it.next().unwrap().split(' ').next().unwrap().parse().unwrap();
-    let m = it.next().unwrap().split(' ').next().unwrap().parse().unwrap();
+    let n = it
+        .next()
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let m = it
+        .next()
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
     (n, m)
 }
 
@@ -322,7 +361,10 @@ fn k8s_run_follows_the_fake_api_server() {
     let v: Value = serde_json::from_str(&livez).unwrap();
     assert_eq!(v["healthy"], true, "{livez}");
     assert_eq!(v["status"]["IPv4"]["healthy"], true, "{livez}");
-    assert_eq!(http_get(mt, "/proxyMode").unwrap(), (200, "ipvs".to_string()));
+    assert_eq!(
+        http_get(mt, "/proxyMode").unwrap(),
+        (200, "ipvs".to_string())
+    );
     let m = http_get(mt, "/metrics").unwrap().1;
     for name in [
         "kubeproxy_sync_proxy_rules_duration_seconds_count{ip_family=\"IPv4\"} 1",
@@ -354,14 +396,21 @@ fn k8s_run_follows_the_fake_api_server() {
     let lists = api.counts().lists;
     api.bookmark();
     let mut slice = slice;
-    slice["endpoints"].as_array_mut().unwrap().retain(|e| e["addresses"][0] != "10.244.2.3");
+    slice["endpoints"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|e| e["addresses"][0] != "10.244.2.3");
     *find(&mut objs, Kind::EndpointSlice, "kube-dns-5cvbq") = slice.clone();
     api.apply(Kind::EndpointSlice, slice).unwrap();
     let line = proxy.wait_line("sync partial:", Duration::from_secs(10));
     // UDP and idle TCP destinations go at once.
     assert_eq!(partial_counts(&line), (1, 3), "{line}");
     wait_table(&sock, "after the bookmark", &planned(&objs, &config));
-    assert_eq!(api.counts().lists, lists, "a bookmark must not cause a relist");
+    assert_eq!(
+        api.counts().lists,
+        lists,
+        "a bookmark must not cause a relist"
+    );
 
     // 4. A forced 410: every watch gets the ERROR event; the client relists and the
     // table converges, a Service deleted meanwhile included.
@@ -373,9 +422,19 @@ fn k8s_run_follows_the_fake_api_server() {
     wait_table(&sock, "after the 410", &want4);
     let t = Instant::now();
     while api.counts().lists.get("Service").copied().unwrap_or(0) < 2
-        || api.counts().lists.get("EndpointSlice").copied().unwrap_or(0) < 2
+        || api
+            .counts()
+            .lists
+            .get("EndpointSlice")
+            .copied()
+            .unwrap_or(0)
+            < 2
     {
-        assert!(t.elapsed() < Duration::from_secs(10), "no relist: {:?}", api.counts());
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "no relist: {:?}",
+            api.counts()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     // And the watch after the relist delivers changes again.
@@ -386,12 +445,20 @@ fn k8s_run_follows_the_fake_api_server() {
     wait_table(&sock, "after the relist", &want5);
     proxy.drain();
     assert!(
-        !proxy.seen.iter().any(|l| l.contains("refused") && !l.contains(" 0 refused")),
+        !proxy
+            .seen
+            .iter()
+            .any(|l| l.contains("refused") && !l.contains(" 0 refused")),
         "{:#?}",
         proxy.seen
     );
     let m = http_get(mt, "/metrics").unwrap().1;
-    assert!(!m.contains("kubeproxy_sync_proxy_rules_iptables_restore_failures_total{ip_family=\"IPv4\"} 1"), "{m}");
+    assert!(
+        !m.contains(
+            "kubeproxy_sync_proxy_rules_iptables_restore_failures_total{ip_family=\"IPv4\"} 1"
+        ),
+        "{m}"
+    );
 }
 
 #[test]
@@ -411,19 +478,34 @@ fn k8s_run_livez_fails_when_syncs_stall() {
 
     // The daemon stops answering; a change is queued and cannot be applied.
     let pid = daemon.0.id().to_string();
-    assert!(Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
+    assert!(
+        Command::new("kill")
+            .args(["-STOP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
     let slice = find(&mut objs, Kind::EndpointSlice, "kube-dns-5cvbq");
     slice["endpoints"][0]["addresses"][0] = json!("10.244.1.8");
     let slice = slice.clone();
     api.apply(Kind::EndpointSlice, slice).unwrap();
     let t = Instant::now();
     let body = wait_http(hz, "/livez", 503, Duration::from_secs(15));
-    assert!(t.elapsed() >= Duration::from_millis(1500), "unhealthy too early");
+    assert!(
+        t.elapsed() >= Duration::from_millis(1500),
+        "unhealthy too early"
+    );
     assert!(body.contains("\"healthy\":false"), "{body}");
     wait_http(hz, "/healthz", 503, Duration::from_secs(5));
 
     // It answers again: the change goes through and health comes back.
-    assert!(Command::new("kill").args(["-CONT", &pid]).status().unwrap().success());
+    assert!(
+        Command::new("kill")
+            .args(["-CONT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
     wait_table(&sock, "after the stall", &planned(&objs, &config));
     wait_http(hz, "/livez", 200, Duration::from_secs(15));
 
@@ -461,7 +543,12 @@ fn k8s_sync_bench() {
                 let addr = if generation > 0 && e == 0 {
                     format!("10.200.{}.{}", generation >> 8, generation & 255)
                 } else {
-                    format!("10.{}.{}.{}", 64 + (host >> 16) % 64, (host >> 8) & 255, host & 255)
+                    format!(
+                        "10.{}.{}.{}",
+                        64 + (host >> 16) % 64,
+                        (host >> 8) & 255,
+                        host & 255
+                    )
                 };
                 json!({"addresses": [addr],
                        "conditions": {"ready": true}, "nodeName": "node-b"})
@@ -487,7 +574,14 @@ fn k8s_sync_bench() {
     let full = proxy.wait_line("sync full:", Duration::from_secs(300));
     let to_first_sync = start.elapsed();
     let took = |l: &str| -> f64 {
-        l.split("took ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap()
+        l.split("took ")
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
     };
     let full_ms = took(&full);
     let mut c = Client::connect(&sock).unwrap();
@@ -509,7 +603,11 @@ fn k8s_sync_bench() {
             addr: format!("10.96.{}.{}", i >> 8, i & 255).parse().unwrap(),
             port: 80,
         };
-        let new_ip: IpAddr = s["endpoints"][0]["addresses"][0].as_str().unwrap().parse().unwrap();
+        let new_ip: IpAddr = s["endpoints"][0]["addresses"][0]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
         let t = Instant::now();
         api.apply(Kind::EndpointSlice, s).unwrap();
         loop {
@@ -517,12 +615,23 @@ fn k8s_sync_bench() {
             if snap.services[0].dests.iter().any(|d| d.cfg.addr == new_ip) {
                 break;
             }
-            assert!(t.elapsed() < Duration::from_secs(10), "change {k} not applied");
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "change {k} not applied"
+            );
         }
         visible_ms.push(t.elapsed().as_secs_f64() * 1e3);
         let line = proxy.wait_line("sync partial:", Duration::from_secs(10));
         sync_ms.push(took(&line));
-        let e2a: f64 = line.split("event->applied ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+        let e2a: f64 = line
+            .split("event->applied ")
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
         e2a_ms.push(e2a);
     }
     let stats = |v: &mut Vec<f64>| {
@@ -533,13 +642,31 @@ fn k8s_sync_bench() {
     let (e50, e90) = stats(&mut e2a_ms);
     let (v50, v90) = stats(&mut visible_ms);
     println!("BEGIN-K8S-BENCH");
-    println!("{n} services x {eps} endpoints ({} virtual services, {} real servers), {changes} one-endpoint changes; `rvs k8s run` (release) against the fake API server and `rvs daemon --dataplane none` on loopback.\n", n, n * eps);
+    println!(
+        "{n} services x {eps} endpoints ({} virtual services, {} real servers), {changes} one-endpoint changes; `rvs k8s run` (release) against the fake API server and `rvs daemon --dataplane none` on loopback.\n",
+        n,
+        n * eps
+    );
     println!("| measure | rvs | target | kube-proxy IPVS (reference §4.4) | ratio |");
     println!("|---|---|---|---|---|");
-    println!("| full sync (plan + snapshot + replace transaction) | {full_ms:.1} ms | <= 100 ms | 12.0 s at >1,500 services with external IPs (#84906; 0.73 s after its fix) | {:.0}x ({:.0}x vs 0.73 s) |", 12_000.0 / full_ms, 730.0 / full_ms);
-    println!("| start -> first full sync done (lists of {n} + {n} objects included) | {:.0} ms | | | |", to_first_sync.as_secs_f64() * 1e3);
-    println!("| one endpoint change: watch event -> applied (p50 / p90) | {e50:.2} / {e90:.2} ms | <= 5 ms | ~20 s average at ~4,000 endpoints (#73382) | {:.0}x |", 20_000.0 / e50);
-    println!("| one endpoint change: partial sync alone (p50 / p90) | {s50:.2} / {s90:.2} ms | | | |");
-    println!("| one endpoint change: fake API write -> seen in the daemon (p50 / p90, polled) | {v50:.2} / {v90:.2} ms | | | |");
+    println!(
+        "| full sync (plan + snapshot + replace transaction) | {full_ms:.1} ms | <= 100 ms | 12.0 s at >1,500 services with external IPs (#84906; 0.73 s after its fix) | {:.0}x ({:.0}x vs 0.73 s) |",
+        12_000.0 / full_ms,
+        730.0 / full_ms
+    );
+    println!(
+        "| start -> first full sync done (lists of {n} + {n} objects included) | {:.0} ms | | | |",
+        to_first_sync.as_secs_f64() * 1e3
+    );
+    println!(
+        "| one endpoint change: watch event -> applied (p50 / p90) | {e50:.2} / {e90:.2} ms | <= 5 ms | ~20 s average at ~4,000 endpoints (#73382) | {:.0}x |",
+        20_000.0 / e50
+    );
+    println!(
+        "| one endpoint change: partial sync alone (p50 / p90) | {s50:.2} / {s90:.2} ms | | | |"
+    );
+    println!(
+        "| one endpoint change: fake API write -> seen in the daemon (p50 / p90, polled) | {v50:.2} / {v90:.2} ms | | | |"
+    );
     println!("END-K8S-BENCH");
 }
