@@ -144,6 +144,14 @@ impl Proxy {
         }
     }
 
+    /// How many syncs were reported so far.
+    fn syncs(&self) -> usize {
+        self.seen
+            .iter()
+            .filter(|l| l.contains("rvs k8s: sync "))
+            .count()
+    }
+
     fn drain(&mut self) {
         while let Ok(l) = self.lines.try_recv() {
             self.seen.push(l);
@@ -305,6 +313,14 @@ fn wait_http(port: u16, path: &str, code: u16, within: Duration) -> String {
     }
 }
 
+/// The value of one sample line of a metrics page.
+fn metric(page: &str, sample: &str) -> f64 {
+    page.lines()
+        .find_map(|l| l.strip_prefix(sample))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{sample} not in\n{page}"))
+}
+
 fn find<'a>(objs: &'a mut [(Kind, Value)], kind: Kind, name: &str) -> &'a mut Value {
     &mut objs
         .iter_mut()
@@ -365,9 +381,21 @@ fn k8s_run_follows_the_fake_api_server() {
         http_get(mt, "/proxyMode").unwrap(),
         (200, "ipvs".to_string())
     );
+    // One duration sample per sync (the Node's list may trigger a second full sync).
+    proxy.drain();
+    let syncs_before = proxy.syncs();
     let m = http_get(mt, "/metrics").unwrap().1;
+    proxy.drain();
+    let count = metric(
+        &m,
+        "kubeproxy_sync_proxy_rules_duration_seconds_count{ip_family=\"IPv4\"}",
+    );
+    assert!(
+        syncs_before as f64 <= count && count <= proxy.syncs() as f64 && count >= 1.0,
+        "{count} samples, {syncs_before}..{} syncs",
+        proxy.syncs()
+    );
     for name in [
-        "kubeproxy_sync_proxy_rules_duration_seconds_count{ip_family=\"IPv4\"} 1",
         "kubeproxy_sync_proxy_rules_last_timestamp_seconds{ip_family=\"IPv4\"}",
         "kubeproxy_sync_proxy_rules_service_changes_total",
         "kubeproxy_sync_proxy_rules_endpoint_changes_total",
