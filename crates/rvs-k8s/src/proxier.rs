@@ -602,6 +602,14 @@ impl Proxier {
                 }
             }
             self.applied.insert(name.clone(), new);
+            if self
+                .entries
+                .get(name)
+                .is_some_and(|e| e.service.is_none() && e.slices.is_empty())
+            {
+                self.entries.remove(name);
+                self.applied.remove(name);
+            }
         }
         if !leaving.is_empty() {
             let mut busy: HashMap<(ServiceKey, IpAddr, u16), bool> = HashMap::new();
