@@ -64,6 +64,9 @@ pub struct SyncReport {
     pub refused: usize,
     /// From the oldest watch event this sync applied to the end of the sync.
     pub event_to_applied: Option<std::time::Duration>,
+    /// Of the sync's time: planning, and the daemon (reading its table and writing).
+    pub plan_time: std::time::Duration,
+    pub daemon_time: std::time::Duration,
     /// `endpoints.kubernetes.io/last-change-trigger-time` of the slices applied, for
     /// `network_programming_duration_seconds`.
     pub trigger_times: Vec<k8s_openapi::jiff::Timestamp>,
@@ -474,6 +477,7 @@ impl Proxier {
     /// Plan every service and make the daemon's table exactly that (draining TCP
     /// endpoints kept at weight 0, excluded virtual services kept).
     pub fn full_sync(&mut self, client: &mut Client) -> Result<SyncReport, String> {
+        let started = Instant::now();
         let (oldest, triggers) = self.take_pending();
         self.dirty.clear();
         self.full_pending = false;
@@ -506,6 +510,7 @@ impl Proxier {
         // Drop services that no longer exist from the cache.
         self.entries
             .retain(|_, e| e.service.is_some() || !e.slices.is_empty());
+        let plan_time = started.elapsed();
         let snap = client.snapshot().map_err(|e| {
             self.full_pending = true;
             format!("cannot read the daemon's table: {e}")
@@ -538,6 +543,8 @@ impl Proxier {
             services: names.len(),
             ops: ops.len(),
             refused: 0,
+            plan_time,
+            daemon_time: started.elapsed() - plan_time,
             event_to_applied: oldest.map(|o| o.elapsed()),
             trigger_times: triggers,
         })
@@ -545,6 +552,7 @@ impl Proxier {
 
     /// Re-plan only the services changed since the last sync and send the difference.
     pub fn partial_sync(&mut self, client: &mut Client) -> Result<SyncReport, String> {
+        let started = Instant::now();
         let (oldest, triggers) = self.take_pending();
         let dirty: Vec<SvcName> = std::mem::take(&mut self.dirty).into_keys().collect();
         let mut ops = Vec::new();
@@ -642,6 +650,7 @@ impl Proxier {
                 }
             }
         }
+        let plan_time = started.elapsed();
         let mut refused = 0;
         if !ops.is_empty() {
             match client.apply_each(&ops) {
@@ -668,6 +677,8 @@ impl Proxier {
             services: dirty.len(),
             ops: ops.len(),
             refused,
+            plan_time,
+            daemon_time: started.elapsed() - plan_time,
             event_to_applied: oldest.map(|o| o.elapsed()),
             trigger_times: triggers,
         })

@@ -658,12 +658,14 @@ fn record(
             }
             if opts.verbose {
                 eprintln!(
-                    "rvs k8s: sync {}: {} services, {} ops, {} refused, took {:.3} ms{}",
+                    "rvs k8s: sync {}: {} services, {} ops, {} refused, took {:.3} ms (plan {:.3} ms, daemon {:.3} ms){}",
                     if rep.full { "full" } else { "partial" },
                     rep.services,
                     rep.ops,
                     rep.refused,
                     secs * 1e3,
+                    rep.plan_time.as_secs_f64() * 1e3,
+                    rep.daemon_time.as_secs_f64() * 1e3,
                     rep.event_to_applied
                         .map(|d| format!(", event->applied {:.3} ms", d.as_secs_f64() * 1e3))
                         .unwrap_or_default()
