@@ -11,6 +11,10 @@ use std::net::IpAddr;
 
 pub const USAGE: &str = "\
 usage: rvs k8s plan --objects FILE [--config FILE] [--node NAME] [--node-addresses ADDR,...]
+       rvs k8s run [--config FILE] [--kubeconfig FILE | --server URL] [--node NAME]
+                   [--socket PATH] [--node-addresses ADDR,...] [--healthz-bind-address ADDR]
+                   [--metrics-bind-address ADDR] [-v]
+       rvs k8s fake-apiserver --objects FILE [--listen ADDR]
 
   --objects FILE         Services, EndpointSlices and Nodes as `kubectl get
                          services,endpointslices,nodes -A -o json` (or -o yaml) prints them
@@ -23,12 +27,29 @@ usage: rvs k8s plan --objects FILE [--config FILE] [--node NAME] [--node-address
 
 Prints the IPVS table in `ipvsadm -Sn` form, a blank line, then the ipset-equivalent sets
 in `ipset save` form. Warnings go to stderr.
+
+run: watch Services, EndpointSlices and this node's Node and keep the table of a running
+`rvs daemon` equal to what `plan` derives (kube-proxy's IPVS mode), in the foreground.
+  --kubeconfig FILE      the cluster (default: the config's clientConnection.kubeconfig,
+                         else $KUBECONFIG, ~/.kube/config or the in-cluster account)
+  --server URL           an API server without credentials (e.g. the fake below)
+  --socket PATH          the daemon's control socket (default $RVS_SOCKET or
+                         /run/rvs/rvs.sock)
+  --healthz-bind-address, --metrics-bind-address   override the config's (empty disables)
+  -v                     one line per sync on stderr
+
+fake-apiserver: serve FILE's Services, EndpointSlices and Nodes with the API server's
+list and watch wire format on ADDR (default 127.0.0.1:6443, plain HTTP); change them
+while it runs with `curl --data-binary @objs.json ADDR/fake/apply` (or /fake/delete),
+`curl -X POST ADDR/fake/compact` (watches get 410 Gone and relist), /fake/bookmark.
 ";
 
 /// Run `rvs k8s ARGS...`; returns the exit status.
 pub fn run(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> i32 {
     match args.first().map(String::as_str) {
         Some("plan") => plan_main(&args[1..], out, err),
+        Some("run") => run_main(&args[1..], err),
+        Some("fake-apiserver") => fake_main(&args[1..], out, err),
         Some("help" | "--help" | "-h") => {
             let _ = out.write_all(USAGE.as_bytes());
             0
@@ -236,4 +257,180 @@ pub fn render(p: &crate::plan::Plan) -> Result<String, String> {
         s.push_str(&fam.save());
     }
     Ok(s)
+}
+
+fn load_config(path: &Option<String>, err: &mut dyn Write) -> Result<ProxyConfig, i32> {
+    let Some(path) = path else {
+        return Ok(ProxyConfig::default());
+    };
+    let text = read_file(path).map_err(|e| {
+        let _ = writeln!(err, "rvs k8s: {e}");
+        1
+    })?;
+    match config::parse(&text) {
+        Ok(loaded) => {
+            for w in &loaded.warnings {
+                let _ = writeln!(err, "rvs k8s: {path}: warning: {w}");
+            }
+            Ok(loaded.config)
+        }
+        Err(e) => {
+            for m in &e.errors {
+                let _ = writeln!(err, "rvs k8s: {path}: {m}");
+            }
+            Err(1)
+        }
+    }
+}
+
+fn parse_addresses(value: &str) -> Result<Vec<IpAddr>, String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            p.parse::<IpAddr>()
+                .map_err(|_| format!("{p:?} is not an IP address"))
+        })
+        .collect()
+}
+
+/// The daemon's control socket when `--socket` is not given.
+fn default_socket() -> std::path::PathBuf {
+    std::env::var_os("RVS_SOCKET")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| "/run/rvs/rvs.sock".into())
+}
+
+fn run_main(args: &[String], err: &mut dyn Write) -> i32 {
+    let mut config_path = None;
+    let mut kubeconfig = None;
+    let mut server = None;
+    let mut node = None;
+    let mut socket = None;
+    let mut node_addresses = None;
+    let mut healthz = None;
+    let mut metrics = None;
+    let mut verbose = false;
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        if arg == "-v" || arg == "--verbose" {
+            verbose = true;
+            continue;
+        }
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
+            _ => (arg.as_str(), None),
+        };
+        let Some(value) = inline.or_else(|| it.next().cloned()) else {
+            return usage(err, &format!("run: {flag} needs a value"));
+        };
+        match flag {
+            "--config" => config_path = Some(value),
+            "--kubeconfig" => kubeconfig = Some(value),
+            "--server" => server = Some(value),
+            "--node" | "--hostname-override" => node = Some(value.trim().to_lowercase()),
+            "--socket" => socket = Some(std::path::PathBuf::from(value)),
+            "--node-addresses" => match parse_addresses(&value) {
+                Ok(v) => node_addresses = Some(v),
+                Err(e) => return usage(err, &format!("run: --node-addresses: {e}")),
+            },
+            "--healthz-bind-address" => healthz = Some(value),
+            "--metrics-bind-address" => metrics = Some(value),
+            _ => return usage(err, &format!("run: unknown option {arg:?}")),
+        }
+    }
+    if kubeconfig.is_some() && server.is_some() {
+        return usage(err, "run: give --kubeconfig or --server, not both");
+    }
+    let config = match load_config(&config_path, err) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let node_name = node
+        .or_else(|| Some(config.hostname_override.clone()).filter(|h| !h.is_empty()))
+        .unwrap_or_else(host_name);
+    let node_addresses = match node_addresses {
+        Some(v) => v,
+        None => match host_addresses() {
+            Ok(v) => v,
+            Err(e) => {
+                let _ = writeln!(err, "rvs k8s: {e}");
+                return 1;
+            }
+        },
+    };
+    let opts = crate::run::RunOptions {
+        healthz_bind: healthz.unwrap_or_else(|| config.healthz_bind_address.clone()),
+        metrics_bind: metrics.unwrap_or_else(|| config.metrics_bind_address.clone()),
+        config,
+        kubeconfig,
+        server,
+        node_name,
+        node_addresses,
+        socket: socket.unwrap_or_else(default_socket),
+        verbose,
+    };
+    match crate::run::run(opts) {
+        Ok(()) => 0,
+        Err(e) => {
+            let _ = writeln!(err, "rvs k8s: {e}");
+            1
+        }
+    }
+}
+
+fn fake_main(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> i32 {
+    let mut objects = None;
+    let mut listen = "127.0.0.1:6443".to_string();
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
+            _ => (arg.as_str(), None),
+        };
+        let Some(value) = inline.or_else(|| it.next().cloned()) else {
+            return usage(err, &format!("fake-apiserver: {flag} needs a value"));
+        };
+        match flag {
+            "--objects" => objects = Some(value),
+            "--listen" => listen = value,
+            _ => return usage(err, &format!("fake-apiserver: unknown option {arg:?}")),
+        }
+    }
+    let Some(path) = objects else {
+        return usage(err, "fake-apiserver: --objects FILE is required");
+    };
+    let Ok(addr) = listen.parse::<std::net::SocketAddr>() else {
+        return usage(
+            err,
+            &format!("fake-apiserver: --listen {listen:?} is not ADDR:PORT"),
+        );
+    };
+    let objs = match read_file(&path).and_then(|t| crate::fakeapi::split_objects(&t)) {
+        Ok(o) => o,
+        Err(e) => {
+            let _ = writeln!(err, "rvs k8s: {path}: {e}");
+            return 1;
+        }
+    };
+    let n = objs.len();
+    match crate::fakeapi::FakeApi::start(addr, objs) {
+        Ok(api) => {
+            let _ = writeln!(
+                out,
+                "fake API server on {} with {n} objects (resourceVersion {})",
+                api.url(),
+                api.resource_version()
+            );
+            let _ = out.flush();
+            loop {
+                std::thread::park();
+            }
+        }
+        Err(e) => {
+            let _ = writeln!(err, "rvs k8s: fake-apiserver: {e}");
+            1
+        }
+    }
 }

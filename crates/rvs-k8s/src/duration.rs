@@ -22,6 +22,11 @@ impl GoDuration {
         GoDuration(s.saturating_mul(SEC as i64))
     }
 
+    /// As a std duration (negative as zero).
+    pub fn as_std(self) -> std::time::Duration {
+        std::time::Duration::from_nanos(u64::try_from(self.0).unwrap_or(0))
+    }
+
     pub fn nanos(self) -> i64 {
         self.0
     }

@@ -8,15 +8,23 @@
 //! * [`objects`]: objects in the shapes `kubectl get -o json|yaml` prints.
 //! * [`sets`]: the sets' names, types and member forms.
 //! * [`drain`]: the desired table plus graceful termination against the table now.
-//! * [`cli`]: `rvs k8s plan`.
+//! * [`proxier`]: the object cache and the full and partial syncs to the daemon.
+//! * [`run`]: `rvs k8s run` (kube-rs watchers, the bounded-frequency runner, healthz,
+//!   metrics).
+//! * [`fakeapi`]: a fake API server speaking the real list/watch wire format, for tests,
+//!   the benchmark and trying `rvs k8s run` without a cluster.
+//! * [`cli`]: `rvs k8s plan|run|fake-apiserver`.
 
 pub mod cli;
 pub mod config;
 pub mod drain;
 pub mod duration;
+pub mod fakeapi;
 pub mod net;
 pub mod objects;
 pub mod plan;
+pub mod proxier;
+pub mod run;
 pub mod sets;
 
 pub use cli::run;

@@ -58,6 +58,9 @@ commands:
   status serve [--listen ADDR] [--status-token FILE]
                          serve the metrics (/metrics) and the status page (/) of the daemon
                          (default 127.0.0.1:9641); changes need the token
+  k8s run [--config FILE] [--kubeconfig FILE | --server URL] [--node NAME]
+                         keep the daemon's table in step with a cluster's Services and
+                         EndpointSlices (kube-proxy's IPVS mode); `rvs k8s help` for more
   version                print the version
 
 environment: RVS_SOCKET (default /run/rvs/rvs.sock), RVS_STATE (default
@@ -144,7 +147,18 @@ fn rvs_main(mut args: Vec<String>) -> i32 {
             rvs_health::cli::main(&args, &mut std::io::stdout(), &mut std::io::stderr())
         }
         "status" => rvs_status::cli::main(&args, sock(), &mut std::io::stderr()),
-        "k8s" => rvs_k8s::run(&args, &mut std::io::stdout(), &mut std::io::stderr()),
+        "k8s" => {
+            // `rvs --socket PATH k8s run`: the global option reaches `run`.
+            let mut args = args;
+            if let Some(s) = &socket
+                && args.first().is_some_and(|a| a == "run")
+                && !args.iter().any(|a| a.starts_with("--socket"))
+            {
+                args.push("--socket".into());
+                args.push(s.display().to_string());
+            }
+            rvs_k8s::run(&args, &mut std::io::stdout(), &mut std::io::stderr())
+        }
         "version" | "--version" | "-V" => {
             println!("rvs {}", env!("CARGO_PKG_VERSION"));
             0
