@@ -27,64 +27,16 @@ for t in nginx curl ip; do command -v $t >/dev/null || { echo "dr.sh: missing $t
 . "$REPO/scripts/lib/oracle-env.sh"
 oracle_prepare
 
-ID=$$
-L=rvsdr$ID-l C=rvsdr$ID-c D=rvsdr$ID-d
-RS=(rvsdr$ID-r1 rvsdr$ID-r2 rvsdr$ID-r3)
-T=$(mktemp -d /tmp/rvs-dr.XXXXXX)
-VIP=10.113.0.100
-PIDS=()
-cleanup() {
-  local p n
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
-  for n in 1 2 3; do [ -f "$T/ng$n/nginx.pid" ] && kill "$(cat "$T/ng$n/nginx.pid")" 2>/dev/null; done
-  sleep 0.2
-  for n in $L $C $D "${RS[@]}"; do
-    ip netns pids "$n" 2>/dev/null | xargs -r kill -9 2>/dev/null
-    ip netns del "$n" 2>/dev/null
-  done
-  rm -rf "$T"
-  return 0
-}
-trap cleanup EXIT INT TERM
-
-for n in $L $C $D "${RS[@]}"; do ip netns add "$n"; ip -n "$n" link set lo up; done
-ip -n $L link add lan type bridge; ip -n $L link set lan up
-attach() { # NS DEV ADDR
-  ip link add "$2" netns "$1" type veth peer name "p-$2" netns $L
-  ip -n $L link set "p-$2" master lan up
-  ip -n "$1" addr add "$3/24" dev "$2"
-  ip -n "$1" link set "$2" up
-}
-attach $C c0 10.113.0.2
-attach $D d0 10.113.0.1
-ip -n $D addr add $VIP/24 dev d0
-for i in 1 2 3; do
-  n=${RS[$((i-1))]}
-  attach "$n" r$i 10.113.0.1$i
-  ip -n "$n" addr add $VIP/32 dev lo
-  ip netns exec "$n" sysctl -qw net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.all.arp_announce=2
-  mkdir -p "$T/ng$i"
-  cat > "$T/ng$i/nginx.conf" <<NGINX
-daemon on; worker_processes 1; pid $T/ng$i/nginx.pid; error_log stderr;
-events { worker_connections 512; }
-http { access_log off; client_body_temp_path $T/ng$i; proxy_temp_path $T/ng$i;
-  fastcgi_temp_path $T/ng$i; uwsgi_temp_path $T/ng$i; scgi_temp_path $T/ng$i;
-  server { listen 80; location / { return 200 "rs$i\n"; } } }
-NGINX
-  ip netns exec "$n" nginx -c "$T/ng$i/nginx.conf" -e stderr
-done
-
-export RVS_SOCKET=$T/rvs.sock
-ip netns exec $D "$RVS" daemon --socket "$RVS_SOCKET" --state "$T/state.json" \
-  >"$T/daemon.log" 2>&1 & PIDS+=($!)
-for _ in $(seq 100); do "$RVS" ping -q 2>/dev/null && break; sleep 0.05; done
-"$RVS" ping -q || { echo "dr.sh: the daemon did not start"; cat "$T/daemon.log"; exit 1; }
+. "$REPO/tests/e2e/lanbed.sh"
+trap lan_down EXIT INT TERM
+lan_up dr
+C=$LAN_C D=$LAN_D T=$LAN_DIR
 
 fail=0
 check() { # NAME STATUS(0 = ok) DETAIL
   if [ "$2" = 0 ]; then echo "ok   $1"; else echo "FAIL $1: $3"; fail=1; fi
 }
-counter() { "$RVS" stats --json | python3 -c "import json,sys; r=json.load(sys.stdin); print(next((c['value'] for c in r['engine'] if c['name']=='$1'), 0))"; }
+counter() { lan_counter "$1"; }
 
 # The install guide's example, as typed.
 ip netns exec $D "$RVS" ipvsadm -A -t $VIP:80 -s rr
