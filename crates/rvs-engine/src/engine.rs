@@ -589,7 +589,7 @@ impl<'f> PacketPath<'f> {
                 }
                 let Some(x) = self.xmit.as_mut() else { return };
                 let outcome = x.dr(&mut packet[..len], rs, &mut self.reply, now);
-                self.finish(outcome, &stats.direct_routed, io, stats)
+                self.finish(outcome, &packet[..len], &stats.direct_routed, io, stats)
             }
             (Action::Tunnel { len, rs, tunnel }, _) => {
                 if !self.make_transmitter(cfg, stats) {
@@ -604,7 +604,7 @@ impl<'f> PacketPath<'f> {
                     &mut self.reply,
                     now,
                 );
-                self.finish(outcome, &stats.tunnelled, io, stats)
+                self.finish(outcome, &packet[..len], &stats.tunnelled, io, stats)
             }
             (Action::Send(len), None) => io.send(&packet[..len]),
             (Action::Send(len), Some(o)) => {
@@ -658,6 +658,7 @@ impl<'f> PacketPath<'f> {
     fn finish(
         &mut self,
         outcome: Outcome,
+        packet: &[u8],
         done: &AtomicU64,
         io: &mut dyn PacketIo,
         stats: &Stats,
@@ -670,6 +671,10 @@ impl<'f> PacketPath<'f> {
             Outcome::Write(n) => {
                 inc(done);
                 io.send(&self.scratch[..n])
+            }
+            Outcome::Local => {
+                inc(&stats.accepted);
+                io.send(packet)
             }
             Outcome::Icmp(n) => {
                 inc(&stats.icmp_errors);

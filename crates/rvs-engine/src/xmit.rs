@@ -45,8 +45,11 @@ const MIN_TUN_MTU_V6: usize = 1280;
 pub enum Outcome {
     /// Sent (a frame out of an interface).
     Sent,
-    /// Write `buf[..len]` (the packet, or what replaces it) into the TUN.
+    /// Write `out[..len]` (what replaces the packet: the encapsulated one) into the TUN.
     Write(usize),
+    /// The real server is a local address: write the packet, unchanged, back into the TUN
+    /// for the kernel to deliver (the kernel's "Local" outcome of DR and tunnels).
+    Local,
     /// Write the ICMP error in `reply[..len]` into the TUN (the packet is dropped).
     Icmp(usize),
     /// Held until the real server's MAC address is known.
@@ -133,7 +136,7 @@ impl Transmitter {
             Err(d) => return Outcome::Dropped(d),
         };
         if route.local {
-            return Outcome::Write(packet.len());
+            return Outcome::Local;
         }
         if let Some(o) = decrement_ttl(packet, reply) {
             return o;
@@ -320,13 +323,7 @@ impl Transmitter {
             Err(d) => return Outcome::Dropped(d),
         };
         if route.local {
-            // Local real server: delivered unchanged, as the kernel does.
-            let n = packet.len();
-            if out.len() < n {
-                return Outcome::Dropped(Drop::Failed);
-            }
-            out[..n].copy_from_slice(packet);
-            return Outcome::Write(n);
+            return Outcome::Local;
         }
         if let Some(o) = decrement_ttl(packet, reply) {
             return o;
@@ -515,6 +512,33 @@ mod tests {
         assert_eq!((reply[20], reply[21]), (3, 4));
         assert_eq!(u16::from_be_bytes([reply[26], reply[27]]), 1380);
         assert_eq!(too_big(&udp_v4(64, false, 1400), 1380, &mut reply), None);
+    }
+
+    #[test]
+    fn a_local_real_server_gets_the_packet_unchanged() {
+        // The route to 127.0.0.1 is local in any network namespace: DR and tunnels hand
+        // the packet back for local delivery, TTL untouched, as the kernel does.
+        let Ok(mut x) = Transmitter::new(0) else {
+            eprintln!("skipped: no route netlink here");
+            return;
+        };
+        let now = Instant::now();
+        let mut reply = vec![0u8; 1500];
+        let mut out = vec![0u8; 2048];
+        let mut p = udp_v4(64, true, 10);
+        let before = p.clone();
+        let lo: IpAddr = "127.0.0.1".parse().unwrap();
+        assert_eq!(x.dr(&mut p, lo, &mut reply, now), Outcome::Local);
+        let t = Tunnel {
+            kind: rvs_packet::TunType::Ipip,
+            port: 0,
+            csum: rvs_packet::TunCsum::NoCsum,
+        };
+        assert_eq!(
+            x.tunnel(&mut p, lo, &t, &mut out, &mut reply, now),
+            Outcome::Local
+        );
+        assert_eq!(p, before);
     }
 
     #[test]
