@@ -11,6 +11,8 @@
 # oracle-env.sh: oracle_prepare) and nginx. LAN_RS_HOOK, if set, is run as `$LAN_RS_HOOK NS I`
 # for each real server before its nginx starts.
 
+. "$(dirname "${BASH_SOURCE[0]}")/nginx.sh"
+
 VIP=10.113.0.100
 LAN_PIDS=()
 
@@ -18,7 +20,7 @@ lan_down() {
   local p n
   for p in "${LAN_PIDS[@]}"; do kill "$p" 2>/dev/null; done
   for n in 1 2 3; do
-    [ -f "${LAN_DIR:-/nonexistent}/ng$n/nginx.pid" ] && kill "$(cat "$LAN_DIR/ng$n/nginx.pid")" 2>/dev/null
+    e2e_nginx_stop "${LAN_DIR:-/nonexistent}" $n
   done
   sleep 0.2
   for n in ${LAN_L:-} ${LAN_C:-} ${LAN_D:-} "${LAN_RS[@]}"; do
@@ -38,7 +40,7 @@ lan_attach() { # NS DEV ADDR
 }
 
 lan_up() {
-  local tag=$1 id=$$ n i p listen
+  local tag=$1 id=$$ n i
   LAN_L=rvs$tag$id-l LAN_C=rvs$tag$id-c LAN_D=rvs$tag$id-d
   LAN_RS=(rvs$tag$id-r1 rvs$tag$id-r2 rvs$tag$id-r3)
   LAN_DIR=$(mktemp -d /tmp/rvs-$tag.XXXXXX)
@@ -53,17 +55,7 @@ lan_up() {
     ip -n "$n" addr add $VIP/32 dev lo
     ip netns exec "$n" sysctl -qw net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.all.arp_announce=2
     [ -n "${LAN_RS_HOOK:-}" ] && $LAN_RS_HOOK "$n" "$i"
-    listen=
-    for p in ${LAN_PORTS:-80}; do listen="$listen listen $p;"; done
-    mkdir -p "$LAN_DIR/ng$i"
-    cat > "$LAN_DIR/ng$i/nginx.conf" <<NGINX
-daemon on; worker_processes 1; pid $LAN_DIR/ng$i/nginx.pid; error_log stderr;
-events { worker_connections 512; }
-http { access_log off; client_body_temp_path $LAN_DIR/ng$i; proxy_temp_path $LAN_DIR/ng$i;
-  fastcgi_temp_path $LAN_DIR/ng$i; uwsgi_temp_path $LAN_DIR/ng$i; scgi_temp_path $LAN_DIR/ng$i;
-  server { $listen location / { return 200 "rs$i\n"; } } }
-NGINX
-    ip netns exec "$n" nginx -c "$LAN_DIR/ng$i/nginx.conf" -e stderr
+    e2e_nginx "$n" "$LAN_DIR" $i "${LAN_PORTS:-80}"
   done
   export RVS_SOCKET=$LAN_DIR/rvs.sock
   ip netns exec $LAN_D "$RVS" daemon --socket "$RVS_SOCKET" --state "$LAN_DIR/state.json" \

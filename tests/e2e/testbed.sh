@@ -13,6 +13,8 @@
 # CMD` runs a command in the client; bed_down removes everything (call it from a trap).
 # Needs RVS and CONN (scripts/lib/oracle-env.sh: oracle_prepare) and nginx.
 
+. "$(dirname "${BASH_SOURCE[0]}")/nginx.sh"
+
 BED_VIP=10.111.100.1
 BED_VIP6=fd11:100::1
 BED_PIDS=()
@@ -37,15 +39,7 @@ bed_up() {
     ip -n "$n" addr add 10.112.0.1$i/24 dev r0; ip -n "$n" addr add fd12::1$i/64 dev r0 nodad
     ip -n "$n" link set r0 up
     ip -n "$n" route add default via 10.112.0.1; ip -n "$n" -6 route add default via fd12::1
-    mkdir -p "$BED_DIR/ng$i"
-    cat > "$BED_DIR/ng$i/nginx.conf" <<NGINX
-daemon on; worker_processes 1; pid $BED_DIR/ng$i/nginx.pid; error_log stderr;
-events { worker_connections 512; }
-http { access_log off; client_body_temp_path $BED_DIR/ng$i; proxy_temp_path $BED_DIR/ng$i;
-  fastcgi_temp_path $BED_DIR/ng$i; uwsgi_temp_path $BED_DIR/ng$i; scgi_temp_path $BED_DIR/ng$i;
-  server { listen 80; listen [::]:80; location / { return 200 "rs$i\n"; } } }
-NGINX
-    ip netns exec "$n" nginx -c "$BED_DIR/ng$i/nginx.conf" -e stderr
+    e2e_nginx "$n" "$BED_DIR" $i "80 [::]:80"
     ip netns exec "$n" "$CONN" -u -l -p 53 & BED_PIDS+=($!)
     ip netns exec "$n" "$CONN" -u -l -s fd12::1$i -p 53 & BED_PIDS+=($!)
   done
@@ -64,7 +58,7 @@ bed_down() {
   local p n
   for p in "${BED_PIDS[@]}"; do kill "$p" 2>/dev/null; done
   for n in 1 2 3; do
-    [ -f "${BED_DIR:-/nonexistent}/ng$n/nginx.pid" ] && kill "$(cat "$BED_DIR/ng$n/nginx.pid")" 2>/dev/null
+    e2e_nginx_stop "${BED_DIR:-/nonexistent}" $n
   done
   sleep 0.2
   for n in ${BED_C:-} ${BED_D:-} "${BED_RS[@]}"; do

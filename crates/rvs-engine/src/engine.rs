@@ -483,8 +483,14 @@ struct PacketPath<'f> {
     xmit: Option<Transmitter>,
     /// Making it failed (no netlink): not tried again for every packet.
     xmit_failed: bool,
-    /// The packet being handled came from another host (its ICMP reply is forwarded).
-    reply_ttl: bool,
+}
+
+/// When a packet was read, and whether it came from another host (then an ICMP error
+/// about it is forwarded by the kernel on its way back).
+#[derive(Copy, Clone, Debug)]
+struct Arrival {
+    now: Instant,
+    forwarded: bool,
 }
 
 impl<'f> PacketPath<'f> {
@@ -505,7 +511,6 @@ impl<'f> PacketPath<'f> {
             scratch: vec![0u8; MAX_PACKET + 64],
             xmit: None,
             xmit_failed: false,
-            reply_ttl: false,
         }
     }
 
@@ -547,23 +552,29 @@ impl<'f> PacketPath<'f> {
                 Reasm::Complete(mut d) => {
                     inc(&stats.reassembled);
                     let a = process_meta(&mut d.packet, meta, &mut self.reply, decider, stats, cfg);
-                    self.reply_ttl = meta.forwarded;
-                    self.send(a, &mut d.packet, Some(d.origin), now, io, stats, cfg);
+                    let at = Arrival {
+                        now,
+                        forwarded: meta.forwarded,
+                    };
+                    self.send(a, &mut d.packet, Some(d.origin), at, io, stats, cfg);
                     return;
                 }
             }
         }
         let a = process_meta(packet, meta, &mut self.reply, decider, stats, cfg);
-        self.reply_ttl = meta.forwarded;
-        self.send(a, packet, None, now, io, stats, cfg);
+        let at = Arrival {
+            now,
+            forwarded: meta.forwarded,
+        };
+        self.send(a, packet, None, at, io, stats, cfg);
     }
 
     /// Writes the ICMP error in `reply[..len]` into the TUN. One about a packet from
     /// another host is forwarded by the kernel on its way back, which takes one off its
     /// TTL: it gets that one first, so it leaves with 64 as the kernel's own `icmp_send`
     /// (recorded: tests/oracle-xmit/xmit-tun-mtu).
-    fn send_reply(&mut self, len: usize, io: &mut dyn PacketIo) -> io::Result<()> {
-        if self.reply_ttl {
+    fn send_reply(&mut self, len: usize, forwarded: bool, io: &mut dyn PacketIo) -> io::Result<()> {
+        if forwarded {
             rvs_wire::increment_ttl(&mut self.reply[..len]);
         }
         io.send(&self.reply[..len])
@@ -577,11 +588,12 @@ impl<'f> PacketPath<'f> {
         action: Action,
         packet: &mut [u8],
         origin: Option<FragOrigin>,
-        now: Instant,
+        at: Arrival,
         io: &mut dyn PacketIo,
         stats: &Stats,
         cfg: &Config,
     ) {
+        let now = at.now;
         let r = match (action, origin) {
             (Action::Route { len, rs }, _) => {
                 if !self.make_transmitter(cfg, stats) {
@@ -589,7 +601,14 @@ impl<'f> PacketPath<'f> {
                 }
                 let Some(x) = self.xmit.as_mut() else { return };
                 let outcome = x.dr(&mut packet[..len], rs, &mut self.reply, now);
-                self.finish(outcome, &packet[..len], &stats.direct_routed, io, stats)
+                self.finish(
+                    outcome,
+                    &packet[..len],
+                    at.forwarded,
+                    &stats.direct_routed,
+                    io,
+                    stats,
+                )
             }
             (Action::Tunnel { len, rs, tunnel }, _) => {
                 if !self.make_transmitter(cfg, stats) {
@@ -604,7 +623,14 @@ impl<'f> PacketPath<'f> {
                     &mut self.reply,
                     now,
                 );
-                self.finish(outcome, &packet[..len], &stats.tunnelled, io, stats)
+                self.finish(
+                    outcome,
+                    &packet[..len],
+                    at.forwarded,
+                    &stats.tunnelled,
+                    io,
+                    stats,
+                )
             }
             (Action::Send(len), None) => io.send(&packet[..len]),
             (Action::Send(len), Some(o)) => {
@@ -626,7 +652,7 @@ impl<'f> PacketPath<'f> {
                     Ok(())
                 }
             }
-            (Action::Reply(len), _) => self.send_reply(len, io),
+            (Action::Reply(len), _) => self.send_reply(len, at.forwarded, io),
             (Action::Drop, _) => Ok(()),
         };
         if r.is_err() {
@@ -659,6 +685,7 @@ impl<'f> PacketPath<'f> {
         &mut self,
         outcome: Outcome,
         packet: &[u8],
+        forwarded: bool,
         done: &AtomicU64,
         io: &mut dyn PacketIo,
         stats: &Stats,
@@ -678,7 +705,7 @@ impl<'f> PacketPath<'f> {
             }
             Outcome::Icmp(n) => {
                 inc(&stats.icmp_errors);
-                self.send_reply(n, io)
+                self.send_reply(n, forwarded, io)
             }
             Outcome::Held => {
                 inc(&stats.neighbour_waits);

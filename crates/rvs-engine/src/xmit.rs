@@ -120,6 +120,25 @@ impl Transmitter {
         !self.held.is_empty()
     }
 
+    /// What DR and tunnels do first, as the kernel's `__ip_vs_get_out_rt`: the route to the
+    /// real server (a local one: delivered unchanged), the TTL taken (an ICMP time exceeded
+    /// when it runs out), the MTU of the way out. `Err`: the packet's outcome already.
+    fn prepare(
+        &mut self,
+        packet: &mut [u8],
+        rs: IpAddr,
+        reply: &mut [u8],
+        now: Instant,
+    ) -> Result<(Route, usize, Inner), Outcome> {
+        let route = self.route(rs, now).map_err(Outcome::Dropped)?;
+        if route.local {
+            return Err(Outcome::Local);
+        }
+        let inner = decrement_ttl(packet, reply)?;
+        let mtu = self.mtu(&route, now).map_err(Outcome::Dropped)?;
+        Ok((route, mtu, inner))
+    }
+
     fn route(&mut self, rs: IpAddr, now: Instant) -> Result<Route, Drop> {
         let r = self.hops.route(rs, now).map_err(|_| Drop::NoRoute)?;
         if !r.local && (r.oif == 0 || r.oif == self.tun_ifindex) {
@@ -131,22 +150,12 @@ impl Transmitter {
     /// Direct routing of `packet` (the whole IP packet, TTL not yet decremented) to `rs`.
     /// An ICMP error, if one is due, is built in `reply`.
     pub fn dr(&mut self, packet: &mut [u8], rs: IpAddr, reply: &mut [u8], now: Instant) -> Outcome {
-        let route = match self.route(rs, now) {
-            Ok(r) => r,
-            Err(d) => return Outcome::Dropped(d),
-        };
-        if route.local {
-            return Outcome::Local;
-        }
-        if let Some(o) = decrement_ttl(packet, reply) {
-            return o;
-        }
-        let mtu = match self.mtu(&route, now) {
-            Ok(m) => m,
-            Err(d) => return Outcome::Dropped(d),
+        let (route, mtu, inner) = match self.prepare(packet, rs, reply, now) {
+            Ok(p) => p,
+            Err(o) => return o,
         };
         if packet.len() > mtu {
-            if let Some(o) = too_big(packet, mtu, reply) {
+            if let Some(o) = too_big(packet, inner, mtu, reply) {
                 return o;
             }
             // IPv4 without DF: sent on in fragments, each in its own frame.
@@ -318,23 +327,12 @@ impl Transmitter {
         reply: &mut [u8],
         now: Instant,
     ) -> Outcome {
-        let route = match self.route(rs, now) {
-            Ok(r) => r,
-            Err(d) => return Outcome::Dropped(d),
+        let (route, mtu, inner) = match self.prepare(packet, rs, reply, now) {
+            Ok(p) => p,
+            Err(o) => return o,
         };
-        if route.local {
-            return Outcome::Local;
-        }
-        if let Some(o) = decrement_ttl(packet, reply) {
-            return o;
-        }
-        let mtu = match self.mtu(&route, now) {
-            Ok(m) => m,
-            Err(d) => return Outcome::Dropped(d),
-        };
-        let outer_v6 = rs.is_ipv6();
-        let tun_mtu = mtu.saturating_sub(encap::overhead(outer_v6, tunnel));
-        let min = if packet.first().map(|b| b >> 4) == Some(6) {
+        let tun_mtu = mtu.saturating_sub(encap::overhead(rs.is_ipv6(), tunnel));
+        let min = if inner.v6 {
             MIN_TUN_MTU_V6
         } else {
             MIN_TUN_MTU_V4
@@ -343,7 +341,7 @@ impl Transmitter {
             return Outcome::Dropped(Drop::MtuTooSmall);
         }
         if packet.len() > tun_mtu
-            && let Some(o) = too_big(packet, tun_mtu, reply)
+            && let Some(o) = too_big(packet, inner, tun_mtu, reply)
         {
             return o;
         }
@@ -352,10 +350,9 @@ impl Transmitter {
         let Some(src) = route.src else {
             return Outcome::Dropped(Drop::NoRoute);
         };
-        let (inner_ttl, df) = inner_ttl_df(packet);
         // The kernel's outer header carries id 0 when DF is set (recorded:
         // tests/oracle-xmit); a datagram that may be fragmented needs ids that differ.
-        let ident = if df {
+        let ident = if inner.df {
             0
         } else {
             self.ident = self.ident.wrapping_add(1);
@@ -366,8 +363,8 @@ impl Transmitter {
             dst: rs,
             // The kernel forwards what rvs writes into the TUN and takes one off the outer
             // TTL on the way: one more here, so that it leaves with the inner TTL.
-            ttl: inner_ttl.saturating_add(1),
-            df,
+            ttl: inner.ttl.saturating_add(1),
+            df: inner.df,
             ident,
             udp_sport: gue_source_port(packet),
         };
@@ -378,57 +375,57 @@ impl Transmitter {
     }
 }
 
-/// Decrements the TTL / hop limit; when it runs out, builds the ICMP time exceeded (or
-/// says to drop when none may be sent).
-fn decrement_ttl(packet: &mut [u8], reply: &mut [u8]) -> Option<Outcome> {
+/// The inner packet's facts the transmitters use, read once: its family, its TTL / hop
+/// limit after the decrement, and (IPv4) its DF bit, which the kernel copies to a tunnel's
+/// outer header with `pmtu_disc`, its default.
+#[derive(Copy, Clone, Debug)]
+struct Inner {
+    v6: bool,
+    ttl: u8,
+    df: bool,
+}
+
+/// Decrements the TTL / hop limit; when it runs out, the ICMP time exceeded (or a drop
+/// when none may be sent) is the outcome.
+fn decrement_ttl(packet: &mut [u8], reply: &mut [u8]) -> Result<Inner, Outcome> {
     match packet.first().map(|b| b >> 4) {
         Some(4) => {
             let Ok(mut p) = Ipv4Packet::new_checked(&mut *packet) else {
-                return Some(Outcome::Dropped(Drop::Failed));
+                return Err(Outcome::Dropped(Drop::Failed));
             };
             if p.ttl() <= 1 {
-                return Some(icmp(packet, IcmpErrorKind::TimeExceeded, reply));
+                return Err(icmp(packet, IcmpErrorKind::TimeExceeded, reply));
             }
-            p.decrement_ttl();
-            None
+            let df = p.dont_frag();
+            let ttl = p.decrement_ttl();
+            Ok(Inner { v6: false, ttl, df })
         }
         Some(6) if packet.len() >= 40 => {
             if packet[7] <= 1 {
-                return Some(icmp(packet, IcmpErrorKind::TimeExceeded, reply));
+                return Err(icmp(packet, IcmpErrorKind::TimeExceeded, reply));
             }
             packet[7] -= 1;
-            None
+            Ok(Inner {
+                v6: true,
+                ttl: packet[7],
+                df: false,
+            })
         }
-        _ => Some(Outcome::Dropped(Drop::Failed)),
+        _ => Err(Outcome::Dropped(Drop::Failed)),
     }
 }
 
 /// A packet bigger than `mtu`: the ICMP error when it may not be fragmented (IPv4 with DF,
 /// IPv6 always), `None` when it may (IPv4 without DF).
-fn too_big(packet: &[u8], mtu: usize, reply: &mut [u8]) -> Option<Outcome> {
-    let mtu32 = u32::try_from(mtu).unwrap_or(u32::MAX);
-    match packet.first().map(|b| b >> 4) {
-        Some(4) => {
-            let df = Ipv4Packet::new_checked(packet).is_ok_and(|p| p.dont_frag());
-            df.then(|| icmp(packet, IcmpErrorKind::TooBig { mtu: mtu32 }, reply))
-        }
-        _ => Some(icmp(packet, IcmpErrorKind::TooBig { mtu: mtu32 }, reply)),
-    }
+fn too_big(packet: &[u8], inner: Inner, mtu: usize, reply: &mut [u8]) -> Option<Outcome> {
+    let mtu = u32::try_from(mtu).unwrap_or(u32::MAX);
+    (inner.v6 || inner.df).then(|| icmp(packet, IcmpErrorKind::TooBig { mtu }, reply))
 }
 
 fn icmp(packet: &[u8], kind: IcmpErrorKind, reply: &mut [u8]) -> Outcome {
     match build_icmp_error(packet, kind, reply) {
         Ok(n) => Outcome::Icmp(n),
         Err(_) => Outcome::Dropped(Drop::Failed),
-    }
-}
-
-/// The inner TTL (after the decrement) and, for IPv4, its DF bit (the kernel copies DF to
-/// the outer header with `pmtu_disc`, its default).
-fn inner_ttl_df(packet: &[u8]) -> (u8, bool) {
-    match Ipv4Packet::new_checked(packet) {
-        Ok(p) => (p.ttl(), p.dont_frag()),
-        Err(_) => (packet.get(7).copied().unwrap_or(64), false),
     }
 }
 
@@ -451,14 +448,7 @@ fn gue_source_port(packet: &[u8]) -> u16 {
 }
 
 fn spread(parts: &[&[u8]], min: u32, max: u32) -> u16 {
-    // FNV-1a: stable, cheap, and spreads small differences (a port) over the range.
-    let mut h: u32 = 0x811c_9dc5;
-    for p in parts {
-        for &b in *p {
-            h ^= u32::from(b);
-            h = h.wrapping_mul(0x0100_0193);
-        }
-    }
+    let h = rvs_wire::flow_hash(parts);
     (((u64::from(h) * u64::from(max - min)) >> 32) as u32 + min) as u16
 }
 
@@ -488,11 +478,12 @@ mod tests {
     fn ttl_is_taken_once_and_runs_out_with_time_exceeded() {
         let mut reply = vec![0u8; 1500];
         let mut p = udp_v4(64, true, 10);
-        assert_eq!(decrement_ttl(&mut p, &mut reply), None);
+        let inner = decrement_ttl(&mut p, &mut reply).expect("decremented");
+        assert_eq!((inner.v6, inner.ttl, inner.df), (false, 63, true));
         assert_eq!(p[8], 63);
         assert!(Ipv4Packet::new_checked(&p[..]).unwrap().verify_checksum());
         let mut p = udp_v4(1, true, 10);
-        let Some(Outcome::Icmp(n)) = decrement_ttl(&mut p, &mut reply) else {
+        let Err(Outcome::Icmp(n)) = decrement_ttl(&mut p, &mut reply) else {
             panic!("no ICMP");
         };
         // ICMP 11/0 from the packet's destination to its source, quoting it.
@@ -505,13 +496,16 @@ mod tests {
     #[test]
     fn too_big_with_df_says_the_mtu_and_without_df_may_be_fragmented() {
         let mut reply = vec![0u8; 1500];
-        let p = udp_v4(64, true, 1400);
-        let Some(Outcome::Icmp(_)) = too_big(&p, 1380, &mut reply) else {
+        let mut p = udp_v4(64, true, 1400);
+        let inner = decrement_ttl(&mut p, &mut reply).unwrap();
+        let Some(Outcome::Icmp(_)) = too_big(&p, inner, 1380, &mut reply) else {
             panic!("no ICMP");
         };
         assert_eq!((reply[20], reply[21]), (3, 4));
         assert_eq!(u16::from_be_bytes([reply[26], reply[27]]), 1380);
-        assert_eq!(too_big(&udp_v4(64, false, 1400), 1380, &mut reply), None);
+        let mut p = udp_v4(64, false, 1400);
+        let inner = decrement_ttl(&mut p, &mut reply).unwrap();
+        assert_eq!(too_big(&p, inner, 1380, &mut reply), None);
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //! server holds locally. Counts per kind are printed to stdout every second
 //! (`ipip=N gue=N gre=N bad=N`), so a test can see which encapsulations arrived.
 
-use std::ffi::CString;
+use rvs_engine::Tun;
 use std::io;
 use std::net::{Ipv4Addr, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -23,29 +23,6 @@ struct Counts {
     gue: AtomicU64,
     gre: AtomicU64,
     bad: AtomicU64,
-}
-
-/// A TUN device (no packet information header), brought up by the caller's `ip link`.
-fn tun(name: &str) -> io::Result<OwnedFd> {
-    let path = CString::new("/dev/net/tun").map_err(io::Error::other)?;
-    // SAFETY: a valid path; the result is checked.
-    let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a fresh descriptor we own.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: an all-zero ifreq is valid.
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    req.ifr_ifru.ifru_flags = (libc::IFF_TUN | libc::IFF_NO_PI) as libc::c_short;
-    for (d, s) in req.ifr_name.iter_mut().zip(name.bytes().take(15)) {
-        *d = s as libc::c_char;
-    }
-    // SAFETY: TUNSETIFF reads and writes our ifreq.
-    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETIFF, &mut req) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(fd)
 }
 
 fn raw_socket(protocol: i32) -> io::Result<OwnedFd> {
@@ -67,10 +44,35 @@ fn read(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<usize> {
     Ok(n as usize)
 }
 
-fn write(fd: &OwnedFd, packet: &[u8]) {
+fn write(tun: &Tun, packet: &[u8]) {
     // SAFETY: packet is valid for its length. A failed write is a lost packet, which the
     // test sees as a failed connection.
-    let _ = unsafe { libc::write(fd.as_raw_fd(), packet.as_ptr().cast(), packet.len()) };
+    let _ = unsafe { libc::write(tun.raw_fd(), packet.as_ptr().cast(), packet.len()) };
+}
+
+/// One reader: each packet `recv` gets is taken apart by `inner`, counted in `count` (or
+/// in `bad` when it does not check out) and handed to the TUN. Runs on a thread of its own.
+fn pump(
+    mut recv: impl FnMut(&mut [u8]) -> io::Result<usize> + Send + 'static,
+    inner: fn(&[u8]) -> Option<&[u8]>,
+    tun: Arc<Tun>,
+    counts: Arc<Counts>,
+    count: fn(&Counts) -> &AtomicU64,
+) {
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 65536];
+        while let Ok(n) = recv(&mut buf) {
+            match inner(&buf[..n]) {
+                Some(p) => {
+                    count(&counts).fetch_add(1, Ordering::Relaxed);
+                    write(&tun, p);
+                }
+                None => {
+                    counts.bad.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    });
 }
 
 /// The Internet checksum of `data` folded (0 means it verifies, over a field included).
@@ -135,56 +137,32 @@ fn gue_inner(u: &[u8]) -> Option<&[u8]> {
 
 /// Runs until killed.
 pub fn run(tun_name: &str, gue_port: u16) -> io::Result<()> {
-    let tun = Arc::new(tun(tun_name)?);
+    let tun = Arc::new(Tun::create(tun_name)?);
     let counts = Arc::new(Counts::default());
     let ipip = raw_socket(4)?;
     let gre = raw_socket(47)?;
     let gue = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, gue_port))?;
-    let (t, c) = (tun.clone(), counts.clone());
-    std::thread::spawn(move || {
-        let mut buf = vec![0u8; 65536];
-        while let Ok(n) = read(&ipip, &mut buf) {
-            match ipv4_payload(&buf[..n]) {
-                Some(inner) => {
-                    c.ipip.fetch_add(1, Ordering::Relaxed);
-                    write(&t, inner);
-                }
-                None => {
-                    c.bad.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        }
-    });
-    let (t, c) = (tun.clone(), counts.clone());
-    std::thread::spawn(move || {
-        let mut buf = vec![0u8; 65536];
-        while let Ok(n) = read(&gre, &mut buf) {
-            match ipv4_payload(&buf[..n]).and_then(gre_inner) {
-                Some(inner) => {
-                    c.gre.fetch_add(1, Ordering::Relaxed);
-                    write(&t, inner);
-                }
-                None => {
-                    c.bad.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        }
-    });
-    let (t, c) = (tun.clone(), counts.clone());
-    std::thread::spawn(move || {
-        let mut buf = vec![0u8; 65536];
-        while let Ok(n) = gue.recv(&mut buf) {
-            match gue_inner(&buf[..n]) {
-                Some(inner) => {
-                    c.gue.fetch_add(1, Ordering::Relaxed);
-                    write(&t, inner);
-                }
-                None => {
-                    c.bad.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        }
-    });
+    pump(
+        move |b| read(&ipip, b),
+        ipv4_payload,
+        tun.clone(),
+        counts.clone(),
+        |c| &c.ipip,
+    );
+    pump(
+        move |b| read(&gre, b),
+        |p| ipv4_payload(p).and_then(gre_inner),
+        tun.clone(),
+        counts.clone(),
+        |c| &c.gre,
+    );
+    pump(
+        move |b| gue.recv(b),
+        gue_inner,
+        tun,
+        counts.clone(),
+        |c| &c.gue,
+    );
     loop {
         std::thread::sleep(Duration::from_secs(1));
         println!(

@@ -70,6 +70,21 @@ impl fmt::Display for WireError {
 
 impl std::error::Error for WireError {}
 
+/// A stable, cheap 32-bit hash (FNV-1a) of the concatenated `parts`: where rvs spreads flows
+/// or derives per-flow values (a GUE source port, an ICMPv6 flow label, an IPv4 id) and
+/// the kernel would use its boot-seeded flow hash, whose exact values cannot be matched
+/// anyway. Small differences (one port) spread over the whole range.
+pub fn flow_hash(parts: &[&[u8]]) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for p in parts {
+        for &b in *p {
+            h ^= u32::from(b);
+            h = h.wrapping_mul(0x0100_0193);
+        }
+    }
+    h
+}
+
 /// Recomputes from scratch the IPv4 header checksum and the transport checksum (TCP, UDP,
 /// SCTP, ICMP, ICMPv6) of an unfragmented packet. Use to complete packets whose checksum
 /// was left partial by offload, or as a reference in tests.

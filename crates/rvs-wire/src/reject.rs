@@ -168,13 +168,9 @@ pub fn build_icmp_error(
     }
 }
 
-/// A 20-bit flow label from `key` (FNV-1a folded), never 0.
+/// A 20-bit flow label from `key`, never 0.
 fn flow_label(key: &[u8]) -> u32 {
-    let mut h: u32 = 0x811c_9dc5;
-    for &b in key {
-        h ^= u32::from(b);
-        h = h.wrapping_mul(0x0100_0193);
-    }
+    let h = crate::flow_hash(&[key]);
     let l = (h ^ (h >> 20)) & 0xf_ffff;
     if l == 0 { 1 } else { l }
 }
