@@ -129,6 +129,8 @@ const ENGINE_DROPS: &[(&str, &str)] = &[
     ("frag_memory", "frag_memory"),
     ("frag_queues", "frag_queues"),
     ("frag_timeouts", "frag_timeouts"),
+    ("no_route", "no_route"),
+    ("no_neighbour", "no_neighbour"),
 ];
 
 /// Director counters that count dropped new connections, and their reason label.
@@ -136,6 +138,35 @@ const DIRECTOR_DROPS: &[(&str, &str)] = &[
     ("dropped_table_full", "table_full"),
     ("dropped_defense", "defense"),
 ];
+
+/// Every counter of `list` as one sample labelled with its name.
+fn by_name(list: &[rvs_ctl::protocol::Counter]) -> Family<NameLabel, Counter> {
+    let f = Family::<NameLabel, Counter>::default();
+    for c in list {
+        f.get_or_create(&NameLabel {
+            name: c.name.clone(),
+        })
+        .inc_by(c.value);
+    }
+    f
+}
+
+/// The counters of `list` named in `reasons`, each as a sample labelled with its reason.
+fn by_reason(
+    list: &[rvs_ctl::protocol::Counter],
+    reasons: &[(&str, &str)],
+) -> Family<ReasonLabel, Counter> {
+    let f = Family::<ReasonLabel, Counter>::default();
+    for (name, reason) in reasons {
+        if let Some(c) = list.iter().find(|c| c.name == *name) {
+            f.get_or_create(&ReasonLabel {
+                reason: (*reason).into(),
+            })
+            .inc_by(c.value);
+        }
+    }
+    f
+}
 
 fn counter(r: &mut Registry, name: &str, help: &str, v: u64) {
     let c: Counter = Counter::default();
@@ -354,61 +385,25 @@ pub fn render(s: &Scrape) -> String {
     );
 
     let st = &s.stats;
-    let engine = Family::<NameLabel, Counter>::default();
-    for c in &st.engine {
-        engine
-            .get_or_create(&NameLabel {
-                name: c.name.clone(),
-            })
-            .inc_by(c.value);
-    }
     r.register(
         "rvs_engine_packets",
         "The packet engine's counters by name (received, forwarded, dropped, ...)",
-        engine,
+        by_name(&st.engine),
     );
-    let director = Family::<NameLabel, Counter>::default();
-    for c in &st.director {
-        director
-            .get_or_create(&NameLabel {
-                name: c.name.clone(),
-            })
-            .inc_by(c.value);
-    }
     r.register(
         "rvs_director_events",
         "The director's and its connection table's counters by name",
-        director,
+        by_name(&st.director),
     );
-    let dropped = Family::<ReasonLabel, Counter>::default();
-    for (name, reason) in ENGINE_DROPS {
-        if let Some(v) = st.engine.iter().find(|c| c.name == *name) {
-            dropped
-                .get_or_create(&ReasonLabel {
-                    reason: (*reason).into(),
-                })
-                .inc_by(v.value);
-        }
-    }
     r.register(
         "rvs_packets_dropped",
         "Packets the engine did not send on, by reason (director: the director's verdict)",
-        dropped,
+        by_reason(&st.engine, ENGINE_DROPS),
     );
-    let director_dropped = Family::<ReasonLabel, Counter>::default();
-    for (name, reason) in DIRECTOR_DROPS {
-        if let Some(v) = st.director.iter().find(|c| c.name == *name) {
-            director_dropped
-                .get_or_create(&ReasonLabel {
-                    reason: (*reason).into(),
-                })
-                .inc_by(v.value);
-        }
-    }
     r.register(
         "rvs_director_dropped",
         "New connections the director dropped, by reason",
-        director_dropped,
+        by_reason(&st.director, DIRECTOR_DROPS),
     );
     gauge(
         &mut r,
