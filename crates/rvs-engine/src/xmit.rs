@@ -168,6 +168,51 @@ impl Transmitter {
         }
     }
 
+    /// A NAT packet (already rewritten; TTL not yet decremented) towards its new
+    /// destination `dst`, out of the route's device to the route's next hop, as the kernel's
+    /// `ip_vs_nat_xmit` sends it after `__ip_vs_get_out_rt`. [`Outcome::Local`] hands it,
+    /// unchanged, back to the kernel's routing: a local destination, no route rvs may use
+    /// (none, or one back into the TUN), a next hop whose MAC address is not known yet (the
+    /// kernel resolves it and queues the packet meanwhile), or a packet that needs
+    /// fragmenting (the kernel's forwarding fragments it).
+    pub fn nat(
+        &mut self,
+        packet: &mut [u8],
+        dst: IpAddr,
+        reply: &mut [u8],
+        now: Instant,
+    ) -> Outcome {
+        let Ok(route) = self.route(dst, now) else {
+            return Outcome::Local;
+        };
+        if route.local {
+            return Outcome::Local;
+        }
+        let hop = route.gateway.unwrap_or(dst);
+        let Ok(Neighbour::Known(mac)) = self.hops.neighbour(route.oif, hop, now) else {
+            return Outcome::Local;
+        };
+        let Ok(mtu) = self.mtu(&route, now) else {
+            return Outcome::Local;
+        };
+        // Too big and IPv4 without DF: the kernel's forwarding fragments it.
+        let may_fragment = packet.first().is_some_and(|b| b >> 4 == 4)
+            && Ipv4Packet::new_checked(&*packet).is_ok_and(|p| !p.dont_frag());
+        if packet.len() > mtu && may_fragment {
+            return Outcome::Local;
+        }
+        let inner = match decrement_ttl(packet, reply) {
+            Ok(i) => i,
+            Err(o) => return o,
+        };
+        if packet.len() > mtu
+            && let Some(o) = too_big(packet, inner, mtu, reply)
+        {
+            return o;
+        }
+        self.send_frame(route.oif, mac, packet, now)
+    }
+
     fn dr_fragments(
         &mut self,
         packet: &[u8],
@@ -532,6 +577,24 @@ mod tests {
             x.tunnel(&mut p, lo, &t, &mut out, &mut reply, now),
             Outcome::Local
         );
+        assert_eq!(p, before);
+    }
+
+    #[test]
+    fn nat_leaves_a_local_destination_to_the_kernel_untouched() {
+        // A local destination (127.0.0.1 in any namespace) is the kernel's to deliver: the
+        // packet goes back unchanged, TTL and all. (No other destination is tried here: this
+        // test runs in the host's namespace, where a packet could leave.)
+        let Ok(mut x) = Transmitter::new(0) else {
+            eprintln!("skipped: no route netlink here");
+            return;
+        };
+        let now = Instant::now();
+        let mut reply = vec![0u8; 1500];
+        let mut p = udp_v4(64, true, 10);
+        let before = p.clone();
+        let lo: IpAddr = "127.0.0.1".parse().unwrap();
+        assert_eq!(x.nat(&mut p, lo, &mut reply, now), Outcome::Local);
         assert_eq!(p, before);
     }
 

@@ -378,14 +378,10 @@ fn run_caught(
     stop: &AtomicBool,
     stats: &Stats,
     fragments: &Fragments,
-    tun_ifindex: Option<u32>,
+    cfg: &Config,
 ) -> EngineEnd {
-    let cfg = Config {
-        tun_ifindex,
-        ..Config::default()
-    };
     match catch_unwind(AssertUnwindSafe(|| {
-        rvs_engine::run_worker(io, decide, stop, stats, &cfg, fragments)
+        rvs_engine::run_worker(io, decide, stop, stats, cfg, fragments)
     })) {
         Ok(Ok(())) => EngineEnd::Stopped,
         Ok(Err(e)) => EngineEnd::Failed(e),
@@ -401,6 +397,8 @@ struct WorkerShared<D> {
     halt: Arc<AtomicBool>,
     stats: Arc<[Arc<Stats>]>,
     fragments: Arc<Fragments>,
+    /// NAT packets leave through the workers' transmitters (`Config::nat_direct`).
+    nat_direct: bool,
 }
 
 /// Start worker `io.worker`'s thread over its queue. (On an error, `io` is gone with the
@@ -414,11 +412,16 @@ where
     probe.running.fetch_add(1, Ordering::SeqCst);
     let mut decide = w.decide.clone();
     let (halt, stats, fragments) = (w.halt.clone(), w.stats[i].clone(), w.fragments.clone());
+    let nat_direct = w.nat_direct;
     let spawned = std::thread::Builder::new()
         .name(format!("rvs-worker-{i}"))
         .spawn(move || {
-            let ifindex = io.tun.main().ifindex();
-            let end = run_caught(&mut io, &mut decide, &halt, &stats, &fragments, ifindex);
+            let cfg = Config {
+                tun_ifindex: io.tun.main().ifindex(),
+                nat_direct,
+                ..Config::default()
+            };
+            let end = run_caught(&mut io, &mut decide, &halt, &stats, &fragments, &cfg);
             io.probe.running.fetch_sub(1, Ordering::SeqCst);
             (io, end)
         });
@@ -640,6 +643,7 @@ impl DataPlane {
         journal: std::path::PathBuf,
         decide: D,
         policy: RestartPolicy,
+        nat_direct: bool,
     ) -> Result<DataPlane, String>
     where
         D: Decider + Clone + Send + 'static,
@@ -675,6 +679,7 @@ impl DataPlane {
             halt: Arc::new(AtomicBool::new(false)),
             stats: stats.clone(),
             fragments: Arc::new(Fragments::new(Config::default().reassembly)),
+            nat_direct,
         };
         let mut threads = Vec::with_capacity(workers);
         for (i, io) in queues.into_iter().enumerate() {
@@ -850,7 +855,14 @@ mod tests {
             fail: false,
             stop: stop.clone(),
         };
-        let end = run_caught(&mut io, &mut accept, &stop, &stats, &frags, None);
+        let end = run_caught(
+            &mut io,
+            &mut accept,
+            &stop,
+            &stats,
+            &frags,
+            &Config::default(),
+        );
         assert!(matches!(end, EngineEnd::Stopped));
         assert_eq!(stats.received.load(Ordering::Relaxed), 1);
 
@@ -860,7 +872,14 @@ mod tests {
             fail: true,
             stop: stop.clone(),
         };
-        let end = run_caught(&mut io, &mut accept, &stop, &stats, &frags, None);
+        let end = run_caught(
+            &mut io,
+            &mut accept,
+            &stop,
+            &stats,
+            &frags,
+            &Config::default(),
+        );
         assert!(matches!(&end, EngineEnd::Failed(e) if e.raw_os_error() == Some(libc::EBADFD)));
 
         let mut panics = |_: &PacketInfo, _: Direction| -> Verdict { panic!("decider broke") };
@@ -869,7 +888,14 @@ mod tests {
             fail: false,
             stop: stop.clone(),
         };
-        let end = run_caught(&mut io, &mut panics, &stop, &stats, &frags, None);
+        let end = run_caught(
+            &mut io,
+            &mut panics,
+            &stop,
+            &stats,
+            &frags,
+            &Config::default(),
+        );
         assert!(matches!(&end, EngineEnd::Panicked(m) if m == "decider broke"));
         // The devices outlive the panic: the packet after is still there to be read.
         assert_eq!(io.packets.len(), 1);

@@ -25,7 +25,8 @@ usage: rvs [--socket PATH] COMMAND [ARGS...]
 
 commands:
   daemon [--socket PATH] [--state PATH] [--klog PATH] [--proc-dir DIR]
-         [--dataplane tun|none] [--tun NAME] [--workers N] [--max-conns N]
+         [--dataplane tun|none] [--tun NAME] [--workers N] [--nat-xmit direct|kernel]
+         [--max-conns N]
          [--enable-scheduler twos]
          [--klog-ratelimit on|off] [--drop-invalid-state] [--max-clients N]
          [--client-idle-timeout SECS] [--max-engine-restarts N] [--keepalived FILE]
@@ -33,6 +34,8 @@ commands:
                          run the daemon (foreground) that owns the table and, with the
                          default `--dataplane tun`, carries the traffic (TUN device `rvs0`,
                          one queue and one packet worker per core unless --workers says);
+                         NAT packets leave out of the egress device (--nat-xmit direct)
+                         or go back through the kernel's forwarding (kernel);
                          with --keepalived it also runs that file's health checkers
                          (SIGHUP re-reads the file and applies the differences); with
                          --metrics-address (e.g. 127.0.0.1:9641) also the Prometheus
@@ -238,6 +241,11 @@ fn daemon_main(socket: Option<PathBuf>, args: &[String]) -> i32 {
                         "--workers needs a number of packet workers from 1 to {MAX_WORKERS}"
                     ));
                 }
+            },
+            "--nat-xmit" => match value().as_deref() {
+                Some("direct") => opts.nat_direct = true,
+                Some("kernel") => opts.nat_direct = false,
+                _ => return usage_error("--nat-xmit takes direct or kernel"),
             },
             "--max-conns" => match value().and_then(|v| v.parse::<usize>().ok()) {
                 Some(n) if n > 0 => opts.max_conns = n,

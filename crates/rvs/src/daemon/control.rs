@@ -265,7 +265,16 @@ fn stats_report(shared: &Shared) -> StatsReport {
         engine: shared
             .monitor
             .as_ref()
-            .map(|m| m.engine_counters())
+            .map(|m| {
+                let mut c = m.engine_counters();
+                c.push(Counter::new(
+                    "engine_lock_waits",
+                    shared
+                        .engine_lock_waits
+                        .load(std::sync::atomic::Ordering::Relaxed),
+                ));
+                c
+            })
             .unwrap_or_default(),
         director,
         conns,

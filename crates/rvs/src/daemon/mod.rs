@@ -64,6 +64,11 @@ pub struct DaemonOpts {
     /// Packet workers: one TUN queue and one thread each (`--workers`; default: the
     /// number of cores).
     pub workers: usize,
+    /// NAT packets leave through the workers' own transmitters, out of the egress device
+    /// (`--nat-xmit direct`, the default), or are written back into the TUN for the
+    /// kernel to forward (`--nat-xmit kernel`: the director's netfilter FORWARD and
+    /// POSTROUTING rules and conntrack then see them).
+    pub nat_direct: bool,
     /// Bound of the connection table.
     pub max_conns: usize,
     /// Schedulers newer than the emulated 6.1 kernel to offer anyway (`twos`).
@@ -94,6 +99,7 @@ impl DaemonOpts {
             dataplane: true,
             tun: "rvs0".into(),
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            nat_direct: true,
             max_conns: crate::state::DEFAULT_MAX_CONNS,
             extra_schedulers: Vec::new(),
             klog_ratelimit: true,
@@ -137,6 +143,9 @@ pub struct Shared {
     monitor: Option<Monitor>,
     /// Health checkers' latest results (`report_health`): in memory, under its own lock.
     health: Mutex<rvs_ctl::health::HealthRegistry>,
+    /// Packets that found the engine lock held (by another worker or by control) and had
+    /// to wait for it: what sharing the one director costs the workers.
+    engine_lock_waits: std::sync::atomic::AtomicU64,
 }
 
 impl Shared {
@@ -357,7 +366,16 @@ impl PacketDecider {
         // One lock hold per packet: the decision and its kernel log lines (rarely any),
         // written after the lock is released.
         let (v, lines) = {
-            let mut st = shared.engine();
+            let mut st = match shared.engine.try_lock() {
+                Ok(g) => g,
+                Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => {
+                    shared
+                        .engine_lock_waits
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    shared.engine()
+                }
+            };
             let v = f(st.director_mut(), now);
             (v, st.drain_klog())
         };
@@ -454,6 +472,7 @@ pub fn run(opts: DaemonOpts) -> Result<(), String> {
             with_suffix(&opts.state, ".plumbing"),
             PacketDecider(cell.clone()),
             opts.restarts.clone(),
+            opts.nat_direct,
         )?)
     } else {
         None
@@ -481,6 +500,7 @@ pub fn run(opts: DaemonOpts) -> Result<(), String> {
         quiescer: OnceLock::new(),
         monitor,
         health: Mutex::default(),
+        engine_lock_waits: Default::default(),
     });
     if let Some(q) = quiescer {
         let _ = shared.quiescer.set(q);
