@@ -31,7 +31,7 @@ e2e_bigfile() {
 e2e_transfer() { # NAME NS URL
   local start sha ms
   start=$(date +%s%N)
-  sha=$(ip netns exec "$2" curl -s -g --max-time 60 "$3" | sha256sum | cut -d' ' -f1)
+  sha=$(ip netns exec "$2" curl -s -g --max-time "${E2E_BIG_TIMEOUT:-30}" "$3" | sha256sum | cut -d' ' -f1) || true
   ms=$(( ($(date +%s%N) - start) / 1000000 ))
   check "$1: ${E2E_BIG_MB:-100} MB from $3, sha256 compared (${ms} ms)" \
     $([ "$sha" = "$BIG_SHA" ]; echo $?) "got $sha, want $BIG_SHA"

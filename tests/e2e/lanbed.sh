@@ -6,8 +6,8 @@
 #   both VIPs on lo, with arp_ignore=1 / arp_announce=2 (only the director answers ARP for
 #   the IPv4 VIP; IPv6 answers neighbour solicitations only for addresses on the interface
 #   asked, so lo's fd13::100 stays silent by itself), nginx answering "rsN" on the ports in
-#   LAN_PORTS (default 80), IPv4 and IPv6, and a UDP echo server (conn -u -l) on port 53 of
-#   each VIP. Real servers answer the client directly (the triangle). IPv6 addresses are
+#   LAN_PORTS (default 80), IPv4 and IPv6, and a UDP echo server (conn -u -l) on each VIP's
+#   ports in LAN_UDP_PORTS (default 53). Real servers answer the client directly (the triangle). IPv6 addresses are
 #   usable at once (nodad, accept_dad=0) and the bridge does not snoop multicast (neighbour
 #   solicitations reach every port).
 #
@@ -60,7 +60,11 @@ lan_up() {
   lan_attach $LAN_C c0 10.113.0.2 fd13::2
   lan_attach $LAN_D d0 10.113.0.1 fd13::1
   ip -n $LAN_D addr add $VIP/24 dev d0
-  ip -n $LAN_D addr add $VIP6/64 dev d0 nodad
+  # Deprecated (preferred_lft 0): never picked as a source address. Otherwise the IPv6 VIP,
+  # added last on the director's interface, ties with fd13::1 and wins as the source of the
+  # tunnels' outer headers and of neighbour solicitations, whose answers the real servers
+  # (which hold the VIP) then send to themselves. IPv4 picks the primary address instead.
+  ip -n $LAN_D addr add $VIP6/64 dev d0 nodad preferred_lft 0
   for i in 1 2 3; do
     n=${LAN_RS[$((i-1))]}
     lan_attach "$n" r$i 10.113.0.1$i fd13::1$i
@@ -72,8 +76,10 @@ lan_up() {
     for p in ${LAN_PORTS:-80}; do listen="$listen $p [::]:$p"; done
     e2e_nginx "$n" "$LAN_DIR" $i "$listen"
     # Bound to the VIPs: the echo must come from the address the client sent to.
-    ip netns exec "$n" "$CONN" -u -l -s $VIP -p 53 & LAN_PIDS+=($!)
-    ip netns exec "$n" "$CONN" -u -l -s $VIP6 -p 53 & LAN_PIDS+=($!)
+    for p in ${LAN_UDP_PORTS:-53}; do
+      ip netns exec "$n" "$CONN" -u -l -s $VIP -p "$p" & LAN_PIDS+=($!)
+      ip netns exec "$n" "$CONN" -u -l -s $VIP6 -p "$p" & LAN_PIDS+=($!)
+    done
   done
   export RVS_SOCKET=$LAN_DIR/rvs.sock
   ip netns exec $LAN_D "$RVS" daemon --socket "$RVS_SOCKET" --state "$LAN_DIR/state.json" \
