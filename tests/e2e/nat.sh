@@ -124,6 +124,37 @@ check "no rs3 after its weight went to 0" $(! grep -q '^rs3$' "$T/m2.txt" "$T/m3
 check "no rs2 after its removal" $(! grep -q '^rs2$' "$T/m3.txt"; echo $?) "rs2 still chosen"
 check "rs2 still used between the two changes" $(grep -q '^rs2$' "$T/m2.txt"; echo $?) "rs2 never chosen"
 
+# 5. Fragmentation needed / packet too big for a NAT connection: the director's ports
+# towards the real servers (and so its bridge) get MTU 1400, the real servers keep 1500
+# (their MSS lets the client send 1500-byte packets). rvs must answer the client's big
+# packets with ICMP from the VIP about the packet the client sent (as the kernel's
+# ensure_mtu_is_adequate); the kernel's own error, about the real server's address, would
+# be ignored by the client and the upload would hang. A 100 MB upload to a sink that
+# answers with the sha256 of what it received must complete, and the client's route cache
+# must hold the lower MTU.
+for n in "${BED_RS[@]}"; do
+  ip netns exec "$n" python3 "$REPO/tests/e2e/sha-sink.py" serve 9000 >/dev/null 2>&1 & BED_PIDS+=($!)
+done
+bed_ipvsadm -A -t $VIP:9000 -s rr
+bed_ipvsadm -A -t "[$VIP6]:9000" -s rr
+for i in 1 2 3; do
+  bed_ipvsadm -a -t $VIP:9000 -r 10.112.0.1$i:9000 -m
+  bed_ipvsadm -a -t "[$VIP6]:9000" -r "[fd12::1$i]:9000" -m
+done
+for i in 1 2 3; do ip -n $BED_D link set p$i mtu 1400; done
+for v in $VIP $VIP6; do
+  start=$(date +%s%N)
+  got=$(bed_client timeout 30 python3 "$REPO/tests/e2e/sha-sink.py" send $v 9000 "$T/files/big" || echo ERR)
+  ms=$(( ($(date +%s%N) - start) / 1000000 ))
+  check "PMTU through NAT to $v: 100 MB uploaded, sha256 compared (${ms} ms)" \
+    $([ "$got" = "$BIG_SHA" ]; echo $?) "got $got, want $BIG_SHA"
+  mtu=$(bed_client ip route get $v | grep -o 'mtu [0-9]*' || true)
+  check "PMTU through NAT to $v: the client's route cache learned MTU 1400" \
+    $([ "$mtu" = "mtu 1400" ]; echo $?) "$(bed_client ip route get $v | tr '\n' ' ')"
+done
+too_big=$("$RVS" stats --json | python3 -c "import json,sys; r=json.load(sys.stdin); print(next((c['value'] for c in r['engine'] if c['name']=='icmp_errors'), 0))")
+check "rvs sent the ICMP errors" $([ "$too_big" -ge 2 ]; echo $?) "icmp_errors $too_big"
+
 sleep 2.1   # let the estimator fold the counters in
 echo "--- ipvsadm -Ln --stats"; bed_ipvsadm -Ln --stats | tee "$T/stats.txt"
 e2e_spread "IPv4 HTTP" "$T/stats.txt" TCP $VIP:81

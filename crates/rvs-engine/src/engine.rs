@@ -240,7 +240,20 @@ pub enum Action {
         rs: IpAddr,
         tunnel: Tunnel,
     },
+    /// NAT of `packet[..len]`, not yet rewritten: a packet big enough that the way to the
+    /// real server may be too narrow for it. The MTU is checked first (the ICMP error quotes
+    /// the packet as the client sent it, to the VIP), then `rewrite` applied and the packet
+    /// sent ([`crate::xmit::Transmitter::nat_too_big`]).
+    Nat {
+        len: usize,
+        rewrite: Rewrite,
+    },
 }
+
+/// NAT packets up to this size (IPv4, IPv6) are sent without looking at the MTU of the way
+/// to the real server: every IPv6 link carries 1280 bytes, and an IPv4 link narrower than
+/// 576 bytes is not met in practice. Bigger ones pay a (cached) route lookup.
+const NAT_UNCHECKED_LEN: (usize, usize) = (576, 1280);
 
 /// Largest packet handled (the TUN MTU must not exceed it).
 pub const MAX_PACKET: usize = 65535;
@@ -342,6 +355,19 @@ fn decide_and_rewrite(
         },
         // By reference: the rewrite is read where the decider left it, not copied out.
         Verdict::Forward { ref rewrite, .. } => match rewrite {
+            Rewrite::Dnat { addr, .. }
+                if len
+                    > if addr.is_ipv4() {
+                        NAT_UNCHECKED_LEN.0
+                    } else {
+                        NAT_UNCHECKED_LEN.1
+                    } =>
+            {
+                Action::Nat {
+                    len,
+                    rewrite: *rewrite,
+                }
+            }
             Rewrite::Dnat { .. } | Rewrite::Snat { .. } => {
                 match rvs_wire::apply_at(packet, &lay, rewrite) {
                     Ok(()) => {
@@ -594,6 +620,34 @@ impl<'f> PacketPath<'f> {
         cfg: &Config,
     ) {
         let now = at.now;
+        let action = match action {
+            Action::Nat { len, rewrite } => {
+                let Rewrite::Dnat { addr: rs, .. } = rewrite else {
+                    return;
+                };
+                if self.make_transmitter(cfg, stats)
+                    && let Some(x) = self.xmit.as_mut()
+                    && let Some(outcome) = x.nat_too_big(&packet[..len], rs, &mut self.reply, now)
+                {
+                    let _ = self.finish(
+                        outcome,
+                        &packet[..len],
+                        at.forwarded,
+                        &stats.forwarded,
+                        io,
+                        stats,
+                    );
+                    return;
+                }
+                if rvs_wire::apply(&mut packet[..len], &rewrite).is_err() {
+                    inc(&stats.unsupported);
+                    return;
+                }
+                inc(&stats.forwarded);
+                Action::Send(len)
+            }
+            a => a,
+        };
         let r = match (action, origin) {
             (Action::Route { len, rs }, _) => {
                 if !self.make_transmitter(cfg, stats) {
@@ -653,7 +707,7 @@ impl<'f> PacketPath<'f> {
                 }
             }
             (Action::Reply(len), _) => self.send_reply(len, at.forwarded, io),
-            (Action::Drop, _) => Ok(()),
+            (Action::Drop | Action::Nat { .. }, _) => Ok(()),
         };
         if r.is_err() {
             inc(&stats.send_errors);
