@@ -20,7 +20,9 @@
 #     first request answered at once, not after a SYN retransmission);
 #   * over IPv4 and IPv6 (VIP fd13::100, real servers fd13::11..13): a 100 MB download whose
 #     sha256 the client compares, UDP round trips to an echo server on each real server, and
-#     rr's even spread (counts within 1) in `ipvsadm -Ln --stats` for every service.
+#     rr's even spread (counts within 1) in `ipvsadm -Ln --stats` for every service;
+#   * the local method: the director's own address as a real server next to two remote ones
+#     (nginx in the director on port 81), IPv4 and IPv6.
 # No IP forwarding is needed for this method; rvs's own plumbing turns it on for NAT.
 # Usage (root): tests/e2e/dr.sh      Cleans up after itself, also on failure.
 set -euo pipefail
@@ -32,8 +34,8 @@ oracle_prepare
 
 . "$REPO/tests/e2e/lanbed.sh"
 . "$REPO/tests/e2e/checks.sh"
-trap lan_down EXIT INT TERM
-lan_up dr
+trap 'e2e_nginx_stop "${LAN_DIR:-/nonexistent}" 0; lan_down' EXIT INT TERM
+LAN_PORTS="80 81" lan_up dr
 C=$LAN_C D=$LAN_D T=$LAN_DIR
 e2e_bigfile "$T"
 counter() { lan_counter "$1"; }
@@ -77,6 +79,22 @@ e2e_transfer "IPv6" $C "http://[$VIP6]/files/big"
 e2e_udp "IPv4" $C $VIP 53 30
 e2e_udp "IPv6" $C $VIP6 53 30
 
+# 3b. The local method: the director's own address as one of three real servers (DR keeps
+# the packet as it is, so the director's nginx answers "rs0" on the VIP's port 81).
+e2e_nginx $D "$T" 0 "81 [::]:81"
+lan_ipvsadm -A -t $VIP:81 -s rr
+lan_ipvsadm -A -t "[$VIP6]:81" -s rr
+for r in 1 11 12; do
+  lan_ipvsadm -a -t $VIP:81 -r 10.113.0.$r:81 -g
+  lan_ipvsadm -a -t "[$VIP6]:81" -r "[fd13::$r]:81" -g
+done
+for v in $VIP "[$VIP6]"; do
+  ip netns exec $C sh -c "for i in \$(seq 30); do curl -s -g --max-time 3 'http://$v:81/' || echo ERR; done" > "$T/local.txt"
+  spread=$(sort "$T/local.txt" | uniq -c | tr '\n' ' ')
+  check "local method, $v: 30 HTTP requests answered, a third by the director" \
+    $([ "$(grep -c '^rs[012]$' "$T/local.txt")" = 30 ] && [ "$(grep -c '^rs0$' "$T/local.txt")" = 10 ]; echo $?) "$spread"
+done
+
 # 4. Listing and counters.
 sleep 2.2 # --stats shows the 2-s estimator's values
 ip netns exec $D "$RVS" ipvsadm -Ln --stats | tee "$T/stats.txt"
@@ -84,6 +102,8 @@ e2e_spread "IPv4 HTTP" "$T/stats.txt" TCP $VIP:80
 e2e_spread "IPv6 HTTP" "$T/stats.txt" TCP "[$VIP6]:80"
 e2e_spread "IPv4 UDP" "$T/stats.txt" UDP $VIP:53
 e2e_spread "IPv6 UDP" "$T/stats.txt" UDP "[$VIP6]:53"
+e2e_spread "local method, IPv4" "$T/stats.txt" TCP $VIP:81
+e2e_spread "local method, IPv6" "$T/stats.txt" TCP "[$VIP6]:81"
 conns=$(awk '/10\.113\.0\.1[123]:80/ {print $3}' "$T/stats.txt" | tr '\n' ' ')
 check "the connections spread over the three servers" \
   $(awk '/10\.113\.0\.1[123]:80/ {if ($3 < 100) bad=1} END {exit bad}' "$T/stats.txt"; echo $?) "$conns"
