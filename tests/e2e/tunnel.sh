@@ -8,7 +8,9 @@
 # IPv6, GUE and GRE over IPv6):
 #   * 30 sequential HTTP requests to the VIP's port of that service all answered, by all
 #     three real servers (rr), spread evenly in `ipvsadm -Ln --stats`;
-#   * once per encapsulation and family: a 100 MB download whose sha256 the client compares,
+#   * once per encapsulation and family: a 100 MB download and a 100 MB upload (whose
+#     full-size packets do not fit the tunnel: ICMP fragmentation needed / packet too big
+#     from rvs, and the client's path MTU, must make it work), sha256 compared,
 #     and UDP round trips to the real servers' echo servers (on the service's port: tunnels keep it);
 #   * each real server's decapsulator saw each encapsulation over each family and no
 #     malformed packet;
@@ -33,6 +35,10 @@ decap_on() { # NS I: the decapsulator and its TUN, before nginx starts
   LAN_PIDS+=($!)
   for _ in $(seq 50); do ip -n "$1" link show dtun >/dev/null 2>&1 && break; sleep 0.05; done
   ip -n "$1" link set dtun up
+  local port
+  for port in 9080 9081 9083; do
+    ip netns exec "$1" python3 "$REPO/tests/e2e/sha-sink.py" serve $port >/dev/null 2>&1 & LAN_PIDS+=($!)
+  done
 }
 LAN_RS_HOOK=decap_on LAN_PORTS="80 81 82 83 84" LAN_UDP_PORTS="80 81 83" lan_up tun
 T=$LAN_DIR
@@ -50,13 +56,21 @@ for port in 80 81 82 83 84; do
   for fam in 4 6; do
     if [ $fam = 4 ]; then v=$VIP rs=10.113.0.1; else v="[$VIP6]" rs="[fd13::1"; fi
     lan_ipvsadm -A -t $v:$port -s rr
-    if [ -n "${HEAVY[$port]:-}" ]; then lan_ipvsadm -A -u $v:$uport -s rr; fi
+    if [ -n "${HEAVY[$port]:-}" ]; then
+      lan_ipvsadm -A -u $v:$uport -s rr
+      lan_ipvsadm -A -t $v:90$port -s rr
+    fi
     for i in 1 2 3; do
       if [ $fam = 4 ]; then r=$rs$i; else r="$rs$i]"; fi
       # shellcheck disable=SC2086
       lan_ipvsadm -a -t $v:$port -r $r:$port -i ${OPTS[$port]}
       # shellcheck disable=SC2086
-      if [ -n "${HEAVY[$port]:-}" ]; then lan_ipvsadm -a -u $v:$uport -r $r:$uport -i ${OPTS[$port]}; fi
+      if [ -n "${HEAVY[$port]:-}" ]; then
+        # shellcheck disable=SC2086
+        lan_ipvsadm -a -u $v:$uport -r $r:$uport -i ${OPTS[$port]}
+        # shellcheck disable=SC2086
+        lan_ipvsadm -a -t $v:90$port -r $r:90$port -i ${OPTS[$port]}
+      fi
     done
   done
 done
@@ -74,8 +88,21 @@ for port in 80 81 82 83 84; do
     if [ -n "${HEAVY[$port]:-}" ]; then
       e2e_transfer "$name" $LAN_C "http://$v:$port/files/big"
       e2e_udp "$name" $LAN_C "${v//[\[\]]/}" $port 15
+      # The upload: full-size packets from the client do not fit the tunnel; rvs answers
+      # with ICMP fragmentation needed / packet too big (the kernel's treatment), the
+      # client lowers its path MTU and the upload completes.
+      start=$(date +%s%N)
+      got=$(lan_client timeout 30 python3 "$REPO/tests/e2e/sha-sink.py" send "${v//[\[\]]/}" 90$port "$T/files/big" || echo ERR)
+      ms=$(( ($(date +%s%N) - start) / 1000000 ))
+      check "$name: 100 MB uploaded through the tunnel, sha256 compared (${ms} ms)" \
+        $([ "$got" = "$BIG_SHA" ]; echo $?) "got $got, want $BIG_SHA"
     fi
   done
+done
+for v in $VIP $VIP6; do
+  mtu=$(lan_client ip route get $v | grep -o 'mtu [0-9]*' | cut -d' ' -f2 || true)
+  check "the client learned a path MTU below 1500 to $v (rvs's ICMP errors)" \
+    $([ "${mtu:-1500}" -lt 1500 ]; echo $?) "$(lan_client ip route get $v | tr '\n' ' ')"
 done
 sleep 1.2 # the decapsulators print their counts every second
 for i in 1 2 3; do
