@@ -625,18 +625,18 @@ impl<'f> PacketPath<'f> {
                 let Rewrite::Dnat { addr: rs, .. } = rewrite else {
                     return;
                 };
-                if self.make_transmitter(cfg, stats)
+                // Without a transmitter (no TUN index, no netlink) the kernel decides.
+                if self.ensure_transmitter(cfg)
                     && let Some(x) = self.xmit.as_mut()
                     && let Some(outcome) = x.nat_too_big(&packet[..len], rs, &mut self.reply, now)
                 {
-                    let _ = self.finish(
-                        outcome,
-                        &packet[..len],
-                        at.forwarded,
-                        &stats.forwarded,
-                        io,
-                        stats,
-                    );
+                    let sent = &stats.forwarded;
+                    if self
+                        .finish(outcome, &packet[..len], at.forwarded, sent, io, stats)
+                        .is_err()
+                    {
+                        inc(&stats.send_errors);
+                    }
                     return;
                 }
                 if rvs_wire::apply(&mut packet[..len], &rewrite).is_err() {
@@ -717,6 +717,15 @@ impl<'f> PacketPath<'f> {
     /// Makes the worker's transmitter on first use; `false` (the packet counted
     /// `unsupported`) without a TUN index or netlink.
     fn make_transmitter(&mut self, cfg: &Config, stats: &Stats) -> bool {
+        if !self.ensure_transmitter(cfg) {
+            inc(&stats.unsupported);
+            return false;
+        }
+        true
+    }
+
+    /// Whether the worker has its transmitter (made on first use).
+    fn ensure_transmitter(&mut self, cfg: &Config) -> bool {
         if self.xmit.is_none() && !self.xmit_failed {
             match cfg.tun_ifindex.map(Transmitter::new) {
                 Some(Ok(x)) => self.xmit = Some(x),
@@ -727,11 +736,7 @@ impl<'f> PacketPath<'f> {
                 None => self.xmit_failed = true,
             }
         }
-        if self.xmit.is_none() {
-            inc(&stats.unsupported);
-            return false;
-        }
-        true
+        self.xmit.is_some()
     }
 
     /// Counts and carries out what the transmitter decided: `done` counts a packet sent.
@@ -885,6 +890,43 @@ mod tests {
         assert!(named.contains(&("forwarded", 1)));
         assert!(named.contains(&("malformed", 1)));
         assert!(named.contains(&("frag_timeouts", 0)));
+    }
+
+    #[test]
+    fn a_big_nat_packet_waits_for_the_mtu_check_unrewritten() {
+        // Above 576 bytes (IPv4) the way to the real server may be too narrow: the packet
+        // goes to the transmitter as the client sent it (an ICMP error must quote it so),
+        // with the rewrite to apply once it fits.
+        let stats = Stats::default();
+        let mut r = [0u8; 1500];
+        let rewrite = Rewrite::Dnat {
+            addr: ip("10.0.1.2"),
+            port: 8080,
+        };
+        let mut dnat = |_: &PacketInfo, dir: Direction| match dir {
+            Direction::Outbound => Verdict::Accept,
+            Direction::Inbound => Verdict::Forward {
+                method: FwdMethod::Masq,
+                rewrite,
+            },
+        };
+        let mut p = syn();
+        p.resize(1400, 0);
+        p[2..4].copy_from_slice(&1400u16.to_be_bytes());
+        rvs_wire::fill_checksums(&mut p).unwrap();
+        let before = p.clone();
+        let a = process(&mut p, &mut r, &mut dnat, &stats, &Config::default());
+        assert_eq!(a, Action::Nat { len: 1400, rewrite });
+        assert_eq!(p, before);
+        // 576 bytes and less: rewritten at once.
+        let mut p = syn();
+        p.resize(576, 0);
+        p[2..4].copy_from_slice(&576u16.to_be_bytes());
+        rvs_wire::fill_checksums(&mut p).unwrap();
+        let a = process(&mut p, &mut r, &mut dnat, &stats, &Config::default());
+        assert_eq!(a, Action::Send(576));
+        let info = rvs_wire::parse(&p).unwrap();
+        assert_eq!((info.tuple.daddr, info.tuple.dport), (ip("10.0.1.2"), 8080));
     }
 
     struct Mock<'a> {
