@@ -625,8 +625,11 @@ impl<'f> PacketPath<'f> {
                 let Rewrite::Dnat { addr: rs, .. } = rewrite else {
                     return;
                 };
-                // Without a transmitter (no TUN index, no netlink) the kernel decides.
-                if self.ensure_transmitter(cfg)
+                // Without a transmitter (no TUN index, no netlink) the kernel decides. A
+                // reassembled datagram is not checked whole: it leaves in pieces no bigger
+                // than its largest fragment (the kernel compares that one, frag_max_size).
+                if origin.is_none()
+                    && self.ensure_transmitter(cfg)
                     && let Some(x) = self.xmit.as_mut()
                     && let Some(outcome) = x.nat_too_big(&packet[..len], rs, &mut self.reply, now)
                 {
