@@ -24,13 +24,17 @@ bed_up() {
   BED_C=rvsbed$id-c BED_D=rvsbed$id-d
   BED_RS=(rvsbed$id-r1 rvsbed$id-r2 rvsbed$id-r3)
   BED_DIR=$(mktemp -d /tmp/rvs-bed.XXXXXX)
-  for n in $BED_C $BED_D "${BED_RS[@]}"; do ip netns add "$n"; ip -n "$n" link set lo up; done
+  for n in $BED_C $BED_D "${BED_RS[@]}"; do
+    ip netns add "$n"; ip -n "$n" link set lo up
+    # No duplicate address detection delays (link-local addresses included).
+    ip netns exec "$n" sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0
+  done
   ip link add c0 netns $BED_C type veth peer name d0 netns $BED_D
   ip -n $BED_C addr add 10.111.0.2/24 dev c0; ip -n $BED_C addr add fd11::2/64 dev c0 nodad
   ip -n $BED_D addr add 10.111.0.1/24 dev d0; ip -n $BED_D addr add fd11::1/64 dev d0 nodad
   ip -n $BED_C link set c0 up; ip -n $BED_D link set d0 up
   ip -n $BED_C route add default via 10.111.0.1; ip -n $BED_C -6 route add default via fd11::1
-  ip -n $BED_D link add br0 type bridge; ip -n $BED_D link set br0 up
+  ip -n $BED_D link add br0 type bridge mcast_snooping 0; ip -n $BED_D link set br0 up
   ip -n $BED_D addr add 10.112.0.1/24 dev br0; ip -n $BED_D addr add fd12::1/64 dev br0 nodad
   for i in 1 2 3; do
     n=${BED_RS[$((i-1))]}

@@ -266,7 +266,20 @@ pub enum Action {
         rs: IpAddr,
         tunnel: Tunnel,
     },
+    /// NAT of `packet[..len]`, not yet rewritten: a packet big enough that the way to the
+    /// real server may be too narrow for it. The MTU is checked first (the ICMP error quotes
+    /// the packet as the client sent it, to the VIP), then `rewrite` applied and the packet
+    /// sent ([`crate::xmit::Transmitter::nat_too_big`]).
+    Nat {
+        len: usize,
+        rewrite: Rewrite,
+    },
 }
+
+/// NAT packets up to this size (IPv4, IPv6) are sent without looking at the MTU of the way
+/// to the real server: every IPv6 link carries 1280 bytes, and an IPv4 link narrower than
+/// 576 bytes is not met in practice. Bigger ones pay a (cached) route lookup.
+const NAT_UNCHECKED_LEN: (usize, usize) = (576, 1280);
 
 /// Largest packet handled (the TUN MTU must not exceed it).
 pub const MAX_PACKET: usize = 65535;
@@ -368,6 +381,19 @@ fn decide_and_rewrite(
         },
         // By reference: the rewrite is read where the decider left it, not copied out.
         Verdict::Forward { ref rewrite, .. } => match rewrite {
+            Rewrite::Dnat { addr, .. }
+                if len
+                    > if addr.is_ipv4() {
+                        NAT_UNCHECKED_LEN.0
+                    } else {
+                        NAT_UNCHECKED_LEN.1
+                    } =>
+            {
+                Action::Nat {
+                    len,
+                    rewrite: *rewrite,
+                }
+            }
             Rewrite::Dnat { .. } | Rewrite::Snat { .. } => {
                 // DNAT: to the real server; SNAT: the reply keeps its destination.
                 let dst = match rewrite {
@@ -625,6 +651,37 @@ impl<'f> PacketPath<'f> {
         cfg: &Config,
     ) {
         let now = at.now;
+        let action = match action {
+            Action::Nat { len, rewrite } => {
+                let Rewrite::Dnat { addr: rs, .. } = rewrite else {
+                    return;
+                };
+                // Without a transmitter (no TUN index, no netlink) the kernel decides. A
+                // reassembled datagram is not checked whole: it leaves in pieces no bigger
+                // than its largest fragment (the kernel compares that one, frag_max_size).
+                if origin.is_none()
+                    && self.ensure_transmitter(cfg)
+                    && let Some(x) = self.xmit.as_mut()
+                    && let Some(outcome) = x.nat_too_big(&packet[..len], rs, &mut self.reply, now)
+                {
+                    let sent = &stats.forwarded;
+                    if self
+                        .finish(outcome, &packet[..len], at.forwarded, sent, io, stats)
+                        .is_err()
+                    {
+                        inc(&stats.send_errors);
+                    }
+                    return;
+                }
+                if rvs_wire::apply(&mut packet[..len], &rewrite).is_err() {
+                    inc(&stats.unsupported);
+                    return;
+                }
+                inc(&stats.forwarded);
+                Action::Send(len)
+            }
+            a => a,
+        };
         let r = match (action, origin) {
             (Action::Route { len, rs }, _) => {
                 if !self.make_transmitter(cfg, stats) {
@@ -704,7 +761,7 @@ impl<'f> PacketPath<'f> {
                 }
             }
             (Action::Reply(len), _) => self.send_reply(len, at.forwarded, io),
-            (Action::Drop, _) => Ok(()),
+            (Action::Drop | Action::Nat { .. }, _) => Ok(()),
         };
         self.count_send(r, stats);
     }
@@ -718,6 +775,15 @@ impl<'f> PacketPath<'f> {
     /// Makes the worker's transmitter on first use; `false` (the packet counted
     /// `unsupported`) without a TUN index or netlink.
     fn make_transmitter(&mut self, cfg: &Config, stats: &Stats) -> bool {
+        if !self.ensure_transmitter(cfg) {
+            inc(&stats.unsupported);
+            return false;
+        }
+        true
+    }
+
+    /// Whether the worker has its transmitter (made on first use).
+    fn ensure_transmitter(&mut self, cfg: &Config) -> bool {
         if self.xmit.is_none() && !self.xmit_failed {
             match cfg.tun_ifindex.map(Transmitter::new) {
                 Some(Ok(x)) => self.xmit = Some(x),
@@ -728,11 +794,7 @@ impl<'f> PacketPath<'f> {
                 None => self.xmit_failed = true,
             }
         }
-        if self.xmit.is_none() {
-            inc(&stats.unsupported);
-            return false;
-        }
-        true
+        self.xmit.is_some()
     }
 
     /// Counts and carries out what the transmitter decided: `done` counts a packet sent.
@@ -889,6 +951,43 @@ mod tests {
         assert!(named.contains(&("forwarded", 1)));
         assert!(named.contains(&("malformed", 1)));
         assert!(named.contains(&("frag_timeouts", 0)));
+    }
+
+    #[test]
+    fn a_big_nat_packet_waits_for_the_mtu_check_unrewritten() {
+        // Above 576 bytes (IPv4) the way to the real server may be too narrow: the packet
+        // goes to the transmitter as the client sent it (an ICMP error must quote it so),
+        // with the rewrite to apply once it fits.
+        let stats = Stats::default();
+        let mut r = [0u8; 1500];
+        let rewrite = Rewrite::Dnat {
+            addr: ip("10.0.1.2"),
+            port: 8080,
+        };
+        let mut dnat = |_: &PacketInfo, dir: Direction| match dir {
+            Direction::Outbound => Verdict::Accept,
+            Direction::Inbound => Verdict::Forward {
+                method: FwdMethod::Masq,
+                rewrite,
+            },
+        };
+        let mut p = syn();
+        p.resize(1400, 0);
+        p[2..4].copy_from_slice(&1400u16.to_be_bytes());
+        rvs_wire::fill_checksums(&mut p).unwrap();
+        let before = p.clone();
+        let a = process(&mut p, &mut r, &mut dnat, &stats, &Config::default());
+        assert_eq!(a, Action::Nat { len: 1400, rewrite });
+        assert_eq!(p, before);
+        // 576 bytes and less: rewritten at once.
+        let mut p = syn();
+        p.resize(576, 0);
+        p[2..4].copy_from_slice(&576u16.to_be_bytes());
+        rvs_wire::fill_checksums(&mut p).unwrap();
+        let a = process(&mut p, &mut r, &mut dnat, &stats, &Config::default());
+        assert_eq!(a, Action::Send(576));
+        let info = rvs_wire::parse(&p).unwrap();
+        assert_eq!((info.tuple.daddr, info.tuple.dport), (ip("10.0.1.2"), 8080));
     }
 
     struct Mock<'a> {

@@ -139,6 +139,45 @@ impl Transmitter {
         Ok((route, mtu, inner))
     }
 
+    /// NAT's part of `__ip_vs_get_out_rt` (its `ensure_mtu_is_adequate`): a packet bigger
+    /// than the MTU of the way to the real server `rs` that may not be fragmented (IPv4 with
+    /// DF, IPv6) gets ICMP fragmentation needed / packet too big, built in `reply` about
+    /// `packet` as it came (to the VIP, before the DNAT: so the client's socket finds it).
+    /// Without this the kernel, forwarding the DNATed packet, would answer about the real
+    /// server's address, which the client ignores: a path MTU black hole. `None`: send the
+    /// packet on (the kernel fragments an IPv4 one without DF; a local real server needs no
+    /// check; without a route the kernel decides).
+    pub fn nat_too_big(
+        &mut self,
+        packet: &[u8],
+        rs: IpAddr,
+        reply: &mut [u8],
+        now: Instant,
+    ) -> Option<Outcome> {
+        let route = self.route(rs, now).ok()?;
+        if route.local {
+            return None;
+        }
+        let mtu = self.mtu(&route, now).ok()?;
+        if packet.len() <= mtu {
+            return None;
+        }
+        let inner = match packet.first()? >> 4 {
+            4 => Inner {
+                v6: false,
+                ttl: *packet.get(8)?,
+                df: packet.get(6)? & 0x40 != 0,
+            },
+            6 => Inner {
+                v6: true,
+                ttl: *packet.get(7)?,
+                df: false,
+            },
+            _ => return None,
+        };
+        too_big(packet, inner, mtu, reply)
+    }
+
     fn route(&mut self, rs: IpAddr, now: Instant) -> Result<Route, Drop> {
         let r = self.hops.route(rs, now).map_err(|_| Drop::NoRoute)?;
         if !r.local && (r.oif == 0 || r.oif == self.tun_ifindex) {

@@ -1,33 +1,70 @@
 //! `rvs-loadgen decap`: the real-server end of IPVS tunnels, for hosts whose kernel cannot
 //! decapsulate (no ipip, fou or ip_gre modules, as on the machine the tests run on).
 //!
-//! Reads IPIP packets (a raw socket of protocol 4), GRE packets (protocol 47) and GUE
-//! datagrams (a UDP socket on `--gue-port`), checks the outer headers (IPv4 header checksum,
-//! the GRE checksum when its C bit is set; the kernel has already checked a GUE datagram's
-//! UDP checksum, or dropped it), and writes the inner packet into a TUN device, from which
-//! the kernel delivers it as if it had arrived on a tunnel device: to the VIP that the real
-//! server holds locally. Counts per kind are printed to stdout every second
-//! (`ipip=N gue=N gre=N bad=N`), so a test can see which encapsulations arrived.
+//! Reads, over IPv4 and IPv6 outer headers, IP-in-IP packets (raw sockets of protocols 4 and
+//! 41: IPv4 or IPv6 inside), GRE packets (protocol 47) and GUE datagrams (one dual-stack UDP
+//! socket on `--gue-port`), checks the outer headers (IPv4 header checksum, the GRE checksum
+//! when its C bit is set; an IPv6 raw socket gets the payload without the header, which the
+//! kernel has parsed; the kernel has already checked a GUE datagram's UDP checksum, or
+//! dropped it), and writes the inner packet into a TUN device, from which the kernel
+//! delivers it as if it had arrived on a tunnel device: to the VIP that the real server holds
+//! locally. Counts per kind and outer family are printed to stdout every second
+//! (`ipip=N gue=N gre=N ipip6=N gue6=N gre6=N bad=N`, the `6` ones with an IPv6 outer
+//! header), so a test can see which encapsulations arrived.
 
 use rvs_engine::Tun;
 use std::io;
-use std::net::{Ipv4Addr, UdpSocket};
+use std::net::{Ipv6Addr, SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+/// The encapsulations, in the order they are printed.
+#[derive(Clone, Copy)]
+enum Kind {
+    Ipip,
+    Gue,
+    Gre,
+}
+
+/// The outer header's family.
+#[derive(Clone, Copy)]
+enum Outer {
+    V4,
+    V6,
+}
+
 #[derive(Default)]
 struct Counts {
-    ipip: AtomicU64,
-    gue: AtomicU64,
-    gre: AtomicU64,
+    /// By outer family (IPv4, IPv6), then by `Kind`.
+    good: [[AtomicU64; 3]; 2],
     bad: AtomicU64,
 }
 
-fn raw_socket(protocol: i32) -> io::Result<OwnedFd> {
+impl Counts {
+    fn count(&self, kind: Kind, outer: Outer) {
+        self.good[outer as usize][kind as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn line(&self) -> String {
+        let g = |o: usize, k: usize| self.good[o][k].load(Ordering::Relaxed);
+        format!(
+            "ipip={} gue={} gre={} ipip6={} gue6={} gre6={} bad={}",
+            g(0, 0),
+            g(0, 1),
+            g(0, 2),
+            g(1, 0),
+            g(1, 1),
+            g(1, 2),
+            self.bad.load(Ordering::Relaxed)
+        )
+    }
+}
+
+fn raw_socket(family: i32, protocol: i32) -> io::Result<OwnedFd> {
     // SAFETY: plain syscall; the result is checked.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, protocol) };
+    let fd = unsafe { libc::socket(family, libc::SOCK_RAW | libc::SOCK_CLOEXEC, protocol) };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -50,21 +87,25 @@ fn write(tun: &Tun, packet: &[u8]) {
     let _ = unsafe { libc::write(tun.raw_fd(), packet.as_ptr().cast(), packet.len()) };
 }
 
-/// One reader: each packet `recv` gets is taken apart by `inner`, counted in `count` (or
-/// in `bad` when it does not check out) and handed to the TUN. Runs on a thread of its own.
+/// What one reader does with a packet: the inner packet of an outer payload, if it checks out.
+type Inner = fn(&[u8]) -> Option<&[u8]>;
+
+/// One reader: each packet `recv` gets (with its outer family) is taken apart by `inner`,
+/// counted as `kind` (or as bad when it does not check out) and handed to the TUN. Runs on a
+/// thread of its own.
 fn pump(
-    mut recv: impl FnMut(&mut [u8]) -> io::Result<usize> + Send + 'static,
-    inner: fn(&[u8]) -> Option<&[u8]>,
+    mut recv: impl FnMut(&mut [u8]) -> io::Result<(usize, Outer)> + Send + 'static,
+    inner: Inner,
+    kind: Kind,
     tun: Arc<Tun>,
     counts: Arc<Counts>,
-    count: fn(&Counts) -> &AtomicU64,
 ) {
     std::thread::spawn(move || {
         let mut buf = vec![0u8; 65536];
-        while let Ok(n) = recv(&mut buf) {
+        while let Ok((n, outer)) = recv(&mut buf) {
             match inner(&buf[..n]) {
                 Some(p) => {
-                    count(&counts).fetch_add(1, Ordering::Relaxed);
+                    counts.count(kind, outer);
                     write(&tun, p);
                 }
                 None => {
@@ -135,43 +176,93 @@ fn gue_inner(u: &[u8]) -> Option<&[u8]> {
     u.get(4 + hlen..)
 }
 
+/// The inner packet of an IP-in-IP payload: an IPv4 or IPv6 packet (its version nibble
+/// must match the protocol it came as: 4 for IPv4, 41 for IPv6).
+fn ip_inner(version: u8) -> Inner {
+    match version {
+        4 => |p| (p.first()? >> 4 == 4).then_some(p),
+        _ => |p| (p.first()? >> 4 == 6).then_some(p),
+    }
+}
+
+/// A raw socket's reader: IPv4 raw sockets deliver the outer header, IPv6 ones do not.
+fn raw_reader(
+    outer: Outer,
+    protocol: i32,
+) -> io::Result<impl FnMut(&mut [u8]) -> io::Result<(usize, Outer)> + Send + 'static> {
+    let family = match outer {
+        Outer::V4 => libc::AF_INET,
+        Outer::V6 => libc::AF_INET6,
+    };
+    let fd = raw_socket(family, protocol)?;
+    Ok(move |b: &mut [u8]| read(&fd, b).map(|n| (n, outer)))
+}
+
+/// `UDP_NO_CHECK6_RX` (linux/udp.h; not in the libc crate).
+const UDP_NO_CHECK6_RX: libc::c_int = 102;
+
+fn accept_zero_udp6_checksum(s: &UdpSocket) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: `on` is a valid c_int for the length passed.
+    let r = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_UDP,
+            UDP_NO_CHECK6_RX,
+            (&raw const on).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Runs until killed.
 pub fn run(tun_name: &str, gue_port: u16) -> io::Result<()> {
     let tun = Arc::new(Tun::create(tun_name)?);
     let counts = Arc::new(Counts::default());
-    let ipip = raw_socket(4)?;
-    let gre = raw_socket(47)?;
-    let gue = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, gue_port))?;
+    // IPv4 outer headers: strip them first. One table of (protocol, inner, kind) per family.
+    let v4: [(i32, Inner, Kind); 3] = [
+        (4, |p| ipv4_payload(p).and_then(ip_inner(4)), Kind::Ipip),
+        (41, |p| ipv4_payload(p).and_then(ip_inner(6)), Kind::Ipip),
+        (47, |p| ipv4_payload(p).and_then(gre_inner), Kind::Gre),
+    ];
+    let v6: [(i32, Inner, Kind); 3] = [
+        (4, ip_inner(4), Kind::Ipip),
+        (41, ip_inner(6), Kind::Ipip),
+        (47, gre_inner, Kind::Gre),
+    ];
+    for (outer, table) in [(Outer::V4, v4), (Outer::V6, v6)] {
+        for (protocol, inner, kind) in table {
+            let recv = raw_reader(outer, protocol)?;
+            pump(recv, inner, kind, tun.clone(), counts.clone());
+        }
+    }
+    // One dual-stack socket (IPv4 senders appear as mapped addresses). IPVS sends GUE over
+    // IPv6 with a zero UDP checksum under --tun-nocsum (RFC 6936), which the kernel passes
+    // only to a socket that accepts it.
+    let gue = UdpSocket::bind((Ipv6Addr::UNSPECIFIED, gue_port))?;
+    accept_zero_udp6_checksum(&gue)?;
     pump(
-        move |b| read(&ipip, b),
-        ipv4_payload,
-        tun.clone(),
-        counts.clone(),
-        |c| &c.ipip,
-    );
-    pump(
-        move |b| read(&gre, b),
-        |p| ipv4_payload(p).and_then(gre_inner),
-        tun.clone(),
-        counts.clone(),
-        |c| &c.gre,
-    );
-    pump(
-        move |b| gue.recv(b),
+        move |b| {
+            gue.recv_from(b).map(|(n, from)| {
+                let v4 = match from {
+                    SocketAddr::V4(_) => true,
+                    SocketAddr::V6(a) => a.ip().to_ipv4_mapped().is_some(),
+                };
+                (n, if v4 { Outer::V4 } else { Outer::V6 })
+            })
+        },
         gue_inner,
+        Kind::Gue,
         tun,
         counts.clone(),
-        |c| &c.gue,
     );
     loop {
         std::thread::sleep(Duration::from_secs(1));
-        println!(
-            "ipip={} gue={} gre={} bad={}",
-            counts.ipip.load(Ordering::Relaxed),
-            counts.gue.load(Ordering::Relaxed),
-            counts.gre.load(Ordering::Relaxed),
-            counts.bad.load(Ordering::Relaxed)
-        );
+        println!("{}", counts.line());
     }
 }
 
@@ -201,5 +292,21 @@ mod tests {
 
         assert_eq!(gue_inner(&[0, 4, 0, 0, 5, 6]), Some(&[5, 6][..]));
         assert_eq!(gue_inner(&[0x20, 4, 0, 0, 5]), None);
+
+        // IP in IP: the inner version must be the one the protocol number says.
+        let v6_inner = [0x60, 0, 0, 0];
+        assert_eq!(ip_inner(6)(&v6_inner), Some(&v6_inner[..]));
+        assert_eq!(ip_inner(4)(&v6_inner), None);
+        assert_eq!(ip_inner(4)(&[0x45, 0]), Some(&[0x45, 0][..]));
+        assert_eq!(ip_inner(6)(&[]), None);
+    }
+
+    #[test]
+    fn counts_print_by_family() {
+        let c = Counts::default();
+        c.count(Kind::Gre, Outer::V6);
+        c.count(Kind::Ipip, Outer::V4);
+        c.count(Kind::Gue, Outer::V6);
+        assert_eq!(c.line(), "ipip=1 gue=0 gre=0 ipip6=0 gue6=1 gre6=1 bad=0");
     }
 }

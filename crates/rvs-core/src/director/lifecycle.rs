@@ -122,13 +122,16 @@ impl Director {
     }
 
     /// The flags a destination gives its connections (`dest->conn_flags`): forwarding method
-    /// (LOCALNODE when the address is ours), NOOUTPUT unless NAT, INACTIVE.
+    /// (LOCALNODE when the address is ours and the method is not NAT), NOOUTPUT unless NAT,
+    /// INACTIVE. NAT to a local real server stays NAT, as in the kernel since 2.6.37 ("ipvs:
+    /// changes for local real server"): the packet is DNATed to the real server's address
+    /// and port, then delivered locally, and its replies are SNATed back to the VIP.
     pub(super) fn dest_conn_flags(&self, d: DestId) -> u32 {
         let Some(dest) = self.table.dests.try_get(d) else {
             return flags::INACTIVE;
         };
         let mut fwd = dest.cfg.fwd.code();
-        if self.local_addrs.contains(&dest.cfg.addr) {
+        if fwd != flags::MASQ && self.local_addrs.contains(&dest.cfg.addr) {
             fwd = flags::LOCALNODE;
         }
         let mut f = fwd | flags::INACTIVE;

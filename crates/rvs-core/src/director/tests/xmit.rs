@@ -36,11 +36,28 @@ fn rewrites_per_forwarding_method() {
             }
         }
     ));
-    // A destination on a local address is LOCALNODE.
+    // NAT to a destination on a local address is still DNATed (then delivered locally by
+    // the kernel, its replies SNATed); other methods to a local address are LOCALNODE.
     let mut t = T::new();
     t.d.local_addrs.insert(ip("10.0.1.1"));
     let k = t.add_svc(svc(Protocol::Tcp, "10.0.0.1:80", "rr"));
-    t.add_dest(k, masq("10.0.1.1:80"));
+    t.add_dest(k, masq("10.0.1.1:8080"));
+    assert_eq!(
+        t.inb(tcp("1.1.1.1:1000", "10.0.0.1:80", SYN)),
+        Verdict::Forward {
+            method: FwdMethod::Masq,
+            rewrite: Rewrite::Dnat {
+                addr: ip("10.0.1.1"),
+                port: 8080
+            }
+        }
+    );
+    let mut t = T::new();
+    t.d.local_addrs.insert(ip("10.0.1.1"));
+    let k = t.add_svc(svc(Protocol::Tcp, "10.0.0.1:80", "rr"));
+    let mut d = DestConfig::new(ip("10.0.1.1"), 80);
+    d.fwd = FwdMethod::Route;
+    t.add_dest(k, d);
     assert_eq!(
         t.inb(tcp("1.1.1.1:1000", "10.0.0.1:80", SYN)),
         Verdict::Forward {
