@@ -269,8 +269,8 @@ pub enum Action {
     /// NAT of `packet[..len]`, not yet rewritten: a packet big enough that the way to the
     /// real server may be too narrow for it. The MTU is checked first (the ICMP error quotes
     /// the packet as the client sent it, to the VIP), then `rewrite` applied and the packet
-    /// sent ([`crate::xmit::Transmitter::nat_too_big`]).
-    Nat {
+    /// sent as [`Action::Nat`] ([`crate::xmit::Transmitter::nat_too_big`]).
+    NatBig {
         len: usize,
         rewrite: Rewrite,
     },
@@ -389,7 +389,7 @@ fn decide_and_rewrite(
                         NAT_UNCHECKED_LEN.1
                     } =>
             {
-                Action::Nat {
+                Action::NatBig {
                     len,
                     rewrite: *rewrite,
                 }
@@ -652,7 +652,7 @@ impl<'f> PacketPath<'f> {
     ) {
         let now = at.now;
         let action = match action {
-            Action::Nat { len, rewrite } => {
+            Action::NatBig { len, rewrite } => {
                 let Rewrite::Dnat { addr: rs, .. } = rewrite else {
                     return;
                 };
@@ -678,7 +678,7 @@ impl<'f> PacketPath<'f> {
                     return;
                 }
                 inc(&stats.forwarded);
-                Action::Send(len)
+                Action::Nat { len, dst: rs }
             }
             a => a,
         };
@@ -761,7 +761,7 @@ impl<'f> PacketPath<'f> {
                 }
             }
             (Action::Reply(len), _) => self.send_reply(len, at.forwarded, io),
-            (Action::Drop | Action::Nat { .. }, _) => Ok(()),
+            (Action::Drop | Action::NatBig { .. }, _) => Ok(()),
         };
         self.count_send(r, stats);
     }
@@ -977,7 +977,7 @@ mod tests {
         rvs_wire::fill_checksums(&mut p).unwrap();
         let before = p.clone();
         let a = process(&mut p, &mut r, &mut dnat, &stats, &Config::default());
-        assert_eq!(a, Action::Nat { len: 1400, rewrite });
+        assert_eq!(a, Action::NatBig { len: 1400, rewrite });
         assert_eq!(p, before);
         // 576 bytes and less: rewritten at once.
         let mut p = syn();
@@ -985,7 +985,13 @@ mod tests {
         p[2..4].copy_from_slice(&576u16.to_be_bytes());
         rvs_wire::fill_checksums(&mut p).unwrap();
         let a = process(&mut p, &mut r, &mut dnat, &stats, &Config::default());
-        assert_eq!(a, Action::Send(576));
+        assert_eq!(
+            a,
+            Action::Nat {
+                len: 576,
+                dst: ip("10.0.1.2")
+            }
+        );
         let info = rvs_wire::parse(&p).unwrap();
         assert_eq!((info.tuple.daddr, info.tuple.dport), (ip("10.0.1.2"), 8080));
     }

@@ -212,8 +212,8 @@ impl Transmitter {
     /// `ip_vs_nat_xmit` sends it after `__ip_vs_get_out_rt`. [`Outcome::Local`] hands it,
     /// unchanged, back to the kernel's routing: a local destination, no route rvs may use
     /// (none, or one back into the TUN), a next hop whose MAC address is not known yet (the
-    /// kernel resolves it and queues the packet meanwhile), or a packet that needs
-    /// fragmenting (the kernel's forwarding fragments it).
+    /// kernel resolves it and queues the packet meanwhile), or a packet bigger than the
+    /// way's MTU.
     pub fn nat(
         &mut self,
         packet: &mut [u8],
@@ -234,19 +234,14 @@ impl Transmitter {
         let Ok(mtu) = self.mtu(&route, now) else {
             return Outcome::Local;
         };
-        // Too big and IPv4 without DF: the kernel's forwarding fragments it.
-        let may_fragment = packet.first().is_some_and(|b| b >> 4 == 4)
-            && Ipv4Packet::new_checked(&*packet).is_ok_and(|p| !p.dont_frag());
-        if packet.len() > mtu && may_fragment {
+        // Too big: the kernel's forwarding fragments it or answers it as it always did (a
+        // DNATed packet was checked before its rewrite, `nat_too_big`, as the kernel's
+        // `ensure_mtu_is_adequate` checks it, so this is a reply towards a narrower client
+        // path).
+        if packet.len() > mtu {
             return Outcome::Local;
         }
-        let inner = match decrement_ttl(packet, reply) {
-            Ok(i) => i,
-            Err(o) => return o,
-        };
-        if packet.len() > mtu
-            && let Some(o) = too_big(packet, inner, mtu, reply)
-        {
+        if let Err(o) = decrement_ttl(packet, reply) {
             return o;
         }
         self.send_frame(route.oif, mac, packet, now)
