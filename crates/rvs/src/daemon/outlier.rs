@@ -400,6 +400,9 @@ struct Runner {
     max_percent: u32,
     /// Hosts ejected now, with the weights to give back.
     out: HashMap<Host, Saved>,
+    /// Changes between in and out per host, for the health registry (its first report of
+    /// a host is already one: down, from an implied up). Hosts ever ejected only.
+    transitions: HashMap<Host, u64>,
 }
 
 /// Start the detector thread, reading `rx` and changing weights through `socket`.
@@ -416,6 +419,7 @@ pub fn spawn_detector(
         client: None,
         counters,
         out: HashMap::new(),
+        transitions: HashMap::new(),
     };
     std::thread::Builder::new()
         .name("rvs-outlier".into())
@@ -505,6 +509,11 @@ impl Runner {
 
     fn report(&mut self, host: Host, services: &[ServiceKey], up: bool, detail: &str) {
         let at = unix_ms();
+        let transitions = {
+            let t = self.transitions.entry(host).or_default();
+            *t += 1;
+            *t
+        };
         let reports: Vec<HealthReport> = services
             .iter()
             .map(|s| HealthReport {
@@ -516,7 +525,7 @@ impl Runner {
                 up,
                 detail: detail.into(),
                 checked_at_unix_ms: at,
-                transitions: 0,
+                transitions,
             })
             .collect();
         if !reports.is_empty() {
