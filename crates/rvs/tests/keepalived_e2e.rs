@@ -296,12 +296,20 @@ fn tally(hits: &Mutex<Vec<Hit>>, from: Instant, to: Instant) -> ([usize; 3], Vec
 }
 
 fn conf() -> String {
+    conf_for(&RIPS, None)
+}
+
+/// HTTP_GET-checked `rips` on port 80, and a sorry server if given.
+fn conf_for(rips: &[&str], sorry: Option<&str>) -> String {
     let mut s = format!(
         "virtual_server {VIP} 80 {{\n    delay_loop {}\n    lb_algo rr\n    lb_kind NAT\n    \
          protocol TCP\n",
         DELAY_LOOP as f64 / 1000.0
     );
-    for a in RIPS {
+    if let Some(a) = sorry {
+        s.push_str(&format!("    sorry_server {a} 80\n"));
+    }
+    for a in rips {
         s.push_str(&format!(
             "    real_server {a} 80 {{\n        weight 1\n        HTTP_GET {{\n            url {{\n                \
              path /index.html\n                status_code 200\n            }}\n            \
@@ -604,4 +612,56 @@ fn sighup_reload_keeps_established_connections_through_the_data_plane() {
             "connection {i} (on {tag}) after the reload"
         );
     }
+}
+
+/// Issue 10, item 1: "when every real server is down the service behaves as configured: the
+/// sorry server" — through the data plane: rs1 and rs2 checked, rs3 the sorry server. Both
+/// killed: rs3 answers the VIP; rs1 back: the sorry server leaves and rs1 answers.
+#[test]
+fn every_real_server_down_sends_clients_to_the_sorry_server() {
+    if let Some(why) = skip_reason() {
+        println!("skipped: {why}");
+        return;
+    }
+    let mut bed = Bed::new("s");
+    for i in 0..3 {
+        bed.start_server(i);
+    }
+    let conf = conf_for(&RIPS[..2], Some(RIPS[2]));
+    let file = bed.dir.join("keepalived.conf");
+    std::fs::write(&file, &conf).unwrap();
+    bed.start_daemon(&file);
+    let (rs1, rs2, rs3): (IpAddr, IpAddr, IpAddr) = (
+        RIPS[0].parse().unwrap(),
+        RIPS[1].parse().unwrap(),
+        RIPS[2].parse().unwrap(),
+    );
+    bed.wait_dests("start-up", Duration::from_secs(10), |d| d == [rs1, rs2]);
+    let ns = bed.ns[0].clone();
+    let answers = move || {
+        let ns = ns.clone();
+        in_ns(&ns, || (0..4).map(|_| get()).collect::<Vec<_>>())
+    };
+    assert!(answers().iter().all(|r| matches!(r, Ok(1 | 2))));
+
+    bed.kill_server(0);
+    bed.kill_server(1);
+    let t = Instant::now();
+    bed.wait_dests("sorry server in", Duration::from_secs(15), |d| d == [rs3]);
+    println!(
+        "rs1 and rs2 killed: the sorry server alone in the table after {} ms",
+        t.elapsed().as_millis()
+    );
+    let r = answers();
+    assert!(
+        r.iter().all(|r| r == &Ok(3)),
+        "the sorry server answers: {r:?}"
+    );
+
+    bed.start_server(0);
+    bed.wait_dests("rs1 back, sorry server out", Duration::from_secs(15), |d| {
+        d == [rs1]
+    });
+    let r = answers();
+    assert!(r.iter().all(|r| r == &Ok(1)), "rs1 answers again: {r:?}");
 }
