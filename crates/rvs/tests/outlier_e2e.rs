@@ -178,16 +178,19 @@ impl Bed {
         });
     }
 
-    fn start_daemon(&mut self) {
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.ns[0], BIN, "daemon", "--socket"])
+    fn start_daemon(&mut self, detection: bool) {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.ns[0], BIN, "daemon", "--socket"])
             .arg(self.sock())
             .arg("--state")
-            .arg(self.dir.join("state.json"))
-            .arg(format!(
+            .arg(self.dir.join("state.json"));
+        if detection {
+            cmd.arg(format!(
                 "--outlier-detection=consecutive={CONSECUTIVE},interval=10s,base-ejection={}s",
                 BASE_EJECTION.as_secs()
-            ))
+            ));
+        }
+        let child = cmd
             .args(["--metrics-address", METRICS])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -317,7 +320,7 @@ fn refusing_real_server_is_ejected_before_any_active_check_and_healthy_ones_stay
             bed.start_server(i);
         }
     }
-    bed.start_daemon();
+    bed.start_daemon(true);
     let key = ServiceKey::Addr {
         protocol: Protocol::Tcp,
         addr: VIP.parse().unwrap(),
@@ -421,7 +424,17 @@ fn refusing_real_server_is_ejected_before_any_active_check_and_healthy_ones_stay
         "rs3 ejected again {} ms after its return",
         (again - back).as_millis()
     );
-    let health = Client::connect(&bed.sock()).unwrap().health().unwrap();
+    // The health report follows the weight change (two requests): wait for it.
+    let polled = Instant::now();
+    let health = loop {
+        let h = Client::connect(&bed.sock()).unwrap().health().unwrap();
+        if h.iter().any(|h| h.detail.contains("ejection 2"))
+            || polled.elapsed() > Duration::from_secs(2)
+        {
+            break h;
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
     let outlier: Vec<_> = health.iter().filter(|h| h.source == "outlier").collect();
     assert_eq!(outlier.len(), 1, "only rs3 was ever ejected: {outlier:#?}");
     assert_eq!(outlier[0].addr, RIPS[BAD].parse::<IpAddr>().unwrap());
@@ -479,4 +492,33 @@ fn refusing_real_server_is_ejected_before_any_active_check_and_healthy_ones_stay
         &[1, 1],
         "the healthy two kept their weight"
     );
+
+    // Stopped while rs3 is out: its weight 0 is in the journal, and the weight to give
+    // back in STATE.outlier; started again (detection off), the daemon gives it back.
+    bed.stop.store(true, Ordering::SeqCst);
+    for t in bed.load.drain(..) {
+        let _ = t.join();
+    }
+    let leftovers = bed.dir.join("state.json.outlier");
+    assert!(leftovers.exists());
+    let mut d = bed.daemon.take().unwrap();
+    // SAFETY: a signal to the daemon this test started.
+    assert_eq!(unsafe { libc::kill(d.id() as i32, libc::SIGTERM) }, 0);
+    assert!(d.wait().unwrap().success());
+    bed.start_daemon(false);
+    let t = Instant::now();
+    bed.wait_weights(
+        "rs3 given back after a restart",
+        Duration::from_secs(10),
+        |w| w == &[1, 1, 1],
+    );
+    println!(
+        "restarted while rs3 was out: its weight given back {} ms after the daemon answered",
+        t.elapsed().as_millis()
+    );
+    let gone = Instant::now();
+    while leftovers.exists() {
+        assert!(gone.elapsed() < Duration::from_secs(5), "leftovers kept");
+        thread::sleep(Duration::from_millis(20));
+    }
 }

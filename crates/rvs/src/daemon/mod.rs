@@ -525,9 +525,19 @@ pub fn run(opts: DaemonOpts) -> Result<(), String> {
         Some(file) => Some(rvs_health::driver::spawn(file, &opts.socket)?),
         None => None,
     };
-    if let (Some(o), Some(rx), Some(c)) = (&opts.outlier, signals, outlier_counters) {
-        outlier::spawn_detector(o.clone(), rx, c, opts.socket.clone())?;
-    }
+    let detection = match (&opts.outlier, signals, outlier_counters) {
+        (Some(o), Some(signals), Some(counters)) => Some(outlier::Detection {
+            opts: o.clone(),
+            signals,
+            counters,
+        }),
+        _ => None,
+    };
+    outlier::spawn_detector(
+        detection,
+        with_suffix(&opts.state, ".outlier"),
+        opts.socket.clone(),
+    )?;
     install_signal_thread(
         shared.clone(),
         opts.socket.clone(),

@@ -18,6 +18,10 @@
 //!   report (source `outlier`) says why; at the end of the ejection the weight it had is
 //!   given back, unless it was changed meanwhile or another checker says it is down.
 //!
+//! An ejection is an ordinary journaled change, so it would outlive a daemon stopped
+//! while a host is out: the weights to give back are kept in `STATE.outlier` too, and
+//! given back when the daemon starts again, with the detector on or off.
+//!
 //! Rules (Envoy's): `consecutive` failures with no success between them, within
 //! `interval` of the first, eject the host for `base_ejection` x (times it was ejected),
 //! capped by `max_ejection`; in each service, no more than `max_percent` of its real servers
@@ -30,7 +34,7 @@ use rvs_ctl::protocol::Counter;
 use rvs_ctl::{Client, HealthReport};
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
@@ -391,8 +395,19 @@ impl Detector {
 /// What an ejection changed: the weights to give back, per service.
 type Saved = Vec<(ServiceKey, i32)>;
 
+/// One weight an ejection took, as kept in the leftovers file.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct Taken {
+    service: ServiceKey,
+    addr: IpAddr,
+    port: u16,
+    weight: i32,
+}
+
 /// The detector thread: its counts, and the control client it changes weights with.
 struct Runner {
+    /// Where the weights to give back are kept across a restart.
+    leftovers: PathBuf,
     detector: Detector,
     socket: PathBuf,
     client: Option<Client>,
@@ -405,14 +420,30 @@ struct Runner {
     transitions: HashMap<Host, u64>,
 }
 
-/// Start the detector thread, reading `rx` and changing weights through `socket`.
+/// What the detector thread needs when detection is on.
+pub struct Detection {
+    pub opts: OutlierOpts,
+    pub signals: Receiver<Signal>,
+    pub counters: Arc<Counters>,
+}
+
+/// Start the detector thread: it first gives back the weights a previous run's ejections
+/// took (`leftovers`, if that file exists), then, with `detection`, reads the signals and
+/// changes weights through `socket`; without, it ends there.
 pub fn spawn_detector(
-    opts: OutlierOpts,
-    rx: Receiver<Signal>,
-    counters: Arc<Counters>,
+    detection: Option<Detection>,
+    leftovers: PathBuf,
     socket: PathBuf,
 ) -> Result<(), String> {
+    if detection.is_none() && !leftovers.exists() {
+        return Ok(());
+    }
+    let (opts, rx, counters) = match detection {
+        Some(d) => (d.opts, Some(d.signals), d.counters),
+        None => (OutlierOpts::default(), None, Arc::default()),
+    };
     let mut r = Runner {
+        leftovers,
         max_percent: opts.max_percent,
         detector: Detector::new(opts),
         socket,
@@ -423,9 +454,27 @@ pub fn spawn_detector(
     };
     std::thread::Builder::new()
         .name("rvs-outlier".into())
-        .spawn(move || r.run(rx))
+        .spawn(move || {
+            r.give_back_leftovers();
+            if let Some(rx) = rx {
+                r.run(rx);
+            }
+        })
         .map(|_| ())
         .map_err(|e| format!("cannot start the outlier detector: {e}"))
+}
+
+fn read_leftovers(path: &Path) -> Vec<Taken> {
+    match std::fs::read(path) {
+        Ok(b) => serde_json::from_slice(&b).unwrap_or_else(|e| {
+            eprintln!(
+                "rvs daemon: outlier detector: {} is not readable ({e}); ignored",
+                path.display()
+            );
+            Vec::new()
+        }),
+        Err(_) => Vec::new(),
+    }
 }
 
 fn unix_ms() -> u64 {
@@ -476,6 +525,88 @@ impl Runner {
             let made = self.eject(&e);
             self.detector.ejected(&e, made, Instant::now());
         }
+    }
+
+    /// Keep the weights to give back in the leftovers file (removed when none).
+    fn save_leftovers(&self) {
+        let taken: Vec<Taken> = self
+            .out
+            .iter()
+            .flat_map(|(h, saved)| {
+                saved.iter().map(|(k, w)| Taken {
+                    service: *k,
+                    addr: h.addr,
+                    port: h.port,
+                    weight: *w,
+                })
+            })
+            .collect();
+        let r = if taken.is_empty() {
+            match std::fs::remove_file(&self.leftovers) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            }
+        } else {
+            serde_json::to_vec(&taken)
+                .map_err(std::io::Error::other)
+                .and_then(|b| crate::persist::write_atomic(&self.leftovers, &b, true))
+        };
+        if let Err(e) = r {
+            eprintln!(
+                "rvs daemon: outlier detector: cannot write {}: {e}",
+                self.leftovers.display()
+            );
+        }
+    }
+
+    /// At start: give back what a previous run's ejections took, where the weight is
+    /// still 0. The daemon is answering (the socket is bound before this thread starts);
+    /// tried for up to 10 s.
+    fn give_back_leftovers(&mut self) {
+        let taken = read_leftovers(&self.leftovers);
+        if taken.is_empty() {
+            let _ = std::fs::remove_file(&self.leftovers);
+            return;
+        }
+        let began = Instant::now();
+        let snap = loop {
+            match self.with_client(|c| c.snapshot()) {
+                Some(s) => break s,
+                None if began.elapsed() < Duration::from_secs(10) => {
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                None => return,
+            }
+        };
+        let ops: Vec<Op> = taken
+            .iter()
+            .filter_map(|t| {
+                let d = snap
+                    .services
+                    .iter()
+                    .find(|s| s.cfg.key == t.service)?
+                    .dests
+                    .iter()
+                    .find(|d| d.cfg.addr == t.addr && d.cfg.port == t.port)?;
+                (d.cfg.weight == 0).then(|| {
+                    Op::EditDest(
+                        t.service,
+                        DestConfig {
+                            weight: t.weight,
+                            ..d.cfg.clone()
+                        },
+                    )
+                })
+            })
+            .collect();
+        if !ops.is_empty() && self.with_client(|c| c.apply_each(&ops)).is_none() {
+            return;
+        }
+        eprintln!(
+            "rvs daemon: outlier detector: gave back {} weights an earlier run's ejections took",
+            ops.len()
+        );
+        self.save_leftovers();
     }
 
     fn client(&mut self) -> Option<&mut Client> {
@@ -581,15 +712,25 @@ impl Runner {
         if ops.is_empty() {
             return false;
         }
-        let Some(results) = self.with_client(|c| c.apply_each(&ops)) else {
-            return false;
-        };
+        // The weights to give back are on disk before they are taken: a daemon stopped in
+        // between gives back at most a weight it never took (edited only where still 0).
+        self.out.insert(e.host, saved.clone());
+        self.save_leftovers();
+        let results = self.with_client(|c| c.apply_each(&ops)).unwrap_or_default();
         let saved: Saved = saved
             .into_iter()
             .zip(&results)
             .filter(|(_, r)| r.is_ok())
             .map(|(s, _)| s)
             .collect();
+        if saved.len() != ops.len() {
+            if saved.is_empty() {
+                self.out.remove(&e.host);
+            } else {
+                self.out.insert(e.host, saved.clone());
+            }
+            self.save_leftovers();
+        }
         if saved.is_empty() {
             return false;
         }
@@ -598,7 +739,6 @@ impl Runner {
             "rvs daemon: outlier detector: {}:{} {}",
             e.host.addr, e.host.port, e.reason
         );
-        self.out.insert(e.host, saved);
         self.counters.ejections.fetch_add(1, Ordering::Relaxed);
         self.counters
             .ejected
@@ -659,6 +799,7 @@ impl Runner {
         if !ops.is_empty() {
             self.with_client(|c| c.apply_each(&ops));
         }
+        self.save_leftovers();
         self.counters.restorations.fetch_add(1, Ordering::Relaxed);
         eprintln!(
             "rvs daemon: outlier detector: {}:{} back in rotation",
