@@ -584,10 +584,15 @@ fn stats_table(r: &protocol::StatsReport) -> String {
         .engine
         .iter()
         .chain(&r.director)
+        .chain(&r.outlier)
         .map(|c| c.name.len())
         .max()
         .unwrap_or(0);
-    for (title, counters) in [("engine", &r.engine), ("director", &r.director)] {
+    for (title, counters) in [
+        ("engine", &r.engine),
+        ("director", &r.director),
+        ("outlier detection", &r.outlier),
+    ] {
         if counters.is_empty() {
             continue;
         }

@@ -8,7 +8,10 @@
 //! * [`signal`] (pure) reads a decided packet: through NAT, a real server's reply passes the
 //!   director, so a TCP RST from a real server is a failure, its SYN-ACK a success (it
 //!   accepted a connection), and an ICMP destination unreachable about a packet sent to it
-//!   a failure. DR and tunnel replies do not pass rvs and give no signal.
+//!   a failure. DR and tunnel replies do not pass rvs and give no signal. UDP and SCTP
+//!   have no success signal: for them a run is `consecutive` unreachables within
+//!   `interval`. A server that drops SYNs silently (no RST, no ICMP) is left to the
+//!   active checks: retransmitted SYNs are not counted.
 //! * [`Sensor`] (one per packet worker, a clone) sends such signals on a bounded channel;
 //!   when the channel is full the signal is counted and dropped, never waited for.
 //! * The detector thread ([`spawn_detector`]) keeps the per-host counts ([`Detector`],
