@@ -517,7 +517,15 @@ fn sighup_reload_keeps_established_connections_through_the_data_plane() {
         let to: SocketAddr = format!("{VIP}:9000").parse().unwrap();
         let mut conns: Vec<std::io::BufReader<TcpStream>> = (0..2)
             .map(|_| {
-                let s = TcpStream::connect_timeout(&to, Duration::from_secs(2)).expect("connect");
+                // Retried a while: the first connections may race the VIP's routing.
+                let t = Instant::now();
+                let s = loop {
+                    match TcpStream::connect_timeout(&to, Duration::from_secs(2)) {
+                        Ok(s) => break s,
+                        Err(e) if t.elapsed() > Duration::from_secs(5) => panic!("connect: {e}"),
+                        Err(_) => thread::sleep(Duration::from_millis(100)),
+                    }
+                };
                 s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
                 std::io::BufReader::new(s)
             })
@@ -642,7 +650,20 @@ fn every_real_server_down_sends_clients_to_the_sorry_server() {
         let ns = ns.clone();
         in_ns(&ns, || (0..4).map(|_| get()).collect::<Vec<_>>())
     };
-    assert!(answers().iter().all(|r| matches!(r, Ok(1 | 2))));
+    // The first requests may race the VIP's routing being set up (the other test lets the
+    // checkers settle first): wait for the two real servers to answer.
+    let t = Instant::now();
+    loop {
+        let r = answers();
+        if r.iter().all(|r| matches!(r, Ok(1 | 2))) {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "before the kill: {r:?}"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
 
     bed.kill_server(0);
     bed.kill_server(1);
