@@ -387,7 +387,7 @@ impl Decider for PacketDecider {
             Verdict::Accept => d.inbound(info, now),
             v => v,
         });
-        if let Some(s) = &self.1 {
+        if let Some(s) = &mut self.1 {
             s.observe(info, &v);
         }
         v

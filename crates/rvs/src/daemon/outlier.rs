@@ -10,8 +10,9 @@
 //!   accepted a connection), and an ICMP destination unreachable about a packet sent to it
 //!   a failure. DR and tunnel replies do not pass rvs and give no signal. UDP and SCTP
 //!   have no success signal: for them a run is `consecutive` unreachables within
-//!   `interval`. A server that drops SYNs silently (no RST, no ICMP) is left to the
-//!   active checks: retransmitted SYNs are not counted.
+//!   `interval`. A server that does not answer at all (no RST, no ICMP: gone from the
+//!   network) shows as clients sending their SYN again: [`SynWatch`] notices a client SYN
+//!   forwarded again after [`SYN_RETRY_AFTER`], a failure too.
 //! * [`Sensor`] (one per packet worker, a clone) sends such signals on a bounded channel;
 //!   when the channel is full the signal is counted and dropped, never waited for.
 //! * The detector thread ([`spawn_detector`]) keeps the per-host counts ([`Detector`],
@@ -151,6 +152,8 @@ pub enum SignalKind {
     Reset,
     /// A packet to it came back as destination unreachable.
     Unreachable,
+    /// A client sent its SYN to it again: the first went unanswered.
+    Unanswered,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -233,18 +236,104 @@ impl Counters {
     }
 }
 
-/// The packet path's end: cloned into every packet worker.
+/// A client SYN sent again this long after the first is a retransmission (Linux resends
+/// after 1 s).
+pub const SYN_RETRY_AFTER: Duration = Duration::from_millis(500);
+/// Attempts are forgotten this long after their first SYN.
+const SYN_FORGET: Duration = Duration::from_secs(10);
+/// Most attempts one worker watches; beyond, new ones are not watched until old ones are
+/// forgotten (a SYN flood must not grow it).
+const SYN_WATCH_MAX: usize = 65_536;
+
+/// (client address, client port, real server address, real server port).
+type SynKey = (IpAddr, u16, IpAddr, u16);
+
+/// The connection attempts one packet worker forwarded through NAT, to notice a client
+/// sending its SYN again. Pure: time passed in.
+#[derive(Clone, Debug, Default)]
+pub struct SynWatch {
+    /// When the attempt's first SYN went by, and whether its retransmission was signalled.
+    seen: HashMap<SynKey, (Instant, bool)>,
+    last_prune: Option<Instant>,
+}
+
+impl SynWatch {
+    /// A client SYN forwarded to `rs:port`: the real server, if this is the attempt's
+    /// first retransmission.
+    pub fn syn(&mut self, info: &PacketInfo, rs: IpAddr, port: u16, now: Instant) -> Option<Host> {
+        if self
+            .last_prune
+            .is_none_or(|p| now.duration_since(p) >= Duration::from_secs(1))
+        {
+            self.seen
+                .retain(|_, (first, _)| now.duration_since(*first) < SYN_FORGET);
+            self.last_prune = Some(now);
+        }
+        let key = (info.tuple.saddr, info.tuple.sport, rs, port);
+        match self.seen.get_mut(&key) {
+            Some((first, signalled)) => {
+                if *signalled || now.duration_since(*first) < SYN_RETRY_AFTER {
+                    return None;
+                }
+                *signalled = true;
+                Some(Host {
+                    protocol: 6,
+                    addr: rs,
+                    port,
+                })
+            }
+            None => {
+                if self.seen.len() < SYN_WATCH_MAX {
+                    self.seen.insert(key, (now, false));
+                }
+                None
+            }
+        }
+    }
+}
+
+/// A client's SYN (no other flag) forwarded to a NAT real server: where to.
+fn client_syn(info: &PacketInfo, verdict: &Verdict) -> Option<(IpAddr, u16)> {
+    let Verdict::Forward {
+        rewrite: Rewrite::Dnat { addr, port },
+        ..
+    } = verdict
+    else {
+        return None;
+    };
+    let flags = tcp_flags::SYN | tcp_flags::ACK | tcp_flags::RST | tcp_flags::FIN;
+    (info.tuple.protocol == 6
+        && info.icmp.is_none()
+        && !info.is_fragment
+        && info.l4.tcp_flags & flags == tcp_flags::SYN)
+        .then_some((*addr, *port))
+}
+
+/// The packet path's end: cloned into every packet worker (each with its own
+/// [`SynWatch`]).
 #[derive(Clone)]
 pub struct Sensor {
     tx: SyncSender<Signal>,
     counters: Arc<Counters>,
+    syns: SynWatch,
 }
 
 impl Sensor {
-    /// Called after each decision; costs a few compares unless the packet is a signal.
+    /// Called after each decision; costs a few compares unless the packet is a signal or
+    /// a client SYN (a map lookup, once per connection attempt).
     #[inline]
-    pub fn observe(&self, info: &PacketInfo, verdict: &Verdict) {
-        if let Some(s) = signal(info, verdict) {
+    pub fn observe(&mut self, info: &PacketInfo, verdict: &Verdict) {
+        let s = match client_syn(info, verdict) {
+            Some((rs, port)) => self
+                .syns
+                .syn(info, rs, port, Instant::now())
+                .map(|host| Signal {
+                    host,
+                    kind: SignalKind::Unanswered,
+                }),
+            None => signal(info, verdict),
+        };
+        if let Some(s) = s {
             match self.tx.try_send(s) {
                 Ok(()) => {}
                 Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
@@ -260,7 +349,14 @@ impl Sensor {
 /// The sensor for the packet workers, and the receiving end for [`spawn_detector`].
 pub fn channel(counters: Arc<Counters>) -> (Sensor, Receiver<Signal>) {
     let (tx, rx) = std::sync::mpsc::sync_channel(CHANNEL);
-    (Sensor { tx, counters }, rx)
+    (
+        Sensor {
+            tx,
+            counters,
+            syns: SynWatch::default(),
+        },
+        rx,
+    )
 }
 
 #[derive(Debug, Default)]
@@ -338,6 +434,7 @@ impl Detector {
                 h.run,
                 match s.kind {
                     SignalKind::Reset => "connection reset",
+                    SignalKind::Unanswered => "connection attempt not answered",
                     _ => "destination unreachable",
                 }
             ),
@@ -552,7 +649,9 @@ impl Runner {
         } else {
             serde_json::to_vec(&taken)
                 .map_err(std::io::Error::other)
-                .and_then(|b| crate::persist::write_atomic(&self.leftovers, &b, true))
+                // Renamed into place, not synced: it is there after the daemon's end,
+                // which is what it is for, and an ejection does not wait for a disk.
+                .and_then(|b| crate::persist::write_atomic(&self.leftovers, &b, false))
         };
         if let Err(e) = r {
             eprintln!(
@@ -902,6 +1001,45 @@ mod tests {
         );
         icmp.icmp.as_mut().unwrap().icmp_code = 4;
         assert_eq!(signal(&icmp, &snat()), None);
+    }
+
+    #[test]
+    fn a_client_syn_sent_again_is_an_unanswered_attempt() {
+        use tcp_flags::*;
+        let mut syn = reply(SYN);
+        (syn.tuple.saddr, syn.tuple.sport) = (ip("10.0.0.9"), 40000);
+        (syn.tuple.daddr, syn.tuple.dport) = (ip("10.0.0.1"), 80);
+        let dnat = Verdict::Forward {
+            method: FwdMethod::Masq,
+            rewrite: Rewrite::Dnat {
+                addr: RS.addr,
+                port: 80,
+            },
+        };
+        assert_eq!(client_syn(&syn, &dnat), Some((RS.addr, 80)));
+        assert_eq!(client_syn(&reply(SYN | ACK), &dnat), None);
+        assert_eq!(client_syn(&syn, &snat()), None);
+
+        let mut w = SynWatch::default();
+        let t = Instant::now();
+        assert_eq!(w.syn(&syn, RS.addr, 80, t), None);
+        // A duplicate right away is not a retransmission.
+        assert_eq!(
+            w.syn(&syn, RS.addr, 80, t + Duration::from_millis(10)),
+            None
+        );
+        assert_eq!(
+            w.syn(&syn, RS.addr, 80, t + Duration::from_secs(1)),
+            Some(RS)
+        );
+        // Once per attempt.
+        assert_eq!(w.syn(&syn, RS.addr, 80, t + Duration::from_secs(3)), None);
+        // Another client port is another attempt; old attempts are forgotten.
+        let mut other = syn;
+        other.tuple.sport = 40001;
+        assert_eq!(w.syn(&other, RS.addr, 80, t + Duration::from_secs(3)), None);
+        w.syn(&other, RS.addr, 80, t + Duration::from_secs(12));
+        assert_eq!(w.seen.len(), 1);
     }
 
     fn opts() -> OutlierOpts {
