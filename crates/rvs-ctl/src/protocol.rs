@@ -268,6 +268,29 @@ pub struct StatsReport {
     /// The director's own counters (drops by reason) and its connection table's.
     pub director: Vec<Counter>,
     pub conns: ConnTableUsage,
+    /// How long the daemon took to make changes (absent from an older daemon).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub apply_latency: Option<LatencyHistogram>,
+    /// The passive outlier detector's counters (empty when it is off).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outlier: Vec<Counter>,
+}
+
+/// A latency histogram in microseconds. `counts[i]` counts the observations at most
+/// `bounds_us[i]` (and over the bound before); `counts` has one more entry, for those
+/// over every bound. Not cumulative.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LatencyHistogram {
+    pub bounds_us: Vec<u64>,
+    pub counts: Vec<u64>,
+    pub sum_us: u64,
+}
+
+impl LatencyHistogram {
+    /// Observations in all.
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
 }
 
 impl StatsReport {
@@ -579,6 +602,8 @@ mod tests {
                 entries: 3,
                 limit: 10,
             },
+            apply_latency: None,
+            outlier: Vec::new(),
         };
         let r = Response::data(Payload::Stats {
             stats: report.clone(),

@@ -538,6 +538,8 @@ fn stats_and_ping_health() {
             entries: 2,
             limit: 100,
         },
+        apply_latency: None,
+        outlier: Vec::new(),
     };
     let (sent_health, sent_report) = (health.clone(), report.clone());
     let (path, h) = serve(&dir, move |p| {

@@ -475,8 +475,8 @@ async fn dns(d: &DnsCheck, spec: &CheckSpec) -> CheckResult {
     }
 }
 
-/// MISC_CHECK: `/bin/sh -c misc_path`, killed after misc_timeout (the virtual server's
-/// delay_loop by default). Exit 0 is up; with misc_dynamic the exit code goes to the
+/// MISC_CHECK: `/bin/sh -c misc_path` (as `user` when given), killed after misc_timeout
+/// (the virtual server's delay_loop by default). Exit 0 is up; with misc_dynamic the exit code goes to the
 /// state machine, which reads 1 as down and 2..=255 as up with weight code - 2.
 async fn misc(m: &MiscCheck, spec: &CheckSpec) -> CheckResult {
     let timeout = Duration::from_millis(m.timeout.unwrap_or(spec.vs_delay_loop).0.max(1));
@@ -487,6 +487,10 @@ async fn misc(m: &MiscCheck, spec: &CheckSpec) -> CheckResult {
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .kill_on_drop(true);
+    if let Some(r) = &m.run_as {
+        // std drops the supplementary groups when it changes the uid, as keepalived does.
+        cmd.uid(r.uid).gid(r.gid);
+    }
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => return CheckResult::down(format!("spawn: {e}")),

@@ -174,7 +174,7 @@ fn misc(path: &str, dynamic: bool, timeout_ms: u64) -> CheckSpec {
             path: path.into(),
             timeout: Some(Ms(timeout_ms)),
             dynamic,
-            user: None,
+            run_as: None,
         }),
         "127.0.0.1:1".parse().unwrap(),
         1000,
@@ -200,6 +200,29 @@ async fn misc_check_exit_codes_and_timeout() {
     let t = std::time::Instant::now();
     assert_down(&checks::run(&misc("sleep 5", false, 200)).await, "timeout");
     assert!(t.elapsed() < std::time::Duration::from_secs(2));
+}
+
+#[tokio::test]
+async fn misc_check_runs_as_its_user() {
+    // SAFETY: trivial libc call.
+    if unsafe { libc::geteuid() } != 0 {
+        println!("skipped: not root (cannot change user)");
+        return;
+    }
+    let Some(nobody) = rvs_health::conf::RunAs::resolve("nobody", None) else {
+        println!("skipped: no user nobody");
+        return;
+    };
+    let script = format!(
+        "test \"$(id -u)\" = {} && test \"$(id -g)\" = {}",
+        nobody.uid, nobody.gid
+    );
+    assert_down(&checks::run(&misc(&script, false, 2000)).await, "exit 1");
+    let mut spec = misc(&script, false, 2000);
+    if let CheckKind::Misc(m) = &mut spec.kind {
+        m.run_as = Some(nobody);
+    }
+    assert_eq!(checks::run(&spec).await.outcome, Outcome::Success);
 }
 
 #[tokio::test]

@@ -9,14 +9,15 @@
 //! `/proc/net/ip_vs` prints it) and empty otherwise, `proto` `TCP`, `UDP`, `SCTP` or `FWM`.
 
 use crate::view::Scrape;
-use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use rvs_core::ServiceKey;
-use rvs_ctl::protocol::DataPlaneState;
+use rvs_ctl::protocol::{DataPlaneState, LatencyHistogram};
 use std::net::IpAddr;
 use std::sync::atomic::AtomicU64;
 
@@ -110,7 +111,58 @@ pub struct StateLabel {
     pub state: String,
 }
 
+/// A service's labels and its scheduler.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SchedulerLabels {
+    pub local_address: String,
+    pub local_port: String,
+    pub proto: String,
+    pub local_mark: String,
+    pub scheduler: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabel {
+    pub source: String,
+}
+
 type F64Gauge = Gauge<f64, AtomicU64>;
+
+/// A histogram the daemon already bucketed (prometheus-client's own `Histogram` only
+/// takes observations one by one).
+#[derive(Debug)]
+struct Bucketed {
+    /// Seconds.
+    sum: f64,
+    count: u64,
+    /// (upper bound in seconds, count in that bucket), the last one `+Inf`.
+    buckets: Vec<(f64, u64)>,
+}
+
+impl Bucketed {
+    fn of_us(h: &LatencyHistogram) -> Bucketed {
+        let bounds = h
+            .bounds_us
+            .iter()
+            .map(|&us| us as f64 / 1e6)
+            .chain([f64::INFINITY]);
+        Bucketed {
+            sum: h.sum_us as f64 / 1e6,
+            count: h.count(),
+            buckets: bounds.zip(h.counts.iter().copied()).collect(),
+        }
+    }
+}
+
+impl EncodeMetric for Bucketed {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        encoder.encode_histogram::<NoLabelSet>(self.sum, self.count, &self.buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
 
 /// Engine counters that count packets the engine did not send on, and the reason label
 /// each gets in `rvs_packets_dropped_total` (`director`: the director's verdict, itself
@@ -232,9 +284,19 @@ pub fn render(s: &Scrape) -> String {
     let s_outpkts = Family::<ServiceLabels, Counter>::default();
     let s_inbytes = Family::<ServiceLabels, Counter>::default();
     let s_outbytes = Family::<ServiceLabels, Counter>::default();
+    let decisions = Family::<SchedulerLabels, Counter>::default();
     let mut backends = 0;
     for svc in &snap.services {
         let sl = ServiceLabels::of(&svc.cfg.key);
+        decisions
+            .get_or_create(&SchedulerLabels {
+                local_address: sl.local_address.clone(),
+                local_port: sl.local_port.clone(),
+                proto: sl.proto.clone(),
+                local_mark: sl.local_mark.clone(),
+                scheduler: svc.cfg.scheduler.clone(),
+            })
+            .inc_by(svc.stats.conns);
         s_conns.get_or_create(&sl).inc_by(svc.stats.conns);
         s_inpkts.get_or_create(&sl).inc_by(svc.stats.inpkts);
         s_outpkts.get_or_create(&sl).inc_by(svc.stats.outpkts);
@@ -327,6 +389,12 @@ pub fn render(s: &Scrape) -> String {
         s_conns,
     );
     r.register(
+        "rvs_scheduling_decisions",
+        "New connections the service's scheduler placed on a backend, by service and \
+         scheduler (sum by scheduler for per-scheduler figures)",
+        decisions,
+    );
+    r.register(
         "rvs_service_incoming_packets",
         "Incoming packets of the service",
         s_inpkts,
@@ -350,7 +418,13 @@ pub fn render(s: &Scrape) -> String {
     let up = Family::<HealthLabels, Gauge>::default();
     let transitions = Family::<HealthLabels, Counter>::default();
     let checked = Family::<HealthLabels, F64Gauge>::default();
+    let by_source = Family::<SourceLabel, Counter>::default();
     for h in &s.health {
+        by_source
+            .get_or_create(&SourceLabel {
+                source: h.source.clone(),
+            })
+            .inc_by(h.transitions);
         let b = BackendLabels::of(&h.service, h.addr, h.port);
         let l = HealthLabels {
             local_address: b.local_address,
@@ -377,6 +451,11 @@ pub fn render(s: &Scrape) -> String {
         "rvs_backend_health_transitions",
         "Changes between up and down the checker has seen",
         transitions,
+    );
+    r.register(
+        "rvs_health_transitions",
+        "Changes between up and down over every backend, by checker source",
+        by_source,
     );
     r.register(
         "rvs_backend_health_checked_timestamp_seconds",
@@ -439,6 +518,34 @@ pub fn render(s: &Scrape) -> String {
         "Restarts of the packet engine since the daemon started",
         st.dataplane.restarts,
     );
+    if let Some(h) = &st.apply_latency {
+        r.register(
+            "rvs_control_apply_seconds",
+            "How long the daemon took to make a change, from the request to the answer \
+             (made, journaled on disk, routed)",
+            Bucketed::of_us(h),
+        );
+    }
+    if !st.outlier.is_empty() {
+        let (now, events): (Vec<_>, Vec<_>) = st
+            .outlier
+            .iter()
+            .cloned()
+            .partition(|c| c.name == "ejected");
+        r.register(
+            "rvs_outlier_events",
+            "The passive outlier detector's counters by name (signals, signals_dropped, \
+             ejections, restorations, held_back)",
+            by_name(&events),
+        );
+        gauge(
+            &mut r,
+            "rvs_outlier_ejected_backends",
+            "Backends the outlier detector holds out of rotation now",
+            now.first()
+                .map_or(0, |c| i64::try_from(c.value).unwrap_or(i64::MAX)),
+        );
+    }
 
     let mut out = String::new();
     // Writing into a String cannot fail.
@@ -466,7 +573,9 @@ pub(crate) mod tests {
     use super::*;
     use rvs_core::{Af, DestConfig, Op, Protocol, ServiceConfig, Table, Time};
     use rvs_ctl::HealthReport;
-    use rvs_ctl::protocol::{ConnTableUsage, Counter as Named, DataPlaneHealth, StatsReport};
+    use rvs_ctl::protocol::{
+        ConnTableUsage, Counter as Named, DataPlaneHealth, LatencyHistogram, StatsReport,
+    };
     use std::collections::BTreeMap;
 
     fn tcp80() -> ServiceKey {
@@ -520,6 +629,7 @@ pub(crate) mod tests {
         snapshot.stats.inbytes = 4400;
         snapshot.stats.outbytes = 5500;
         for s in &mut snapshot.services {
+            s.stats.conns = 40;
             for d in &mut s.dests {
                 let last = match d.cfg.addr {
                     IpAddr::V4(a) => u32::from(a.octets()[3]),
@@ -556,6 +666,16 @@ pub(crate) mod tests {
                     entries: 17,
                     limit: 1000,
                 },
+                apply_latency: Some(LatencyHistogram {
+                    bounds_us: vec![1_000, 10_000],
+                    counts: vec![2, 1, 1],
+                    sum_us: 1_525_000,
+                }),
+                outlier: vec![
+                    Named::new("signals", 9),
+                    Named::new("ejections", 2),
+                    Named::new("ejected", 1),
+                ],
             },
             health: vec![HealthReport {
                 service: tcp80(),
@@ -714,6 +834,26 @@ pub(crate) mod tests {
         assert_eq!(get("rvs_dataplane_restarts_total"), "2");
         let b = backend("10.0.0.1", 80, "10.0.1.2", 8080, "TCP", "");
         assert_eq!(get(&format!("rvs_backend_connections_total{b}")), "2000");
+        assert_eq!(
+            get(
+                "rvs_scheduling_decisions_total{local_address=\"10.0.0.1\",local_port=\"80\",\
+                 proto=\"TCP\",local_mark=\"\",scheduler=\"wlc\"}"
+            ),
+            "40"
+        );
+        assert_eq!(
+            get("rvs_health_transitions_total{source=\"keepalived\"}"),
+            "3"
+        );
+        // Buckets cumulative, in seconds; +Inf is the count.
+        assert_eq!(get("rvs_control_apply_seconds_bucket{le=\"0.001\"}"), "2");
+        assert_eq!(get("rvs_control_apply_seconds_bucket{le=\"0.01\"}"), "3");
+        assert_eq!(get("rvs_control_apply_seconds_bucket{le=\"+Inf\"}"), "4");
+        assert_eq!(get("rvs_control_apply_seconds_count"), "4");
+        assert_eq!(get("rvs_control_apply_seconds_sum"), "1.525");
+        assert_eq!(get("rvs_outlier_events_total{name=\"ejections\"}"), "2");
+        assert_eq!(get("rvs_outlier_ejected_backends"), "1");
+        assert!(!m.contains_key("rvs_outlier_events_total{name=\"ejected\"}"));
         assert_eq!(get(&format!("rvs_backend_incoming_bytes_total{b}")), "7");
     }
 

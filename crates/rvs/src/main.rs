@@ -31,6 +31,8 @@ commands:
          [--klog-ratelimit on|off] [--drop-invalid-state] [--max-clients N]
          [--client-idle-timeout SECS] [--max-engine-restarts N] [--keepalived FILE]
          [--metrics-address ADDR] [--status-token FILE]
+         [--outlier-detection[=consecutive=5,interval=10s,base-ejection=30s,
+                              max-ejection=300s,max-percent=50]]
                          run the daemon (foreground) that owns the table and, with the
                          default `--dataplane tun`, carries the traffic (TUN device `rvs0`,
                          one queue and one packet worker per core unless --workers says);
@@ -39,7 +41,9 @@ commands:
                          with --keepalived it also runs that file's health checkers
                          (SIGHUP re-reads the file and applies the differences); with
                          --metrics-address (e.g. 127.0.0.1:9641) also the Prometheus
-                         metrics and the status page
+                         metrics and the status page; with --outlier-detection real
+                         servers that reset or refuse NAT connections in a row are
+                         given weight 0 for a while (off by default)
   ipvsadm ARGS...        the ipvsadm command line (also: run this binary as `ipvsadm`)
   restore --atomic       ipvsadm -R input on stdin, applied all-or-nothing (streamed to
                          the daemon as one transaction: no size limit)
@@ -252,6 +256,13 @@ fn daemon_main(socket: Option<PathBuf>, args: &[String]) -> i32 {
                 _ => return usage_error("--max-conns needs a positive number"),
             },
             "--drop-invalid-state" => opts.drop_invalid_state = true,
+            // A switch: its settings only after `=`, never the next argument.
+            "--outlier-detection" => {
+                match daemon::outlier::OutlierOpts::parse(inline.as_deref().unwrap_or("")) {
+                    Ok(o) => opts.outlier = Some(o),
+                    Err(e) => return usage_error(&format!("--outlier-detection: {e}")),
+                }
+            }
             "--keepalived" => {
                 let Some(v) = value() else {
                     return usage_error("--keepalived needs a keepalived.conf");
@@ -581,10 +592,15 @@ fn stats_table(r: &protocol::StatsReport) -> String {
         .engine
         .iter()
         .chain(&r.director)
+        .chain(&r.outlier)
         .map(|c| c.name.len())
         .max()
         .unwrap_or(0);
-    for (title, counters) in [("engine", &r.engine), ("director", &r.director)] {
+    for (title, counters) in [
+        ("engine", &r.engine),
+        ("director", &r.director),
+        ("outlier detection", &r.outlier),
+    ] {
         if counters.is_empty() {
             continue;
         }
@@ -669,6 +685,8 @@ mod tests {
                 entries: 3,
                 limit: 100,
             },
+            apply_latency: None,
+            outlier: Vec::new(),
         };
         let t = stats_table(&r);
         let lines: Vec<&str> = t.lines().collect();

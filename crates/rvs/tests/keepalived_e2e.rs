@@ -124,13 +124,14 @@ impl Drop for Bed {
 }
 
 impl Bed {
-    fn new() -> Bed {
+    /// `tag` tells apart the beds of tests running at once in this process.
+    fn new(tag: &str) -> Bed {
         let id = std::process::id();
-        let dir = std::env::temp_dir().join(format!("rvs-katest-{id}"));
+        let dir = std::env::temp_dir().join(format!("rvs-katest-{id}-{tag}"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let bed = Bed {
-            ns: [format!("rvs-k{id}-d"), format!("rvs-k{id}-r")],
+            ns: [format!("rvs-k{id}{tag}-d"), format!("rvs-k{id}{tag}-r")],
             dir,
             daemon: None,
             servers: [None, None, None],
@@ -295,12 +296,20 @@ fn tally(hits: &Mutex<Vec<Hit>>, from: Instant, to: Instant) -> ([usize; 3], Vec
 }
 
 fn conf() -> String {
+    conf_for(&RIPS, None)
+}
+
+/// HTTP_GET-checked `rips` on port 80, and a sorry server if given.
+fn conf_for(rips: &[&str], sorry: Option<&str>) -> String {
     let mut s = format!(
         "virtual_server {VIP} 80 {{\n    delay_loop {}\n    lb_algo rr\n    lb_kind NAT\n    \
          protocol TCP\n",
         DELAY_LOOP as f64 / 1000.0
     );
-    for a in RIPS {
+    if let Some(a) = sorry {
+        s.push_str(&format!("    sorry_server {a} 80\n"));
+    }
+    for a in rips {
         s.push_str(&format!(
             "    real_server {a} 80 {{\n        weight 1\n        HTTP_GET {{\n            url {{\n                \
              path /index.html\n                status_code 200\n            }}\n            \
@@ -319,7 +328,7 @@ fn killed_real_server_leaves_in_time_and_comes_back() {
         println!("skipped: {why}");
         return;
     }
-    let mut bed = Bed::new();
+    let mut bed = Bed::new("k");
     for i in 0..3 {
         bed.start_server(i);
     }
@@ -425,4 +434,255 @@ fn killed_real_server_leaves_in_time_and_comes_back() {
         err.contains("refused") && took < Duration::from_secs(1),
         "want an immediate refusal, got {err} after {took:?}"
     );
+}
+
+/// An echo server on `addr` in namespace `ns`: each line comes back as `TAG:line`. Runs
+/// until the test process ends.
+fn start_echo(ns: &str, addr: &str, tag: &'static str) {
+    let (ns, addr) = (ns.to_string(), addr.to_string());
+    let (ready_tx, ready) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        enter(&ns);
+        let l = std::net::TcpListener::bind(&addr).expect("bind echo");
+        ready_tx.send(()).unwrap();
+        for s in l.incoming().flatten() {
+            thread::spawn(move || {
+                let mut w = s.try_clone().unwrap();
+                for line in
+                    std::io::BufRead::lines(std::io::BufReader::new(s)).map_while(Result::ok)
+                {
+                    if writeln!(w, "{tag}:{line}").is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    ready.recv().unwrap();
+}
+
+/// One line sent on `s`, one line back.
+fn echo(s: &mut std::io::BufReader<TcpStream>, line: &str) -> Result<String, String> {
+    writeln!(s.get_mut(), "{line}").map_err(|e| format!("write: {e}"))?;
+    let mut back = String::new();
+    match std::io::BufRead::read_line(s, &mut back) {
+        Ok(0) => Err("closed".into()),
+        Ok(_) => Ok(back.trim_end().to_string()),
+        Err(e) => Err(format!("read: {e}")),
+    }
+}
+
+fn echo_conf(servers: &[(&str, u32)]) -> String {
+    let mut s = format!(
+        "virtual_server {VIP} 9000 {{\n    delay_loop 1\n    lb_algo rr\n    lb_kind NAT\n    \
+         protocol TCP\n"
+    );
+    for (a, w) in servers {
+        s.push_str(&format!(
+            "    real_server {a} 9000 {{\n        weight {w}\n        TCP_CHECK {{\n            \
+             connect_timeout 1\n        }}\n    }}\n"
+        ));
+    }
+    s.push_str("}\n");
+    s
+}
+
+/// Issue 10, item 2: "SIGHUP re-reads it and applies only the differences, without
+/// dropping established connections" — through the data plane: two long-lived TCP
+/// connections through the VIP, one on each real server, carry traffic before and after a
+/// SIGHUP that changes one server's weight and adds a third.
+#[test]
+fn sighup_reload_keeps_established_connections_through_the_data_plane() {
+    if let Some(why) = skip_reason() {
+        println!("skipped: {why}");
+        return;
+    }
+    let mut bed = Bed::new("h");
+    let tags = ["rs1", "rs2", "rs3"];
+    for (a, tag) in RIPS.iter().zip(tags) {
+        start_echo(&bed.ns[1], &format!("{a}:9000"), tag);
+    }
+    let file = bed.dir.join("keepalived.conf");
+    std::fs::write(&file, echo_conf(&[(RIPS[0], 1), (RIPS[1], 1)])).unwrap();
+    bed.start_daemon(&file);
+    let two: Vec<IpAddr> = RIPS[..2].iter().map(|a| a.parse().unwrap()).collect();
+    bed.wait_dests("start-up", Duration::from_secs(10), |d| d == two);
+
+    // Two connections: round robin puts one on each server.
+    let ns = bed.ns[0].clone();
+    let (tx, rx) = std::sync::mpsc::channel::<(usize, String)>();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let client = thread::spawn(move || {
+        enter(&ns);
+        let to: SocketAddr = format!("{VIP}:9000").parse().unwrap();
+        let mut conns: Vec<std::io::BufReader<TcpStream>> = (0..2)
+            .map(|_| {
+                // Retried a while: the first connections may race the VIP's routing.
+                let t = Instant::now();
+                let s = loop {
+                    match TcpStream::connect_timeout(&to, Duration::from_secs(2)) {
+                        Ok(s) => break s,
+                        Err(e) if t.elapsed() > Duration::from_secs(5) => panic!("connect: {e}"),
+                        Err(_) => thread::sleep(Duration::from_millis(100)),
+                    }
+                };
+                s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+                std::io::BufReader::new(s)
+            })
+            .collect();
+        for (i, c) in conns.iter_mut().enumerate() {
+            tx.send((i, echo(c, "before").unwrap_or_else(|e| e)))
+                .unwrap();
+        }
+        // Idle across the reload, then again on the same sockets.
+        go_rx.recv().unwrap();
+        for (i, c) in conns.iter_mut().enumerate() {
+            tx.send((i, echo(c, "after").unwrap_or_else(|e| e)))
+                .unwrap();
+        }
+    });
+    let mut before = [String::new(), String::new()];
+    for _ in 0..2 {
+        let (i, r) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        before[i] = r;
+    }
+    let mut servers: Vec<&str> = before
+        .iter()
+        .map(|r| r.split(':').next().unwrap())
+        .collect();
+    servers.sort();
+    assert_eq!(
+        servers,
+        ["rs1", "rs2"],
+        "one connection on each: {before:?}"
+    );
+
+    // Edit rs2 (weight 3) and add rs3; SIGHUP.
+    std::fs::write(
+        &file,
+        echo_conf(&[(RIPS[0], 1), (RIPS[1], 3), (RIPS[2], 1)]),
+    )
+    .unwrap();
+    let pid = bed.daemon.as_ref().unwrap().id();
+    // SAFETY: a signal to the daemon this test started.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGHUP) }, 0);
+    let reloaded = Instant::now();
+    let t = Instant::now();
+    loop {
+        let snap = Client::connect(&bed.sock()).unwrap().snapshot().unwrap();
+        let w: Vec<(IpAddr, i32)> = snap.services[0]
+            .dests
+            .iter()
+            .map(|d| (d.cfg.addr, d.cfg.weight))
+            .collect();
+        let rs2: IpAddr = RIPS[1].parse().unwrap();
+        if w.len() == 3 && w.contains(&(rs2, 3)) {
+            println!(
+                "SIGHUP: rs2 at weight 3 and rs3 added after {} ms",
+                reloaded.elapsed().as_millis()
+            );
+            // Edited in place, not deleted and added again: the real servers still count
+            // their established connection (a new destination would start at 0).
+            let active: Vec<(IpAddr, u32)> = snap.services[0]
+                .dests
+                .iter()
+                .map(|d| (d.cfg.addr, d.activeconns))
+                .collect();
+            for a in &RIPS[..2] {
+                assert!(
+                    active.contains(&(a.parse().unwrap(), 1)),
+                    "active connections after the reload: {active:?}"
+                );
+            }
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "reload not applied: {w:?}"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    // The daemon is still the same process (SIGHUP did not stop it).
+    assert!(bed.daemon.as_mut().unwrap().try_wait().unwrap().is_none());
+    go_tx.send(()).unwrap();
+    let mut after = [String::new(), String::new()];
+    for _ in 0..2 {
+        let (i, r) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        after[i] = r;
+    }
+    client.join().unwrap();
+    println!("before the reload: {before:?}; after: {after:?}");
+    for i in 0..2 {
+        let tag = before[i].split(':').next().unwrap();
+        assert_eq!(
+            after[i],
+            format!("{tag}:after"),
+            "connection {i} (on {tag}) after the reload"
+        );
+    }
+}
+
+/// Issue 10, item 1: "when every real server is down the service behaves as configured: the
+/// sorry server" — through the data plane: rs1 and rs2 checked, rs3 the sorry server. Both
+/// killed: rs3 answers the VIP; rs1 back: the sorry server leaves and rs1 answers.
+#[test]
+fn every_real_server_down_sends_clients_to_the_sorry_server() {
+    if let Some(why) = skip_reason() {
+        println!("skipped: {why}");
+        return;
+    }
+    let mut bed = Bed::new("s");
+    for i in 0..3 {
+        bed.start_server(i);
+    }
+    let conf = conf_for(&RIPS[..2], Some(RIPS[2]));
+    let file = bed.dir.join("keepalived.conf");
+    std::fs::write(&file, &conf).unwrap();
+    bed.start_daemon(&file);
+    let (rs1, rs2, rs3): (IpAddr, IpAddr, IpAddr) = (
+        RIPS[0].parse().unwrap(),
+        RIPS[1].parse().unwrap(),
+        RIPS[2].parse().unwrap(),
+    );
+    bed.wait_dests("start-up", Duration::from_secs(10), |d| d == [rs1, rs2]);
+    let ns = bed.ns[0].clone();
+    let answers = move || {
+        let ns = ns.clone();
+        in_ns(&ns, || (0..4).map(|_| get()).collect::<Vec<_>>())
+    };
+    // The first requests may race the VIP's routing being set up (the other test lets the
+    // checkers settle first): wait for the two real servers to answer.
+    let t = Instant::now();
+    loop {
+        let r = answers();
+        if r.iter().all(|r| matches!(r, Ok(1 | 2))) {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "before the kill: {r:?}"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+
+    bed.kill_server(0);
+    bed.kill_server(1);
+    let t = Instant::now();
+    bed.wait_dests("sorry server in", Duration::from_secs(15), |d| d == [rs3]);
+    println!(
+        "rs1 and rs2 killed: the sorry server alone in the table after {} ms",
+        t.elapsed().as_millis()
+    );
+    let r = answers();
+    assert!(
+        r.iter().all(|r| r == &Ok(3)),
+        "the sorry server answers: {r:?}"
+    );
+
+    bed.start_server(0);
+    bed.wait_dests("rs1 back, sorry server out", Duration::from_secs(15), |d| {
+        d == [rs1]
+    });
+    let r = answers();
+    assert!(r.iter().all(|r| r == &Ok(1)), "rs1 answers again: {r:?}");
 }

@@ -979,6 +979,7 @@ fn checker(s: &Stmt, diags: &mut Diags) -> Option<Checker> {
         resolved: None,
     };
     let is_misc = matches!(kind, CheckKind::Misc(_));
+    let mut bad_user = false;
     let block = s.block.as_deref().unwrap_or(&[]);
     for k in block {
         if timing_keyword(k, &mut c.timing, "checker", diags) {
@@ -1076,13 +1077,34 @@ fn checker(s: &Stmt, diags: &mut Diags) -> Option<Checker> {
                 ),
             },
             ("misc_dynamic", CheckKind::Misc(m)) => m.dynamic = true,
-            ("user", CheckKind::Misc(m)) => m.user = v.map(str::to_string),
+            ("user", CheckKind::Misc(m)) => {
+                match v.and_then(|u| RunAs::resolve(u, k.words.get(2).map(String::as_str))) {
+                    Some(r) => m.run_as = Some(r),
+                    None => {
+                        diags.err(
+                            &k.at,
+                            format!(
+                                "Failed to set uid/gid for misc checker script {} - removing",
+                                if m.path.is_empty() {
+                                    "(no path yet)"
+                                } else {
+                                    &m.path
+                                }
+                            ),
+                        );
+                        bad_user = true;
+                    }
+                }
+            }
             (kw, _) if quietly_ignored(kw) => {}
             (kw, _) if kw.starts_with("regex") => {
                 diags.warn(&k.at, format!("{kw} ignored"));
             }
             (kw, _) => diags.err(&k.at, format!("Unknown keyword '{kw}'")),
         }
+    }
+    if bad_user {
+        return None;
     }
     match &kind {
         CheckKind::Misc(m) if m.path.is_empty() => {

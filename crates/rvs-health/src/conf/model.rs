@@ -487,5 +487,73 @@ pub struct MiscCheck {
     pub timeout: Option<Ms>,
     /// Exit codes 2..=255 set the weight to code - 2.
     pub dynamic: bool,
-    pub user: Option<String>,
+    /// `user USERNAME [GROUPNAME]`: the script runs as that user (and group: the user's
+    /// own by default), without supplementary groups, as keepalived's `set_privileges`.
+    pub run_as: Option<RunAs>,
+}
+
+/// A user and group resolved when the file is read (as keepalived does: an unknown one is
+/// a configuration error, and the checker is dropped).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunAs {
+    pub user: String,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl RunAs {
+    /// Look `user` (and `group`, else the user's primary group) up in the system's user
+    /// database; None when either is unknown.
+    pub fn resolve(user: &str, group: Option<&str>) -> Option<RunAs> {
+        let (uid, primary) = lookup_user(user)?;
+        let gid = match group {
+            Some(g) => lookup_group(g)?,
+            None => primary,
+        };
+        Some(RunAs {
+            user: user.to_string(),
+            uid,
+            gid,
+        })
+    }
+}
+
+/// (uid, primary gid) of `name`, by `getpwnam_r`.
+fn lookup_user(name: &str) -> Option<(u32, u32)> {
+    let cname = std::ffi::CString::new(name).ok()?;
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    // SAFETY: all-zero is a valid passwd (null pointers, zero ids) for getpwnam_r to fill.
+    let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut out: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: valid C string, buffer and out-pointers for the call's duration.
+    let r = unsafe {
+        libc::getpwnam_r(
+            cname.as_ptr(),
+            &mut pw,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut out,
+        )
+    };
+    (r == 0 && !out.is_null()).then_some((pw.pw_uid, pw.pw_gid))
+}
+
+/// The gid of group `name`, by `getgrnam_r`.
+fn lookup_group(name: &str) -> Option<u32> {
+    let cname = std::ffi::CString::new(name).ok()?;
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    // SAFETY: as in lookup_user.
+    let mut gr: libc::group = unsafe { std::mem::zeroed() };
+    let mut out: *mut libc::group = std::ptr::null_mut();
+    // SAFETY: as in lookup_user.
+    let r = unsafe {
+        libc::getgrnam_r(
+            cname.as_ptr(),
+            &mut gr,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut out,
+        )
+    };
+    (r == 0 && !out.is_null()).then_some(gr.gr_gid)
 }

@@ -190,6 +190,48 @@ fn misc_check_udp_check_and_notify_scripts() {
 }
 
 #[test]
+fn misc_check_user_is_resolved_or_the_checker_dropped() {
+    let conf = |user: &str| {
+        format!(
+            "virtual_server 10.10.10.2 80 {{
+    real_server 192.168.200.6 80 {{
+        MISC_CHECK {{
+            misc_path /bin/true
+            user {user}
+        }}
+    }}
+}}
+"
+        )
+    };
+    let (cfg, d) = load(&conf("root root"));
+    assert!(!d.has_errors(), "{:?}", d.list);
+    let CheckKind::Misc(m) = &cfg.virtual_servers[0].real_servers[0].checkers[0].kind else {
+        panic!()
+    };
+    assert_eq!(
+        m.run_as,
+        Some(RunAs {
+            user: "root".into(),
+            uid: 0,
+            gid: 0
+        })
+    );
+    let (cfg, d) = load(&conf("rvs-no-such-user-x"));
+    assert!(d.has_errors());
+    assert!(
+        d.list
+            .iter()
+            .any(|m| m.to_string().contains("Failed to set uid/gid")),
+        "{:?}",
+        d.list
+    );
+    assert!(cfg.virtual_servers[0].real_servers[0].checkers.is_empty());
+    let (_, d) = load(&conf("root rvs-no-such-group-x"));
+    assert!(d.has_errors());
+}
+
+#[test]
 fn vrrp_and_unused_global_defs_are_warnings_with_file_and_line() {
     let (cfg, d) = load(
         "global_defs {

@@ -24,7 +24,8 @@ use rvs_core::{CtlError, DestConfig, Errno, Op, ServiceConfig, ServiceFlags, Ser
 use rvs_ctl::health::HealthRefusal;
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 /// Services per line of a streamed listing.
 const SNAPSHOT_PART: usize = 512;
@@ -34,6 +35,41 @@ const CONN_PIECE: usize = 4096;
 /// How long a change waits for the kernel routing it needs before answering anyway (the
 /// routing thread goes on retrying and logs why).
 const ROUTE_WAIT: Duration = Duration::from_secs(10);
+
+/// Upper bounds (µs) of the apply-latency buckets: from a change that touches only memory
+/// and shares an fsync to one that waits for the disk and the routing.
+const APPLY_BOUNDS_US: [u64; 12] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 1_000_000,
+];
+
+/// How long changes took, from the request to the answer (made, journaled on disk,
+/// routed): atomics, so that a scrape does not wait for a change.
+#[derive(Debug, Default)]
+pub struct ApplyLatency {
+    counts: [AtomicU64; APPLY_BOUNDS_US.len() + 1],
+    sum_us: AtomicU64,
+}
+
+impl ApplyLatency {
+    fn observe(&self, took: Duration) {
+        let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        let i = APPLY_BOUNDS_US.partition_point(|&b| b < us);
+        self.counts[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(us, Ordering::Relaxed);
+    }
+
+    fn report(&self) -> crate::protocol::LatencyHistogram {
+        crate::protocol::LatencyHistogram {
+            bounds_us: APPLY_BOUNDS_US.to_vec(),
+            counts: self
+                .counts
+                .iter()
+                .map(|c| c.load(Ordering::Relaxed))
+                .collect(),
+            sum_us: self.sum_us.load(Ordering::Relaxed),
+        }
+    }
+}
 
 /// Per-connection state: an open transaction.
 #[derive(Default)]
@@ -278,6 +314,12 @@ fn stats_report(shared: &Shared) -> StatsReport {
             .unwrap_or_default(),
         director,
         conns,
+        apply_latency: Some(shared.apply_latency.report()),
+        outlier: shared
+            .outlier
+            .as_ref()
+            .map(|c| c.list())
+            .unwrap_or_default(),
     }
 }
 
@@ -368,6 +410,16 @@ fn atomic_response(shared: &Shared, ops: Vec<Op>, replace: bool) -> Response {
 /// refusal, the transaction is rolled back and nothing was made. The fsync comes after
 /// both locks are released.
 fn change(shared: &Shared, ops: Vec<Op>, mode: Mode) -> Result<Outcome, Box<Response>> {
+    let began = Instant::now();
+    let r = make_change(shared, ops, mode);
+    // Changes that made something: a refused one costs no journal or routing time.
+    if r.as_ref().is_ok_and(|o| !o.applied.is_empty()) {
+        shared.apply_latency.observe(began.elapsed());
+    }
+    r
+}
+
+fn make_change(shared: &Shared, ops: Vec<Op>, mode: Mode) -> Result<Outcome, Box<Response>> {
     // Read outside every lock: the kernel checks destinations against this moment's routes.
     let facts = HostFacts::read();
     let now = shared.now();

@@ -16,6 +16,7 @@
 pub mod control;
 pub mod host;
 pub mod klog;
+pub mod outlier;
 pub mod routing;
 pub mod server;
 
@@ -87,6 +88,8 @@ pub struct DaemonOpts {
     /// Serve metrics and the status page (`--metrics-address`): a thread of its own that
     /// reads through the control socket like any client.
     pub status: Option<rvs_status::ServeOptions>,
+    /// `--outlier-detection`: eject real servers the data plane sees failing (off: None).
+    pub outlier: Option<outlier::OutlierOpts>,
 }
 
 impl DaemonOpts {
@@ -108,6 +111,7 @@ impl DaemonOpts {
             restarts: RestartPolicy::default(),
             keepalived: None,
             status: None,
+            outlier: None,
         }
     }
 }
@@ -146,6 +150,9 @@ pub struct Shared {
     /// Packets that found the engine lock held (by another worker or by control) and had
     /// to wait for it: what sharing the one director costs the workers.
     engine_lock_waits: std::sync::atomic::AtomicU64,
+    apply_latency: control::ApplyLatency,
+    /// The outlier detector's counters (`None`: detection off).
+    outlier: Option<Arc<outlier::Counters>>,
 }
 
 impl Shared {
@@ -353,9 +360,10 @@ fn install_signal_thread(
 }
 
 /// The engine's view of the director: both of the kernel's hooks under one lock. (Cloned
-/// for each engine thread the supervisor starts.)
+/// for each engine thread the supervisor starts.) With outlier detection, each decision is
+/// shown to the sensor after the lock is released.
 #[derive(Clone)]
-struct PacketDecider(Arc<OnceLock<Arc<Shared>>>);
+struct PacketDecider(Arc<OnceLock<Arc<Shared>>>, Option<outlier::Sensor>);
 
 impl PacketDecider {
     fn with_director(&self, f: impl FnOnce(&mut Director, Time) -> Verdict) -> Verdict {
@@ -393,10 +401,14 @@ impl Decider for PacketDecider {
     }
 
     fn decide_packet(&mut self, info: &PacketInfo) -> Verdict {
-        self.with_director(|d, now| match d.outbound(info, now) {
+        let v = self.with_director(|d, now| match d.outbound(info, now) {
             Verdict::Accept => d.inbound(info, now),
             v => v,
-        })
+        });
+        if let Some(s) = &mut self.1 {
+            s.observe(info, &v);
+        }
+        v
     }
 }
 
@@ -465,12 +477,20 @@ pub fn run(opts: DaemonOpts) -> Result<(), String> {
     // The engine thread needs the shared state, which needs the router that owns the data
     // plane: the decider finds the shared state through a cell filled right after.
     let cell: Arc<OnceLock<Arc<Shared>>> = Arc::new(OnceLock::new());
+    let outlier_counters = opts.outlier.as_ref().map(|_| Arc::default());
+    let (sensor, signals) = match &outlier_counters {
+        Some(c) => {
+            let (s, r) = outlier::channel(Arc::clone(c));
+            (Some(s), Some(r))
+        }
+        None => (None, None),
+    };
     let dataplane = if opts.dataplane {
         Some(DataPlane::start(
             &opts.tun,
             opts.workers,
             with_suffix(&opts.state, ".plumbing"),
-            PacketDecider(cell.clone()),
+            PacketDecider(cell.clone(), sensor),
             opts.restarts.clone(),
             opts.nat_direct,
         )?)
@@ -501,6 +521,8 @@ pub fn run(opts: DaemonOpts) -> Result<(), String> {
         monitor,
         health: Mutex::default(),
         engine_lock_waits: Default::default(),
+        apply_latency: control::ApplyLatency::default(),
+        outlier: outlier_counters.clone(),
     });
     if let Some(q) = quiescer {
         let _ = shared.quiescer.set(q);
@@ -523,6 +545,19 @@ pub fn run(opts: DaemonOpts) -> Result<(), String> {
         Some(file) => Some(rvs_health::driver::spawn(file, &opts.socket)?),
         None => None,
     };
+    let detection = match (&opts.outlier, signals, outlier_counters) {
+        (Some(o), Some(signals), Some(counters)) => Some(outlier::Detection {
+            opts: o.clone(),
+            signals,
+            counters,
+        }),
+        _ => None,
+    };
+    outlier::spawn_detector(
+        detection,
+        with_suffix(&opts.state, ".outlier"),
+        opts.socket.clone(),
+    )?;
     install_signal_thread(
         shared.clone(),
         opts.socket.clone(),
