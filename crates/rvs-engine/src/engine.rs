@@ -8,6 +8,7 @@
 //! datagram on. A forwarded packet gets back the TTL unit the kernel took on its way into
 //! the TUN (see [`crate::local`]), so it loses exactly one through the director.
 
+use crate::fullnat::FullNat;
 use crate::io::{PacketIo, RecvMeta};
 use crate::local::{self, LocalAddrs};
 use crate::xmit::{self, Outcome, Transmitter};
@@ -18,7 +19,7 @@ use rvs_wire::frag::{self, FragDrop, FragOrigin, Fragmented, Reasm, ReasmConfig,
 use std::io;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// Which handler the packet is for (the kernel's in- and out-handlers).
@@ -43,6 +44,12 @@ pub trait Decider {
             Verdict::Accept => self.decide(info, Direction::Inbound),
             v => v,
         }
+    }
+
+    /// The full-NAT translations the packets go through (asked once per worker, when
+    /// [`Config::fullnat`] names none).
+    fn fullnat(&self) -> Option<Arc<FullNat>> {
+        None
     }
 }
 
@@ -103,6 +110,12 @@ pub struct Stats {
     pub no_neighbour: AtomicU64,
     /// DR packets held while the real server's MAC address was resolved.
     pub neighbour_waits: AtomicU64,
+    /// Full-NAT: new flows dropped because the pool had no free port for the real server.
+    pub fullnat_exhausted: AtomicU64,
+    /// Full-NAT: PROXY protocol v2 headers inserted (retransmissions included).
+    pub fullnat_proxy_headers: AtomicU64,
+    /// Full-NAT: TOA options added.
+    pub fullnat_toa: AtomicU64,
 }
 
 impl Stats {
@@ -138,6 +151,9 @@ impl Stats {
             no_route,
             no_neighbour,
             neighbour_waits,
+            fullnat_exhausted,
+            fullnat_proxy_headers,
+            fullnat_toa,
         } = self;
         [
             ("received", received),
@@ -166,6 +182,9 @@ impl Stats {
             ("no_route", no_route),
             ("no_neighbour", no_neighbour),
             ("neighbour_waits", neighbour_waits),
+            ("fullnat_exhausted", fullnat_exhausted),
+            ("fullnat_proxy_headers", fullnat_proxy_headers),
+            ("fullnat_toa", fullnat_toa),
         ]
         .into_iter()
         .map(|(name, c)| (name, c.load(Ordering::Relaxed)))
@@ -189,7 +208,7 @@ fn inc(c: &AtomicU64) {
 }
 
 /// Engine settings.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Config {
     /// How long one wait for a packet lasts before the stop flag is looked at again.
     pub poll_interval: Duration,
@@ -206,6 +225,9 @@ pub struct Config {
     /// The TUN's interface index, which direct routing and tunnels never send into;
     /// `None`: those methods are not carried out (counted `unsupported`).
     pub tun_ifindex: Option<u32>,
+    /// Full-NAT's source translations (see [`crate::fullnat`]); `None`: the decider's
+    /// ([`Decider::fullnat`]), if any.
+    pub fullnat: Option<Arc<FullNat>>,
 }
 
 impl Default for Config {
@@ -217,6 +239,7 @@ impl Default for Config {
             restore_ttl: true,
             mtu: None,
             tun_ifindex: None,
+            fullnat: None,
         }
     }
 }
@@ -228,6 +251,9 @@ pub enum Action {
     Send(usize),
     /// Send `reply[..len]` (an ICMP error built for `Reject`).
     Reply(usize),
+    /// Send `reply[..len]`: the packet rebuilt bigger (full-NAT added the client's
+    /// address to it).
+    SendBuilt(usize),
     Drop,
     /// Direct routing of `packet[..len]` to the real server `rs` ([`crate::xmit`]).
     Route {
@@ -309,7 +335,7 @@ fn process_general(
 fn decide_and_rewrite(
     packet: &mut [u8],
     mut info: PacketInfo,
-    lay: rvs_wire::Layout,
+    mut lay: rvs_wire::Layout,
     meta: RecvMeta,
     reply: &mut [u8],
     decider: &mut dyn Decider,
@@ -321,6 +347,13 @@ fn decide_and_rewrite(
     if cfg.check_checksums && rvs_wire::verify_checksums(&packet[..len]) == Ok(false) {
         inc(&stats.bad_checksum);
     }
+    // Full-NAT: a real server's reply to a pool address is readdressed to the client
+    // first, so that the director sees an ordinary NAT reply.
+    let fullnat = cfg.fullnat.as_deref().filter(|f| f.active());
+    if let Some(f) = fullnat {
+        f.reply_in(packet, &mut lay, &mut info);
+    }
+    let len = info.len as usize;
     match decider.decide_packet(&info) {
         Verdict::Accept => {
             inc(&stats.accepted);
@@ -346,7 +379,17 @@ fn decide_and_rewrite(
                 match rvs_wire::apply_at(packet, &lay, rewrite) {
                     Ok(()) => {
                         inc(&stats.forwarded);
-                        Action::Send(len)
+                        match (fullnat, rewrite) {
+                            (Some(f), &Rewrite::Dnat { addr, port }) => {
+                                let rs = std::net::SocketAddr::new(addr, port);
+                                match f.to_server(packet, &lay, &info, rs, reply, stats) {
+                                    Ok(None) => Action::Send(len),
+                                    Ok(Some(n)) => Action::SendBuilt(n),
+                                    Err(()) => Action::Drop,
+                                }
+                            }
+                            _ => Action::Send(len),
+                        }
                     }
                     Err(_) => {
                         inc(&stats.unsupported);
@@ -439,6 +482,18 @@ pub fn run_worker(
     fragments: &Fragments,
 ) -> io::Result<()> {
     let mut packet = vec![0u8; MAX_PACKET];
+    let with_fullnat;
+    let cfg = if cfg.fullnat.is_none()
+        && let Some(f) = decider.fullnat()
+    {
+        with_fullnat = Config {
+            fullnat: Some(f),
+            ..cfg.clone()
+        };
+        &with_fullnat
+    } else {
+        cfg
+    };
     let mut path = PacketPath::new(cfg, fragments);
     let mut next_expire = Instant::now();
     while !stop.load(Ordering::Relaxed) {
@@ -452,7 +507,7 @@ pub fn run_worker(
         let got = io.recv_meta(&mut packet, wait)?;
         let now = Instant::now();
         if now >= next_expire {
-            path.expire(now, stats);
+            path.expire(now, stats, cfg);
             next_expire = now + EXPIRE_EVERY;
         }
         if holding && let Some(x) = &mut path.xmit {
@@ -507,14 +562,18 @@ impl<'f> PacketPath<'f> {
         PacketPath {
             fragments,
             locals,
-            reply: vec![0u8; 1500],
+            // Big enough for a packet full-NAT makes bigger (`Action::SendBuilt`).
+            reply: vec![0u8; MAX_PACKET],
             scratch: vec![0u8; MAX_PACKET + 64],
             xmit: None,
             xmit_failed: false,
         }
     }
 
-    fn expire(&mut self, now: Instant, stats: &Stats) {
+    fn expire(&mut self, now: Instant, stats: &Stats, cfg: &Config) {
+        if let Some(f) = &cfg.fullnat {
+            f.expire();
+        }
         let t = self.fragments.time(now);
         let n = self.fragments.lock().expire(t);
         if n > 0 {
@@ -653,6 +712,7 @@ impl<'f> PacketPath<'f> {
                 }
             }
             (Action::Reply(len), _) => self.send_reply(len, at.forwarded, io),
+            (Action::SendBuilt(len), _) => io.send(&self.reply[..len]),
             (Action::Drop, _) => Ok(()),
         };
         if r.is_err() {
@@ -826,7 +886,7 @@ mod tests {
         assert_eq!(get(&stats.malformed), 1);
         assert_eq!(get(&stats.bad_checksum), 0);
         let named = stats.counters();
-        assert_eq!(named.len(), 26);
+        assert_eq!(named.len(), 29);
         assert_eq!(named[0], ("received", 4));
         assert!(named.contains(&("forwarded", 1)));
         assert!(named.contains(&("malformed", 1)));
