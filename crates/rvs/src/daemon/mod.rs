@@ -14,6 +14,7 @@
 //! [`host`] (facts about the host), [`klog`] (the kernel log).
 
 pub mod control;
+pub mod fullnat;
 pub mod host;
 pub mod klog;
 pub mod routing;
@@ -112,6 +113,8 @@ impl DaemonOpts {
 pub struct Control {
     /// What is routed into rvs, per service.
     pub targets: Targets,
+    /// The full-NAT services (rvs only; kept in `STATE.fullnat`).
+    pub fullnat: fullnat::Services,
 }
 
 /// The /proc mirror: files and what was last written to each.
@@ -137,6 +140,8 @@ pub struct Shared {
     monitor: Option<Monitor>,
     /// Health checkers' latest results (`report_health`): in memory, under its own lock.
     health: Mutex<rvs_ctl::health::HealthRegistry>,
+    /// Full-NAT's source translations, shared with the engine's workers.
+    fullnat: Arc<rvs_engine::fullnat::FullNat>,
 }
 
 impl Shared {
@@ -346,7 +351,10 @@ fn install_signal_thread(
 /// The engine's view of the director: both of the kernel's hooks under one lock. (Cloned
 /// for each engine thread the supervisor starts.)
 #[derive(Clone)]
-struct PacketDecider(Arc<OnceLock<Arc<Shared>>>);
+struct PacketDecider(
+    Arc<OnceLock<Arc<Shared>>>,
+    Arc<rvs_engine::fullnat::FullNat>,
+);
 
 impl PacketDecider {
     fn with_director(&self, f: impl FnOnce(&mut Director, Time) -> Verdict) -> Verdict {
@@ -379,6 +387,10 @@ impl Decider for PacketDecider {
             Verdict::Accept => d.inbound(info, now),
             v => v,
         })
+    }
+
+    fn fullnat(&self) -> Option<Arc<rvs_engine::fullnat::FullNat>> {
+        Some(self.1.clone())
     }
 }
 
@@ -420,6 +432,9 @@ pub fn run(opts: DaemonOpts) -> Result<(), String> {
         );
     }
     let state = restore_state(&opts, &store, &recovered.config, new_state(&opts))?;
+    let fullnat_services = fullnat::load(&opts.state)?;
+    let fullnat = Arc::new(rvs_engine::fullnat::FullNat::new());
+    fullnat.set_services(fullnat::engine_services(&fullnat_services));
 
     let klog = match &opts.klog {
         Some(p) => {
@@ -452,7 +467,7 @@ pub fn run(opts: DaemonOpts) -> Result<(), String> {
             &opts.tun,
             opts.workers,
             with_suffix(&opts.state, ".plumbing"),
-            PacketDecider(cell.clone()),
+            PacketDecider(cell.clone(), fullnat.clone()),
             opts.restarts.clone(),
         )?)
     } else {
@@ -463,6 +478,7 @@ pub fn run(opts: DaemonOpts) -> Result<(), String> {
     let shared = Arc::new(Shared {
         control: Mutex::new(Control {
             targets: Targets::default(),
+            fullnat: fullnat_services,
         }),
         store,
         engine: Mutex::new(state),
@@ -481,6 +497,7 @@ pub fn run(opts: DaemonOpts) -> Result<(), String> {
         quiescer: OnceLock::new(),
         monitor,
         health: Mutex::default(),
+        fullnat,
     });
     if let Some(q) = quiescer {
         let _ = shared.quiescer.set(q);
@@ -490,8 +507,10 @@ pub fn run(opts: DaemonOpts) -> Result<(), String> {
     {
         let mut ctl = shared.control();
         let st = shared.engine();
-        let delta = ctl.targets.update(&st.director().table, None);
+        let mut delta = ctl.targets.update(&st.director().table, None);
         drop(st);
+        let pools = fullnat::pool_addrs(&ctl.fullnat);
+        delta.add_vips.extend(ctl.targets.set_pools(pools).add_vips);
         if let Some(t) = shared.router.submit(delta) {
             drop(ctl);
             shared.router.wait(t, Duration::from_secs(60));

@@ -81,6 +81,8 @@ pub struct Targets {
     vips: HashMap<IpAddr, u32>,
     reals: HashMap<NatReal, u32>,
     marks: HashMap<u32, u32>,
+    /// Full-NAT's pool addresses: routed into rvs like VIPs (counted with them).
+    pools: std::collections::BTreeSet<IpAddr>,
 }
 
 fn count_up<K: std::hash::Hash + Eq + Copy>(m: &mut HashMap<K, u32>, k: K, added: &mut Vec<K>) {
@@ -102,6 +104,20 @@ fn count_down<K: std::hash::Hash + Eq + Copy>(m: &mut HashMap<K, u32>, k: K, gon
 }
 
 impl Targets {
+    /// Route full-NAT's pool addresses (all of them: the set replaces the last one) and
+    /// return what changed.
+    pub fn set_pools(&mut self, pools: std::collections::BTreeSet<IpAddr>) -> Delta {
+        let mut d = Delta::default();
+        for a in pools.difference(&self.pools) {
+            count_up(&mut self.vips, *a, &mut d.add_vips);
+        }
+        for a in self.pools.difference(&pools) {
+            count_down(&mut self.vips, *a, &mut d.del_vips);
+        }
+        self.pools = pools;
+        d
+    }
+
     /// The services whose contribution `ops` may change; `None`: all of them (flush).
     pub fn touched(ops: &[Op]) -> Option<Vec<ServiceKey>> {
         let mut keys = Vec::new();
