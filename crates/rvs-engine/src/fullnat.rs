@@ -1120,3 +1120,160 @@ mod tests {
         }
     }
 }
+
+/// The whole packet path: the engine with a director stand-in that does NAT.
+#[cfg(test)]
+mod path_tests {
+    use super::*;
+    use crate::engine::{Action, Config, Direction, process};
+    use rvs_packet::FwdMethod;
+    use rvs_packet::packet::Verdict;
+    use std::sync::Arc;
+
+    const VIP: &str = "10.111.100.1";
+    const CLIENT: &str = "10.111.0.2";
+    const RS: &str = "10.112.0.11";
+    const POOL: &str = "10.113.0.1";
+
+    /// IPv4/TCP with an MSS option, checksums right.
+    fn tcp(
+        src: (&str, u16),
+        dst: (&str, u16),
+        flags: u8,
+        seq: u32,
+        ack: u32,
+        data: &[u8],
+    ) -> Vec<u8> {
+        let ip = |s: &str| s.parse::<std::net::Ipv4Addr>().unwrap().octets();
+        let total = 20 + 24 + data.len();
+        let mut p = vec![0x45, 0, 0, 0, 0, 1, 0x40, 0, 64, 6, 0, 0];
+        p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+        p.extend_from_slice(&ip(src.0));
+        p.extend_from_slice(&ip(dst.0));
+        p.extend_from_slice(&src.1.to_be_bytes());
+        p.extend_from_slice(&dst.1.to_be_bytes());
+        p.extend_from_slice(&seq.to_be_bytes());
+        p.extend_from_slice(&ack.to_be_bytes());
+        p.extend_from_slice(&[0x60, flags, 0xff, 0xff, 0, 0, 0, 0, 2, 4, 0x05, 0xb4]);
+        p.extend_from_slice(data);
+        rvs_wire::fill_checksums(&mut p).unwrap();
+        p
+    }
+
+    /// NAT as the director does it: VIP:80 → RS:8080, and the replies back.
+    fn director(info: &PacketInfo, dir: Direction) -> Verdict {
+        let t = info.tuple;
+        let a = |s: &str| s.parse::<IpAddr>().unwrap();
+        match dir {
+            Direction::Outbound if t.saddr == a(RS) && t.daddr == a(CLIENT) => Verdict::Forward {
+                method: FwdMethod::Masq,
+                rewrite: Rewrite::Snat {
+                    addr: a(VIP),
+                    port: 80,
+                },
+            },
+            Direction::Inbound if t.daddr == a(VIP) => Verdict::Forward {
+                method: FwdMethod::Masq,
+                rewrite: Rewrite::Dnat {
+                    addr: a(RS),
+                    port: 8080,
+                },
+            },
+            _ => Verdict::Accept,
+        }
+    }
+
+    fn seg_of(p: &[u8]) -> (PacketInfo, TcpSegment) {
+        let (info, lay) = rvs_wire::parse_layout(p).unwrap();
+        assert_eq!(rvs_wire::verify_checksums(p), Ok(true));
+        (info, tcp_segment(p, &lay).unwrap())
+    }
+
+    fn ends(i: &PacketInfo) -> (String, u16, String, u16) {
+        let t = i.tuple;
+        (t.saddr.to_string(), t.sport, t.daddr.to_string(), t.dport)
+    }
+
+    #[test]
+    fn a_proxy_v2_connection_through_the_engine() {
+        let f = Arc::new(FullNat::new());
+        let mut svc = BTreeMap::new();
+        svc.insert(
+            ServiceId {
+                protocol: proto::TCP,
+                addr: VIP.parse().unwrap(),
+                port: 80,
+            },
+            ServiceConfig {
+                pool: vec![POOL.parse().unwrap()],
+                client_address: ClientAddress::ProxyV2,
+            },
+        );
+        f.set_services(svc);
+        let cfg = Config {
+            fullnat: Some(f.clone()),
+            ..Config::default()
+        };
+        let stats = Stats::default();
+        let mut out = vec![0u8; 65535];
+        let mut d = director;
+        let mut run = |mut p: Vec<u8>, out: &mut Vec<u8>| -> Vec<u8> {
+            match process(&mut p, out, &mut d, &stats, &cfg) {
+                Action::Send(n) => p[..n].to_vec(),
+                Action::SendBuilt(n) => out[..n].to_vec(),
+                a => panic!("{a:?}"),
+            }
+        };
+        // SYN: DNAT by the director, then the source becomes the pool.
+        let syn = run(
+            tcp((CLIENT, 40000), (VIP, 80), 0x02, 1000, 0, b""),
+            &mut out,
+        );
+        let (i, s) = seg_of(&syn);
+        let pport = i.tuple.sport;
+        assert_eq!(ends(&i), (POOL.into(), pport, RS.into(), 8080));
+        assert_eq!(s.seq, 1000);
+        // SYN-ACK: back to the client from the VIP, its MSS lowered by the header's 28.
+        let sa = run(
+            tcp((RS, 8080), (POOL, pport), 0x12, 5000, 1001, b""),
+            &mut out,
+        );
+        let (i, s) = seg_of(&sa);
+        assert_eq!(ends(&i), (VIP.into(), 80, CLIENT.into(), 40000));
+        assert_eq!(s.ack, 1001);
+        let (_, lay) = rvs_wire::parse_layout(&sa).unwrap();
+        assert_eq!(&sa[lay.l4 + 20..lay.l4 + 24], &[2, 4, 0x05, 0x98]);
+        // The first data: the PROXY header in front of it.
+        let get = run(
+            tcp((CLIENT, 40000), (VIP, 80), 0x18, 1001, 5001, b"GET /"),
+            &mut out,
+        );
+        let (i, s) = seg_of(&get);
+        assert_eq!(ends(&i), (POOL.into(), pport, RS.into(), 8080));
+        assert_eq!((s.seq, s.data_len), (1001, 28 + 5));
+        let (_, lay) = rvs_wire::parse_layout(&get).unwrap();
+        let data = &get[lay.l4 + s.header_len..];
+        assert_eq!(&data[..12], b"\r\n\r\n\0\r\nQUIT\n");
+        assert_eq!(&data[16..20], &[10, 111, 0, 2]);
+        assert_eq!(&data[28..], b"GET /");
+        // The server's ack of it all: the client sees its own 5 bytes acked.
+        let ack = run(
+            tcp((RS, 8080), (POOL, pport), 0x10, 5001, 1001 + 33, b""),
+            &mut out,
+        );
+        let (i, s) = seg_of(&ack);
+        assert_eq!(ends(&i), (VIP.into(), 80, CLIENT.into(), 40000));
+        assert_eq!(s.ack, 1006);
+        // More data from the client: shifted.
+        let more = run(
+            tcp((CLIENT, 40000), (VIP, 80), 0x18, 1006, 5001, b"x"),
+            &mut out,
+        );
+        assert_eq!(seg_of(&more).1.seq, 1034);
+        assert_eq!(stats.fullnat_proxy_headers.load(Ordering::Relaxed), 1);
+        assert_eq!(f.flows(), 1);
+        // A packet to the pool that belongs to no flow is left alone (the director's).
+        let stray = run(tcp((RS, 8080), (POOL, 1), 0x10, 1, 1, b""), &mut out);
+        assert_eq!(ends(&seg_of(&stray).0), (RS.into(), 8080, POOL.into(), 1));
+    }
+}
