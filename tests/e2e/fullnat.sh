@@ -24,6 +24,7 @@ for t in nginx curl ip sha256sum; do command -v $t >/dev/null || { echo "fullnat
 oracle_prepare
 . "$REPO/tests/e2e/testbed.sh"
 cleanup() {
+  set +e
   for i in 1 2 3; do [ -f "${BED_DIR:-/nonexistent}/pp$i/nginx.pid" ] && kill "$(cat "$BED_DIR/pp$i/nginx.pid")" 2>/dev/null; done
   bed_down
 }
@@ -129,6 +130,7 @@ check "15 UDP round trips over IPv6 full-NAT" $([ $ok = 15 ]; echo $?) "$ok of 1
 # 6. A restart keeps the configuration.
 dpid=${BED_PIDS[-1]}
 kill "$dpid"; wait "$dpid" 2>/dev/null || true
+unset 'BED_PIDS[-1]'
 ip netns exec $BED_D "$RVS" daemon --socket "$RVS_SOCKET" --state "$T/state.json" \
   --klog "$T/klog" >>"$T/daemon.log" 2>&1 & BED_PIDS+=($!)
 for _ in $(seq 100); do "$RVS" ping -q 2>/dev/null && break; sleep 0.05; done

@@ -210,9 +210,14 @@ impl ToClient {
     }
 }
 
-/// The pool had no free port for the real server.
+/// Why a client's packet got no translation.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub struct Exhausted;
+pub enum Refused {
+    /// The pool had no free port for the real server.
+    Exhausted,
+    /// The service is not full-NAT (any more) and the flow has no translation.
+    NotFullNat,
+}
 
 /// The translations of every full-NAT flow. Pure: time is passed in.
 #[derive(Debug, Default)]
@@ -264,7 +269,7 @@ impl SnatTable {
     }
 
     /// The translation for a client's packet `key` that the director sent to `rs`; a new
-    /// flow gets a pool address and port (or [`Exhausted`]). `seg`: the TCP segment, for
+    /// flow gets a pool address and port (or is [`Refused`]). `seg`: the TCP segment, for
     /// the connection's state and the client address's insertion.
     pub fn to_server(
         &mut self,
@@ -272,7 +277,7 @@ impl SnatTable {
         rs: SocketAddr,
         seg: Option<&TcpSegment>,
         now: Time,
-    ) -> Result<ToServer, Exhausted> {
+    ) -> Result<ToServer, Refused> {
         let svc_id = ServiceId {
             protocol: key.protocol,
             addr: key.vip.ip(),
@@ -291,14 +296,16 @@ impl SnatTable {
         }
         if !self.flows.contains_key(&key) {
             let Some(svc) = self.services.get(&svc_id) else {
-                return Err(Exhausted);
+                return Err(Refused::NotFullNat);
             };
             let mode = if key.protocol == proto::TCP {
                 svc.client_address
             } else {
                 ClientAddress::None
             };
-            let pool = self.allocate(key.protocol, rs, svc_id)?;
+            let pool = self
+                .allocate(key.protocol, rs, svc_id)
+                .ok_or(Refused::Exhausted)?;
             self.by_pool.insert(
                 PoolKey {
                     protocol: key.protocol,
@@ -326,7 +333,7 @@ impl SnatTable {
         }
         let timeouts = self.timeouts;
         let Some(f) = self.flows.get_mut(&key) else {
-            return Err(Exhausted);
+            return Err(Refused::NotFullNat);
         };
         let mut out = ToServer {
             pool: f.pool,
@@ -481,12 +488,7 @@ impl SnatTable {
     }
 
     /// A pool address and port for a new flow to `rs`, not in use with `rs` by any flow.
-    fn allocate(
-        &mut self,
-        protocol: u8,
-        rs: SocketAddr,
-        svc: ServiceId,
-    ) -> Result<SocketAddr, Exhausted> {
+    fn allocate(&mut self, protocol: u8, rs: SocketAddr, svc: ServiceId) -> Option<SocketAddr> {
         let pool: Vec<IpAddr> = self
             .services
             .get(&svc)
@@ -502,7 +504,7 @@ impl SnatTable {
         let capacity = pool.len() as u64 * nports;
         let d = self.dests.entry((protocol, rs)).or_default();
         if capacity == 0 || d.in_use >= capacity {
-            return Err(Exhausted);
+            return None;
         }
         for _ in 0..capacity {
             let i = d.cursor % capacity;
@@ -517,10 +519,10 @@ impl SnatTable {
             };
             if !self.by_pool.contains_key(&k) {
                 d.in_use += 1;
-                return Ok(cand);
+                return Some(cand);
             }
         }
-        Err(Exhausted)
+        None
     }
 }
 
@@ -766,7 +768,9 @@ impl FullNat {
         };
         let plan = match plan {
             Ok(p) => p,
-            Err(Exhausted) => {
+            // Left with the client's source, as plain NAT.
+            Err(Refused::NotFullNat) => return Ok(None),
+            Err(Refused::Exhausted) => {
                 stats.fullnat_exhausted.fetch_add(1, Ordering::Relaxed);
                 self.log_exhausted(rs);
                 return Err(());
@@ -931,7 +935,15 @@ mod tests {
             t.to_server(k, rs, None, Time(u64::from(i % 2))).unwrap();
         }
         let extra = key(proto::UDP, "10.9.9.9:1", "10.111.100.1:80");
-        assert_eq!(t.to_server(extra, rs, None, Time(2)), Err(Exhausted));
+        assert_eq!(
+            t.to_server(extra, rs, None, Time(2)),
+            Err(Refused::Exhausted)
+        );
+        let other = key(proto::UDP, "10.9.9.9:1", "10.111.100.1:81");
+        assert_eq!(
+            t.to_server(other, rs, None, Time(2)),
+            Err(Refused::NotFullNat)
+        );
         // Another real server still has the whole pool.
         assert!(
             t.to_server(extra, sa("10.112.0.12:80"), None, Time(2))
@@ -1275,5 +1287,50 @@ mod path_tests {
         // A packet to the pool that belongs to no flow is left alone (the director's).
         let stray = run(tcp((RS, 8080), (POOL, 1), 0x10, 1, 1, b""), &mut out);
         assert_eq!(ends(&seg_of(&stray).0), (RS.into(), 8080, POOL.into(), 1));
+    }
+
+    #[test]
+    fn pool_exhaustion_drops_and_counts_through_the_engine() {
+        let f = Arc::new(FullNat::new());
+        let mut svc = BTreeMap::new();
+        svc.insert(
+            ServiceId {
+                protocol: proto::UDP,
+                addr: VIP.parse().unwrap(),
+                port: 80,
+            },
+            ServiceConfig {
+                pool: vec![POOL.parse().unwrap()],
+                client_address: ClientAddress::ProxyV2,
+            },
+        );
+        f.set_services(svc);
+        let cfg = Config {
+            fullnat: Some(f.clone()),
+            ..Config::default()
+        };
+        let stats = Stats::default();
+        let mut out = vec![0u8; 1500];
+        let mut d = director;
+        let ports = u32::from(*PORTS.end() - *PORTS.start()) + 1;
+        let mut udp = vec![
+            0x45, 0, 0, 28, 0, 1, 0x40, 0, 64, 17, 0, 0, 10, 111, 0, 2, 10, 111, 100, 1, 0, 0, 0,
+            80, 0, 8, 0, 0,
+        ];
+        for i in 0..=ports {
+            // Clients 10.111.0.2 and .3, every source port.
+            udp[15] = 2 + (i / 60_000) as u8;
+            udp[20..22].copy_from_slice(&(1 + i % 60_000).to_be_bytes()[2..]);
+            let mut p = udp.clone();
+            rvs_wire::fill_checksums(&mut p).unwrap();
+            let a = process(&mut p, &mut out, &mut d, &stats, &cfg);
+            if i < ports {
+                assert_eq!(a, Action::Send(28), "flow {i}");
+            } else {
+                assert_eq!(a, Action::Drop, "the pool is full");
+            }
+        }
+        assert_eq!(stats.fullnat_exhausted.load(Ordering::Relaxed), 1);
+        assert_eq!(f.flows(), ports as usize);
     }
 }
