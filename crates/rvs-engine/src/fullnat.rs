@@ -681,7 +681,8 @@ impl FullNat {
                 },
             );
             if let Some(s) = seg {
-                if back.shift.is_some() {
+                // Only an acknowledgement that counts (ACK set) is one to map.
+                if back.shift.is_some() && s.flags & tcp_flags::ACK != 0 {
                     let _ = tcp_set_seq_ack(packet, lay, s.seq, back.ack(s.ack));
                     let _ = tcp_map_sack(packet, lay, |e| back.ack(e));
                 }
