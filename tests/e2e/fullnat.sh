@@ -8,7 +8,9 @@
 #     ($proxy_protocol_addr) and sees a pool address as the peer ($remote_addr); its
 #     access log says the same; the requests are spread rr over the three servers, as
 #     `ipvsadm -Ln --stats` shows (Conns 10 each), and the listing shows them as Masq;
-#   * a 100 MB transfer through it arrives with the sha256 of the file;
+#   * a 100 MB download through it arrives with the sha256 of the file (IPv4 and IPv6);
+#   * a 100 MB upload to a raw TCP sink arrives as the PROXY v2 header (the client's
+#     address) followed by exactly the file (IPv4 and IPv6);
 #   * a TOA full-NAT service (plain nginx: the option is ignored) carries HTTP, and TOA
 #     options are counted;
 #   * UDP round trips through a full-NAT service (IPv4 and IPv6);
@@ -114,6 +116,54 @@ check "100 MB over IPv4 full-NAT arrive intact (sha256)" $([ "$got" = "$want_sum
 got=$(bed_client sh -c "curl -s -g --max-time 120 'http://[$VIP6]:8080/big.bin' | sha256sum" | cut -d' ' -f1)
 check "100 MB over IPv6 full-NAT arrive intact (sha256)" $([ "$got" = "$want_sum" ]; echo $?) "got $got"
 
+# 3b. 100 MB the other way, to a raw TCP sink on rs1 that keeps every byte it reads: the
+# PROXY v2 header must come first, then exactly the file (the client's sequence numbers
+# shifted all the way, retransmissions included).
+bed_ipvsadm -A -t $VIP:9000 -s rr; bed_ipvsadm -a -t $VIP:9000 -r 10.112.0.11:9000 -m
+bed_ipvsadm -A -t "[$VIP6]:9000" -s rr; bed_ipvsadm -a -t "[$VIP6]:9000" -r "[fd12::11]:9000" -m
+"$RVS" fullnat add -t $VIP:9000 --pool 10.113.0.1 --client-address proxy-v2
+"$RVS" fullnat add -t "[$VIP6]:9000" --pool fd13::1 --client-address proxy-v2
+ip netns exec "${BED_RS[0]}" timeout 300 python3 -c '
+import socket, sys
+s = socket.socket(socket.AF_INET6)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("::", 9000)); s.listen(4)
+for n in range(2):
+    c, _ = s.accept()
+    with open(sys.argv[1] + "/up%d.bin" % n, "wb") as f:
+        while True:
+            b = c.recv(1 << 20)
+            if not b:
+                break
+            f.write(b)
+    c.close()
+' "$T" & sink=$!
+sleep 0.5
+upload() { # HOST: send big.bin, half-close, wait for the sink to close
+  bed_client timeout 120 python3 -c '
+import socket, sys
+c = socket.create_connection((sys.argv[1], 9000))
+with open(sys.argv[2], "rb") as f:
+    c.sendfile(f)
+c.shutdown(socket.SHUT_WR); c.recv(1)
+' "$1" "$T/big.bin"
+}
+upload $VIP || true
+upload $VIP6 || true
+wait $sink || true
+hdr4=$(head -c 28 "$T/up0.bin" 2>/dev/null | od -An -tx1 | tr -d ' \n')
+got=$(tail -c +29 "$T/up0.bin" 2>/dev/null | sha256sum | cut -d' ' -f1)
+check "100 MB upload over IPv4: the PROXY v2 header (client 10.111.0.2), then the file" \
+  $([ "${hdr4:0:48}" = 0d0a0d0a000d0a515549540a2111000c0a6f00020a6f6401 ] && [ "${hdr4:52:4}" = 2328 ] \
+     && [ "$got" = "$want_sum" ]; echo $?) "header $hdr4, sha256 $got"
+hdr6=$(head -c 16 "$T/up1.bin" 2>/dev/null | od -An -tx1 | tr -d ' \n')
+cli6=$(head -c 32 "$T/up1.bin" 2>/dev/null | tail -c 16 | od -An -tx1 | tr -d ' \n')
+got=$(tail -c +53 "$T/up1.bin" 2>/dev/null | sha256sum | cut -d' ' -f1)
+check "100 MB upload over IPv6: the PROXY v2 header (client fd11::2), then the file" \
+  $([ "$hdr6" = "0d0a0d0a000d0a515549540a21210024" ] && [ "$cli6" = "fd110000000000000000000000000002" ] && [ "$got" = "$want_sum" ]; echo $?) \
+  "header $hdr6 client $cli6, sha256 $got"
+rm -f "$T"/up[01].bin
+
 # 4. TOA: a plain nginx ignores the option; the requests work, the options are counted.
 http 30 "http://$VIP:80/" "$T/toa.txt"
 n=$(grep -c '^rs[123]$' "$T/toa.txt" || true)
@@ -128,6 +178,7 @@ ok=0; for _ in $(seq 15); do bed_client "$CONN" -u -w 1000 -n 2 -d 32 $VIP6 53 &
 check "15 UDP round trips over IPv6 full-NAT" $([ $ok = 15 ]; echo $?) "$ok of 15"
 
 # 6. A restart keeps the configuration.
+"$RVS" fullnat list > "$T/list1.txt"
 dpid=${BED_PIDS[-1]}
 kill "$dpid"; wait "$dpid" 2>/dev/null || true
 unset 'BED_PIDS[-1]'
@@ -135,7 +186,7 @@ ip netns exec $BED_D "$RVS" daemon --socket "$RVS_SOCKET" --state "$T/state.json
   --klog "$T/klog" >>"$T/daemon.log" 2>&1 & BED_PIDS+=($!)
 for _ in $(seq 100); do "$RVS" ping -q 2>/dev/null && break; sleep 0.05; done
 "$RVS" fullnat list > "$T/list2.txt"
-check "the full-NAT services survive a restart" $(cmp -s "$T/list.txt" "$T/list2.txt"; echo $?) \
+check "the full-NAT services survive a restart" $(cmp -s "$T/list1.txt" "$T/list2.txt"; echo $?) \
   "$(cat "$T/list2.txt")"
 http 6 "http://$VIP:8080/" "$T/pp4b.txt"
 n=$(grep -cE '^rs[123] 10\.111\.0\.2 10\.113\.0\.[12]$' "$T/pp4b.txt" || true)
