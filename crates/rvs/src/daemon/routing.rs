@@ -375,6 +375,34 @@ mod tests {
     }
 
     #[test]
+    fn pool_addresses_count_with_the_vips() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let set = |v: &[&str]| {
+            v.iter()
+                .map(|a| ip(a))
+                .collect::<std::collections::BTreeSet<_>>()
+        };
+        let mut t = Table::new();
+        let mut tg = Targets::default();
+        let ops = vec![Op::AddService(ServiceConfig::new(key("10.0.0.1", 80)))];
+        t.apply_batch(&ops, Time::ZERO).unwrap();
+        tg.update(&t, None);
+        // A pool address that is also a VIP is routed already: no change, and it stays
+        // when the pool lets it go.
+        let d = tg.set_pools(set(&["10.0.0.1", "10.9.0.1"]));
+        assert_eq!((d.add_vips, d.del_vips), (vec![ip("10.9.0.1")], vec![]));
+        let d = tg.set_pools(set(&["10.9.0.2"]));
+        assert_eq!(d.add_vips, vec![ip("10.9.0.2")]);
+        assert_eq!(d.del_vips, vec![ip("10.9.0.1")]);
+        // A flush of the table leaves the pools routed.
+        t.apply_batch(&[Op::Flush], Time::ZERO).unwrap();
+        let d = tg.update(&t, None);
+        assert_eq!(d.del_vips, vec![ip("10.0.0.1")]);
+        assert!(tg.set_pools(set(&["10.9.0.2"])).is_empty());
+        assert_eq!(tg.set_pools(set(&[])).del_vips, vec![ip("10.9.0.2")]);
+    }
+
+    #[test]
     fn deltas_follow_reference_counts() {
         let mut t = Table::new();
         let mut tg = Targets::default();
