@@ -1290,6 +1290,62 @@ mod path_tests {
         assert_eq!(ends(&seg_of(&stray).0), (RS.into(), 8080, POOL.into(), 1));
     }
 
+    /// Damaged packets (one to four bytes changed, or cut short) through an active
+    /// full-NAT path: never a panic.
+    #[test]
+    fn damaged_packets_do_not_panic() {
+        let f = Arc::new(FullNat::new());
+        let mut svc = BTreeMap::new();
+        svc.insert(
+            ServiceId {
+                protocol: proto::TCP,
+                addr: VIP.parse().unwrap(),
+                port: 80,
+            },
+            ServiceConfig {
+                pool: vec![POOL.parse().unwrap()],
+                client_address: ClientAddress::ProxyV2,
+            },
+        );
+        f.set_services(svc);
+        let cfg = Config {
+            fullnat: Some(f.clone()),
+            ..Config::default()
+        };
+        let stats = Stats::default();
+        let mut out = vec![0u8; 65535];
+        let mut d = director;
+        let mut seeds = vec![
+            tcp((CLIENT, 40000), (VIP, 80), 0x02, 1000, 0, b""),
+            tcp((CLIENT, 40000), (VIP, 80), 0x18, 1001, 5001, b"GET /"),
+        ];
+        let mut p0 = seeds[0].clone();
+        let pport = match process(&mut p0, &mut out, &mut d, &stats, &cfg) {
+            Action::Send(_) => u16::from_be_bytes([p0[20], p0[21]]),
+            a => panic!("{a:?}"),
+        };
+        seeds.push(tcp((RS, 8080), (POOL, pport), 0x12, 5000, 1001, b""));
+        seeds.push(tcp((RS, 8080), (POOL, pport), 0x10, 5001, 1034, b"HTTP"));
+        let mut x: u32 = 0x1234_5678;
+        let mut rnd = || {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as usize
+        };
+        for i in 0..20_000 {
+            let mut p = seeds[i % seeds.len()].clone();
+            for _ in 0..1 + rnd() % 4 {
+                let at = rnd() % p.len();
+                p[at] = rnd() as u8;
+            }
+            if rnd() % 8 == 0 {
+                p.truncate(rnd() % p.len());
+            }
+            let _ = process(&mut p, &mut out, &mut d, &stats, &cfg);
+        }
+    }
+
     #[test]
     fn pool_exhaustion_drops_and_counts_through_the_engine() {
         let f = Arc::new(FullNat::new());
