@@ -2,8 +2,8 @@
 
 use crate::health::{HealthReport, MAX_DETAIL_BYTES, MAX_HEALTH_PER_REQUEST, truncate_at_char};
 use crate::protocol::{
-    DataPlaneHealth, ErrorCode, MAX_OPS_PER_REQUEST, MAX_REQUEST_BYTES, Payload, Request, Response,
-    StatsReport, SysctlEntry,
+    DataPlaneHealth, ErrorCode, FullnatKey, FullnatService, MAX_OPS_PER_REQUEST, MAX_REQUEST_BYTES,
+    Payload, Request, Response, StatsReport, SysctlEntry,
 };
 use rvs_core::snapshot::{ConnSnap, Snapshot};
 use rvs_core::{CtlError, Errno, Op, ServiceKey};
@@ -363,6 +363,30 @@ impl Client {
         match self.request_data(&Request::Health)? {
             Payload::Health { reports } => Ok(reports),
             p => Err(self.unexpected("health", &Response::data(p))),
+        }
+    }
+
+    /// Make a service full-NAT (or change its pool or client address mode).
+    pub fn fullnat_set(&mut self, service: FullnatService) -> Result<(), Error> {
+        match self.request(&Request::FullnatSet { service })? {
+            Response::Ok { .. } => Ok(()),
+            other => Err(self.fail(other)),
+        }
+    }
+
+    /// Make a full-NAT service plain NAT again.
+    pub fn fullnat_del(&mut self, key: FullnatKey) -> Result<(), Error> {
+        match self.request(&Request::FullnatDel { key })? {
+            Response::Ok { .. } => Ok(()),
+            other => Err(self.fail(other)),
+        }
+    }
+
+    /// The full-NAT services, in key order.
+    pub fn fullnat_list(&mut self) -> Result<Vec<FullnatService>, Error> {
+        match self.request_data(&Request::FullnatList)? {
+            Payload::Fullnat { services } => Ok(services),
+            p => Err(self.unexpected("fullnat_list", &Response::data(p))),
         }
     }
 

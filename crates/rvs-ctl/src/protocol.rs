@@ -84,7 +84,51 @@ pub enum Request {
     },
     /// Every recorded health result; answered with [`Payload::Health`].
     Health,
+    /// Make a virtual service full-NAT (or change its pool / client address mode):
+    /// rvs only, no ipvsadm equivalent. Persisted. The service need not exist yet.
+    FullnatSet { service: FullnatService },
+    /// Make a service plain NAT again (`not_found` when it was not full-NAT).
+    FullnatDel { key: FullnatKey },
+    /// The full-NAT services, in key order; answered with [`Payload::Fullnat`].
+    FullnatList,
 }
+
+/// A virtual service by protocol, address and port (fwmark services cannot be full-NAT).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FullnatKey {
+    pub protocol: rvs_core::Protocol,
+    pub addr: std::net::IpAddr,
+    pub port: u16,
+}
+
+/// How a full-NAT service tells the real server the client's address.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAddressMode {
+    /// Not at all: the real server sees a pool address.
+    #[default]
+    None,
+    /// A PROXY protocol v2 header before the first data of each TCP connection.
+    ProxyV2,
+    /// The TOA TCP option (kind 254).
+    Toa,
+}
+
+/// A full-NAT service: its source address pool and client address mode.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FullnatService {
+    pub key: FullnatKey,
+    /// Local source addresses for the connections to the real servers (the service's
+    /// family; at least one).
+    pub pool: Vec<std::net::IpAddr>,
+    #[serde(default)]
+    pub client_address: ClientAddressMode,
+}
+
+/// Most addresses in one full-NAT pool.
+pub const MAX_FULLNAT_POOL: usize = 256;
 
 /// One response. `{"status":"ok",...}`, `{"status":"ctl_error",...}` or
 /// `{"status":"error",...}`.
@@ -187,6 +231,9 @@ pub enum Payload {
     },
     Health {
         reports: Vec<HealthReport>,
+    },
+    Fullnat {
+        services: Vec<FullnatService>,
     },
 }
 

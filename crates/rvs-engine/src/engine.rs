@@ -8,6 +8,7 @@
 //! datagram on. A forwarded packet gets back the TTL unit the kernel took on its way into
 //! the TUN (see [`crate::local`]), so it loses exactly one through the director.
 
+use crate::fullnat::FullNat;
 use crate::io::{PacketIo, RecvMeta};
 use crate::local::{self, LocalAddrs};
 use crate::xmit::{self, Outcome, Transmitter};
@@ -18,7 +19,7 @@ use rvs_wire::frag::{self, FragDrop, FragOrigin, Fragmented, Reasm, ReasmConfig,
 use std::io;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// Which handler the packet is for (the kernel's in- and out-handlers).
@@ -43,6 +44,12 @@ pub trait Decider {
             Verdict::Accept => self.decide(info, Direction::Inbound),
             v => v,
         }
+    }
+
+    /// The full-NAT translations the packets go through (asked once per worker, when
+    /// [`Config::fullnat`] names none).
+    fn fullnat(&self) -> Option<Arc<FullNat>> {
+        None
     }
 }
 
@@ -108,6 +115,12 @@ pub struct Stats {
     /// NAT packets handed back to the kernel's routing instead (a local destination, no
     /// usable route, a neighbour not yet resolved).
     pub nat_via_kernel: AtomicU64,
+    /// Full-NAT: new flows dropped because the pool had no free port for the real server.
+    pub fullnat_exhausted: AtomicU64,
+    /// Full-NAT: PROXY protocol v2 headers inserted (retransmissions included).
+    pub fullnat_proxy_headers: AtomicU64,
+    /// Full-NAT: TOA options added.
+    pub fullnat_toa: AtomicU64,
 }
 
 impl Stats {
@@ -145,6 +158,9 @@ impl Stats {
             neighbour_waits,
             sent_direct,
             nat_via_kernel,
+            fullnat_exhausted,
+            fullnat_proxy_headers,
+            fullnat_toa,
         } = self;
         [
             ("received", received),
@@ -175,6 +191,9 @@ impl Stats {
             ("neighbour_waits", neighbour_waits),
             ("sent_direct", sent_direct),
             ("nat_via_kernel", nat_via_kernel),
+            ("fullnat_exhausted", fullnat_exhausted),
+            ("fullnat_proxy_headers", fullnat_proxy_headers),
+            ("fullnat_toa", fullnat_toa),
         ]
         .into_iter()
         .map(|(name, c)| (name, c.load(Ordering::Relaxed)))
@@ -198,7 +217,7 @@ fn inc(c: &AtomicU64) {
 }
 
 /// Engine settings.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Config {
     /// How long one wait for a packet lasts before the stop flag is looked at again.
     pub poll_interval: Duration,
@@ -224,6 +243,9 @@ pub struct Config {
     /// unresolved neighbour, a reassembled datagram) are still written into the TUN.
     /// Needs `tun_ifindex`.
     pub nat_direct: bool,
+    /// Full-NAT's source translations (see [`crate::fullnat`]); `None`: the decider's
+    /// ([`Decider::fullnat`]), if any.
+    pub fullnat: Option<Arc<FullNat>>,
 }
 
 impl Default for Config {
@@ -236,6 +258,7 @@ impl Default for Config {
             mtu: None,
             tun_ifindex: None,
             nat_direct: false,
+            fullnat: None,
         }
     }
 }
@@ -254,6 +277,9 @@ pub enum Action {
     },
     /// Send `reply[..len]` (an ICMP error built for `Reject`).
     Reply(usize),
+    /// Send `reply[..len]`: the packet rebuilt bigger (full-NAT added the client's
+    /// address to it).
+    SendBuilt(usize),
     Drop,
     /// Direct routing of `packet[..len]` to the real server `rs` ([`crate::xmit`]).
     Route {
@@ -348,7 +374,7 @@ fn process_general(
 fn decide_and_rewrite(
     packet: &mut [u8],
     mut info: PacketInfo,
-    lay: rvs_wire::Layout,
+    mut lay: rvs_wire::Layout,
     meta: RecvMeta,
     reply: &mut [u8],
     decider: &mut dyn Decider,
@@ -360,6 +386,13 @@ fn decide_and_rewrite(
     if cfg.check_checksums && rvs_wire::verify_checksums(&packet[..len]) == Ok(false) {
         inc(&stats.bad_checksum);
     }
+    // Full-NAT: a real server's reply to a pool address is readdressed to the client
+    // first, so that the director sees an ordinary NAT reply.
+    let fullnat = cfg.fullnat.as_deref().filter(|f| f.active());
+    if let Some(f) = fullnat {
+        f.reply_in(packet, &mut lay, &mut info);
+    }
+    let len = info.len as usize;
     match decider.decide_packet(&info) {
         Verdict::Accept => {
             inc(&stats.accepted);
@@ -381,13 +414,16 @@ fn decide_and_rewrite(
         },
         // By reference: the rewrite is read where the decider left it, not copied out.
         Verdict::Forward { ref rewrite, .. } => match rewrite {
+            // (Full-NAT's translation follows the rewrite below: its big packets are not
+            // held back for the check.)
             Rewrite::Dnat { addr, .. }
-                if len
-                    > if addr.is_ipv4() {
-                        NAT_UNCHECKED_LEN.0
-                    } else {
-                        NAT_UNCHECKED_LEN.1
-                    } =>
+                if fullnat.is_none()
+                    && len
+                        > if addr.is_ipv4() {
+                            NAT_UNCHECKED_LEN.0
+                        } else {
+                            NAT_UNCHECKED_LEN.1
+                        } =>
             {
                 Action::NatBig {
                     len,
@@ -403,7 +439,17 @@ fn decide_and_rewrite(
                 match rvs_wire::apply_at(packet, &lay, rewrite) {
                     Ok(()) => {
                         inc(&stats.forwarded);
-                        Action::Nat { len, dst }
+                        match (fullnat, rewrite) {
+                            (Some(f), &Rewrite::Dnat { addr, port }) => {
+                                let rs = std::net::SocketAddr::new(addr, port);
+                                match f.to_server(packet, &lay, &info, rs, reply, stats) {
+                                    Ok(None) => Action::Nat { len, dst },
+                                    Ok(Some(n)) => Action::SendBuilt(n),
+                                    Err(()) => Action::Drop,
+                                }
+                            }
+                            _ => Action::Nat { len, dst },
+                        }
                     }
                     Err(_) => {
                         inc(&stats.unsupported);
@@ -496,6 +542,18 @@ pub fn run_worker(
     fragments: &Fragments,
 ) -> io::Result<()> {
     let mut packet = vec![0u8; MAX_PACKET];
+    let with_fullnat;
+    let cfg = if cfg.fullnat.is_none()
+        && let Some(f) = decider.fullnat()
+    {
+        with_fullnat = Config {
+            fullnat: Some(f),
+            ..cfg.clone()
+        };
+        &with_fullnat
+    } else {
+        cfg
+    };
     let mut path = PacketPath::new(cfg, fragments);
     let mut next_expire = Instant::now();
     while !stop.load(Ordering::Relaxed) {
@@ -509,7 +567,7 @@ pub fn run_worker(
         let got = io.recv_meta(&mut packet, wait)?;
         let now = Instant::now();
         if now >= next_expire {
-            path.expire(now, stats);
+            path.expire(now, stats, cfg);
             next_expire = now + EXPIRE_EVERY;
         }
         if holding && let Some(x) = &mut path.xmit {
@@ -564,14 +622,18 @@ impl<'f> PacketPath<'f> {
         PacketPath {
             fragments,
             locals,
-            reply: vec![0u8; 1500],
+            // Big enough for a packet full-NAT makes bigger (`Action::SendBuilt`).
+            reply: vec![0u8; MAX_PACKET],
             scratch: vec![0u8; MAX_PACKET + 64],
             xmit: None,
             xmit_failed: false,
         }
     }
 
-    fn expire(&mut self, now: Instant, stats: &Stats) {
+    fn expire(&mut self, now: Instant, stats: &Stats, cfg: &Config) {
+        if let Some(f) = &cfg.fullnat {
+            f.expire();
+        }
         let t = self.fragments.time(now);
         let n = self.fragments.lock().expire(t);
         if n > 0 {
@@ -761,6 +823,7 @@ impl<'f> PacketPath<'f> {
                 }
             }
             (Action::Reply(len), _) => self.send_reply(len, at.forwarded, io),
+            (Action::SendBuilt(len), _) => io.send(&self.reply[..len]),
             (Action::Drop | Action::NatBig { .. }, _) => Ok(()),
         };
         self.count_send(r, stats);
@@ -946,7 +1009,7 @@ mod tests {
         assert_eq!(get(&stats.malformed), 1);
         assert_eq!(get(&stats.bad_checksum), 0);
         let named = stats.counters();
-        assert_eq!(named.len(), 28);
+        assert_eq!(named.len(), 31);
         assert_eq!(named[0], ("received", 4));
         assert!(named.contains(&("forwarded", 1)));
         assert!(named.contains(&("malformed", 1)));

@@ -4,6 +4,7 @@
 //! that brings VIP traffic and NAT replies into the TUN device.
 
 pub mod engine;
+pub mod fullnat;
 pub mod io;
 pub mod local;
 pub mod multitun;

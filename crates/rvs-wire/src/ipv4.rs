@@ -121,6 +121,10 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
     pub fn set_ttl(&mut self, v: u8) {
         self.bm()[8] = v;
     }
+    /// Sets the total length (the header checksum is left to the caller).
+    pub fn set_total_len(&mut self, v: u16) {
+        self.bm()[2..4].copy_from_slice(&v.to_be_bytes());
+    }
     pub fn set_checksum(&mut self, v: u16) {
         self.bm()[10..12].copy_from_slice(&v.to_be_bytes());
     }

@@ -104,6 +104,9 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv6Packet<T> {
     pub fn set_hop_limit(&mut self, v: u8) {
         self.bm()[7] = v;
     }
+    pub fn set_payload_len(&mut self, v: u16) {
+        self.bm()[4..6].copy_from_slice(&v.to_be_bytes());
+    }
 }
 
 /// Where the walk of the extension headers ended.

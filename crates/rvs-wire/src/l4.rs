@@ -64,6 +64,35 @@ impl<T: AsRef<[u8]>> TcpPacket<T> {
     pub fn payload(&self) -> &[u8] {
         &self.buf.as_ref()[self.header_len()..]
     }
+    pub fn ack(&self) -> u32 {
+        let b = self.buf.as_ref();
+        u32::from_be_bytes([b[8], b[9], b[10], b[11]])
+    }
+    /// The option bytes (between the fixed header and the data offset).
+    pub fn options(&self) -> &[u8] {
+        &self.buf.as_ref()[Self::MIN_LEN..self.header_len()]
+    }
+}
+
+impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpPacket<T> {
+    pub fn set_seq(&mut self, v: u32) {
+        self.buf.as_mut()[4..8].copy_from_slice(&v.to_be_bytes());
+    }
+    pub fn set_ack(&mut self, v: u32) {
+        self.buf.as_mut()[8..12].copy_from_slice(&v.to_be_bytes());
+    }
+    pub fn set_checksum(&mut self, v: u16) {
+        self.buf.as_mut()[16..18].copy_from_slice(&v.to_be_bytes());
+    }
+    /// Sets the data offset (`len` a multiple of 4, 20..=60; the caller has made the room).
+    pub fn set_header_len(&mut self, len: usize) {
+        let b = self.buf.as_mut();
+        b[12] = (((len / 4) as u8) << 4) | (b[12] & 0x0f);
+    }
+    pub fn options_mut(&mut self) -> &mut [u8] {
+        let hl = self.header_len();
+        &mut self.buf.as_mut()[Self::MIN_LEN..hl]
+    }
 }
 
 /// UDP header view.

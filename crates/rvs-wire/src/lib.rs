@@ -17,6 +17,7 @@ pub mod checksum;
 pub mod crc32c;
 pub mod encap;
 pub mod frag;
+pub mod fullnat;
 pub mod ipv4;
 pub mod ipv6;
 pub mod l4;

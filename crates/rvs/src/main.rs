@@ -4,6 +4,7 @@
 mod client;
 mod daemon;
 mod dataplane;
+mod fullnat_cli;
 mod persist;
 mod procfs;
 mod protocol;
@@ -56,6 +57,11 @@ commands:
                          when either is not so)
   stats [--json]         the packet engine's and the director's counters, the connection
                          table's fill and the data plane's health
+  fullnat add -t|-u VIP:PORT --pool ADDR[,ADDR|,ADDR/PREFIX...]
+        [--client-address none|proxy-v2|toa]
+  fullnat del -t|-u VIP:PORT
+  fullnat list [--json]  full-NAT (rvs only, no ipvsadm flag): connections of that
+                         service leave from a pool address; its real servers stay `-m`
   keepalived plan FILE   print, as `ipvsadm -Sn`, the table rvs programs at start-up for
                          a keepalived.conf (exits 1 on a configuration error)
   keepalived run FILE    run that file's health checkers against the daemon (foreground,
@@ -150,6 +156,7 @@ fn rvs_main(mut args: Vec<String>) -> i32 {
         "proc" => proc_main(&sock(), &args),
         "ping" => ping_main(&sock(), &args),
         "stats" => stats_main(&sock(), &args),
+        "fullnat" => fullnat_cli::main(&args, || connect_or_explain(&sock())),
         "keepalived" => {
             rvs_health::cli::main(&args, &mut std::io::stdout(), &mut std::io::stderr())
         }

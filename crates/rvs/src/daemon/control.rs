@@ -128,6 +128,9 @@ pub fn handle(shared: &Shared, session: &mut Session, req: Request, replies: &mu
             shared.health().forget(&source, service.as_ref());
             Response::ok()
         }
+        r @ (Request::FullnatSet { .. } | Request::FullnatDel { .. } | Request::FullnatList) => {
+            super::fullnat::handle(shared, &r)
+        }
         Request::Health => Response::data(Payload::Health {
             reports: shared.health().list(),
         }),

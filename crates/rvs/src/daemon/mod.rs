@@ -14,6 +14,7 @@
 //! [`host`] (facts about the host), [`klog`] (the kernel log).
 
 pub mod control;
+pub mod fullnat;
 pub mod host;
 pub mod klog;
 pub mod outlier;
@@ -122,6 +123,8 @@ impl DaemonOpts {
 pub struct Control {
     /// What is routed into rvs, per service.
     pub targets: Targets,
+    /// The full-NAT services (rvs only; kept in `STATE.fullnat`).
+    pub fullnat: fullnat::Services,
 }
 
 /// The /proc mirror: files and what was last written to each.
@@ -153,6 +156,8 @@ pub struct Shared {
     apply_latency: control::ApplyLatency,
     /// The outlier detector's counters (`None`: detection off).
     outlier: Option<Arc<outlier::Counters>>,
+    /// Full-NAT's source translations, shared with the engine's workers.
+    fullnat: Arc<rvs_engine::fullnat::FullNat>,
 }
 
 impl Shared {
@@ -363,11 +368,18 @@ fn install_signal_thread(
 /// for each engine thread the supervisor starts.) With outlier detection, each decision is
 /// shown to the sensor after the lock is released.
 #[derive(Clone)]
-struct PacketDecider(Arc<OnceLock<Arc<Shared>>>, Option<outlier::Sensor>);
+struct PacketDecider {
+    /// The daemon's shared state, filled in right after the data plane starts.
+    shared: Arc<OnceLock<Arc<Shared>>>,
+    /// Full-NAT's source translations, shared with the engine's workers.
+    fullnat: Arc<rvs_engine::fullnat::FullNat>,
+    /// Passive outlier detection's view of the decisions (`None`: off).
+    outlier: Option<outlier::Sensor>,
+}
 
 impl PacketDecider {
     fn with_director(&self, f: impl FnOnce(&mut Director, Time) -> Verdict) -> Verdict {
-        let Some(shared) = self.0.get() else {
+        let Some(shared) = self.shared.get() else {
             return Verdict::Accept;
         };
         let now = shared.now();
@@ -405,10 +417,14 @@ impl Decider for PacketDecider {
             Verdict::Accept => d.inbound(info, now),
             v => v,
         });
-        if let Some(s) = &mut self.1 {
+        if let Some(s) = &mut self.outlier {
             s.observe(info, &v);
         }
         v
+    }
+
+    fn fullnat(&self) -> Option<Arc<rvs_engine::fullnat::FullNat>> {
+        Some(self.fullnat.clone())
     }
 }
 
@@ -450,6 +466,9 @@ pub fn run(opts: DaemonOpts) -> Result<(), String> {
         );
     }
     let state = restore_state(&opts, &store, &recovered.config, new_state(&opts))?;
+    let fullnat_services = fullnat::load(&opts.state)?;
+    let fullnat = Arc::new(rvs_engine::fullnat::FullNat::new());
+    fullnat.set_services(fullnat::engine_services(&fullnat_services));
 
     let klog = match &opts.klog {
         Some(p) => {
@@ -490,7 +509,11 @@ pub fn run(opts: DaemonOpts) -> Result<(), String> {
             &opts.tun,
             opts.workers,
             with_suffix(&opts.state, ".plumbing"),
-            PacketDecider(cell.clone(), sensor),
+            PacketDecider {
+                shared: cell.clone(),
+                fullnat: fullnat.clone(),
+                outlier: sensor,
+            },
             opts.restarts.clone(),
             opts.nat_direct,
         )?)
@@ -502,6 +525,7 @@ pub fn run(opts: DaemonOpts) -> Result<(), String> {
     let shared = Arc::new(Shared {
         control: Mutex::new(Control {
             targets: Targets::default(),
+            fullnat: fullnat_services,
         }),
         store,
         engine: Mutex::new(state),
@@ -523,6 +547,7 @@ pub fn run(opts: DaemonOpts) -> Result<(), String> {
         engine_lock_waits: Default::default(),
         apply_latency: control::ApplyLatency::default(),
         outlier: outlier_counters.clone(),
+        fullnat,
     });
     if let Some(q) = quiescer {
         let _ = shared.quiescer.set(q);
@@ -532,8 +557,10 @@ pub fn run(opts: DaemonOpts) -> Result<(), String> {
     {
         let mut ctl = shared.control();
         let st = shared.engine();
-        let delta = ctl.targets.update(&st.director().table, None);
+        let mut delta = ctl.targets.update(&st.director().table, None);
         drop(st);
+        let pools = fullnat::pool_addrs(&ctl.fullnat);
+        delta.add_vips.extend(ctl.targets.set_pools(pools).add_vips);
         if let Some(t) = shared.router.submit(delta) {
             drop(ctl);
             shared.router.wait(t, Duration::from_secs(60));

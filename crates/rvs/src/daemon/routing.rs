@@ -81,6 +81,8 @@ pub struct Targets {
     vips: HashMap<IpAddr, u32>,
     reals: HashMap<NatReal, u32>,
     marks: HashMap<u32, u32>,
+    /// Full-NAT's pool addresses: routed into rvs like VIPs (counted with them).
+    pools: std::collections::BTreeSet<IpAddr>,
 }
 
 fn count_up<K: std::hash::Hash + Eq + Copy>(m: &mut HashMap<K, u32>, k: K, added: &mut Vec<K>) {
@@ -102,6 +104,20 @@ fn count_down<K: std::hash::Hash + Eq + Copy>(m: &mut HashMap<K, u32>, k: K, gon
 }
 
 impl Targets {
+    /// Route full-NAT's pool addresses (all of them: the set replaces the last one) and
+    /// return what changed.
+    pub fn set_pools(&mut self, pools: std::collections::BTreeSet<IpAddr>) -> Delta {
+        let mut d = Delta::default();
+        for a in pools.difference(&self.pools) {
+            count_up(&mut self.vips, *a, &mut d.add_vips);
+        }
+        for a in self.pools.difference(&pools) {
+            count_down(&mut self.vips, *a, &mut d.del_vips);
+        }
+        self.pools = pools;
+        d
+    }
+
     /// The services whose contribution `ops` may change; `None`: all of them (flush).
     pub fn touched(ops: &[Op]) -> Option<Vec<ServiceKey>> {
         let mut keys = Vec::new();
@@ -356,6 +372,34 @@ mod tests {
         let mut d = DestConfig::new(a.parse().unwrap(), port);
         d.fwd = FwdMethod::Masq;
         d
+    }
+
+    #[test]
+    fn pool_addresses_count_with_the_vips() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let set = |v: &[&str]| {
+            v.iter()
+                .map(|a| ip(a))
+                .collect::<std::collections::BTreeSet<_>>()
+        };
+        let mut t = Table::new();
+        let mut tg = Targets::default();
+        let ops = vec![Op::AddService(ServiceConfig::new(key("10.0.0.1", 80)))];
+        t.apply_batch(&ops, Time::ZERO).unwrap();
+        tg.update(&t, None);
+        // A pool address that is also a VIP is routed already: no change, and it stays
+        // when the pool lets it go.
+        let d = tg.set_pools(set(&["10.0.0.1", "10.9.0.1"]));
+        assert_eq!((d.add_vips, d.del_vips), (vec![ip("10.9.0.1")], vec![]));
+        let d = tg.set_pools(set(&["10.9.0.2"]));
+        assert_eq!(d.add_vips, vec![ip("10.9.0.2")]);
+        assert_eq!(d.del_vips, vec![ip("10.9.0.1")]);
+        // A flush of the table leaves the pools routed.
+        t.apply_batch(&[Op::Flush], Time::ZERO).unwrap();
+        let d = tg.update(&t, None);
+        assert_eq!(d.del_vips, vec![ip("10.0.0.1")]);
+        assert!(tg.set_pools(set(&["10.9.0.2"])).is_empty());
+        assert_eq!(tg.set_pools(set(&[])).del_vips, vec![ip("10.9.0.2")]);
     }
 
     #[test]
