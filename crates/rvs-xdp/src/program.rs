@@ -264,3 +264,26 @@ fn sync_map(
     *have = now;
     first_err.map_or(Ok(()), Err)
 }
+
+/// The interfaces `--backend xdp` takes when none are named: every interface that is up,
+/// carries Ethernet and is no bridge port, but loopback and rvs's own TUN devices.
+pub fn default_interfaces() -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir("/sys/class/net") else {
+        return Vec::new();
+    };
+    let mut out: Vec<String> = dir
+        .filter_map(Result::ok)
+        .filter(|e| {
+            let p = e.path();
+            let read = |f: &str| std::fs::read_to_string(p.join(f)).unwrap_or_default();
+            read("type").trim() == "1"
+                && read("operstate").trim() != "down"
+                && !p.join("master").exists()
+                && !p.join("tun_flags").exists()
+        })
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "lo")
+        .collect();
+    out.sort();
+    out
+}
