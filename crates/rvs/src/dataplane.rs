@@ -21,6 +21,7 @@ use rvs_engine::{
     Config, Decider, Fragments, FwmarkTuns, MultiTun, NatReal, PacketIo, Plumbing, PlumbingConfig,
     RecvMeta, Stats, Tun,
 };
+use rvs_xdp::{XdpProgram, XdpStats, XdpWorker, Xsk};
 use std::any::Any;
 use std::collections::{BTreeSet, VecDeque};
 use std::io;
@@ -30,7 +31,6 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use rvs_xdp::{XdpProgram, XdpStats, XdpWorker, Xsk};
 use std::time::{Duration, Instant};
 
 /// A lock that a panic elsewhere does not make unusable (what it guards stays valid).
@@ -861,11 +861,7 @@ impl DataPlane {
                 Some(XdpProgram::attach(&names).map_err(|e| format!("--backend xdp: {e}"))?)
             }
         };
-        let (queues, marks) = open_queues(
-            tun_name,
-            &probe,
-            xdp.as_mut().map(|p| (p, &xdp_stats)),
-        )?;
+        let (queues, marks) = open_queues(tun_name, &probe, xdp.as_mut().map(|p| (p, &xdp_stats)))?;
         eprintln!("rvs daemon: {}", describe(tun_name, xdp.as_ref(), &queues));
         let cfg = PlumbingConfig {
             journal: Some(journal),
