@@ -65,10 +65,25 @@ struct Port {
     next: usize,
 }
 
+/// Where packets to one destination leave: resolved once, used for [`EGRESS_FRESH`] (the
+/// next-hop cache of rvs-engine answers for a second too, but costs three lookups and a
+/// copy of the interface's facts per packet).
+#[derive(Copy, Clone, Debug)]
+struct Egress {
+    port: usize,
+    /// Destination MAC, source MAC; the EtherType is the packet's.
+    macs: [u8; 12],
+    mtu: usize,
+    until: Instant,
+}
+
+const EGRESS_FRESH: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// A worker's sockets (one per XDP interface on its queue).
 #[derive(Debug)]
 pub struct XdpWorker {
     ports: Vec<Port>,
+    egress: std::collections::HashMap<IpAddr, Egress>,
     /// The port read last (round robin).
     turn: usize,
     hops: Option<NextHops>,
@@ -88,6 +103,7 @@ impl XdpWorker {
                 })
                 .collect(),
             turn: 0,
+            egress: std::collections::HashMap::new(),
             hops: NextHops::open()
                 .inspect_err(|e| {
                     eprintln!("rvs xdp: no netlink ({e}): every packet is sent through the kernel")
@@ -158,31 +174,29 @@ impl XdpWorker {
 
     fn try_send(&mut self, packet: &[u8], now: Instant) -> Option<()> {
         let dst = destination(packet)?;
-        let hops = self.hops.as_mut()?;
-        let route = hops.route(dst, now).ok()?;
-        if route.local {
-            return None;
-        }
-        let port = self.ports.iter_mut().find(|p| p.xsk.ifindex == route.oif)?;
-        let link = hops.link(route.oif, now).ok()?;
-        if packet.len() > link.mtu as usize || packet.len() + ETH > crate::xsk::FRAME {
-            return None;
-        }
-        let Ok(Neighbour::Known(mac)) =
-            hops.neighbour(route.oif, route.gateway.unwrap_or(dst), now)
-        else {
-            return None;
+        let e = match self.egress.get(&dst) {
+            Some(e) if now < e.until => *e,
+            _ => {
+                let e = self.resolve(dst, now)?;
+                if self.egress.len() >= 65536 {
+                    self.egress.retain(|_, e| now < e.until);
+                }
+                self.egress.insert(dst, e);
+                e
+            }
         };
+        if packet.len() > e.mtu || packet.len() + ETH > crate::xsk::FRAME {
+            return None;
+        }
         // The kernel's forwarding takes one (the XDP program leaves TTL <= 1 to the kernel;
         // an ICMP error rvs built starts at 64).
         if ttl(packet) <= 1 {
             return None;
         }
-        let src = link.mac.unwrap_or([0; 6]);
         let ethertype: u16 = if packet[0] >> 4 == 4 { 0x0800 } else { 0x86dd };
+        let port = self.ports.get_mut(e.port)?;
         let ok = port.xsk.send_with(|f| {
-            f[0..6].copy_from_slice(&mac);
-            f[6..12].copy_from_slice(&src);
+            f[0..12].copy_from_slice(&e.macs);
             f[12..14].copy_from_slice(&ethertype.to_be_bytes());
             f[ETH..ETH + packet.len()].copy_from_slice(packet);
             forward_ttl(&mut f[ETH..ETH + packet.len()]);
@@ -192,6 +206,33 @@ impl XdpWorker {
             port.xsk.kick();
         }
         ok.then_some(())
+    }
+
+    /// The egress of `dst` from the kernel's tables: `None` when rvs cannot send there
+    /// itself (local, no rvs socket on the interface, neighbour not resolved: not cached,
+    /// so that the kernel's resolution is seen as soon as it is done).
+    fn resolve(&mut self, dst: IpAddr, now: Instant) -> Option<Egress> {
+        let hops = self.hops.as_mut()?;
+        let route = hops.route(dst, now).ok()?;
+        if route.local {
+            return None;
+        }
+        let port = self.ports.iter().position(|p| p.xsk.ifindex == route.oif)?;
+        let link = hops.link(route.oif, now).ok()?;
+        let Ok(Neighbour::Known(mac)) =
+            hops.neighbour(route.oif, route.gateway.unwrap_or(dst), now)
+        else {
+            return None;
+        };
+        let mut macs = [0u8; 12];
+        macs[..6].copy_from_slice(&mac);
+        macs[6..].copy_from_slice(&link.mac.unwrap_or([0; 6]));
+        Some(Egress {
+            port,
+            macs,
+            mtu: link.mtu as usize,
+            until: now + EGRESS_FRESH,
+        })
     }
 
     /// Sends what is on the TX rings (before the worker waits, and every [`BATCH`]).
