@@ -7,7 +7,8 @@
 //   * to a VIP address (any port: rvs writes back what no service claims, as with the
 //     TUN, and the kernel delivers it);
 //   * from a NAT real server's (address, protocol, port), port 0 / protocol 0 = any.
-// What it leaves to the kernel (rvs's TUN path sees it there, if it must): fragments,
+// What it leaves to the kernel (rvs's TUN path sees it there, if it must): packets bigger
+// than an AF_XDP frame takes (a GSO packet a generic-XDP bridge sees whole), fragments,
 // packets whose TTL / hop limit would run out (the kernel sends the ICMP error), IPv4 with
 // options, ICMP, anything but TCP, UDP and SCTP, and any packet when this interface queue
 // has no rvs socket (XSKMAP miss: XDP_PASS).
@@ -18,6 +19,8 @@
 #include <linux/ipv6.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
+
+#define RVS_FRAME_MAX (4096 - 256)
 
 // An address with its protocol and port; IPv4 addresses as ::ffff:a.b.c.d.
 struct rvs_key {
@@ -94,6 +97,9 @@ int rvs_xdp(struct xdp_md *ctx) {
     void *end = (void *)(long)ctx->data_end;
     struct ethhdr *eth = data;
     if ((void *)(eth + 1) > end)
+        return pass();
+    // An AF_XDP frame of rvs holds 4096 - 256 (the kernel's headroom) bytes.
+    if (bpf_xdp_get_buff_len(ctx) > RVS_FRAME_MAX)
         return pass();
     struct rvs_key dst = {}, src = {};
     __u8 proto;

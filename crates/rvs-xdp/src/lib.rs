@@ -16,7 +16,7 @@ mod stale;
 mod worker;
 pub mod xsk;
 
-pub use program::{Interface, MAX_QUEUES, PROGRAM, XdpProgram, default_interfaces};
+pub use program::{Interface, MAX_QUEUES, PROGRAM, XdpProgram, default_interfaces, object};
 pub use worker::{XdpStats, XdpWorker};
 pub use xsk::Xsk;
 

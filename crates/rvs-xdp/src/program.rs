@@ -19,6 +19,11 @@ use std::net::IpAddr;
 /// The compiled program (empty when build.rs had no clang).
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/rvs_xdp.o"));
 
+/// The compiled program, an ELF object (empty when built without clang).
+pub fn object() -> &'static [u8] {
+    OBJECT
+}
+
 /// The program's name in the kernel (what a stale attachment is recognised by).
 pub const PROGRAM: &str = "rvs_xdp";
 

@@ -36,7 +36,7 @@ struct Bed {
 impl Drop for Bed {
     fn drop(&mut self) {
         for n in [&self.a, &self.b] {
-            let _ = Command::new("ip").args(["netns", "del", n]).status();
+            let _ = Command::new("ip").args(["netns", "del", n]).output();
         }
     }
 }
@@ -154,5 +154,58 @@ fn vip_traffic_goes_to_the_socket_and_the_rest_to_the_kernel() {
     drop(w);
     drop(prog);
     let shown = ip(&["-n", b, "-d", "link", "show", "b0"]);
+    assert!(!shown.contains("rvs_xdp"), "detached on drop: {shown}");
+}
+
+#[test]
+fn a_program_a_crashed_rvs_left_is_removed_at_the_next_start() {
+    if !root() {
+        eprintln!("skipped: needs root (network namespaces, XDP)");
+        return;
+    }
+    let id = std::process::id();
+    let bed = Bed {
+        a: format!("rvsxdpS{id}"),
+        b: format!("rvsxdpT{id}"),
+    };
+    let ns = bed.a.as_str();
+    ip(&["netns", "add", ns]);
+    ip(&[
+        "-n", ns, "link", "add", "s0", "type", "veth", "peer", "name", "s1",
+    ]);
+    ip(&["-n", ns, "link", "set", "s0", "up"]);
+    ip(&["-n", ns, "link", "set", "s1", "up"]);
+    // What an rvs that attached through netlink and then died leaves: the program on the
+    // interface with nobody holding it (iproute2 loads the same object).
+    let obj = std::env::temp_dir().join(format!("rvs_xdp_{id}.o"));
+    std::fs::write(&obj, rvs_xdp::object()).unwrap();
+    let o = obj.to_str().unwrap();
+    ip(&[
+        "-n",
+        ns,
+        "link",
+        "set",
+        "dev",
+        "s0",
+        "xdpgeneric",
+        "obj",
+        o,
+        "sec",
+        "xdp",
+    ]);
+    let _ = std::fs::remove_file(&obj);
+    let shown = ip(&["-n", ns, "-d", "link", "show", "s0"]);
+    assert!(shown.contains("rvs_xdp"), "left behind: {shown}");
+
+    enter(ns);
+    let prog = XdpProgram::attach(&["s0".to_string()]).expect("attach over the stale program");
+    let shown = ip(&["-n", ns, "-d", "link", "show", "s0"]);
+    assert!(
+        !shown.contains("xdpgeneric"),
+        "the stale generic program is gone: {shown}"
+    );
+    assert!(shown.contains("rvs_xdp"), "ours is attached: {shown}");
+    drop(prog);
+    let shown = ip(&["-n", ns, "-d", "link", "show", "s0"]);
     assert!(!shown.contains("rvs_xdp"), "detached on drop: {shown}");
 }
