@@ -10,9 +10,8 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-/// Bytes per UMEM frame (an Ethernet frame of a 1500-byte MTU fits; bigger ones are the
-/// kernel's: the XDP program passes nothing it cannot take... the MTU of an XDP veth is
-/// capped below a page anyway).
+/// Bytes per UMEM frame. The kernel keeps 256 of them as headroom on receive; the XDP
+/// program passes bigger packets to the kernel (bpf/rvs_xdp.c, `RVS_FRAME_MAX`).
 pub const FRAME: usize = 4096;
 /// Frames per socket: `RING` for receiving, `RING` for sending.
 const RING: u32 = 2048;
@@ -64,7 +63,6 @@ struct Ring<T> {
     _map: Mapping,
     producer: *const AtomicU32,
     consumer: *const AtomicU32,
-    flags: *const AtomicU32,
     desc: *mut T,
 }
 
@@ -78,7 +76,6 @@ impl<T: Copy> Ring<T> {
             Ok(Ring {
                 producer: base.add(off.producer as usize).cast(),
                 consumer: base.add(off.consumer as usize).cast(),
-                flags: base.add(off.flags as usize).cast(),
                 desc: base.add(off.desc as usize).cast(),
                 _map: map,
             })
@@ -93,11 +90,6 @@ impl<T: Copy> Ring<T> {
     fn consumer(&self) -> &AtomicU32 {
         // SAFETY: as above.
         unsafe { &*self.consumer }
-    }
-
-    fn needs_wakeup(&self) -> bool {
-        // SAFETY: as above.
-        unsafe { &*self.flags }.load(Ordering::Relaxed) & libc::XDP_RING_NEED_WAKEUP != 0
     }
 
     fn read(&self, i: u32) -> T {
@@ -247,7 +239,7 @@ impl Xsk {
         self.fd.as_raw_fd()
     }
 
-    /// Up to `out.capacity()` received frames (not copied: read them with
+    /// Up to `max` received frames (not copied: read them with
     /// [`frame`](Self::frame), then give them back with [`release`](Self::release)).
     pub fn receive(&mut self, out: &mut Vec<RxFrame>, max: usize) {
         let cons = self.rx.consumer().load(Ordering::Relaxed);
@@ -348,9 +340,6 @@ impl Xsk {
         for _ in 0..64 {
             let prod = self.tx.producer().load(Ordering::Relaxed);
             let cons = self.tx.consumer().load(Ordering::Acquire);
-            if prod == cons && !self.tx.needs_wakeup() {
-                break;
-            }
             if prod == cons {
                 break;
             }
