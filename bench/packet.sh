@@ -49,7 +49,7 @@
 #   RVS_BENCH_PROBE_US   µs between probes (default 500: 2,000 probes/s)
 #   RVS_BIN              an rvs binary to use instead of building target/release/rvs
 # Installs wrk, nftables and nginx with apt-get when they are missing.
-# Takes about 4 x (REPEAT x (2 x DURATION + 3) + 2 x PROBES x PROBE_US + 10 s) plus the build:
+# Takes about 5 x (REPEAT x (2 x DURATION + 3) + 2 x PROBES x PROBE_US + 10 s) plus the build:
 # ~4 min with the defaults. A watchdog stops it (and the trap cleans up) far past that.
 # Nothing is pinned: the load generator, wrk, the daemon's threads, nginx and the softirqs
 # share the machine's cores as the scheduler sees fit; the range column shows what that
@@ -122,7 +122,7 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'echo "packet.sh: interrupted" >&2; exit 130' INT TERM
-LIMIT=$((4 * (REPEAT * (2 * DURATION + 10) + 2 * PROBE_SECS + 40) + 240))
+LIMIT=$((5 * (REPEAT * (2 * DURATION + 10) + 2 * PROBE_SECS + 40) + 240))
 (
   sleep "$LIMIT" & s=$!
   trap 'kill $s 2>/dev/null; exit 0' TERM
