@@ -12,6 +12,10 @@
 #              udp VIP:9001 (echo) and tcp VIP:80.
 #   rvs-2      `rvs daemon --workers 2`, same services; only when `rvs daemon --help` lists
 #              --workers, else the row says "n/a (no --workers yet)".
+#   rvs-xdp    "rvs NAT AF_XDP": `rvs daemon --workers 1 --backend xdp:d0,br0`, same services:
+#              the XDP program on the client's veth (native) and the servers' bridge
+#              (generic) hands the VIP traffic and the replies to AF_XDP sockets; only when
+#              `rvs daemon --help` lists --backend (RVS_BENCH_XDP=0 leaves it out).
 #   nftables   the rvs daemon stopped (its plumbing removed); ip_forward=1 and one nft rule
 #              in the director: `ip daddr VIP dnat to numgen inc mod 3 map {...}` (what
 #              kube-proxy's nftables mode does: conntrack NAT, round robin per new flow).
@@ -45,7 +49,7 @@
 #   RVS_BENCH_PROBE_US   µs between probes (default 500: 2,000 probes/s)
 #   RVS_BIN              an rvs binary to use instead of building target/release/rvs
 # Installs wrk, nftables and nginx with apt-get when they are missing.
-# Takes about 4 x (REPEAT x (2 x DURATION + 3) + 2 x PROBES x PROBE_US + 10 s) plus the build:
+# Takes about 5 x (REPEAT x (2 x DURATION + 3) + 2 x PROBES x PROBE_US + 10 s) plus the build:
 # ~4 min with the defaults. A watchdog stops it (and the trap cleans up) far past that.
 # Nothing is pinned: the load generator, wrk, the daemon's threads, nginx and the softirqs
 # share the machine's cores as the scheduler sees fit; the range column shows what that
@@ -118,7 +122,7 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'echo "packet.sh: interrupted" >&2; exit 130' INT TERM
-LIMIT=$((4 * (REPEAT * (2 * DURATION + 10) + 2 * PROBE_SECS + 40) + 240))
+LIMIT=$((5 * (REPEAT * (2 * DURATION + 10) + 2 * PROBE_SECS + 40) + 240))
 (
   sleep "$LIMIT" & s=$!
   trap 'kill $s 2>/dev/null; exit 0' TERM
@@ -135,6 +139,8 @@ alive() { [ -n "$(ps -o stat= -p "$1" 2>/dev/null | grep -v Z)" ]; }
 WORKERS_OPT=0
 DAEMON_HELP=$("$RVS" daemon --help 2>&1 || true)
 if grep -q -- '--workers' <<<"$DAEMON_HELP"; then WORKERS_OPT=1; fi
+XDP_OPT=0
+if [ "${RVS_BENCH_XDP:-1}" = 1 ] && grep -q -- '--backend' <<<"$DAEMON_HELP"; then XDP_OPT=1; fi
 
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 bed_up "pk$$"
@@ -262,9 +268,10 @@ for i in range(n):
 PY
 
 STARTS=0
-start_rvs() { # TAG WORKERS|""
+start_rvs() { # TAG WORKERS|"" [DAEMON OPTIONS...]
   local w=()
   [ -n "$2" ] && w=(--workers "$2")
+  w+=("${@:3}")
   # A new state file (and journal) each time: every round starts from an empty table.
   STARTS=$((STARTS + 1))
   ip netns exec "$D" "$RVS" daemon --socket "$RVS_SOCKET" --state "$OUT/state.$STARTS.json" \
@@ -285,6 +292,9 @@ stop_rvs() { # TAG
   DAEMON_PID=
   if ip -n "$D" rule | grep -q 'lookup 4242'; then
     echo "packet.sh: rvs routing rules left behind:" >&2; ip -n "$D" rule >&2; exit 1
+  fi
+  if ip -n "$D" -d link show | grep -q 'name rvs_xdp'; then
+    echo "packet.sh: the rvs XDP program was left attached:" >&2; ip -n "$D" -d link show >&2; exit 1
   fi
   local e
   e=$(sed -n 's/.*engine: \(received.*\)/\1/p' "$OUT/daemon.$1.log" | tail -1)
@@ -341,6 +351,7 @@ else
   echo -e "na\trvs-2\tn/a (no --workers yet)" >>"$RES"
   echo "== rvs-2: n/a (no --workers yet)" >&2
 fi
+[ "$XDP_OPT" = 1 ] && PEERS+=(rvs-xdp)
 PEERS+=(nftables forwarding)
 
 # Each peer is set up on a pristine director (no rvs plumbing, no nft table, ip_forward as
@@ -349,6 +360,7 @@ peer_up() { # PEER
   case $1 in
     rvs-1) if [ "$WORKERS_OPT" = 1 ]; then start_rvs rvs-1 1; else start_rvs rvs-1 ""; fi ;;
     rvs-2) start_rvs rvs-2 2 ;;
+    rvs-xdp) start_rvs rvs-xdp 1 --backend xdp:d0,br0 ;;
     nftables)
       ip netns exec "$D" sysctl -qw net.ipv4.ip_forward=1
       ip netns exec "$D" nft -f - <<<"$NFT_RULES" ;;

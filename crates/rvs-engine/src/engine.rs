@@ -606,6 +606,8 @@ struct PacketPath<'f> {
 struct Arrival {
     now: Instant,
     forwarded: bool,
+    /// [`RecvMeta::backend_sends`].
+    backend_sends: bool,
 }
 
 impl<'f> PacketPath<'f> {
@@ -674,6 +676,7 @@ impl<'f> PacketPath<'f> {
                     let at = Arrival {
                         now,
                         forwarded: meta.forwarded,
+                        backend_sends: meta.backend_sends,
                     };
                     self.send(a, &mut d.packet, Some(d.origin), at, io, stats, cfg);
                     return;
@@ -684,6 +687,7 @@ impl<'f> PacketPath<'f> {
         let at = Arrival {
             now,
             forwarded: meta.forwarded,
+            backend_sends: meta.backend_sends,
         };
         self.send(a, packet, None, at, io, stats, cfg);
     }
@@ -782,7 +786,7 @@ impl<'f> PacketPath<'f> {
                     stats,
                 )
             }
-            (Action::Nat { len, dst }, None) if cfg.nat_direct => {
+            (Action::Nat { len, dst }, None) if cfg.nat_direct && !at.backend_sends => {
                 if !self.make_transmitter(cfg, stats) {
                     // Counted `unsupported` by make_transmitter; the kernel still routes it.
                     return self.count_send(io.send(&packet[..len]), stats);

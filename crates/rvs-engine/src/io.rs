@@ -16,6 +16,10 @@ pub struct RecvMeta {
     /// host. [`crate::run`] finds it out (see [`crate::local`]); the engine then gives the
     /// packet its TTL unit back, so that it loses one through the director, as with IPVS.
     pub forwarded: bool,
+    /// The back-end sends this packet's NAT rewrite itself (an AF_XDP socket, which has
+    /// already taken the forwarding's TTL unit): [`PacketIo::send`] gets it, not the
+    /// worker's transmitter (`Config::nat_direct`).
+    pub backend_sends: bool,
 }
 
 impl RecvMeta {
@@ -23,7 +27,7 @@ impl RecvMeta {
     pub fn with_fwmark(fwmark: u32) -> RecvMeta {
         RecvMeta {
             fwmark,
-            forwarded: false,
+            ..RecvMeta::default()
         }
     }
 }

@@ -21,7 +21,7 @@
 use crate::io::{PacketIo, RecvMeta};
 use crate::tun::Tun;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -217,6 +217,14 @@ impl MultiTun {
     /// The marks that have a device, ascending.
     pub fn fwmarks(&self) -> Vec<u32> {
         self.fwmark_tuns().marks()
+    }
+
+    /// The descriptors a receive waits on (the main TUN, the mark devices, the wake-up):
+    /// for a back-end that waits on these and on devices of its own at once, then reads
+    /// this set with a zero timeout.
+    pub fn poll_fds(&mut self) -> impl Iterator<Item = RawFd> + '_ {
+        self.refresh();
+        self.pfds.iter().map(|p| p.fd)
     }
 
     /// Copies the shared device list if it changed, and rebuilds the poll set.

@@ -21,6 +21,7 @@ use rvs_engine::{
     Config, Decider, Fragments, FwmarkTuns, MultiTun, NatReal, PacketIo, Plumbing, PlumbingConfig,
     RecvMeta, Stats, Tun,
 };
+use rvs_xdp::{XdpProgram, XdpStats, XdpWorker, Xsk};
 use std::any::Any;
 use std::collections::{BTreeSet, VecDeque};
 use std::io;
@@ -35,6 +36,18 @@ use std::time::{Duration, Instant};
 /// A lock that a panic elsewhere does not make unusable (what it guards stays valid).
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// What carries the traffic of the virtual services (`rvs daemon --backend`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Backend {
+    /// The TUN device only: the kernel routes VIP traffic and NAT replies into it.
+    #[default]
+    Tun,
+    /// An XDP program on these interfaces (none named: [`rvs_xdp::default_interfaces`])
+    /// hands that traffic to AF_XDP sockets, one per worker and queue; the TUN still
+    /// carries local traffic and whatever the program passes to the kernel.
+    Xdp(Vec<String>),
 }
 
 /// The devices the workers read, as the probe looks at them (replaced with the devices).
@@ -97,6 +110,70 @@ struct ProbedTun {
     tun: MultiTun,
     probe: Arc<Probe>,
     worker: usize,
+    /// The worker's AF_XDP sockets (`--backend xdp`), read beside the TUN.
+    xdp: Option<XdpSide>,
+}
+
+/// A worker's AF_XDP side and where its last packet came from (a packet of the XDP path
+/// is sent by rvs itself; one of the TUN goes back into the TUN).
+struct XdpSide {
+    worker: XdpWorker,
+    from_xdp: bool,
+    /// AF_XDP packets read in a row: the TUN gets a turn every [`XDP_STREAK`].
+    streak: u32,
+    /// The descriptors waited on: the sockets' and the TUN's.
+    pfds: Vec<libc::pollfd>,
+}
+
+/// See [`XdpSide::streak`].
+const XDP_STREAK: u32 = 64;
+
+/// A packet from the AF_XDP sockets or the TUN devices, whichever has one; waits on both.
+fn recv_either(
+    tun: &mut MultiTun,
+    x: &mut XdpSide,
+    buf: &mut [u8],
+    timeout: Duration,
+) -> io::Result<Option<(usize, RecvMeta)>> {
+    let mut waited = false;
+    loop {
+        if x.streak < XDP_STREAK {
+            if let Some(n) = x.worker.recv(buf) {
+                x.streak += 1;
+                x.from_xdp = true;
+                let mut meta = RecvMeta::default();
+                meta.backend_sends = true;
+                return Ok(Some((n, meta)));
+            }
+            // Nothing more in the rings: what the last batch made leaves now.
+            x.worker.flush();
+        }
+        x.streak = 0;
+        if let Some(r) = tun.recv_meta(buf, Duration::ZERO)? {
+            x.from_xdp = false;
+            return Ok(Some(r));
+        }
+        if waited {
+            return Ok(None);
+        }
+        x.pfds.clear();
+        x.pfds
+            .extend(x.worker.fds().chain(tun.poll_fds()).map(|fd| libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            }));
+        let ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
+        // SAFETY: a valid array of pollfd of the given length.
+        let r = unsafe { libc::poll(x.pfds.as_mut_ptr(), x.pfds.len() as libc::nfds_t, ms) };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+        waited = true;
+    }
 }
 
 impl PacketIo for ProbedTun {
@@ -112,7 +189,10 @@ impl PacketIo for ProbedTun {
         let me = &self.probe.workers[self.worker];
         me.busy.store(false, Ordering::SeqCst);
         me.epoch.fetch_add(1, Ordering::SeqCst);
-        let r = self.tun.recv_meta(buf, timeout);
+        let r = match &mut self.xdp {
+            None => self.tun.recv_meta(buf, timeout),
+            Some(x) => recv_either(&mut self.tun, x, buf, timeout),
+        };
         if let Ok(Some(_)) = r {
             me.busy.store(true, Ordering::SeqCst);
         }
@@ -120,6 +200,12 @@ impl PacketIo for ProbedTun {
     }
 
     fn send(&mut self, packet: &[u8]) -> io::Result<()> {
+        if let Some(x) = &mut self.xdp
+            && x.from_xdp
+            && x.worker.send(packet, Instant::now())
+        {
+            return Ok(());
+        }
         self.tun.send(packet)
     }
 }
@@ -180,6 +266,10 @@ pub struct Monitor {
     /// One block per worker (each counts without sharing a cache line with the others).
     stats: Arc<[Arc<Stats>]>,
     health: Arc<Health>,
+    /// The AF_XDP side's counters, one block per worker.
+    xdp: Arc<[Arc<XdpStats>]>,
+    /// Interfaces the XDP program is on (0: the TUN back-end).
+    xdp_interfaces: usize,
 }
 
 impl Monitor {
@@ -205,6 +295,21 @@ impl Monitor {
             .map(|(name, value)| Counter::new(name, value))
             .collect();
         out.push(Counter::new("workers", self.stats.len() as u64));
+        // Which back-end: the interfaces of the AF_XDP one (0: TUN only), and what it
+        // carried.
+        out.push(Counter::new("xdp_interfaces", self.xdp_interfaces as u64));
+        if self.xdp_interfaces > 0 {
+            let mut xdp: Vec<(&'static str, u64)> = Vec::new();
+            for st in self.xdp.iter() {
+                for (i, (name, v)) in st.counters().into_iter().enumerate() {
+                    match xdp.get_mut(i) {
+                        Some(slot) => slot.1 += v,
+                        None => xdp.push((name, v)),
+                    }
+                }
+            }
+            out.extend(xdp.into_iter().map(|(n, v)| Counter::new(n, v)));
+        }
         if self.stats.len() > 1 {
             for (i, st) in self.stats.iter().enumerate() {
                 out.push(Counter::new(
@@ -288,6 +393,10 @@ struct Routing {
     want_vips: BTreeSet<IpAddr>,
     want_reals: BTreeSet<NatReal>,
     want_marks: BTreeSet<u32>,
+    /// The XDP program (`--backend xdp`): its maps take what the plumbing routes.
+    xdp: Option<XdpProgram>,
+    /// One block of AF_XDP counters per worker.
+    xdp_stats: Arc<[Arc<XdpStats>]>,
 }
 
 impl Routing {
@@ -331,7 +440,11 @@ impl Routing {
     fn sync_routes(&mut self) -> io::Result<()> {
         let vips: Vec<IpAddr> = self.want_vips.iter().copied().collect();
         let reals: Vec<NatReal> = self.want_reals.iter().copied().collect();
-        self.plumbing.sync(&vips, &reals)
+        let x = match &mut self.xdp {
+            Some(p) => p.sync(&vips, &reals).map_err(io::Error::other),
+            None => Ok(()),
+        };
+        self.plumbing.sync(&vips, &reals).and(x)
     }
 
     fn sync_marks(&mut self) -> io::Result<()> {
@@ -568,7 +681,9 @@ where
     fn rebuild(&self) -> Result<Vec<ProbedTun>, String> {
         let name = &self.tun_name;
         let mut r = lock(&self.routing);
-        let (queues, marks) = open_queues(name, &self.probe)?;
+        let r = &mut *r;
+        let xdp = r.xdp.as_mut().map(|p| (p, &r.xdp_stats));
+        let (queues, marks) = open_queues(name, &self.probe, xdp)?;
         r.marks = marks;
         r.plumbing
             .reattach()
@@ -587,16 +702,24 @@ where
              service manager to start rvs again",
             self.policy.max_per_minute
         );
-        if let Err(e) = lock(&self.routing).plumbing.teardown() {
+        let mut r = lock(&self.routing);
+        if let Err(e) = r.plumbing.teardown() {
             eprintln!("rvs daemon: data plane teardown: {e}");
         }
+        r.xdp = None;
         std::process::exit(1);
     }
 }
 
 /// Creates the TUN `name` with one queue per worker of `probe` and points the probe at
 /// them. Worker 0 also reads the mark devices (returned: the routing side creates them).
-fn open_queues(name: &str, probe: &Arc<Probe>) -> Result<(Vec<ProbedTun>, FwmarkTuns), String> {
+/// With an XDP program, each worker also gets an AF_XDP socket on its queue of every XDP
+/// interface that has that queue (the old sockets must be closed: one per queue).
+fn open_queues(
+    name: &str,
+    probe: &Arc<Probe>,
+    mut xdp: Option<(&mut XdpProgram, &Arc<[Arc<XdpStats>]>)>,
+) -> Result<(Vec<ProbedTun>, FwmarkTuns), String> {
     let n = probe.workers.len();
     let tuns = Tun::create_queues(name, n).map_err(|e| {
         format!(
@@ -604,14 +727,22 @@ fn open_queues(name: &str, probe: &Arc<Probe>) -> Result<(Vec<ProbedTun>, Fwmark
              root or CAP_NET_ADMIN; `--dataplane none` runs the control plane only)"
         )
     })?;
-    let fds: Vec<RawFd> = tuns.iter().map(Tun::raw_fd).collect();
+    let mut fds: Vec<RawFd> = tuns.iter().map(Tun::raw_fd).collect();
     let mut queues = Vec::with_capacity(n);
     for (worker, tun) in tuns.into_iter().enumerate() {
         let tun = MultiTun::new(tun).map_err(|e| format!("cannot poll the TUN devices: {e}"))?;
+        let xdp = match &mut xdp {
+            Some((prog, stats)) => xdp_side(prog, worker, stats[worker].clone())?,
+            None => None,
+        };
+        if let Some(x) = &xdp {
+            fds.extend(x.worker.fds());
+        }
         queues.push(ProbedTun {
             tun,
             probe: probe.clone(),
             worker,
+            xdp,
         });
     }
     let marks = queues[0].tun.fwmark_tuns();
@@ -622,6 +753,67 @@ fn open_queues(name: &str, probe: &Arc<Probe>) -> Result<(Vec<ProbedTun>, Fwmark
         marks: Some(marks.clone()),
     };
     Ok((queues, marks))
+}
+
+/// Worker `worker`'s AF_XDP sockets: one on queue `worker` of each XDP interface that has
+/// it (`None`: no interface has, the worker reads the TUN only).
+fn xdp_side(
+    prog: &mut XdpProgram,
+    worker: usize,
+    stats: Arc<XdpStats>,
+) -> Result<Option<XdpSide>, String> {
+    let queue = worker as u32;
+    let mut sockets = Vec::new();
+    for i in 0..prog.interfaces().len() {
+        let iface = prog.interfaces()[i].clone();
+        if queue >= iface.queues {
+            continue;
+        }
+        let xsk = Xsk::open(iface.ifindex, queue).map_err(|e| {
+            format!(
+                "cannot open an AF_XDP socket on {} queue {queue}: {e}",
+                iface.name
+            )
+        })?;
+        prog.register(i, queue, xsk.raw_fd())
+            .map_err(|e| e.to_string())?;
+        sockets.push(xsk);
+    }
+    if sockets.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(XdpSide {
+        worker: XdpWorker::new(sockets, stats),
+        from_xdp: false,
+        streak: 0,
+        pfds: Vec::new(),
+    }))
+}
+
+/// The log line that says which back-end carries the traffic.
+fn describe(tun: &str, xdp: Option<&XdpProgram>, queues: &[ProbedTun]) -> String {
+    let Some(p) = xdp else {
+        return format!("packet back-end: TUN ({tun}, {} queue(s))", queues.len());
+    };
+    let ifaces: Vec<String> = p
+        .interfaces()
+        .iter()
+        .map(|i| {
+            format!(
+                "{} ({} XDP, {} queue(s))",
+                i.name,
+                if i.native { "native" } else { "generic" },
+                i.queues
+            )
+        })
+        .collect();
+    let with = queues.iter().filter(|q| q.xdp.is_some()).count();
+    format!(
+        "packet back-end: AF_XDP on {} (copy mode; {with} of {} worker(s) with sockets); the \
+         TUN {tun} carries local traffic and what the XDP program passes",
+        ifaces.join(", "),
+        queues.len()
+    )
 }
 
 /// The running data plane.
@@ -641,6 +833,7 @@ impl DataPlane {
         tun_name: &str,
         workers: usize,
         journal: std::path::PathBuf,
+        backend: &Backend,
         decide: D,
         policy: RestartPolicy,
         nat_direct: bool,
@@ -657,19 +850,40 @@ impl DataPlane {
                 marks: None,
             }),
         });
-        let (queues, marks) = open_queues(tun_name, &probe)?;
+        let xdp_stats: Arc<[Arc<XdpStats>]> = (0..workers)
+            .map(|_| Arc::new(XdpStats::default()))
+            .collect();
+        let mut xdp = match backend {
+            Backend::Tun => None,
+            Backend::Xdp(names) => {
+                let names = if names.is_empty() {
+                    rvs_xdp::default_interfaces()
+                } else {
+                    names.clone()
+                };
+                if names.is_empty() {
+                    return Err("--backend xdp: no interface to attach the XDP program to".into());
+                }
+                Some(XdpProgram::attach(&names).map_err(|e| format!("--backend xdp: {e}"))?)
+            }
+        };
+        let (queues, marks) = open_queues(tun_name, &probe, xdp.as_mut().map(|p| (p, &xdp_stats)))?;
+        eprintln!("rvs daemon: {}", describe(tun_name, xdp.as_ref(), &queues));
         let cfg = PlumbingConfig {
             journal: Some(journal),
             ..PlumbingConfig::default()
         };
         let plumbing = Plumbing::setup(tun_name, cfg)
             .map_err(|e| format!("cannot set up routing for {tun_name}: {e}"))?;
+        let xdp_interfaces = xdp.as_ref().map_or(0, |p| p.interfaces().len());
         let routing = Arc::new(Mutex::new(Routing {
             plumbing,
             marks,
             want_vips: BTreeSet::new(),
             want_reals: BTreeSet::new(),
             want_marks: BTreeSet::new(),
+            xdp,
+            xdp_stats: xdp_stats.clone(),
         }));
         let stop = Arc::new(AtomicBool::new(false));
         let stats: Arc<[Arc<Stats>]> = (0..workers).map(|_| Arc::new(Stats::default())).collect();
@@ -715,7 +929,12 @@ impl DataPlane {
             stop,
             supervisor: Some(supervisor),
             probe,
-            monitor: Monitor { stats, health },
+            monitor: Monitor {
+                stats,
+                health,
+                xdp: xdp_stats,
+                xdp_interfaces,
+            },
         })
     }
 
@@ -778,6 +997,8 @@ impl DataPlane {
         }
         self.stop.store(true, Ordering::SeqCst);
         let _ = supervisor.join();
+        // The workers (and their sockets) are gone: detach and unload the XDP program.
+        lock(&self.routing).xdp = None;
         let counters: Vec<String> = self
             .monitor
             .engine_counters()

@@ -26,8 +26,8 @@ usage: rvs [--socket PATH] COMMAND [ARGS...]
 
 commands:
   daemon [--socket PATH] [--state PATH] [--klog PATH] [--proc-dir DIR]
-         [--dataplane tun|none] [--tun NAME] [--workers N] [--nat-xmit direct|kernel]
-         [--max-conns N]
+         [--dataplane tun|none] [--backend tun|xdp[:IFACE,...]] [--tun NAME]
+         [--workers N] [--nat-xmit direct|kernel] [--max-conns N]
          [--enable-scheduler twos]
          [--klog-ratelimit on|off] [--drop-invalid-state] [--max-clients N]
          [--client-idle-timeout SECS] [--max-engine-restarts N] [--keepalived FILE]
@@ -39,6 +39,10 @@ commands:
                          one queue and one packet worker per core unless --workers says);
                          NAT packets leave out of the egress device (--nat-xmit direct)
                          or go back through the kernel's forwarding (kernel);
+                         --backend xdp also attaches an XDP program to the interfaces
+                         (default: every Ethernet interface that is up) and carries
+                         virtual-service traffic over AF_XDP sockets, one per worker and
+                         queue (the TUN keeps local traffic);
                          with --keepalived it also runs that file's health checkers
                          (SIGHUP re-reads the file and applies the differences); with
                          --metrics-address (e.g. 127.0.0.1:9641) also the Prometheus
@@ -232,6 +236,18 @@ fn daemon_main(socket: Option<PathBuf>, args: &[String]) -> i32 {
                 Some("tun") => opts.dataplane = true,
                 Some("none") => opts.dataplane = false,
                 _ => return usage_error("--dataplane takes tun or none"),
+            },
+            "--backend" => match value().as_deref() {
+                Some("tun") => opts.backend = dataplane::Backend::Tun,
+                Some("xdp") => opts.backend = dataplane::Backend::Xdp(Vec::new()),
+                Some(v) if v.starts_with("xdp:") && v.len() > 4 => {
+                    let names: Vec<String> = v[4..].split(',').map(str::to_string).collect();
+                    if names.iter().any(|n| n.is_empty() || n.len() > 15) {
+                        return usage_error("--backend xdp:IFACE,... needs interface names");
+                    }
+                    opts.backend = dataplane::Backend::Xdp(names);
+                }
+                _ => return usage_error("--backend takes tun, xdp or xdp:IFACE,IFACE..."),
             },
             "--tun" => match value() {
                 Some(v) if !v.is_empty() && v.len() < 16 => opts.tun = v,

@@ -63,6 +63,8 @@ pub struct DaemonOpts {
     pub dataplane: bool,
     /// Name of the TUN device.
     pub tun: String,
+    /// What carries the traffic (`--backend tun|xdp[:IFACE,...]`).
+    pub backend: crate::dataplane::Backend,
     /// Packet workers: one TUN queue and one thread each (`--workers`; default: the
     /// number of cores).
     pub workers: usize,
@@ -102,6 +104,7 @@ impl DaemonOpts {
             proc_dir: None,
             dataplane: true,
             tun: "rvs0".into(),
+            backend: crate::dataplane::Backend::Tun,
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
             nat_direct: true,
             max_conns: crate::state::DEFAULT_MAX_CONNS,
@@ -509,6 +512,7 @@ pub fn run(opts: DaemonOpts) -> Result<(), String> {
             &opts.tun,
             opts.workers,
             with_suffix(&opts.state, ".plumbing"),
+            &opts.backend,
             PacketDecider {
                 shared: cell.clone(),
                 fullnat: fullnat.clone(),
@@ -610,7 +614,11 @@ pub fn run(opts: DaemonOpts) -> Result<(), String> {
         std::process::id(),
         opts.socket.display(),
         opts.state.display(),
-        if opts.dataplane { "TUN" } else { "no" }
+        match (&opts.backend, opts.dataplane) {
+            (_, false) => "no",
+            (crate::dataplane::Backend::Tun, true) => "TUN",
+            (crate::dataplane::Backend::Xdp(_), true) => "AF_XDP + TUN",
+        }
     );
     server::serve(shared, listener);
     Ok(())

@@ -1,0 +1,211 @@
+//! The XDP program and an AF_XDP socket on a veth pair between two namespaces (root only;
+//! skipped otherwise): a datagram to a VIP reaches the socket (TTL taken, the partial
+//! checksum of a locally sent datagram completed), other traffic reaches the kernel, a
+//! reply sent on the socket reaches the peer, and the program is gone when dropped.
+
+use rvs_xdp::{XdpProgram, XdpStats, XdpWorker, Xsk};
+use std::fs::File;
+use std::net::{IpAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn ip(args: &[&str]) -> String {
+    let o = Command::new("ip").args(args).output().expect("ip runs");
+    assert!(
+        o.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn enter(ns: &str) {
+    let f = File::open(format!("/run/netns/{ns}")).expect("netns file");
+    // SAFETY: plain syscall on a valid descriptor; affects this thread only.
+    let r = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(r, 0, "setns {ns}: {}", std::io::Error::last_os_error());
+}
+
+struct Bed {
+    a: String,
+    b: String,
+}
+
+impl Drop for Bed {
+    fn drop(&mut self) {
+        for n in [&self.a, &self.b] {
+            let _ = Command::new("ip").args(["netns", "del", n]).output();
+        }
+    }
+}
+
+fn root() -> bool {
+    // SAFETY: plain syscall.
+    unsafe { libc::geteuid() == 0 }
+}
+
+#[test]
+fn vip_traffic_goes_to_the_socket_and_the_rest_to_the_kernel() {
+    if !root() {
+        eprintln!("skipped: needs root (network namespaces, XDP)");
+        return;
+    }
+    let id = std::process::id();
+    let bed = Bed {
+        a: format!("rvsxdpA{id}"),
+        b: format!("rvsxdpB{id}"),
+    };
+    let (a, b) = (bed.a.as_str(), bed.b.as_str());
+    ip(&["netns", "add", a]);
+    ip(&["netns", "add", b]);
+    ip(&[
+        "link", "add", "a0", "netns", a, "type", "veth", "peer", "name", "b0", "netns", b,
+    ]);
+    ip(&["-n", a, "addr", "add", "10.77.0.1/24", "dev", "a0"]);
+    ip(&["-n", b, "addr", "add", "10.77.0.2/24", "dev", "b0"]);
+    ip(&["-n", a, "link", "set", "a0", "up"]);
+    ip(&["-n", b, "link", "set", "b0", "up"]);
+    ip(&["-n", a, "route", "add", "10.77.9.0/24", "via", "10.77.0.2"]);
+
+    enter(b);
+    let mut prog = XdpProgram::attach(&["b0".to_string()]).expect("attach");
+    assert!(prog.interfaces()[0].native, "veth has native XDP");
+    let shown = ip(&["-n", b, "-d", "link", "show", "b0"]);
+    assert!(shown.contains("rvs_xdp"), "attached: {shown}");
+    let xsk = Xsk::open(prog.interfaces()[0].ifindex, 0).expect("AF_XDP socket");
+    prog.register(0, 0, xsk.raw_fd()).expect("register");
+    let vip: IpAddr = "10.77.9.9".parse().unwrap();
+    prog.sync(&[vip], &[]).expect("sync");
+    let stats = Arc::new(XdpStats::default());
+    let mut w = XdpWorker::new(vec![xsk], stats.clone());
+
+    // The kernel still gets what is not rvs's.
+    let local = UdpSocket::bind("10.77.0.2:6000").unwrap();
+    local
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let a_name = a.to_string();
+    let client = std::thread::spawn(move || {
+        enter(&a_name);
+        let s = UdpSocket::bind("10.77.0.1:0").unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.send_to(b"hello", "10.77.0.2:6000").unwrap();
+        s.send_to(b"ping", "10.77.9.9:5000").unwrap();
+        let mut buf = [0u8; 64];
+        let (n, from) = s.recv_from(&mut buf).expect("the reply sent on the socket");
+        (buf[..n].to_vec(), from, s.local_addr().unwrap().port())
+    });
+
+    let mut buf = vec![0u8; 2048];
+    let (n, _) = local.recv_from(&mut buf).expect("passed to the kernel");
+    assert_eq!(&buf[..n], b"hello");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let n = loop {
+        if let Some(n) = w.recv(&mut buf) {
+            break n;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nothing reached the AF_XDP socket"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let p = &buf[..n];
+    assert_eq!(&p[16..20], &[10, 77, 9, 9], "the VIP datagram");
+    assert_eq!(p[8], 63, "the forwarding's TTL unit taken");
+    assert_eq!(rvs_wire::verify_checksums(p), Ok(true), "checksum complete");
+    assert_eq!(&p[28..], b"ping");
+    let sport = u16::from_be_bytes([p[20], p[21]]);
+
+    // The reply: from the VIP, sent by rvs itself on the socket.
+    let mut r = p.to_vec();
+    r.truncate(28);
+    r.extend_from_slice(b"pong");
+    r[2..4].copy_from_slice(&32u16.to_be_bytes());
+    r[8] = 64;
+    r[12..16].copy_from_slice(&[10, 77, 9, 9]);
+    r[16..20].copy_from_slice(&[10, 77, 0, 1]);
+    r[20..22].copy_from_slice(&5000u16.to_be_bytes());
+    r[22..24].copy_from_slice(&sport.to_be_bytes());
+    r[24..26].copy_from_slice(&12u16.to_be_bytes());
+    rvs_wire::fill_checksums(&mut r).unwrap();
+    // The kernel learnt a0's address from its ARP request; rvs reads it from there.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !w.send(&r, Instant::now()) {
+        assert!(Instant::now() < deadline, "not sent on the socket");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    w.flush();
+    let (got, from, port) = client.join().unwrap();
+    assert_eq!(got, b"pong");
+    assert_eq!(from.to_string(), "10.77.9.9:5000");
+    assert_eq!(port, sport);
+    let (taken, passed) = prog.counts();
+    assert_eq!(taken, 1, "one packet handed to rvs");
+    assert!(
+        passed >= 1,
+        "the datagram to 10.77.0.2 passed to the kernel"
+    );
+    assert_eq!(stats.counters()[0], ("xdp_received", 1));
+    assert_eq!(stats.counters()[1], ("xdp_sent", 1));
+
+    drop(w);
+    drop(prog);
+    let shown = ip(&["-n", b, "-d", "link", "show", "b0"]);
+    assert!(!shown.contains("rvs_xdp"), "detached on drop: {shown}");
+}
+
+#[test]
+fn a_program_a_crashed_rvs_left_is_removed_at_the_next_start() {
+    if !root() {
+        eprintln!("skipped: needs root (network namespaces, XDP)");
+        return;
+    }
+    let id = std::process::id();
+    let bed = Bed {
+        a: format!("rvsxdpS{id}"),
+        b: format!("rvsxdpT{id}"),
+    };
+    let ns = bed.a.as_str();
+    ip(&["netns", "add", ns]);
+    ip(&[
+        "-n", ns, "link", "add", "s0", "type", "veth", "peer", "name", "s1",
+    ]);
+    ip(&["-n", ns, "link", "set", "s0", "up"]);
+    ip(&["-n", ns, "link", "set", "s1", "up"]);
+    // What an rvs that attached through netlink and then died leaves: the program on the
+    // interface with nobody holding it (iproute2 loads the same object).
+    let obj = std::env::temp_dir().join(format!("rvs_xdp_{id}.o"));
+    std::fs::write(&obj, rvs_xdp::object()).unwrap();
+    let o = obj.to_str().unwrap();
+    ip(&[
+        "-n",
+        ns,
+        "link",
+        "set",
+        "dev",
+        "s0",
+        "xdpgeneric",
+        "obj",
+        o,
+        "sec",
+        "xdp",
+    ]);
+    let _ = std::fs::remove_file(&obj);
+    let shown = ip(&["-n", ns, "-d", "link", "show", "s0"]);
+    assert!(shown.contains("rvs_xdp"), "left behind: {shown}");
+
+    enter(ns);
+    let prog = XdpProgram::attach(&["s0".to_string()]).expect("attach over the stale program");
+    let shown = ip(&["-n", ns, "-d", "link", "show", "s0"]);
+    assert!(
+        !shown.contains("xdpgeneric"),
+        "the stale generic program is gone: {shown}"
+    );
+    assert!(shown.contains("rvs_xdp"), "ours is attached: {shown}");
+    drop(prog);
+    let shown = ip(&["-n", ns, "-d", "link", "show", "s0"]);
+    assert!(!shown.contains("rvs_xdp"), "detached on drop: {shown}");
+}
