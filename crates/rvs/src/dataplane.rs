@@ -825,22 +825,41 @@ pub struct DataPlane {
     monitor: Monitor,
 }
 
+/// How [`DataPlane::start`] sets the data plane up.
+#[derive(Clone, Debug)]
+pub struct DataPlaneOptions {
+    /// The TUN device's name.
+    pub tun_name: String,
+    /// Packet workers: one TUN queue (and AF_XDP socket per interface) and thread each.
+    pub workers: usize,
+    /// Where the plumbing keeps the journal of what it installed (for the clean-up after
+    /// a crash).
+    pub journal: std::path::PathBuf,
+    pub backend: Backend,
+    /// When the supervisor restarts workers, and when it gives up.
+    pub policy: RestartPolicy,
+    /// NAT packets leave through the workers' transmitters (`Config::nat_direct`).
+    pub nat_direct: bool,
+}
+
 impl DataPlane {
-    /// Create the TUN `tun_name` with a queue per worker, install the plumbing and start
-    /// `workers` worker threads, each calling (a clone of) `decide` for each packet of its
-    /// queue, under a supervisor that restarts them as `policy` says.
-    pub fn start<D>(
-        tun_name: &str,
-        workers: usize,
-        journal: std::path::PathBuf,
-        backend: &Backend,
-        decide: D,
-        policy: RestartPolicy,
-        nat_direct: bool,
-    ) -> Result<DataPlane, String>
+    /// Create the TUN with a queue per worker, install the plumbing and start the worker
+    /// threads, each calling (a clone of) `decide` for each packet of its queue, under a
+    /// supervisor that restarts them as the options' policy says.
+    pub fn start<D>(opts: DataPlaneOptions, decide: D) -> Result<DataPlane, String>
     where
         D: Decider + Clone + Send + 'static,
     {
+        let DataPlaneOptions {
+            tun_name,
+            workers,
+            journal,
+            backend,
+            policy,
+            nat_direct,
+        } = opts;
+        let tun_name = tun_name.as_str();
+        let backend = &backend;
         let workers = workers.max(1);
         let probe = Arc::new(Probe {
             workers: (0..workers).map(|_| WorkerProbe::default()).collect(),

@@ -21,7 +21,7 @@ pub mod outlier;
 pub mod routing;
 pub mod server;
 
-use crate::dataplane::{DataPlane, Monitor, Quiescer, RestartPolicy};
+use crate::dataplane::{DataPlane, DataPlaneOptions, Monitor, Quiescer, RestartPolicy};
 use crate::persist::{Store, Ticket};
 use crate::state::State;
 use host::HostFacts;
@@ -508,19 +508,20 @@ pub fn run(opts: DaemonOpts) -> Result<(), String> {
         None => (None, None),
     };
     let dataplane = if opts.dataplane {
-        Some(DataPlane::start(
-            &opts.tun,
-            opts.workers,
-            with_suffix(&opts.state, ".plumbing"),
-            &opts.backend,
-            PacketDecider {
-                shared: cell.clone(),
-                fullnat: fullnat.clone(),
-                outlier: sensor,
-            },
-            opts.restarts.clone(),
-            opts.nat_direct,
-        )?)
+        let options = DataPlaneOptions {
+            tun_name: opts.tun.clone(),
+            workers: opts.workers,
+            journal: with_suffix(&opts.state, ".plumbing"),
+            backend: opts.backend.clone(),
+            policy: opts.restarts.clone(),
+            nat_direct: opts.nat_direct,
+        };
+        let decider = PacketDecider {
+            shared: cell.clone(),
+            fullnat: fullnat.clone(),
+            outlier: sensor,
+        };
+        Some(DataPlane::start(options, decider)?)
     } else {
         None
     };
