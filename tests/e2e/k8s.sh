@@ -1,0 +1,267 @@
+#!/usr/bin/env bash
+# End-to-end test of `rvs k8s run` (issue 9, item 7): the fake API server, the rvs daemon
+# and `rvs k8s run` in a "node" namespace, real "pod" namespaces behind it, real traffic.
+#
+#   outside ns  x0 192.168.77.2/24 ── e0 192.168.77.1/24   node ns (rvs daemon + TUN data
+#                                                           plane, rvs k8s run, fake API
+#   pod ns pc (client)  eth0 10.244.1.10/32 ── vc  ┐        server on 127.0.0.1)
+#   pod ns p1..p3       eth0 10.244.1.1N/32 ── vN  ┘  /32 routes on the node, gateway
+#                                                     169.254.1.1 (calico's layout: every
+#                                                     pod packet is routed through the node)
+#
+# Pods p1..p3 run nginx on 8080 answering "rsN". Services (clusterCIDR 10.244.0.0/16):
+#   default/web   NodePort, clusterIP 10.96.0.10:80 -> 8080, nodePort 30080; endpoints p1, p2
+#   default/flip  ClusterIP 10.96.0.20:80 -> 8080; endpoints p1, then changed while traffic
+#                 flows (fixture updates through the fake server's /fake/apply)
+# What must hold:
+#   * rvs k8s run programs the table from the fake server (both services, the NodePort on
+#     the node address);
+#   * 60 requests from the client pod to the ClusterIP all answered, by p1 and p2 both;
+#   * 60 requests from outside the node to nodeIP:30080 all answered, by p1 and p2 both;
+#   * a stream of requests from the client pod to flip's ClusterIP while its EndpointSlice
+#     goes p1 -> p1+p3 -> p3 (p1 terminating) -> p2+p3 loses none, and the answers follow
+#     the endpoints (p3 and then p2 appear; p1 does not answer after it left);
+#   * deleting flip (Service and slice) removes its virtual service.
+# Usage (root): tests/e2e/k8s.sh      Cleans up namespaces and processes, also on failure.
+set -euo pipefail
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+[ "$(id -u)" = 0 ] || { echo "k8s.sh: needs root (network namespaces)"; exit 2; }
+for t in nginx curl ip; do command -v $t >/dev/null || { echo "k8s.sh: missing $t"; exit 2; }; done
+if [ -n "${RVS_BIN:-}" ]; then RVS=$RVS_BIN; else
+  RVS=$REPO/target/debug/rvs; (cd "$REPO" && cargo build -q -p rvs) || exit 2; fi
+RVS=$(readlink -f "$RVS")
+. "$REPO/tests/e2e/nginx.sh"
+
+ID=$$
+N=rvsk8s$ID-node X=rvsk8s$ID-out PC=rvsk8s$ID-pc
+PODS=(rvsk8s$ID-p1 rvsk8s$ID-p2 rvsk8s$ID-p3)
+T=$(mktemp -d /tmp/rvs-k8s-e2e.XXXXXX)
+PIDS=()
+API=http://127.0.0.1:16443
+
+cleanup() {
+  local p n
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
+  for n in 1 2 3; do e2e_nginx_stop "$T" $n; done
+  sleep 0.3
+  for n in $N $X $PC "${PODS[@]}"; do
+    ip netns pids "$n" 2>/dev/null | xargs -r kill -9 2>/dev/null
+    ip netns del "$n" 2>/dev/null
+  done
+  rm -rf "$T"
+  return 0
+}
+on_exit() {
+  local rc=$?
+  set +e
+  if [ $rc != 0 ] && [ -d "$T" ]; then
+    echo "--- daemon log"; tail -n 20 "$T/daemon.log" 2>/dev/null
+    echo "--- rvs k8s run log"; tail -n 30 "$T/k8s.log" 2>/dev/null
+  fi
+  cleanup
+  exit $rc
+}
+trap on_exit EXIT
+trap 'exit 1' INT TERM
+
+fail=0
+check() { # NAME STATUS(0 = ok) DETAIL
+  if [ "$2" = 0 ]; then echo "ok   $1"; else echo "FAIL $1: $3"; fail=1; fi
+}
+innode() { ip netns exec "$N" "$@"; }
+
+# --- the node, the outside client, the pods
+for n in $N $X $PC "${PODS[@]}"; do ip netns add "$n"; ip -n "$n" link set lo up; done
+ip link add x0 netns $X type veth peer name e0 netns $N
+ip -n $X addr add 192.168.77.2/24 dev x0; ip -n $X link set x0 up
+ip -n $N addr add 192.168.77.1/24 dev e0; ip -n $N link set e0 up
+ip -n $X route add default via 192.168.77.1
+# The pods' gateway, answered by the node on every veth (a local address, no proxy ARP needed).
+ip -n $N addr add 169.254.1.1/32 dev lo
+pod_link() { # NS NODE_SIDE_NAME POD_IP
+  ip link add eth0 netns "$1" type veth peer name "$2" netns $N
+  ip -n "$1" addr add "$3/32" dev eth0; ip -n "$1" link set eth0 up
+  ip -n "$1" route add 169.254.1.1 dev eth0 scope link
+  ip -n "$1" route add default via 169.254.1.1 dev eth0
+  ip -n $N link set "$2" up
+  ip -n $N route add "$3/32" dev "$2"
+}
+pod_link $PC vc 10.244.1.10
+for i in 1 2 3; do
+  pod_link "${PODS[$((i-1))]}" v$i 10.244.1.1$i
+  e2e_nginx "${PODS[$((i-1))]}" "$T" $i "8080"
+done
+
+# --- the objects
+service() { # NAME CLUSTER_IP TYPE [NODE_PORT]
+  local np=${4:+, \"nodePort\": $4}
+  cat <<JSON
+{"apiVersion": "v1", "kind": "Service",
+ "metadata": {"name": "$1", "namespace": "default", "uid": "uid-svc-$1", "resourceVersion": "1"},
+ "spec": {"type": "$3", "clusterIP": "$2", "clusterIPs": ["$2"], "ipFamilies": ["IPv4"],
+  "ipFamilyPolicy": "SingleStack", "sessionAffinity": "None",
+  "externalTrafficPolicy": "Cluster", "internalTrafficPolicy": "Cluster",
+  "selector": {"app": "$1"},
+  "ports": [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": 8080$np}]}}
+JSON
+}
+slice() { # SERVICE "IP:STATE ..." (STATE: ready | terminating)
+  local eps= e ip st cond
+  for e in $2; do
+    ip=${e%%:*} st=${e##*:}
+    if [ "$st" = ready ]; then cond='"ready": true, "serving": true, "terminating": false'
+    else cond='"ready": false, "serving": true, "terminating": true'; fi
+    eps="$eps${eps:+, }{\"addresses\": [\"$ip\"], \"conditions\": {$cond}, \"nodeName\": \"node-e2e\"}"
+  done
+  cat <<JSON
+{"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+ "metadata": {"name": "$1-abcde", "namespace": "default", "uid": "uid-slice-$1",
+  "resourceVersion": "1", "labels": {"kubernetes.io/service-name": "$1"}},
+ "addressType": "IPv4", "endpoints": [$eps],
+ "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]}
+JSON
+}
+{
+  echo '{"apiVersion": "v1", "kind": "List", "items": ['
+  cat <<JSON
+{"apiVersion": "v1", "kind": "Node",
+ "metadata": {"name": "node-e2e", "uid": "uid-node", "resourceVersion": "1",
+  "labels": {"kubernetes.io/hostname": "node-e2e"}},
+ "spec": {"podCIDR": "10.244.1.0/24", "podCIDRs": ["10.244.1.0/24"]},
+ "status": {"addresses": [{"address": "192.168.77.1", "type": "InternalIP"},
+  {"address": "node-e2e", "type": "Hostname"}]}},
+JSON
+  service web 10.96.0.10 NodePort 30080; echo ,
+  slice web "10.244.1.11:ready 10.244.1.12:ready"; echo ,
+  service flip 10.96.0.20 ClusterIP; echo ,
+  slice flip "10.244.1.11:ready"
+  echo ']}'
+} > "$T/objects.json"
+cat > "$T/kube-proxy.yaml" <<YAML
+apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+mode: ipvs
+clusterCIDR: 10.244.0.0/16
+ipvs:
+  scheduler: rr
+  minSyncPeriod: 0s
+  syncPeriod: 30s
+YAML
+
+# --- the daemon, the fake API server, rvs k8s run (all in the node namespace)
+export RVS_SOCKET=$T/rvs.sock
+innode "$RVS" daemon --socket "$RVS_SOCKET" --state "$T/state.json" >"$T/daemon.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 100); do "$RVS" ping -q 2>/dev/null && break; sleep 0.05; done
+"$RVS" ping -q || { echo "k8s.sh: the rvs daemon did not start"; exit 1; }
+innode "$RVS" k8s fake-apiserver --objects "$T/objects.json" --listen 127.0.0.1:16443 \
+  >"$T/api.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 100); do innode curl -sf "$API/api/v1/nodes" >/dev/null && break; sleep 0.05; done
+innode "$RVS" k8s run -v --server "$API" --config "$T/kube-proxy.yaml" --node node-e2e \
+  --node-addresses 192.168.77.1 --socket "$RVS_SOCKET" \
+  --healthz-bind-address 127.0.0.1:16256 --metrics-bind-address 127.0.0.1:16249 \
+  >"$T/k8s.log" 2>&1 &
+PIDS+=($!)
+
+table() { innode "$RVS" ipvsadm -Ln; }
+wait_for() { # DESCRIPTION COMMAND...: polls for 10 s
+  local d=$1; shift
+  for _ in $(seq 200); do "$@" && return 0; sleep 0.05; done
+  echo "timed out waiting for: $d"; return 1
+}
+has_dests() { # VS "RIP ..." [WEIGHT]: the VS's real servers of that weight (default: > 0)
+  local want got
+  want=$(for r in $2; do echo "$r:8080"; done | sort)
+  got=$(innode "$RVS" ipvsadm -Ln -t "$1" 2>/dev/null |
+    awk -v w="${3:-}" '$1 == "->" && $2 ~ /^10\./ && (w == "" ? $4 > 0 : $4 == w) {print $2}' | sort)
+  [ "$want" = "$got" ]
+}
+fake() { # PATH BODY-FILE
+  innode curl -sf -X POST --data-binary "@$2" "$API/fake/$1" >/dev/null
+}
+
+rc=0; wait_for "web's ClusterIP programmed" has_dests 10.96.0.10:80 "10.244.1.11 10.244.1.12" || rc=1
+check "rvs k8s run programs the ClusterIP of web from the fake API server" $rc "$(table)"
+rc=0; has_dests 192.168.77.1:30080 "10.244.1.11 10.244.1.12" || rc=1
+check "the NodePort is programmed on the node address" $rc "$(table)"
+rc=0; has_dests 10.96.0.20:80 "10.244.1.11" || rc=1
+check "flip's ClusterIP is programmed" $rc "$(table)"
+
+http() { # NS COUNT URL OUTFILE: sequential requests, one body (or ERR) per line
+  ip netns exec "$1" sh -c "for i in \$(seq $2); do curl -s --max-time 2 '$3' || echo ERR; done" > "$4"
+}
+answered() { grep -c '^rs[123]$' "$1" || true; }
+by() { grep -c "^rs$2\$" "$1" || true; }
+
+# 1. pod -> ClusterIP
+http $PC 60 http://10.96.0.10/ "$T/cip.txt"
+n=$(answered "$T/cip.txt")
+check "60 requests from a pod to a ClusterIP answered" $([ "$n" = 60 ]; echo $?) \
+  "$n of 60: $(sort "$T/cip.txt" | uniq -c | tr '\n' ' ')"
+check "both endpoints answer the ClusterIP" \
+  $([ "$(by "$T/cip.txt" 1)" -gt 0 ] && [ "$(by "$T/cip.txt" 2)" -gt 0 ]; echo $?) \
+  "$(sort "$T/cip.txt" | uniq -c | tr '\n' ' ')"
+
+# 2. outside -> NodePort
+http $X 60 http://192.168.77.1:30080/ "$T/np.txt"
+n=$(answered "$T/np.txt")
+check "60 requests from outside the node to nodeIP:30080 answered" $([ "$n" = 60 ]; echo $?) \
+  "$n of 60: $(sort "$T/np.txt" | uniq -c | tr '\n' ' ')"
+check "both endpoints answer the NodePort" \
+  $([ "$(by "$T/np.txt" 1)" -gt 0 ] && [ "$(by "$T/np.txt" 2)" -gt 0 ]; echo $?) \
+  "$(sort "$T/np.txt" | uniq -c | tr '\n' ' ')"
+
+# 3. endpoints change while traffic flows: a stream of requests, each on a new connection
+# (curl's --max-time 2: a request sent to an endpoint that left would time out or be reset).
+ip netns exec $PC sh -c "i=0; while [ ! -f $T/stop ]; do i=\$((i+1));
+  r=\$(curl -s --max-time 2 http://10.96.0.20/ || echo ERR); echo \"\$i \$r\"; done" > "$T/flow.txt" &
+FLOW=$!; PIDS+=($FLOW)
+mark() { echo "$1" > "$T/mark-$2"; wc -l < "$T/flow.txt" > "$T/at-$2"; }
+sleep 1
+slice flip "10.244.1.11:ready 10.244.1.13:ready" > "$T/s1.json"; fake apply "$T/s1.json"
+rc=0; wait_for "flip -> p1+p3" has_dests 10.96.0.20:80 "10.244.1.11 10.244.1.13" || rc=1
+check "slice update (p3 added) reaches the table while traffic flows" $rc "$(table)"
+mark p1p3 1; sleep 1
+slice flip "10.244.1.11:terminating 10.244.1.13:ready" > "$T/s2.json"; fake apply "$T/s2.json"
+rc=0; wait_for "flip -> p3 (p1 terminating)" has_dests 10.96.0.20:80 "10.244.1.13" || rc=1
+check "slice update (p1 terminating) takes p1 out of rotation" $rc "$(table)"
+# p1 still has connections (TIME_WAIT at least): kept at weight 0 until they end (§1.8).
+rc=0; has_dests 10.96.0.20:80 "10.244.1.11" 0 || rc=1
+check "the terminating endpoint with connections drains at weight 0" $rc "$(table)"
+mark p3 2; sleep 1
+slice flip "10.244.1.12:ready 10.244.1.13:ready" > "$T/s3.json"; fake apply "$T/s3.json"
+rc=0; wait_for "flip -> p2+p3" has_dests 10.96.0.20:80 "10.244.1.12 10.244.1.13" || rc=1
+check "slice update (p1 gone, p2 added) reaches the table" $rc "$(table)"
+mark p2p3 3; sleep 1
+touch "$T/stop"; wait $FLOW 2>/dev/null || true
+total=$(wc -l < "$T/flow.txt")
+errs=$(grep -c ' ERR$' "$T/flow.txt" || true)
+check "no request lost while the endpoints changed ($total requests)" \
+  $([ "$total" -gt 20 ] && [ "$errs" = 0 ]; echo $?) "$errs errors of $total"
+phase() { # FROM-LINE TO-LINE: the answers in that range
+  awk -v a="$1" -v b="$2" '$1 > a && $1 <= b {print $2}' "$T/flow.txt" | sort | uniq -c | tr '\n' ' '
+}
+# A request counted at the marks may have started before the table changed: one line of slack.
+a1=$(( $(cat "$T/at-1") + 1 )) a2=$(( $(cat "$T/at-2") + 1 )) a3=$(( $(cat "$T/at-3") + 1 ))
+p3=$(awk -v a="$a1" '$1 > a && $2 == "rs3"' "$T/flow.txt" | wc -l)
+check "p3 answers after it was added" $([ "$p3" -gt 0 ]; echo $?) "$(phase "$a1" "$total")"
+p1late=$(awk -v a="$a2" '$1 > a && $2 == "rs1"' "$T/flow.txt" | wc -l)
+check "p1 answers no new request after it started terminating" $([ "$p1late" = 0 ]; echo $?) \
+  "$(phase "$a2" "$total")"
+p2=$(awk -v a="$a3" '$1 > a && $2 == "rs2"' "$T/flow.txt" | wc -l)
+check "p2 answers after it was added" $([ "$p2" -gt 0 ]; echo $?) "$(phase "$a3" "$total")"
+
+# 4. the service goes away
+service flip 10.96.0.20 ClusterIP > "$T/d1.json"; slice flip "" > "$T/d2.json"
+fake delete "$T/d1.json"; fake delete "$T/d2.json"
+gone() { ! innode "$RVS" ipvsadm -Ln | grep -q '10.96.0.20:80'; }
+rc=0; wait_for "flip removed" gone || rc=1
+check "deleting the Service removes its virtual service" $rc "$(table)"
+
+# 5. /healthz of rvs k8s run
+code=$(innode curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:16256/healthz || true)
+check "/healthz answers 200" $([ "$code" = 200 ]; echo $?) "got $code"
+
+[ $fail = 0 ] && echo "k8s.sh: all checks passed" || echo "k8s.sh: FAILED"
+exit $fail
