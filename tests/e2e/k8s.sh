@@ -42,7 +42,7 @@ API=http://127.0.0.1:16443
 cleanup() {
   local p n
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
-  for n in 1 2 3; do e2e_nginx_stop "$T" $n; done
+  for n in 1 2 3 9; do e2e_nginx_stop "$T" $n; done
   sleep 0.3
   for n in $N $X $PC "${PODS[@]}"; do
     ip netns pids "$n" 2>/dev/null | xargs -r kill -9 2>/dev/null
@@ -87,10 +87,27 @@ pod_link() { # NS NODE_SIDE_NAME POD_IP
   ip -n $N route add "$3/32" dev "$2"
 }
 pod_link $PC vc 10.244.1.10
+# Pod N answers "rsN CLIENT-ADDRESS" (what it sees as the source: masquerade or not).
+pod_nginx() { # NS I LISTEN
+  local dir=$T/ng$2
+  mkdir -p "$dir"
+  cat > "$dir/nginx.conf" <<NGINX
+daemon on; worker_processes 1; pid $dir/nginx.pid; error_log stderr;
+events { worker_connections 512; }
+http { access_log off; client_body_temp_path $dir; proxy_temp_path $dir;
+  fastcgi_temp_path $dir; uwsgi_temp_path $dir; scgi_temp_path $dir;
+  server { listen $3; location / { return 200 "rs$2 \$remote_addr\n"; } } }
+NGINX
+  ip netns exec "$1" nginx -c "$dir/nginx.conf" -e stderr
+}
 for i in 1 2 3; do
   pod_link "${PODS[$((i-1))]}" v$i 10.244.1.1$i
-  e2e_nginx "${PODS[$((i-1))]}" "$T" $i "8080"
+  pod_nginx "${PODS[$((i-1))]}" $i 8080
 done
+# A host service on the node listening on every address, ports 9999 and 80 (kube-proxy
+# #72236: it must not be reachable through a service IP, nor answer for a service without
+# endpoints).
+pod_nginx $N 9 "9999; listen 80"
 
 # --- the objects
 service() { # NAME CLUSTER_IP TYPE [NODE_PORT]
@@ -134,7 +151,9 @@ JSON
   service web 10.96.0.10 NodePort 30080; echo ,
   slice web "10.244.1.11:ready 10.244.1.12:ready"; echo ,
   service flip 10.96.0.20 ClusterIP; echo ,
-  slice flip "10.244.1.11:ready"
+  slice flip "10.244.1.11:ready"; echo ,
+  service empty 10.96.0.30 ClusterIP; echo ,
+  slice empty ""
   echo ']}'
 } > "$T/objects.json"
 cat > "$T/kube-proxy.yaml" <<YAML
@@ -191,8 +210,8 @@ check "flip's ClusterIP is programmed" $rc "$(table)"
 http() { # NS COUNT URL OUTFILE: sequential requests, one body (or ERR) per line
   ip netns exec "$1" sh -c "for i in \$(seq $2); do curl -s --max-time 2 '$3' || echo ERR; done" > "$4"
 }
-answered() { grep -c '^rs[123]$' "$1" || true; }
-by() { grep -c "^rs$2\$" "$1" || true; }
+answered() { grep -c '^rs[123] ' "$1" || true; }
+by() { grep -c "^rs$2 " "$1" || true; }
 
 # 1. pod -> ClusterIP
 http $PC 60 http://10.96.0.10/ "$T/cip.txt"
@@ -202,6 +221,9 @@ check "60 requests from a pod to a ClusterIP answered" $([ "$n" = 60 ]; echo $?)
 check "both endpoints answer the ClusterIP" \
   $([ "$(by "$T/cip.txt" 1)" -gt 0 ] && [ "$(by "$T/cip.txt" 2)" -gt 0 ]; echo $?) \
   "$(sort "$T/cip.txt" | uniq -c | tr '\n' ' ')"
+n=$(grep -c ' 10.244.1.10$' "$T/cip.txt" || true)
+check "a pod's traffic to a ClusterIP keeps its source (inside clusterCIDR: no masquerade)" \
+  $([ "$n" = 60 ]; echo $?) "$(sort "$T/cip.txt" | uniq -c | tr '\n' ' ')"
 
 # 2. outside -> NodePort
 http $X 60 http://192.168.77.1:30080/ "$T/np.txt"
@@ -211,11 +233,47 @@ check "60 requests from outside the node to nodeIP:30080 answered" $([ "$n" = 60
 check "both endpoints answer the NodePort" \
   $([ "$(by "$T/np.txt" 1)" -gt 0 ] && [ "$(by "$T/np.txt" 2)" -gt 0 ]; echo $?) \
   "$(sort "$T/np.txt" | uniq -c | tr '\n' ' ')"
+n=$(grep -c ' 192.168.77.2$' "$T/np.txt" || true)
+check "off-cluster traffic to a NodePort is masqueraded (the pod sees a node address)" \
+  $([ "$n" = 0 ] && [ "$(answered "$T/np.txt")" = 60 ]; echo $?) "$(sort "$T/np.txt" | uniq -c | tr '\n' ' ')"
+
+# 2b. node plumbing (nftables tables inet/arp rvs-k8s)
+# Hairpin: a pod reaching itself through its service (KUBE-LOOP-BACK) is masqueraded, else
+# its own reply would never go back through rvs.
+http ${PODS[0]} 20 http://10.96.0.10/ "$T/hairpin.txt"
+n=$(answered "$T/hairpin.txt"); self=$(by "$T/hairpin.txt" 1)
+check "hairpin: a pod reaches itself through its ClusterIP" \
+  $([ "$n" = 20 ] && [ "$self" -gt 0 ]; echo $?) "$(sort "$T/hairpin.txt" | uniq -c | tr '\n' ' ')"
+n=$(grep -c '^rs1 10.244.1.11$' "$T/hairpin.txt" || true)
+check "hairpin traffic is masqueraded" $([ "$n" = 0 ]; echo $?) \
+  "$(sort "$T/hairpin.txt" | uniq -c | tr '\n' ' ')"
+# A service without endpoints refuses at once (ICMP port unreachable: curl's exit 7), and
+# its packets never reach the node's own listener on :80.
+t0=$(date +%s%N); rc=0; ip netns exec $PC curl -s --max-time 3 http://10.96.0.30/ >/dev/null || rc=$?
+ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+check "a service without endpoints is rejected, not black-holed" $([ $rc = 7 ] && [ $ms -lt 1500 ]; echo $?) \
+  "curl exit $rc after $ms ms"
+# Stray ports of a service IP: the node's own listener is not reachable through it.
+body=$(ip netns exec $PC curl -s --max-time 2 http://192.168.77.1:9999/ || echo ERR)
+check "the node's listener on :9999 answers on the node address (sanity)" \
+  $([ "${body%% *}" = rs9 ]; echo $?) "got $body"
+rc=0; ip netns exec $PC curl -s --max-time 2 http://10.96.0.10:9999/ >/dev/null || rc=$?
+check "a port a service IP does not serve is refused (not the node's listener)" \
+  $([ $rc = 7 ]; echo $?) "curl exit $rc"
+# ARP: the node does not answer for service IPs on its interfaces (it does for its own).
+ip -n $X route add 10.96.0.10/32 dev x0
+rc=0; ip netns exec $X curl -s --max-time 2 http://10.96.0.10/ >/dev/null || rc=$?
+neigh=$(ip -n $X neigh show 10.96.0.10)
+check "no ARP answer for a service IP on the node's interfaces" \
+  $([ $rc != 0 ] && ! echo "$neigh" | grep -q lladdr; echo $?) "curl exit $rc, neighbour: $neigh"
+ip -n $X route del 10.96.0.10/32 dev x0
+rc=0; ip -n $X neigh show 192.168.77.1 | grep -q lladdr || rc=1
+check "ARP still answered for the node address" $rc "$(ip -n $X neigh)"
 
 # 3. endpoints change while traffic flows: a stream of requests, each on a new connection
 # (curl's --max-time 2: a request sent to an endpoint that left would time out or be reset).
 ip netns exec $PC sh -c "i=0; while [ ! -f $T/stop ]; do i=\$((i+1));
-  r=\$(curl -s --max-time 2 http://10.96.0.20/ || echo ERR); echo \"\$i \$r\"; done" > "$T/flow.txt" &
+  r=\$(curl -s --max-time 2 http://10.96.0.20/ || echo ERR); echo \"\$i \${r%% *}\"; done" > "$T/flow.txt" &
 FLOW=$!; PIDS+=($FLOW)
 mark() { echo "$1" > "$T/mark-$2"; wc -l < "$T/flow.txt" > "$T/at-$2"; }
 sleep 1

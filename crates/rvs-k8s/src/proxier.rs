@@ -7,7 +7,9 @@
 
 use crate::config::ProxyConfig;
 use crate::drain;
+use crate::nft::NodeState;
 use crate::plan::{LABEL_SERVICE_NAME, PlanInput, plan};
+use crate::sets::FamilySets;
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use rvs_core::{DestConfig, Op, Protocol, ServiceConfig, ServiceKey};
@@ -67,6 +69,8 @@ pub struct SyncReport {
     /// Of the sync's time: planning, and the daemon (reading its table and writing).
     pub plan_time: std::time::Duration,
     pub daemon_time: std::time::Duration,
+    /// Rewriting the node plumbing (nftables), when it changed.
+    pub nft_time: Option<std::time::Duration>,
     /// `endpoints.kubernetes.io/last-change-trigger-time` of the slices applied, for
     /// `network_programming_duration_seconds`.
     pub trigger_times: Vec<k8s_openapi::jiff::Timestamp>,
@@ -95,6 +99,10 @@ pub struct Proxier {
     /// What the daemon holds for each service, as last applied.
     applied: HashMap<SvcName, Vec<PlannedVs>>,
     owners: HashMap<ServiceKey, SvcName>,
+    /// Each service's sets as `plan` derives them (the node plumbing's input).
+    sets: HashMap<SvcName, Vec<FamilySets>>,
+    /// Whether the sets or the services without endpoints changed since `node_state`.
+    node_dirty: bool,
     /// TCP destinations left at weight 0 until their connections end.
     draining: HashSet<(ServiceKey, IpAddr, u16)>,
     dirty: BTreeMap<SvcName, Instant>,
@@ -162,6 +170,8 @@ impl Proxier {
             applied: HashMap::new(),
             owners: HashMap::new(),
             draining: HashSet::new(),
+            sets: HashMap::new(),
+            node_dirty: false,
             dirty: BTreeMap::new(),
             dirty_slices: Vec::new(),
             full_pending: true,
@@ -411,11 +421,16 @@ impl Proxier {
 
     /// The virtual services of one Service, as `plan` derives them.
     pub fn plan_service(&self, name: &SvcName) -> Vec<PlannedVs> {
+        self.plan_service_sets(name).0
+    }
+
+    /// The virtual services of one Service and its sets.
+    fn plan_service_sets(&self, name: &SvcName) -> (Vec<PlannedVs>, Vec<FamilySets>) {
         let Some(e) = self.entries.get(name) else {
-            return Vec::new();
+            return (Vec::new(), Vec::new());
         };
         let Some(svc) = &e.service else {
-            return Vec::new();
+            return (Vec::new(), Vec::new());
         };
         let p = plan(&PlanInput {
             services: std::slice::from_ref(svc),
@@ -440,7 +455,43 @@ impl Proxier {
                 _ => {}
             }
         }
-        out
+        (out, p.sets)
+    }
+
+    /// Files a service's sets; notes whether the node plumbing must be rewritten.
+    fn file_sets(&mut self, name: &SvcName, sets: Vec<FamilySets>, empties_changed: bool) {
+        let sets: Vec<FamilySets> = sets.into_iter().filter(|f| !f.is_empty()).collect();
+        let changed = if sets.is_empty() {
+            self.sets.remove(name).is_some()
+        } else if self.sets.get(name) != Some(&sets) {
+            self.sets.insert(name.clone(), sets);
+            true
+        } else {
+            false
+        };
+        self.node_dirty |= changed || empties_changed;
+    }
+
+    /// Whether the node plumbing's input changed since the last `take_node_state`.
+    pub fn node_dirty(&self) -> bool {
+        self.node_dirty
+    }
+
+    /// The sets of every service merged, and the virtual services without endpoints.
+    pub fn take_node_state(&mut self) -> NodeState {
+        self.node_dirty = false;
+        let mut st = NodeState::default();
+        for sets in self.sets.values() {
+            st.add(sets, []);
+        }
+        st.no_endpoints = self
+            .applied
+            .values()
+            .flatten()
+            .filter(|v| v.dests.is_empty())
+            .map(|v| v.cfg.key)
+            .collect();
+        st
     }
 
     /// The planned virtual services of `name` whose keys no other service claims first.
@@ -483,6 +534,8 @@ impl Proxier {
         self.full_pending = false;
         self.owners.clear();
         self.applied.clear();
+        self.sets.clear();
+        self.node_dirty = true;
         let mut names: Vec<SvcName> = self
             .entries
             .iter()
@@ -495,7 +548,8 @@ impl Proxier {
             desired.push(Op::SetTimeouts(t));
         }
         for name in &names {
-            let vss = self.plan_service(name);
+            let (vss, sets) = self.plan_service_sets(name);
+            self.file_sets(name, sets, false);
             let vss = self.claim(name, vss);
             for vs in &vss {
                 desired.push(Op::AddService(vs.cfg.clone()));
@@ -545,6 +599,7 @@ impl Proxier {
             refused: 0,
             plan_time,
             daemon_time: started.elapsed() - plan_time,
+            nft_time: None,
             event_to_applied: oldest.map(|o| o.elapsed()),
             trigger_times: triggers,
         })
@@ -565,8 +620,15 @@ impl Proxier {
                     self.owners.remove(&vs.cfg.key);
                 }
             }
-            let new = self.plan_service(name);
+            let (new, sets) = self.plan_service_sets(name);
             let new = self.claim(name, new);
+            let empty = |v: &[PlannedVs]| -> BTreeSet<ServiceKey> {
+                v.iter()
+                    .filter(|x| x.dests.is_empty())
+                    .map(|x| x.cfg.key)
+                    .collect()
+            };
+            self.file_sets(name, sets, empty(&old) != empty(&new));
             let old_by_key: HashMap<ServiceKey, &PlannedVs> =
                 old.iter().map(|v| (v.cfg.key, v)).collect();
             let new_keys: HashSet<ServiceKey> = new.iter().map(|v| v.cfg.key).collect();
@@ -679,6 +741,7 @@ impl Proxier {
             refused,
             plan_time,
             daemon_time: started.elapsed() - plan_time,
+            nft_time: None,
             event_to_applied: oldest.map(|o| o.elapsed()),
             trigger_times: triggers,
         })

@@ -45,6 +45,32 @@ pub struct RunOptions {
     pub metrics_bind: String,
     /// One line on stderr per sync.
     pub verbose: bool,
+    /// The node plumbing (nftables tables `rvs-k8s`), or None to leave nftables alone.
+    pub node_plumbing: Option<crate::nft::NodeOptions>,
+}
+
+/// The node plumbing's state in the sync loop: what was last applied.
+struct Plumbing {
+    opts: crate::nft::NodeOptions,
+    applied: Option<String>,
+}
+
+impl Plumbing {
+    /// Rewrites rvs's nftables tables if the sets changed since the last time.
+    fn sync(&mut self, proxier: &mut Proxier) -> Result<Option<Duration>, String> {
+        if !proxier.node_dirty() && self.applied.is_some() {
+            return Ok(None);
+        }
+        let t = Instant::now();
+        let text = crate::nft::ruleset(&proxier.take_node_state(), &self.opts);
+        if self.applied.as_ref() == Some(&text) {
+            return Ok(None);
+        }
+        self.applied = None;
+        crate::nft::apply(&text)?;
+        self.applied = Some(text);
+        Ok(Some(t.elapsed()))
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -498,6 +524,10 @@ fn sync_loop(opts: &RunOptions, rx: mpsc::Receiver<Msg>, shared: &Shared) -> Res
         opts.node_addresses.clone(),
     );
     let mut client: Option<Client> = None;
+    let mut plumbing = opts.node_plumbing.clone().map(|opts| Plumbing {
+        opts,
+        applied: None,
+    });
     let mut last_run: Option<Instant> = None;
     let mut last_full = Instant::now();
     let mut failed = false;
@@ -523,7 +553,16 @@ fn sync_loop(opts: &RunOptions, rx: mpsc::Receiver<Msg>, shared: &Shared) -> Res
             }
             let full = proxier.full_pending();
             let t = Instant::now();
-            let result = sync_once(&mut proxier, &mut client, &opts.socket);
+            let mut result = sync_once(&mut proxier, &mut client, &opts.socket);
+            if let (Ok(rep), Some(p)) = (result.as_mut(), plumbing.as_mut()) {
+                match p.sync(&mut proxier) {
+                    Ok(t) => rep.nft_time = t,
+                    Err(e) => {
+                        proxier.request_full();
+                        result = Err(format!("node plumbing: {e}"));
+                    }
+                }
+            }
             let took = t.elapsed();
             last_run = Some(Instant::now());
             if full {
@@ -658,7 +697,7 @@ fn record(
             }
             if opts.verbose {
                 eprintln!(
-                    "rvs k8s: sync {}: {} services, {} ops, {} refused, took {:.3} ms (plan {:.3} ms, daemon {:.3} ms){}",
+                    "rvs k8s: sync {}: {} services, {} ops, {} refused, took {:.3} ms (plan {:.3} ms, daemon {:.3} ms{}){}",
                     if rep.full { "full" } else { "partial" },
                     rep.services,
                     rep.ops,
@@ -666,6 +705,9 @@ fn record(
                     secs * 1e3,
                     rep.plan_time.as_secs_f64() * 1e3,
                     rep.daemon_time.as_secs_f64() * 1e3,
+                    rep.nft_time
+                        .map(|d| format!(", nft {:.3} ms", d.as_secs_f64() * 1e3))
+                        .unwrap_or_default(),
                     rep.event_to_applied
                         .map(|d| format!(", event->applied {:.3} ms", d.as_secs_f64() * 1e3))
                         .unwrap_or_default()

@@ -98,7 +98,16 @@ struct Proxy {
 impl Proxy {
     fn start(server: &str, config: &Path, sock: &Path) -> Proxy {
         let mut child = Command::new(BIN)
-            .args(["k8s", "run", "-v", "--server", server, "--node", "node-a"])
+            .args([
+                "k8s",
+                "run",
+                "-v",
+                "--no-nftables",
+                "--server",
+                server,
+                "--node",
+                "node-a",
+            ])
             .arg("--config")
             .arg(config)
             .args(["--node-addresses", NODE_ADDRESSES, "--socket"])
