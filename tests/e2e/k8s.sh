@@ -122,13 +122,25 @@ service() { # NAME CLUSTER_IP TYPE [NODE_PORT]
   "ports": [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": 8080$np}]}}
 JSON
 }
-slice() { # SERVICE "IP:STATE ..." (STATE: ready | terminating)
-  local eps= e ip st cond
+lb_local() { # NAME CLUSTER_IP NODE_PORT HEALTH_CHECK_NODE_PORT: LoadBalancer, eTP Local
+  cat <<JSON
+{"apiVersion": "v1", "kind": "Service",
+ "metadata": {"name": "$1", "namespace": "default", "uid": "uid-svc-$1", "resourceVersion": "1"},
+ "spec": {"type": "LoadBalancer", "clusterIP": "$2", "clusterIPs": ["$2"], "ipFamilies": ["IPv4"],
+  "ipFamilyPolicy": "SingleStack", "sessionAffinity": "None",
+  "externalTrafficPolicy": "Local", "internalTrafficPolicy": "Cluster", "healthCheckNodePort": $4,
+  "selector": {"app": "$1"},
+  "ports": [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": 8080, "nodePort": $3}]}}
+JSON
+}
+slice() { # SERVICE "IP:STATE ..." (STATE: ready | terminating | remote, a ready one elsewhere)
+  local eps= e ip st cond node
   for e in $2; do
-    ip=${e%%:*} st=${e##*:}
-    if [ "$st" = ready ]; then cond='"ready": true, "serving": true, "terminating": false'
-    else cond='"ready": false, "serving": true, "terminating": true'; fi
-    eps="$eps${eps:+, }{\"addresses\": [\"$ip\"], \"conditions\": {$cond}, \"nodeName\": \"node-e2e\"}"
+    ip=${e%%:*} st=${e##*:} node=node-e2e
+    if [ "$st" = terminating ]; then cond='"ready": false, "serving": true, "terminating": true'
+    else cond='"ready": true, "serving": true, "terminating": false'; fi
+    [ "$st" = remote ] && node=node-other
+    eps="$eps${eps:+, }{\"addresses\": [\"$ip\"], \"conditions\": {$cond}, \"nodeName\": \"$node\"}"
   done
   cat <<JSON
 {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
@@ -153,7 +165,11 @@ JSON
   service flip 10.96.0.20 ClusterIP; echo ,
   slice flip "10.244.1.11:ready"; echo ,
   service empty 10.96.0.30 ClusterIP; echo ,
-  slice empty ""
+  slice empty ""; echo ,
+  lb_local lbl 10.96.0.40 30090 32100; echo ,
+  slice lbl "10.244.1.11:ready 10.244.1.12:remote"; echo ,
+  lb_local lbr 10.96.0.41 30091 32101; echo ,
+  slice lbr "10.244.1.12:remote"
   echo ']}'
 } > "$T/objects.json"
 cat > "$T/kube-proxy.yaml" <<YAML
@@ -269,6 +285,31 @@ check "no ARP answer for a service IP on the node's interfaces" \
 ip -n $X route del 10.96.0.10/32 dev x0
 rc=0; ip -n $X neigh show 192.168.77.1 | grep -q lladdr || rc=1
 check "ARP still answered for the node address" $rc "$(ip -n $X neigh)"
+
+# externalTrafficPolicy Local keeps the client's address (KUBE-NODE-PORT-LOCAL-TCP).
+http $X 10 http://192.168.77.1:30090/ "$T/local.txt"
+n=$(grep -c '^rs1 192.168.77.2$' "$T/local.txt" || true)
+check "NodePort with externalTrafficPolicy Local: the local endpoint sees the client's address" \
+  $([ "$n" = 10 ]; echo $?) "$(sort "$T/local.txt" | uniq -c | tr '\n' ' ')"
+
+# 2c. health-check node ports (externalTrafficPolicy Local), asked from outside the node as
+# a cloud load balancer does.
+hc() { # PORT: "CODE WEIGHT-HEADER BODY"
+  ip netns exec $X curl -s -i --max-time 2 "http://192.168.77.1:$1/anything" | tr -d '\r' | awk '
+    NR == 1 {code = $2} tolower($1) == "x-load-balancing-endpoint-weight:" {w = $2}
+    /^$/ {body = 1; next} body {b = b $0} END {print code, w, b}'
+}
+want='200 1 {"service":{"namespace":"default","name":"lbl"},"localEndpoints":1,"serviceProxyHealthy":true}'
+got=$(hc 32100)
+check "health-check node port: 200 with one local endpoint (kube-proxy's body and header)" \
+  $([ "$got" = "$want" ]; echo $?) "got: $got"
+want='503 0 {"service":{"namespace":"default","name":"lbr"},"localEndpoints":0,"serviceProxyHealthy":true}'
+got=$(hc 32101)
+check "health-check node port: 503 without a local endpoint" $([ "$got" = "$want" ]; echo $?) "got: $got"
+slice lbl "10.244.1.11:terminating 10.244.1.12:remote" > "$T/hc1.json"; fake apply "$T/hc1.json"
+hc_code() { [ "$(hc "$1" | cut -d' ' -f1)" = "$2" ]; }
+rc=0; wait_for "lbl's health check -> 503" hc_code 32100 503 || rc=1
+check "health-check node port: 503 once the local endpoint terminates" $rc "got: $(hc 32100)"
 
 # 3. endpoints change while traffic flows: a stream of requests, each on a new connection
 # (curl's --max-time 2: a request sent to an endpoint that left would time out or be reset).

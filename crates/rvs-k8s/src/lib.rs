@@ -11,6 +11,7 @@
 //! * [`proxier`]: the object cache and the full and partial syncs to the daemon.
 //! * [`run`]: `rvs k8s run` (kube-rs watchers, the bounded-frequency runner, healthz,
 //!   metrics).
+//! * [`hcport`]: the per-service health-check node ports (externalTrafficPolicy Local).
 //! * [`fakeapi`]: a fake API server speaking the real list/watch wire format, for tests,
 //!   the benchmark and trying `rvs k8s run` without a cluster.
 //! * [`nft`]: the node plumbing (masquerade, source ranges, reject, stray traffic, no ARP
@@ -22,6 +23,7 @@ pub mod config;
 pub mod drain;
 pub mod duration;
 pub mod fakeapi;
+pub mod hcport;
 pub mod net;
 pub mod nft;
 pub mod objects;

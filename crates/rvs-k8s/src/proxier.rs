@@ -472,6 +472,41 @@ impl Proxier {
         self.node_dirty |= changed || empties_changed;
     }
 
+    /// The health-check node ports of services with `externalTrafficPolicy: Local`, with
+    /// their local ready endpoints (distinct IPs, every slice of the service).
+    pub fn health_check_services(&self) -> BTreeMap<u16, crate::hcport::HcService> {
+        let mut out = BTreeMap::new();
+        for ((ns, name), e) in &self.entries {
+            let Some(spec) = e.service.as_ref().and_then(|s| s.spec.as_ref()) else {
+                continue;
+            };
+            let port = spec.health_check_node_port.unwrap_or(0);
+            if spec.external_traffic_policy.as_deref() != Some("Local")
+                || !(1..=65535).contains(&port)
+            {
+                continue;
+            }
+            let mut ips = BTreeSet::new();
+            for s in &e.slices {
+                for ep in &s.endpoints {
+                    let ready = ep.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
+                    if ready && ep.node_name.as_deref() == Some(self.node_name.as_str()) {
+                        ips.extend(ep.addresses.iter().cloned());
+                    }
+                }
+            }
+            out.insert(
+                port as u16,
+                crate::hcport::HcService {
+                    namespace: ns.clone(),
+                    name: name.clone(),
+                    local_endpoints: ips.len(),
+                },
+            );
+        }
+        out
+    }
+
     /// Whether the node plumbing's input changed since the last `take_node_state`.
     pub fn node_dirty(&self) -> bool {
         self.node_dirty

@@ -486,7 +486,18 @@ pub fn run(opts: RunOptions) -> Result<(), String> {
             rt.spawn(serve(opts.metrics_bind.clone(), app, "metrics"));
         }
     }
-    let result = sync_loop(&opts, rx, &shared);
+    let healthy = {
+        let shared = shared.clone();
+        Arc::new(move || {
+            shared
+                .health
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .healthy()
+        })
+    };
+    let hc = crate::hcport::HcServers::new(rt.handle().clone(), healthy);
+    let result = sync_loop(&opts, rx, &shared, hc);
     rt.shutdown_timeout(Duration::from_millis(100));
     result
 }
@@ -510,7 +521,12 @@ fn connect(socket: &std::path::Path) -> Result<Client, String> {
 /// kube-proxy's bounded-frequency runner: a change runs a sync once `minSyncPeriod` has
 /// passed since the last one (changes meanwhile coalesce), and a full sync runs at least
 /// every `syncPeriod`; a failed sync is retried after `max(minSyncPeriod, 1s)`.
-fn sync_loop(opts: &RunOptions, rx: mpsc::Receiver<Msg>, shared: &Shared) -> Result<(), String> {
+fn sync_loop(
+    opts: &RunOptions,
+    rx: mpsc::Receiver<Msg>,
+    shared: &Shared,
+    mut hc: crate::hcport::HcServers,
+) -> Result<(), String> {
     let min = opts.config.min_sync_period.as_std();
     let max = opts
         .config
@@ -554,6 +570,9 @@ fn sync_loop(opts: &RunOptions, rx: mpsc::Receiver<Msg>, shared: &Shared) -> Res
             let full = proxier.full_pending();
             let t = Instant::now();
             let mut result = sync_once(&mut proxier, &mut client, &opts.socket);
+            if result.is_ok() {
+                hc.update(proxier.health_check_services());
+            }
             if let (Ok(rep), Some(p)) = (result.as_mut(), plumbing.as_mut()) {
                 match p.sync(&mut proxier) {
                     Ok(t) => rep.nft_time = t,
