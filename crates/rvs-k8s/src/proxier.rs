@@ -103,6 +103,9 @@ pub struct Proxier {
     sets: HashMap<SvcName, Vec<FamilySets>>,
     /// Whether the sets or the services without endpoints changed since `node_state`.
     node_dirty: bool,
+    /// The next full sync plans every service again (start, Node changes), not only
+    /// those whose objects changed.
+    replan_all: bool,
     /// TCP destinations left at weight 0 until their connections end.
     draining: HashSet<(ServiceKey, IpAddr, u16)>,
     dirty: BTreeMap<SvcName, Instant>,
@@ -172,6 +175,7 @@ impl Proxier {
             draining: HashSet::new(),
             sets: HashMap::new(),
             node_dirty: false,
+            replan_all: true,
             dirty: BTreeMap::new(),
             dirty_slices: Vec::new(),
             full_pending: true,
@@ -221,6 +225,7 @@ impl Proxier {
 
     fn mark_full(&mut self, at: Instant) {
         self.full_pending = true;
+        self.replan_all = true;
         self.oldest_full_event = Some(self.oldest_full_event.map_or(at, |o| o.min(at)));
     }
 
@@ -560,17 +565,25 @@ impl Proxier {
         (oldest, std::mem::take(&mut self.dirty_slices))
     }
 
-    /// Plan every service and make the daemon's table exactly that (draining TCP
-    /// endpoints kept at weight 0, excluded virtual services kept).
+    /// Make the daemon's table exactly the plan of every service (draining TCP endpoints
+    /// kept at weight 0, excluded virtual services kept), as kube-proxy's periodic sync
+    /// does: desired against the table read back. A service whose objects did not change
+    /// since it was last planned keeps that plan (`plan` is pure: same input, same
+    /// output); everything is planned again after a change of the Node or at the first
+    /// sync. An empty table gets the whole plan in one `replace` transaction; otherwise
+    /// only the difference is sent (`apply_each`), nothing when the table is as desired.
     pub fn full_sync(&mut self, client: &mut Client) -> Result<SyncReport, String> {
         let started = Instant::now();
         let (oldest, triggers) = self.take_pending();
-        self.dirty.clear();
+        let dirty = std::mem::take(&mut self.dirty);
+        let replan_all = std::mem::take(&mut self.replan_all);
         self.full_pending = false;
         self.owners.clear();
-        self.applied.clear();
-        self.sets.clear();
-        self.node_dirty = true;
+        let mut previous = std::mem::take(&mut self.applied);
+        if replan_all {
+            self.sets.clear();
+            self.node_dirty = true;
+        }
         let mut names: Vec<SvcName> = self
             .entries
             .iter()
@@ -583,8 +596,19 @@ impl Proxier {
             desired.push(Op::SetTimeouts(t));
         }
         for name in &names {
-            let (vss, sets) = self.plan_service_sets(name);
-            self.file_sets(name, sets, false);
+            let cached = if replan_all || dirty.contains_key(name) {
+                None
+            } else {
+                previous.remove(name)
+            };
+            let vss = match cached {
+                Some(vss) => vss,
+                None => {
+                    let (vss, sets) = self.plan_service_sets(name);
+                    self.file_sets(name, sets, true);
+                    vss
+                }
+            };
             let vss = self.claim(name, vss);
             for vs in &vss {
                 desired.push(Op::AddService(vs.cfg.clone()));
@@ -596,6 +620,17 @@ impl Proxier {
             }
             self.applied.insert(name.clone(), vss);
         }
+        // Services gone: their sets go too.
+        let gone: Vec<SvcName> = self
+            .sets
+            .keys()
+            .filter(|n| !self.applied.contains_key(*n))
+            .cloned()
+            .collect();
+        for name in gone {
+            self.sets.remove(&name);
+            self.node_dirty = true;
+        }
         // Drop services that no longer exist from the cache.
         self.entries
             .retain(|_, e| e.service.is_some() || !e.slices.is_empty());
@@ -604,34 +639,56 @@ impl Proxier {
             self.full_pending = true;
             format!("cannot read the daemon's table: {e}")
         })?;
-        let ops = drain::reconcile(&desired, &snap, &self.config.exclude_cidrs);
-        self.draining = ops
+        let target = drain::reconcile(&desired, &snap, &self.config.exclude_cidrs);
+        self.draining = target
             .iter()
             .filter_map(|op| match op {
                 Op::AddDest(k, d) if d.weight == 0 => Some((*k, d.addr, d.port)),
                 _ => None,
             })
             .collect();
-        match client.replace(&ops) {
-            Ok(Ok(_)) => {}
-            Ok(Err((i, e))) => {
-                self.full_pending = true;
-                return Err(format!(
-                    "the daemon refused operation {} ({:?}) of the full sync: {e}",
-                    i + 1,
-                    ops.get(i)
-                ));
+        let mut refused = 0;
+        let sent = if snap.services.is_empty() {
+            match client.replace(&target) {
+                Ok(Ok(_)) => {}
+                Ok(Err((i, e))) => {
+                    self.full_pending = true;
+                    return Err(format!(
+                        "the daemon refused operation {} ({:?}) of the full sync: {e}",
+                        i + 1,
+                        target.get(i)
+                    ));
+                }
+                Err(e) => {
+                    self.full_pending = true;
+                    return Err(format!("full sync: {e}"));
+                }
             }
-            Err(e) => {
-                self.full_pending = true;
-                return Err(format!("full sync: {e}"));
+            target.len()
+        } else {
+            let ops = drain::diff(&target, &snap);
+            if !ops.is_empty() {
+                let results = client.apply_each(&ops).map_err(|e| {
+                    self.full_pending = true;
+                    format!("full sync: {e}")
+                })?;
+                for (op, r) in ops.iter().zip(&results) {
+                    if let Err(e) = r {
+                        refused += 1;
+                        eprintln!("rvs k8s: the daemon refused {op:?}: {e}");
+                    }
+                }
+                if refused > 0 {
+                    self.full_pending = true;
+                }
             }
-        }
+            ops.len()
+        };
         Ok(SyncReport {
             full: true,
             services: names.len(),
-            ops: ops.len(),
-            refused: 0,
+            ops: sent,
+            refused,
             plan_time,
             daemon_time: started.elapsed() - plan_time,
             nft_time: None,
