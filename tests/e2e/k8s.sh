@@ -180,7 +180,7 @@ clusterCIDR: 10.244.0.0/16
 ipvs:
   scheduler: rr
   minSyncPeriod: 0s
-  syncPeriod: 30s
+  syncPeriod: 5s
 YAML
 
 # --- the daemon, the fake API server, rvs k8s run (all in the node namespace)
@@ -361,6 +361,15 @@ check "deleting the Service removes its virtual service" $rc "$(table)"
 # 5. /healthz of rvs k8s run
 code=$(innode curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:16256/healthz || true)
 check "/healthz answers 200" $([ "$code" = 200 ]; echo $?) "got $code"
+
+# 6. the periodic full syncs (syncPeriod 5 s) found the table as desired: they wrote nothing.
+n=$(grep -c 'sync full: [0-9]* services, 0 ops' "$T/k8s.log" || true)
+check "a periodic full sync with nothing changed sends no operation" $([ "$n" -gt 0 ]; echo $?) \
+  "$(grep 'sync full' "$T/k8s.log" | tail -n 3)"
+rc=0; nft_tables=$(innode nft list tables) || rc=1
+check "the node plumbing is rvs's own tables" \
+  $([ $rc = 0 ] && [ "$(echo "$nft_tables" | sort | tr '\n' ' ')" = "table arp rvs-k8s table inet rvs-k8s " ]; echo $?) \
+  "$nft_tables"
 
 [ $fail = 0 ] && echo "k8s.sh: all checks passed" || echo "k8s.sh: FAILED"
 exit $fail
