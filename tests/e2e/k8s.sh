@@ -351,6 +351,15 @@ check "p1 answers no new request after it started terminating" $([ "$p1late" = 0
 p2=$(awk -v a="$a3" '$1 > a && $2 == "rs2"' "$T/flow.txt" | wc -l)
 check "p2 answers after it was added" $([ "$p2" -gt 0 ]; echo $?) "$(phase "$a3" "$total")"
 
+# The sets follow the endpoints (element updates, no full rewrite): p3, added above, now
+# reaches itself through flip (its KUBE-LOOP-BACK entry came with the slice update).
+http ${PODS[2]} 6 http://10.96.0.20/ "$T/hairpin3.txt"
+check "hairpin for an endpoint added by a slice update" \
+  $([ "$(answered "$T/hairpin3.txt")" = 6 ] && [ "$(by "$T/hairpin3.txt" 3)" -gt 0 ]; echo $?) \
+  "$(sort "$T/hairpin3.txt" | uniq -c | tr '\n' ' ')"
+n=$(grep -c 'sync partial: .*nft [0-9.]* ms' "$T/k8s.log" || true)
+check "partial syncs update the nftables sets" $([ "$n" -gt 0 ]; echo $?) "$(grep 'sync partial' "$T/k8s.log" | tail -n 3)"
+
 # 4. the service goes away
 service flip 10.96.0.20 ClusterIP > "$T/d1.json"; slice flip "" > "$T/d2.json"
 fake delete "$T/d1.json"; fake delete "$T/d2.json"

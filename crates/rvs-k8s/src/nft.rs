@@ -29,7 +29,7 @@
 use crate::net::Cidr;
 use crate::sets::{Entry, FamilySets, SetId, proto_name};
 use rvs_core::{Af, Protocol, ServiceKey};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::net::IpAddr;
@@ -121,15 +121,80 @@ fn element(e: &Entry) -> Option<String> {
     })
 }
 
-fn set(out: &mut String, name: &str, ty: &str, flags: &str, elems: &[String]) {
+/// Each set's elements, by `FAMILY TABLE SET` (what `add element` names).
+pub type Elements = BTreeMap<String, BTreeSet<String>>;
+
+/// Declares a set (empty: its elements are added after the tables, see [`Rules`]).
+fn set(
+    out: &mut String,
+    el: &mut Elements,
+    family: &str,
+    name: &str,
+    ty: &str,
+    flags: &str,
+    elems: &[String],
+) {
     let _ = write!(out, "\tset {name} {{\n\t\ttype {ty}\n");
     if !flags.is_empty() {
         let _ = writeln!(out, "\t\tflags {flags}");
     }
-    if !elems.is_empty() {
-        let _ = writeln!(out, "\t\telements = {{ {} }}", elems.join(", "));
-    }
     out.push_str("\t}\n");
+    el.insert(
+        format!("{family} {TABLE} {name}"),
+        elems.iter().cloned().collect(),
+    );
+}
+
+/// The ruleset in two parts: the tables with their chains and empty sets, and the sets'
+/// elements. When only elements change, [`Rules::update_from`] writes only the elements
+/// that come and go (a full rewrite of 10,000 services' sets takes the kernel seconds; a
+/// few elements, milliseconds).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rules {
+    pub skeleton: String,
+    pub elements: Elements,
+}
+
+fn element_lines(out: &mut String, verb: &str, set: &str, elems: &BTreeSet<String>) {
+    // Pieces of at most 1,000 elements keep nft's lines and buffers small.
+    let all: Vec<&String> = elems.iter().collect();
+    for chunk in all.chunks(1000) {
+        let list: Vec<&str> = chunk.iter().map(|s| s.as_str()).collect();
+        let _ = writeln!(out, "{verb} element {set} {{ {} }}", list.join(", "));
+    }
+}
+
+impl Rules {
+    /// The whole ruleset: tables replaced, then every element added (one transaction).
+    pub fn full_text(&self) -> String {
+        let mut o = self.skeleton.clone();
+        for (set, elems) in &self.elements {
+            element_lines(&mut o, "add", set, elems);
+        }
+        o
+    }
+
+    /// What turns `old` (applied before) into `self`: None when the tables themselves
+    /// changed (then [`Rules::full_text`]), else the element deletions and additions
+    /// (empty when nothing changed).
+    pub fn update_from(&self, old: &Rules) -> Option<String> {
+        if self.skeleton != old.skeleton {
+            return None;
+        }
+        let none = BTreeSet::new();
+        let mut o = String::new();
+        for (set, elems) in &self.elements {
+            let before = old.elements.get(set).unwrap_or(&none);
+            let gone: BTreeSet<String> = before.difference(elems).cloned().collect();
+            element_lines(&mut o, "delete", set, &gone);
+        }
+        for (set, elems) in &self.elements {
+            let before = old.elements.get(set).unwrap_or(&none);
+            let new: BTreeSet<String> = elems.difference(before).cloned().collect();
+            element_lines(&mut o, "add", set, &new);
+        }
+        Some(o)
+    }
 }
 
 /// The virtual services of `ops` (a plan) that get no destination.
@@ -148,8 +213,14 @@ pub fn empty_services(ops: &[rvs_core::Op]) -> Vec<ServiceKey> {
         .collect()
 }
 
-/// The `nft -f` text of both tables.
+/// The `nft -f` text of both tables, complete.
 pub fn ruleset(state: &NodeState, opts: &NodeOptions) -> String {
+    rules(state, opts).full_text()
+}
+
+/// Both tables, in [`Rules`]' two parts.
+pub fn rules(state: &NodeState, opts: &NodeOptions) -> Rules {
+    let mut el = Elements::new();
     let empty_v4 = FamilySets::new(Af::V4);
     let empty_v6 = FamilySets::new(Af::V6);
     let mut o = String::new();
@@ -179,7 +250,15 @@ pub fn ruleset(state: &NodeState, opts: &NodeOptions) -> String {
         ("node-port-udp", SetId::NodePortUdp),
         ("node-port-local-udp", SetId::NodePortLocalUdp),
     ] {
-        set(&mut o, name, "inet_service", "", &ports(id));
+        set(
+            &mut o,
+            &mut el,
+            "inet",
+            name,
+            "inet_service",
+            "",
+            &ports(id),
+        );
     }
     for fam in &FAMS {
         let sets = state.family(fam.af).unwrap_or(match fam.af {
@@ -195,6 +274,8 @@ pub fn ruleset(state: &NodeState, opts: &NodeOptions) -> String {
             |id: SetId| -> Vec<String> { sets.get(id).iter().filter_map(element).collect() };
         set(
             &mut o,
+            &mut el,
+            "inet",
             &format!("service-ips-{s}"),
             a,
             "",
@@ -211,6 +292,8 @@ pub fn ruleset(state: &NodeState, opts: &NodeOptions) -> String {
         }
         set(
             &mut o,
+            &mut el,
+            "inet",
             &format!("served-{s}"),
             &ipp,
             "",
@@ -228,7 +311,15 @@ pub fn ruleset(state: &NodeState, opts: &NodeOptions) -> String {
                 _ => None,
             })
             .collect();
-        set(&mut o, &format!("no-endpoints-{s}"), &ipp, "", &no_eps);
+        set(
+            &mut o,
+            &mut el,
+            "inet",
+            &format!("no-endpoints-{s}"),
+            &ipp,
+            "",
+            &no_eps,
+        );
         for (name, id) in [
             ("cluster-ip", SetId::ClusterIp),
             ("external-ip", SetId::ExternalIp),
@@ -238,12 +329,22 @@ pub fn ruleset(state: &NodeState, opts: &NodeOptions) -> String {
             ("node-port-sctp", SetId::NodePortSctpHash),
             ("node-port-local-sctp", SetId::NodePortLocalSctpHash),
         ] {
-            set(&mut o, &format!("{name}-{s}"), &ipp, "", &members(id));
+            set(
+                &mut o,
+                &mut el,
+                "inet",
+                &format!("{name}-{s}"),
+                &ipp,
+                "",
+                &members(id),
+            );
         }
         let mut sources = members(SetId::LoadBalancerSourceCidr);
         sources.extend(members(SetId::LoadBalancerSourceIp));
         set(
             &mut o,
+            &mut el,
+            "inet",
             &format!("load-balancer-source-{s}"),
             &ippi,
             "interval",
@@ -251,6 +352,8 @@ pub fn ruleset(state: &NodeState, opts: &NodeOptions) -> String {
         );
         set(
             &mut o,
+            &mut el,
+            "inet",
             &format!("loop-back-{s}"),
             &ippi,
             "",
@@ -335,13 +438,16 @@ pub fn ruleset(state: &NodeState, opts: &NodeOptions) -> String {
         o,
         "table arp {TABLE}\ndelete table arp {TABLE}\ntable arp {TABLE} {{"
     );
-    set(&mut o, "service-ips", "ipv4_addr", "", &v4);
+    set(&mut o, &mut el, "arp", "service-ips", "ipv4_addr", "", &v4);
     let _ = write!(
         o,
         "\tchain input {{\n\t\ttype filter hook input priority filter; policy accept;\n\
          \t\tarp operation request arp daddr ip @service-ips drop\n\t}}\n}}\n"
     );
-    o
+    Rules {
+        skeleton: o,
+        elements: el,
+    }
 }
 
 fn nft(input: &str) -> Result<(), String> {
@@ -432,17 +538,16 @@ mod tests {
         assert!(t.starts_with("# rvs k8s"));
         assert!(t.contains("table inet rvs-k8s\ndelete table inet rvs-k8s\ntable inet rvs-k8s {"));
         assert!(t.contains("table arp rvs-k8s\ndelete table arp rvs-k8s\ntable arp rvs-k8s {"));
-        assert!(t.contains("elements = { 10.96.0.10 . tcp . 80 }"), "{t}");
-        assert!(
-            t.contains("elements = { 10.244.1.5 . tcp . 8080 . 10.244.1.5 }"),
-            "{t}"
-        );
-        assert!(t.contains("elements = { 10.96.0.11 . udp . 53 }"), "{t}");
-        assert!(
-            t.contains("elements = { 198.51.100.7 . tcp . 80 . 203.0.113.0/24 }"),
-            "{t}"
-        );
-        assert!(t.contains("elements = { 30080 }"), "{t}");
+        for want in [
+            "add element inet rvs-k8s cluster-ip-4 { 10.96.0.10 . tcp . 80 }",
+            "add element inet rvs-k8s loop-back-4 { 10.244.1.5 . tcp . 8080 . 10.244.1.5 }",
+            "add element inet rvs-k8s no-endpoints-4 { 10.96.0.11 . udp . 53 }",
+            "add element inet rvs-k8s load-balancer-source-4 { 198.51.100.7 . tcp . 80 . 203.0.113.0/24 }",
+            "add element inet rvs-k8s node-port-tcp { 30080 }",
+            "add element arp rvs-k8s service-ips { 10.96.0.10 }",
+        ] {
+            assert!(t.contains(want), "{want} in {t}");
+        }
         assert!(t.contains("arp operation request arp daddr ip @service-ips drop"));
         // clusterCIDR: off-cluster sources to a cluster IP are masqueraded.
         assert!(t.contains(

@@ -52,7 +52,7 @@ pub struct RunOptions {
 /// The node plumbing's state in the sync loop: what was last applied.
 struct Plumbing {
     opts: crate::nft::NodeOptions,
-    applied: Option<String>,
+    applied: Option<crate::nft::Rules>,
 }
 
 impl Plumbing {
@@ -62,13 +62,21 @@ impl Plumbing {
             return Ok(None);
         }
         let t = Instant::now();
-        let text = crate::nft::ruleset(&proxier.take_node_state(), &self.opts);
-        if self.applied.as_ref() == Some(&text) {
-            return Ok(None);
-        }
-        self.applied = None;
+        let rules = crate::nft::rules(&proxier.take_node_state(), &self.opts);
+        let text = match self.applied.take() {
+            Some(old) => match rules.update_from(&old) {
+                Some(t) if t.is_empty() => {
+                    self.applied = Some(old);
+                    return Ok(None);
+                }
+                Some(t) => t,
+                None => rules.full_text(),
+            },
+            None => rules.full_text(),
+        };
+        // On failure `applied` stays None: the next sync writes everything again.
         crate::nft::apply(&text)?;
-        self.applied = Some(text);
+        self.applied = Some(rules);
         Ok(Some(t.elapsed()))
     }
 }
