@@ -1,5 +1,6 @@
 //! `rvs k8s ...`: `plan` prints the table kube-proxy's IPVS mode would program for a set of
-//! objects, in `ipvsadm -Sn` form, then a blank line and the sets in `ipset save` form.
+//! objects, in `ipvsadm -Sn` form, then a blank line and the sets in `ipset save` form;
+//! `sets` prints the sets alone, or (`--nftables`) the ruleset made of them.
 
 use crate::config::{self, ProxyConfig};
 use crate::objects;
@@ -11,9 +12,10 @@ use std::net::IpAddr;
 
 pub const USAGE: &str = "\
 usage: rvs k8s plan --objects FILE [--config FILE] [--node NAME] [--node-addresses ADDR,...]
+       rvs k8s sets --objects FILE [same options] [--nftables [--tun NAME]]
        rvs k8s run [--config FILE] [--kubeconfig FILE | --server URL] [--node NAME]
                    [--socket PATH] [--node-addresses ADDR,...] [--healthz-bind-address ADDR]
-                   [--metrics-bind-address ADDR] [-v]
+                   [--metrics-bind-address ADDR] [--tun NAME | --no-nftables] [-v]
        rvs k8s fake-apiserver --objects FILE [--listen ADDR]
 
   --objects FILE         Services, EndpointSlices and Nodes as `kubectl get
@@ -28,6 +30,11 @@ usage: rvs k8s plan --objects FILE [--config FILE] [--node NAME] [--node-address
 Prints the IPVS table in `ipvsadm -Sn` form, a blank line, then the ipset-equivalent sets
 in `ipset save` form. Warnings go to stderr.
 
+sets: only the sets, under kube-proxy's ipset names (KUBE-CLUSTER-IP, KUBE-NODE-PORT-TCP,
+KUBE-LOOP-BACK, ...; KUBE-6-... for IPv6). With --nftables: the nftables ruleset `rvs k8s
+run` applies with them (tables inet rvs-k8s and arp rvs-k8s; --tun: the data plane's TUN,
+default rvs0).
+
 run: watch Services, EndpointSlices and this node's Node and keep the table of a running
 `rvs daemon` equal to what `plan` derives (kube-proxy's IPVS mode), in the foreground.
   --kubeconfig FILE      the cluster (default: the config's clientConnection.kubeconfig,
@@ -36,6 +43,11 @@ run: watch Services, EndpointSlices and this node's Node and keep the table of a
   --socket PATH          the daemon's control socket (default $RVS_SOCKET or
                          /run/rvs/rvs.sock)
   --healthz-bind-address, --metrics-bind-address   override the config's (empty disables)
+  --tun NAME              the daemon's TUN device (default rvs0), for the node plumbing
+  --no-nftables          leave nftables alone (default: the node plumbing, tables inet
+                         rvs-k8s and arp rvs-k8s, rewritten with `nft -f` when the sets
+                         change: masquerade, source ranges, reject without endpoints,
+                         stray ports of service IPs, no ARP for service IPs)
   -v                     one line per sync on stderr
 
 fake-apiserver: serve FILE's Services, EndpointSlices and Nodes with the API server's
@@ -47,7 +59,8 @@ while it runs with `curl --data-binary @objs.json ADDR/fake/apply` (or /fake/del
 /// Run `rvs k8s ARGS...`; returns the exit status.
 pub fn run(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> i32 {
     match args.first().map(String::as_str) {
-        Some("plan") => plan_main(&args[1..], out, err),
+        Some("plan") => plan_main(&args[1..], out, err, Print::Plan),
+        Some("sets") => plan_main(&args[1..], out, err, Print::Sets),
         Some("run") => run_main(&args[1..], err),
         Some("fake-apiserver") => fake_main(&args[1..], out, err),
         Some("help" | "--help" | "-h") => {
@@ -63,6 +76,15 @@ fn usage(err: &mut dyn Write, msg: &str) -> i32 {
     let _ = writeln!(err, "rvs k8s: {msg}");
     let _ = err.write_all(USAGE.as_bytes());
     2
+}
+
+/// What `plan_main` prints: the table and the sets (`plan`), the sets only (`sets`), or
+/// the nftables ruleset made of them (`sets --nftables`).
+#[derive(Copy, Clone, PartialEq, Eq)]
+enum Print {
+    Plan,
+    Sets,
+    Nft,
 }
 
 #[derive(Default)]
@@ -100,10 +122,15 @@ fn host_name() -> String {
         .unwrap_or_default()
 }
 
-fn plan_main(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> i32 {
+fn plan_main(args: &[String], out: &mut dyn Write, err: &mut dyn Write, mut print: Print) -> i32 {
     let mut a = PlanArgs::default();
+    let mut tun = "rvs0".to_string();
     let mut it = args.iter();
     while let Some(arg) = it.next() {
+        if print == Print::Sets && arg == "--nftables" {
+            print = Print::Nft;
+            continue;
+        }
         let (flag, inline) = match arg.split_once('=') {
             Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
             _ => (arg.as_str(), None),
@@ -116,6 +143,7 @@ fn plan_main(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> i32 {
             "--objects" => a.objects = Some(value),
             "--config" => a.config = Some(value),
             "--node" => a.node = Some(value.trim().to_lowercase()),
+            "--tun" if print != Print::Plan => tun = value,
             "--node-addresses" => {
                 let mut v = Vec::new();
                 for part in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -212,6 +240,26 @@ fn plan_main(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> i32 {
     });
     for w in &p.warnings {
         let _ = writeln!(err, "rvs k8s: warning: {w}");
+    }
+    match print {
+        Print::Plan => {}
+        Print::Sets => {
+            for fam in &p.sets {
+                let _ = out.write_all(fam.save().as_bytes());
+            }
+            return 0;
+        }
+        Print::Nft => {
+            let mut state = crate::nft::NodeState::default();
+            state.add(&p.sets, crate::nft::empty_services(&p.ops));
+            let opts = crate::nft::NodeOptions {
+                tun,
+                cluster_cidrs: config.cluster_cidrs.clone(),
+                masquerade_all: config.masquerade_all,
+            };
+            let _ = out.write_all(crate::nft::ruleset(&state, &opts).as_bytes());
+            return 0;
+        }
     }
     match render(&p) {
         Ok(text) => {
@@ -312,10 +360,16 @@ fn run_main(args: &[String], err: &mut dyn Write) -> i32 {
     let mut healthz = None;
     let mut metrics = None;
     let mut verbose = false;
+    let mut nftables = true;
+    let mut tun = "rvs0".to_string();
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         if arg == "-v" || arg == "--verbose" {
             verbose = true;
+            continue;
+        }
+        if arg == "--no-nftables" {
+            nftables = false;
             continue;
         }
         let (flag, inline) = match arg.split_once('=') {
@@ -337,6 +391,7 @@ fn run_main(args: &[String], err: &mut dyn Write) -> i32 {
             },
             "--healthz-bind-address" => healthz = Some(value),
             "--metrics-bind-address" => metrics = Some(value),
+            "--tun" => tun = value,
             _ => return usage(err, &format!("run: unknown option {arg:?}")),
         }
     }
@@ -360,7 +415,13 @@ fn run_main(args: &[String], err: &mut dyn Write) -> i32 {
             }
         },
     };
+    let node_plumbing = nftables.then(|| crate::nft::NodeOptions {
+        tun,
+        cluster_cidrs: config.cluster_cidrs.clone(),
+        masquerade_all: config.masquerade_all,
+    });
     let opts = crate::run::RunOptions {
+        node_plumbing,
         healthz_bind: healthz.unwrap_or_else(|| config.healthz_bind_address.clone()),
         metrics_bind: metrics.unwrap_or_else(|| config.metrics_bind_address.clone()),
         config,

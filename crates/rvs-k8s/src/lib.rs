@@ -11,16 +11,21 @@
 //! * [`proxier`]: the object cache and the full and partial syncs to the daemon.
 //! * [`run`]: `rvs k8s run` (kube-rs watchers, the bounded-frequency runner, healthz,
 //!   metrics).
+//! * [`hcport`]: the per-service health-check node ports (externalTrafficPolicy Local).
 //! * [`fakeapi`]: a fake API server speaking the real list/watch wire format, for tests,
 //!   the benchmark and trying `rvs k8s run` without a cluster.
-//! * [`cli`]: `rvs k8s plan|run|fake-apiserver`.
+//! * [`nft`]: the node plumbing (masquerade, source ranges, reject, stray traffic, no ARP
+//!   for service IPs) as an nftables ruleset built from the sets.
+//! * [`cli`]: `rvs k8s plan|sets|run|fake-apiserver`.
 
 pub mod cli;
 pub mod config;
 pub mod drain;
 pub mod duration;
 pub mod fakeapi;
+pub mod hcport;
 pub mod net;
+pub mod nft;
 pub mod objects;
 pub mod plan;
 pub mod proxier;

@@ -7,7 +7,9 @@
 
 use crate::config::ProxyConfig;
 use crate::drain;
+use crate::nft::NodeState;
 use crate::plan::{LABEL_SERVICE_NAME, PlanInput, plan};
+use crate::sets::FamilySets;
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use rvs_core::{DestConfig, Op, Protocol, ServiceConfig, ServiceKey};
@@ -67,6 +69,8 @@ pub struct SyncReport {
     /// Of the sync's time: planning, and the daemon (reading its table and writing).
     pub plan_time: std::time::Duration,
     pub daemon_time: std::time::Duration,
+    /// Rewriting the node plumbing (nftables), when it changed.
+    pub nft_time: Option<std::time::Duration>,
     /// `endpoints.kubernetes.io/last-change-trigger-time` of the slices applied, for
     /// `network_programming_duration_seconds`.
     pub trigger_times: Vec<k8s_openapi::jiff::Timestamp>,
@@ -95,6 +99,13 @@ pub struct Proxier {
     /// What the daemon holds for each service, as last applied.
     applied: HashMap<SvcName, Vec<PlannedVs>>,
     owners: HashMap<ServiceKey, SvcName>,
+    /// Each service's sets as `plan` derives them (the node plumbing's input).
+    sets: HashMap<SvcName, Vec<FamilySets>>,
+    /// Whether the sets or the services without endpoints changed since `node_state`.
+    node_dirty: bool,
+    /// The next full sync plans every service again (start, Node changes), not only
+    /// those whose objects changed.
+    replan_all: bool,
     /// TCP destinations left at weight 0 until their connections end.
     draining: HashSet<(ServiceKey, IpAddr, u16)>,
     dirty: BTreeMap<SvcName, Instant>,
@@ -162,6 +173,9 @@ impl Proxier {
             applied: HashMap::new(),
             owners: HashMap::new(),
             draining: HashSet::new(),
+            sets: HashMap::new(),
+            node_dirty: false,
+            replan_all: true,
             dirty: BTreeMap::new(),
             dirty_slices: Vec::new(),
             full_pending: true,
@@ -211,6 +225,7 @@ impl Proxier {
 
     fn mark_full(&mut self, at: Instant) {
         self.full_pending = true;
+        self.replan_all = true;
         self.oldest_full_event = Some(self.oldest_full_event.map_or(at, |o| o.min(at)));
     }
 
@@ -411,11 +426,16 @@ impl Proxier {
 
     /// The virtual services of one Service, as `plan` derives them.
     pub fn plan_service(&self, name: &SvcName) -> Vec<PlannedVs> {
+        self.plan_service_sets(name).0
+    }
+
+    /// The virtual services of one Service and its sets.
+    fn plan_service_sets(&self, name: &SvcName) -> (Vec<PlannedVs>, Vec<FamilySets>) {
         let Some(e) = self.entries.get(name) else {
-            return Vec::new();
+            return (Vec::new(), Vec::new());
         };
         let Some(svc) = &e.service else {
-            return Vec::new();
+            return (Vec::new(), Vec::new());
         };
         let p = plan(&PlanInput {
             services: std::slice::from_ref(svc),
@@ -440,7 +460,78 @@ impl Proxier {
                 _ => {}
             }
         }
+        (out, p.sets)
+    }
+
+    /// Files a service's sets; notes whether the node plumbing must be rewritten.
+    fn file_sets(&mut self, name: &SvcName, sets: Vec<FamilySets>, empties_changed: bool) {
+        let sets: Vec<FamilySets> = sets.into_iter().filter(|f| !f.is_empty()).collect();
+        let changed = if sets.is_empty() {
+            self.sets.remove(name).is_some()
+        } else if self.sets.get(name) != Some(&sets) {
+            self.sets.insert(name.clone(), sets);
+            true
+        } else {
+            false
+        };
+        self.node_dirty |= changed || empties_changed;
+    }
+
+    /// The health-check node ports of services with `externalTrafficPolicy: Local`, with
+    /// their local ready endpoints (distinct IPs, every slice of the service).
+    pub fn health_check_services(&self) -> BTreeMap<u16, crate::hcport::HcService> {
+        let mut out = BTreeMap::new();
+        for ((ns, name), e) in &self.entries {
+            let Some(spec) = e.service.as_ref().and_then(|s| s.spec.as_ref()) else {
+                continue;
+            };
+            let port = spec.health_check_node_port.unwrap_or(0);
+            if spec.external_traffic_policy.as_deref() != Some("Local")
+                || !(1..=65535).contains(&port)
+            {
+                continue;
+            }
+            let mut ips = BTreeSet::new();
+            for s in &e.slices {
+                for ep in &s.endpoints {
+                    let ready = ep.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
+                    if ready && ep.node_name.as_deref() == Some(self.node_name.as_str()) {
+                        ips.extend(ep.addresses.iter().cloned());
+                    }
+                }
+            }
+            out.insert(
+                port as u16,
+                crate::hcport::HcService {
+                    namespace: ns.clone(),
+                    name: name.clone(),
+                    local_endpoints: ips.len(),
+                },
+            );
+        }
         out
+    }
+
+    /// Whether the node plumbing's input changed since the last `take_node_state`.
+    pub fn node_dirty(&self) -> bool {
+        self.node_dirty
+    }
+
+    /// The sets of every service merged, and the virtual services without endpoints.
+    pub fn take_node_state(&mut self) -> NodeState {
+        self.node_dirty = false;
+        let mut st = NodeState::default();
+        for sets in self.sets.values() {
+            st.add(sets, []);
+        }
+        st.no_endpoints = self
+            .applied
+            .values()
+            .flatten()
+            .filter(|v| v.dests.is_empty())
+            .map(|v| v.cfg.key)
+            .collect();
+        st
     }
 
     /// The planned virtual services of `name` whose keys no other service claims first.
@@ -474,15 +565,25 @@ impl Proxier {
         (oldest, std::mem::take(&mut self.dirty_slices))
     }
 
-    /// Plan every service and make the daemon's table exactly that (draining TCP
-    /// endpoints kept at weight 0, excluded virtual services kept).
+    /// Make the daemon's table exactly the plan of every service (draining TCP endpoints
+    /// kept at weight 0, excluded virtual services kept), as kube-proxy's periodic sync
+    /// does: desired against the table read back. A service whose objects did not change
+    /// since it was last planned keeps that plan (`plan` is pure: same input, same
+    /// output); everything is planned again after a change of the Node or at the first
+    /// sync. An empty table gets the whole plan in one `replace` transaction; otherwise
+    /// only the difference is sent (`apply_each`), nothing when the table is as desired.
     pub fn full_sync(&mut self, client: &mut Client) -> Result<SyncReport, String> {
         let started = Instant::now();
         let (oldest, triggers) = self.take_pending();
-        self.dirty.clear();
+        let dirty = std::mem::take(&mut self.dirty);
+        let replan_all = std::mem::take(&mut self.replan_all);
         self.full_pending = false;
         self.owners.clear();
-        self.applied.clear();
+        let mut previous = std::mem::take(&mut self.applied);
+        if replan_all {
+            self.sets.clear();
+            self.node_dirty = true;
+        }
         let mut names: Vec<SvcName> = self
             .entries
             .iter()
@@ -495,7 +596,19 @@ impl Proxier {
             desired.push(Op::SetTimeouts(t));
         }
         for name in &names {
-            let vss = self.plan_service(name);
+            let cached = if replan_all || dirty.contains_key(name) {
+                None
+            } else {
+                previous.remove(name)
+            };
+            let vss = match cached {
+                Some(vss) => vss,
+                None => {
+                    let (vss, sets) = self.plan_service_sets(name);
+                    self.file_sets(name, sets, true);
+                    vss
+                }
+            };
             let vss = self.claim(name, vss);
             for vs in &vss {
                 desired.push(Op::AddService(vs.cfg.clone()));
@@ -507,6 +620,17 @@ impl Proxier {
             }
             self.applied.insert(name.clone(), vss);
         }
+        // Services gone: their sets go too.
+        let gone: Vec<SvcName> = self
+            .sets
+            .keys()
+            .filter(|n| !self.applied.contains_key(*n))
+            .cloned()
+            .collect();
+        for name in gone {
+            self.sets.remove(&name);
+            self.node_dirty = true;
+        }
         // Drop services that no longer exist from the cache.
         self.entries
             .retain(|_, e| e.service.is_some() || !e.slices.is_empty());
@@ -515,36 +639,59 @@ impl Proxier {
             self.full_pending = true;
             format!("cannot read the daemon's table: {e}")
         })?;
-        let ops = drain::reconcile(&desired, &snap, &self.config.exclude_cidrs);
-        self.draining = ops
+        let target = drain::reconcile(&desired, &snap, &self.config.exclude_cidrs);
+        self.draining = target
             .iter()
             .filter_map(|op| match op {
                 Op::AddDest(k, d) if d.weight == 0 => Some((*k, d.addr, d.port)),
                 _ => None,
             })
             .collect();
-        match client.replace(&ops) {
-            Ok(Ok(_)) => {}
-            Ok(Err((i, e))) => {
-                self.full_pending = true;
-                return Err(format!(
-                    "the daemon refused operation {} ({:?}) of the full sync: {e}",
-                    i + 1,
-                    ops.get(i)
-                ));
+        let mut refused = 0;
+        let sent = if snap.services.is_empty() {
+            match client.replace(&target) {
+                Ok(Ok(_)) => {}
+                Ok(Err((i, e))) => {
+                    self.full_pending = true;
+                    return Err(format!(
+                        "the daemon refused operation {} ({:?}) of the full sync: {e}",
+                        i + 1,
+                        target.get(i)
+                    ));
+                }
+                Err(e) => {
+                    self.full_pending = true;
+                    return Err(format!("full sync: {e}"));
+                }
             }
-            Err(e) => {
-                self.full_pending = true;
-                return Err(format!("full sync: {e}"));
+            target.len()
+        } else {
+            let ops = drain::diff(&target, &snap);
+            if !ops.is_empty() {
+                let results = client.apply_each(&ops).map_err(|e| {
+                    self.full_pending = true;
+                    format!("full sync: {e}")
+                })?;
+                for (op, r) in ops.iter().zip(&results) {
+                    if let Err(e) = r {
+                        refused += 1;
+                        eprintln!("rvs k8s: the daemon refused {op:?}: {e}");
+                    }
+                }
+                if refused > 0 {
+                    self.full_pending = true;
+                }
             }
-        }
+            ops.len()
+        };
         Ok(SyncReport {
             full: true,
             services: names.len(),
-            ops: ops.len(),
-            refused: 0,
+            ops: sent,
+            refused,
             plan_time,
             daemon_time: started.elapsed() - plan_time,
+            nft_time: None,
             event_to_applied: oldest.map(|o| o.elapsed()),
             trigger_times: triggers,
         })
@@ -565,8 +712,15 @@ impl Proxier {
                     self.owners.remove(&vs.cfg.key);
                 }
             }
-            let new = self.plan_service(name);
+            let (new, sets) = self.plan_service_sets(name);
             let new = self.claim(name, new);
+            let empty = |v: &[PlannedVs]| -> BTreeSet<ServiceKey> {
+                v.iter()
+                    .filter(|x| x.dests.is_empty())
+                    .map(|x| x.cfg.key)
+                    .collect()
+            };
+            self.file_sets(name, sets, empty(&old) != empty(&new));
             let old_by_key: HashMap<ServiceKey, &PlannedVs> =
                 old.iter().map(|v| (v.cfg.key, v)).collect();
             let new_keys: HashSet<ServiceKey> = new.iter().map(|v| v.cfg.key).collect();
@@ -679,6 +833,7 @@ impl Proxier {
             refused,
             plan_time,
             daemon_time: started.elapsed() - plan_time,
+            nft_time: None,
             event_to_applied: oldest.map(|o| o.elapsed()),
             trigger_times: triggers,
         })

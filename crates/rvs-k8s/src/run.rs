@@ -45,6 +45,40 @@ pub struct RunOptions {
     pub metrics_bind: String,
     /// One line on stderr per sync.
     pub verbose: bool,
+    /// The node plumbing (nftables tables `rvs-k8s`), or None to leave nftables alone.
+    pub node_plumbing: Option<crate::nft::NodeOptions>,
+}
+
+/// The node plumbing's state in the sync loop: what was last applied.
+struct Plumbing {
+    opts: crate::nft::NodeOptions,
+    applied: Option<crate::nft::Rules>,
+}
+
+impl Plumbing {
+    /// Rewrites rvs's nftables tables if the sets changed since the last time.
+    fn sync(&mut self, proxier: &mut Proxier) -> Result<Option<Duration>, String> {
+        if !proxier.node_dirty() && self.applied.is_some() {
+            return Ok(None);
+        }
+        let t = Instant::now();
+        let rules = crate::nft::rules(&proxier.take_node_state(), &self.opts);
+        let text = match self.applied.take() {
+            Some(old) => match rules.update_from(&old) {
+                Some(t) if t.is_empty() => {
+                    self.applied = Some(old);
+                    return Ok(None);
+                }
+                Some(t) => t,
+                None => rules.full_text(),
+            },
+            None => rules.full_text(),
+        };
+        // On failure `applied` stays None: the next sync writes everything again.
+        crate::nft::apply(&text)?;
+        self.applied = Some(rules);
+        Ok(Some(t.elapsed()))
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -460,7 +494,18 @@ pub fn run(opts: RunOptions) -> Result<(), String> {
             rt.spawn(serve(opts.metrics_bind.clone(), app, "metrics"));
         }
     }
-    let result = sync_loop(&opts, rx, &shared);
+    let healthy = {
+        let shared = shared.clone();
+        Arc::new(move || {
+            shared
+                .health
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .healthy()
+        })
+    };
+    let hc = crate::hcport::HcServers::new(rt.handle().clone(), healthy);
+    let result = sync_loop(&opts, rx, &shared, hc);
     rt.shutdown_timeout(Duration::from_millis(100));
     result
 }
@@ -484,7 +529,12 @@ fn connect(socket: &std::path::Path) -> Result<Client, String> {
 /// kube-proxy's bounded-frequency runner: a change runs a sync once `minSyncPeriod` has
 /// passed since the last one (changes meanwhile coalesce), and a full sync runs at least
 /// every `syncPeriod`; a failed sync is retried after `max(minSyncPeriod, 1s)`.
-fn sync_loop(opts: &RunOptions, rx: mpsc::Receiver<Msg>, shared: &Shared) -> Result<(), String> {
+fn sync_loop(
+    opts: &RunOptions,
+    rx: mpsc::Receiver<Msg>,
+    shared: &Shared,
+    mut hc: crate::hcport::HcServers,
+) -> Result<(), String> {
     let min = opts.config.min_sync_period.as_std();
     let max = opts
         .config
@@ -498,6 +548,10 @@ fn sync_loop(opts: &RunOptions, rx: mpsc::Receiver<Msg>, shared: &Shared) -> Res
         opts.node_addresses.clone(),
     );
     let mut client: Option<Client> = None;
+    let mut plumbing = opts.node_plumbing.clone().map(|opts| Plumbing {
+        opts,
+        applied: None,
+    });
     let mut last_run: Option<Instant> = None;
     let mut last_full = Instant::now();
     let mut failed = false;
@@ -523,7 +577,19 @@ fn sync_loop(opts: &RunOptions, rx: mpsc::Receiver<Msg>, shared: &Shared) -> Res
             }
             let full = proxier.full_pending();
             let t = Instant::now();
-            let result = sync_once(&mut proxier, &mut client, &opts.socket);
+            let mut result = sync_once(&mut proxier, &mut client, &opts.socket);
+            if result.is_ok() {
+                hc.update(proxier.health_check_services());
+            }
+            if let (Ok(rep), Some(p)) = (result.as_mut(), plumbing.as_mut()) {
+                match p.sync(&mut proxier) {
+                    Ok(t) => rep.nft_time = t,
+                    Err(e) => {
+                        proxier.request_full();
+                        result = Err(format!("node plumbing: {e}"));
+                    }
+                }
+            }
             let took = t.elapsed();
             last_run = Some(Instant::now());
             if full {
@@ -658,7 +724,7 @@ fn record(
             }
             if opts.verbose {
                 eprintln!(
-                    "rvs k8s: sync {}: {} services, {} ops, {} refused, took {:.3} ms (plan {:.3} ms, daemon {:.3} ms){}",
+                    "rvs k8s: sync {}: {} services, {} ops, {} refused, took {:.3} ms (plan {:.3} ms, daemon {:.3} ms{}){}",
                     if rep.full { "full" } else { "partial" },
                     rep.services,
                     rep.ops,
@@ -666,6 +732,9 @@ fn record(
                     secs * 1e3,
                     rep.plan_time.as_secs_f64() * 1e3,
                     rep.daemon_time.as_secs_f64() * 1e3,
+                    rep.nft_time
+                        .map(|d| format!(", nft {:.3} ms", d.as_secs_f64() * 1e3))
+                        .unwrap_or_default(),
                     rep.event_to_applied
                         .map(|d| format!(", event->applied {:.3} ms", d.as_secs_f64() * 1e3))
                         .unwrap_or_default()

@@ -117,3 +117,50 @@ fn usage_errors_exit_2() {
     assert_eq!(code, 1);
     assert!(err.contains("/nonexistent/objects.json"), "{err}");
 }
+
+#[test]
+fn sets_prints_the_sets_of_plan_alone_and_nftables_the_ruleset_made_of_them() {
+    let objects = fixture("cluster.json");
+    let config = fixture("kube-proxy.yaml");
+    let common = [
+        "--objects",
+        &objects,
+        "--config",
+        &config,
+        "--node",
+        "node-a",
+        "--node-addresses",
+        "127.0.0.1,192.168.1.10,10.244.1.1,fe80::1",
+    ];
+    let (code, out, err) = run(&[&["sets"], &common[..]].concat());
+    assert_eq!(code, 0, "{err}");
+    let want = std::fs::read_to_string(fixture("cluster.expected")).unwrap();
+    let (_, want_sets) = want.split_once("\n\n").unwrap();
+    assert_eq!(out, want_sets);
+    assert!(out.contains("create KUBE-CLUSTER-IP hash:ip,port"));
+    assert!(out.contains("create KUBE-NODE-PORT-TCP bitmap:port range 0-65535"));
+
+    let (code, nft, err) = run(&[&["sets", "--nftables", "--tun", "tun7"], &common[..]].concat());
+    assert_eq!(code, 0, "{err}");
+    assert!(nft.contains("table inet rvs-k8s {"), "{nft}");
+    assert!(
+        nft.contains("oifname \"tun7\" jump masquerade-services"),
+        "{nft}"
+    );
+    // Every cluster IP:port of the ipset is in the nftables set, as `addr . proto . port`.
+    for line in out
+        .lines()
+        .filter(|l| l.starts_with("add KUBE-CLUSTER-IP "))
+    {
+        let member = line.trim_start_matches("add KUBE-CLUSTER-IP ");
+        let (ip, pp) = member.split_once(',').unwrap();
+        let (proto, port) = pp.split_once(':').unwrap();
+        assert!(
+            nft.contains(&format!("{ip} . {proto} . {port}")),
+            "{member} in {nft}"
+        );
+    }
+    // `plan` takes no --nftables.
+    let (code, _, _) = run(&[&["plan", "--nftables"], &common[..]].concat());
+    assert_eq!(code, 2);
+}

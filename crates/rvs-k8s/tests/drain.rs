@@ -166,3 +166,31 @@ fn s40_vss_in_exclude_cidrs_are_kept_and_others_not_created_by_the_proxier_are_d
     );
     assert!(!t.iter().any(|l| l.contains("172.16.0.5")), "{t:?}");
 }
+
+#[test]
+fn the_steady_state_full_sync_sends_nothing_and_a_change_only_its_difference() {
+    use rvs_k8s::drain::diff;
+    let desired = run(two_endpoints("TCP")).ops;
+    let now = snapshot(&desired);
+    let target = reconcile(&desired, &now, &[]);
+    assert_eq!(diff(&target, &now), Vec::<Op>::new());
+    // From an empty table: everything.
+    assert_eq!(diff(&target, &snapshot(&[])), target);
+    // One UDP endpoint left: exactly one DelDest, and applying it gives the target.
+    let before_ops = run(two_endpoints("UDP")).ops;
+    let before = snapshot(&before_ops);
+    let after = reconcile(&run(one_endpoint("UDP")).ops, &before, &[]);
+    let d = diff(&after, &before);
+    assert!(matches!(d.as_slice(), [Op::DelDest(..)]), "{d:?}");
+    let mut t = Table::new();
+    t.apply_batch(&before_ops, Time::ZERO).unwrap();
+    t.apply_batch(&d, Time::ZERO).unwrap();
+    assert_eq!(t.snapshot(4096).services, snapshot(&after).services);
+    // A busy TCP endpoint that left: one EditDest to weight 0.
+    let now = with_conns(snapshot(&desired), "10.244.2.9", 3, 1);
+    let d = diff(&reconcile(&run(one_endpoint("TCP")).ops, &now, &[]), &now);
+    assert!(
+        matches!(d.as_slice(), [Op::EditDest(_, x)] if x.weight == 0),
+        "{d:?}"
+    );
+}
