@@ -8,7 +8,8 @@
 # port 53, IPv4 and IPv6; its default route is the director, so NAT replies go through rvs.
 # VIPs: 10.111.100.1 and fd11:100::1 (held by nobody; the client routes them to the director).
 #
-# bed_up sets BED_C, BED_D, BED_RS (array), BED_DIR (temp dir) and starts the daemon with its
+# bed_up sets BED_C, BED_D, BED_RS (array), BED_DIR (temp dir) and starts the daemon (with the
+# extra options in $BED_DAEMON_ARGS, if set) with its
 # socket in $RVS_SOCKET; `bed_ipvsadm ARGS` runs rvs's ipvsadm in the director; `bed_client
 # CMD` runs a command in the client; bed_down removes everything (call it from a trap).
 # Needs RVS and CONN (scripts/lib/oracle-env.sh: oracle_prepare) and nginx.
@@ -49,7 +50,7 @@ bed_up() {
   done
   export RVS_SOCKET=$BED_DIR/rvs.sock
   ip netns exec $BED_D "$RVS" daemon --socket "$RVS_SOCKET" --state "$BED_DIR/state.json" \
-    --klog "$BED_DIR/klog" >"$BED_DIR/daemon.log" 2>&1 & BED_PIDS+=($!)
+    --klog "$BED_DIR/klog" ${BED_DAEMON_ARGS:-} >"$BED_DIR/daemon.log" 2>&1 & BED_PIDS+=($!)
   for _ in $(seq 100); do "$RVS" ping -q 2>/dev/null && return 0; sleep 0.05; done
   echo "testbed: the rvs daemon did not start:" >&2; cat "$BED_DIR/daemon.log" >&2
   return 1

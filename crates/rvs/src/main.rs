@@ -37,8 +37,9 @@ commands:
                          run the daemon (foreground) that owns the table and, with the
                          default `--dataplane tun`, carries the traffic (TUN device `rvs0`,
                          one queue and one packet worker per core unless --workers says);
-                         NAT packets leave out of the egress device (--nat-xmit direct)
-                         or go back through the kernel's forwarding (kernel);
+                         NAT packets go back through the kernel's forwarding and
+                         netfilter (--nat-xmit kernel, the default) or leave out of the
+                         egress device without either (direct: less CPU per packet);
                          --backend xdp also attaches an XDP program to the interfaces
                          (default: every Ethernet interface that is up) and carries
                          virtual-service traffic over AF_XDP sockets, one per worker and

@@ -68,10 +68,11 @@ pub struct DaemonOpts {
     /// Packet workers: one TUN queue and one thread each (`--workers`; default: the
     /// number of cores).
     pub workers: usize,
-    /// NAT packets leave through the workers' own transmitters, out of the egress device
-    /// (`--nat-xmit direct`, the default), or are written back into the TUN for the
-    /// kernel to forward (`--nat-xmit kernel`: the director's netfilter FORWARD and
-    /// POSTROUTING rules and conntrack then see them).
+    /// NAT packets are written back into the TUN for the kernel to forward (`--nat-xmit
+    /// kernel`, the default: the director's netfilter FORWARD and POSTROUTING rules and
+    /// conntrack see them, as they see the kernel's IPVS packets; `rvs k8s`'s masquerade
+    /// needs that), or leave through the workers' own transmitters, out of the egress
+    /// device (`--nat-xmit direct`: less CPU per packet, no netfilter on the way out).
     pub nat_direct: bool,
     /// Bound of the connection table.
     pub max_conns: usize,
@@ -106,7 +107,7 @@ impl DaemonOpts {
             tun: "rvs0".into(),
             backend: crate::dataplane::Backend::Tun,
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            nat_direct: true,
+            nat_direct: false,
             max_conns: crate::state::DEFAULT_MAX_CONNS,
             extra_schedulers: Vec::new(),
             klog_ratelimit: true,
