@@ -30,8 +30,15 @@
 # three reads 0.1 s apart, so that a control client being served at that instant does not
 # count), the connection-table size (`rvs stats --json`), client errors so far.
 # Pass:
-#   RSS      for each daemon life (before and after the restart), warm-up = its first 20%;
-#            RSS at its last sample <= 1.01 x RSS at its first sample after warm-up.
+#   RSS      for each daemon life (before and after the restart): RSS at its last sample
+#            <= 1.01 x RSS at its first sample after warm-up. Warm-up = the longer of the
+#            life's first 20% and 3 entry lifetimes (TIME_WAIT 120 s; 10 s with --linger0 1),
+#            at most half the life: the table's size is steady after one lifetime, but what
+#            RSS follows is its high-water mark (the slab, the hash array, the timer index,
+#            the allocator's free lists), which still rises with the fluctuations of the size
+#            for a few more (20-minute run of 2026-12-04: RSS flat from 6 minutes into a life;
+#            rising 1.1-1.3% between 2 and 4 minutes). The growth over the second half of the
+#            window after warm-up is printed too: a leak grows there as much as in the first.
 #   fds      for each life, descriptors at its last sample <= at its first sample after warm-up.
 #   errors   0 TCP errors, 0 lost UDP probes and 0 failed ipvsadm commands outside the restart
 #            window (from SIGTERM to 5 s after the restarted daemon answers; a UDP chunk that
@@ -245,7 +252,8 @@ for l in open(events):
             cmd_in += 1
         else:
             cmd_out += 1
-warm = lambda a, b: a + (b - a) // 5
+entry_life = 10 if linger0 == "1" else 120
+warm = lambda a, b: a + min((b - a) // 2, max((b - a) // 5, 3 * entry_life))
 lives = [("before restart", 0, half - 1), ("after restart", half, duration)]
 life_v = []
 ok_all = True
@@ -260,8 +268,11 @@ for name, a, b in lives:
     rss_ok = l["rss"] <= f["rss"] * 1.01
     fd_ok = l["fds"] <= f["fds"]
     ok_all &= rss_ok and fd_ok
-    life_v.append(f"{name} (warm-up to t={w} s): RSS {f['rss']/1024:.1f} -> {l['rss']/1024:.1f} MiB "
-                  f"({g:+.2f}%, max {mx/1024:.1f}) {'PASS' if rss_ok else 'FAIL'}; fds {f['fds']} -> {l['fds']} "
+    m = min(rs, key=lambda r: abs(r["t"] - (w + b) / 2))
+    g2 = (l["rss"] - m["rss"]) / f["rss"] * 100
+    life_v.append(f"{name} (warm-up to t={w} s): RSS {f['rss']} -> {l['rss']} KiB ({g:+.2f}%; "
+                  f"second half from t={m['t']} s: {g2:+.2f}%; max {mx} KiB) "
+                  f"{'PASS' if rss_ok else 'FAIL'}; fds {f['fds']} -> {l['fds']} "
                   f"(max {max(r['fds'] for r in rs)}) {'PASS' if fd_ok else 'FAIL'}")
 err_ok = tcp_out == 0 and udp_out == 0 and cmd_out == 0
 state_ok = same == "yes"
