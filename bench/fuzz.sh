@@ -36,7 +36,7 @@ for t in "${targets[@]}"; do
     # Kept crash inputs first: each must pass now.
     regress="ok"
     if compgen -G "regressions/$t/*" >/dev/null; then
-        if ! "$bin/$t" -runs=1 regressions/$t/* >"artifacts/$t/regressions.log" 2>&1; then
+        if ! "$bin/$t" -runs=1 -timeout=10 -rss_limit_mb=2048 regressions/$t/* >"artifacts/$t/regressions.log" 2>&1; then
             regress="FAILS (artifacts/$t/regressions.log)"
             failed=1
         fi
