@@ -26,8 +26,9 @@
 #      (default 1,000,000) from random sources in the spoofed prefix and random ports
 #      1024-65535, paced at RVS_SYNFLOOD_RATE SYN/s (default 5,000; 0: as fast as a raw
 #      socket takes them), optionally niced and pinned to CPUs (RVS_SYNFLOOD_NICE,
-#      RVS_SYNFLOOD_CPUS); the offered rate is printed with the figures; the
-#      legitimate rate is counted over the
+#      RVS_SYNFLOOD_CPUS); the offered rate is printed with the figures. SYN_RECV lasts 60 s,
+#      so a flood at R SYN/s holds at most ~60 R half-open entries at once (300k at 5,000/s);
+#      --max-conns below that shows the full table. The legitimate rate is counted over the
 #      flood's own window (the client's per-second totals), then over RVS_SYNFLOOD_AFTER_SECS
 #      seconds after it (the half-open entries are still in the table: 60 s in SYN_RECV).
 #   3. every 0.5 s: the daemon's RSS (/proc/PID/status VmRSS) and connection-table size; at the
