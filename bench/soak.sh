@@ -30,8 +30,15 @@
 # three reads 0.1 s apart, so that a control client being served at that instant does not
 # count), the connection-table size (`rvs stats --json`), client errors so far.
 # Pass:
-#   RSS      for each daemon life (before and after the restart), warm-up = its first 20%;
-#            RSS at its last sample <= 1.01 x RSS at its first sample after warm-up.
+#   RSS      for each daemon life (before and after the restart): RSS at its last sample
+#            <= 1.01 x RSS at its first sample after warm-up. Warm-up = the longer of the
+#            life's first 20% and 3 entry lifetimes (TIME_WAIT 120 s; 10 s with --linger0 1),
+#            at most half the life: the table's size is steady after one lifetime, but what
+#            RSS follows is its high-water mark (the slab, the hash array, the timer index,
+#            the allocator's free lists), which still rises with the fluctuations of the size
+#            for a few more (20-minute run of 2026-12-04: RSS flat from 6 minutes into a life;
+#            rising 1.1-1.3% between 2 and 4 minutes). The growth over the second half of the
+#            window after warm-up is printed too: a leak grows there as much as in the first.
 #   fds      for each life, descriptors at its last sample <= at its first sample after warm-up.
 #   errors   0 TCP errors, 0 lost UDP probes and 0 failed ipvsadm commands outside the restart
 #            window (from SIGTERM to 5 s after the restarted daemon answers; a UDP chunk that
@@ -46,13 +53,6 @@
 #   RVS_SOAK_PROFILE    cargo profile to build with (default release; scripts/test: dev)
 #   RVS_BIN             an rvs binary to use instead of building one
 set -euo pipefail
-REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$REPO"
-[ "$(id -u)" = 0 ] || { echo "soak.sh: needs root (network namespaces)" >&2; exit 2; }
-for t in nginx ip python3 cargo curl; do
-  command -v $t >/dev/null || { echo "soak.sh: $t is missing" >&2; exit 2; }
-done
-
 MINUTES=${1:-30}
 DURATION=$((MINUTES * 60))
 HALF=$((DURATION / 2))
@@ -62,52 +62,9 @@ LINGER0=0
 [ "$MINUTES" -lt 10 ] && LINGER0=1
 [ "$DURATION" -ge 60 ] || { echo "soak.sh: at least 1 minute" >&2; exit 2; }
 
-pdir=$PROFILE
-[ "$PROFILE" = dev ] && pdir=debug
-if [ -z "${RVS_BIN:-}" ]; then
-  cargo build -q --profile "$PROFILE" -p rvs -p rvs-loadgen >&2 || { echo "soak.sh: build failed" >&2; exit 2; }
-else
-  cargo build -q --profile "$PROFILE" -p rvs-loadgen >&2 || { echo "soak.sh: build failed" >&2; exit 2; }
-fi
-TARGET=$(cargo metadata --no-deps --format-version 1 |
-  python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-RVS=$(readlink -f "${RVS_BIN:-$TARGET/$pdir/rvs}")
-LOADGEN=$TARGET/$pdir/rvs-loadgen
-[ -x "$RVS" ] && [ -x "$LOADGEN" ] || { echo "soak.sh: no binaries under $TARGET/$pdir" >&2; exit 2; }
-
-OUT=$(mktemp -d /tmp/rvs-soak.XXXXXX)
-CONN=$OUT/conn-standin # the bed's UDP echo on :53 is not used here
-printf '#!/bin/sh\nexec sleep 100000\n' >"$CONN"
-chmod +x "$CONN"
-export RVS CONN
-. "$REPO/tests/e2e/testbed.sh"
-
-WATCHDOG= DAEMON_PID= BG_PIDS=()
-cleanup() {
-  local rc=$? p
-  trap - EXIT INT TERM
-  set +e
-  [ -n "$WATCHDOG" ] && kill "$WATCHDOG" 2>/dev/null
-  for p in "${BG_PIDS[@]}"; do kill "$p" 2>/dev/null; done
-  [ -n "$DAEMON_PID" ] && kill -TERM "$DAEMON_PID" 2>/dev/null && sleep 0.5
-  bed_down
-  rm -rf "$OUT"
-  exit $rc
-}
-trap cleanup EXIT
-trap 'echo "soak.sh: interrupted" >&2; exit 130' INT TERM
-LIMIT=$((DURATION + DURATION / 4 + 180))
-(
-  sleep "$LIMIT" & s=$!
-  trap 'kill $s 2>/dev/null; exit 0' TERM
-  wait $s
-  echo "soak.sh: over ${LIMIT}s, stopping" >&2
-  kill -TERM $$
-) &
-WATCHDOG=$!
-
-alive() { [ -n "$(ps -o stat= -p "$1" 2>/dev/null | grep -v Z)" ]; }
-status_kb() { sed -n "s/^$2:\s*\([0-9]*\) kB/\1/p" "/proc/$1/status" 2>/dev/null || echo 0; }
+. "$(dirname "${BASH_SOURCE[0]}")/lib/bed.sh"
+bench_init soak.sh "$PROFILE" curl
+bench_watchdog $((DURATION + DURATION / 4 + 180))
 fds() {
   local m=999999 n i
   for i in 1 2 3; do
@@ -117,15 +74,8 @@ fds() {
   done
   echo "$m"
 }
-now() { date +%s.%N; }
 
-LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
-bed_up "sk$$"
-D=$BED_D C=$BED_C VIP=$BED_VIP
-BED_DAEMON=${BED_PIDS[${#BED_PIDS[@]}-1]}
-kill -TERM "$BED_DAEMON"
-for _ in $(seq 100); do alive "$BED_DAEMON" || break; sleep 0.05; done
-wait "$BED_DAEMON" 2>/dev/null || true
+bench_bed_up "sk$$"
 for n in "${BED_RS[@]}"; do
   ip netns exec "$n" "$LOADGEN" serve >"$OUT/serve.$n.log" 2>&1 &
   disown
@@ -242,7 +192,7 @@ alive "$DAEMON_PID" || { echo "soak.sh: the daemon died" >&2; exit 1; }
 # RVS_SOAK_KEEP=DIR: the raw samples and logs are kept there.
 if [ -n "${RVS_SOAK_KEEP:-}" ]; then mkdir -p "$RVS_SOAK_KEEP" && cp -r "$OUT/." "$RVS_SOAK_KEEP/"; fi
 DATE=$(date -u '+%Y-%m-%d %H:%M UTC')
-MACHINE="$(uname -n), $(nproc) cores, $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1), Linux $(uname -r)"
+MACHINE=$(bench_machine)
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 set +e
 SECTION=$(python3 - "$SAMPLES" "$TCPLOG" "$UDPLOG" "$EVENTS" "$T0" "$HALF" "$DURATION" \
@@ -302,7 +252,8 @@ for l in open(events):
             cmd_in += 1
         else:
             cmd_out += 1
-warm = lambda a, b: a + (b - a) // 5
+entry_life = 10 if linger0 == "1" else 120
+warm = lambda a, b: a + min((b - a) // 2, max((b - a) // 5, 3 * entry_life))
 lives = [("before restart", 0, half - 1), ("after restart", half, duration)]
 life_v = []
 ok_all = True
@@ -317,8 +268,11 @@ for name, a, b in lives:
     rss_ok = l["rss"] <= f["rss"] * 1.01
     fd_ok = l["fds"] <= f["fds"]
     ok_all &= rss_ok and fd_ok
-    life_v.append(f"{name} (warm-up to t={w} s): RSS {f['rss']/1024:.1f} -> {l['rss']/1024:.1f} MiB "
-                  f"({g:+.2f}%, max {mx/1024:.1f}) {'PASS' if rss_ok else 'FAIL'}; fds {f['fds']} -> {l['fds']} "
+    m = min(rs, key=lambda r: abs(r["t"] - (w + b) / 2))
+    g2 = (l["rss"] - m["rss"]) / f["rss"] * 100
+    life_v.append(f"{name} (warm-up to t={w} s): RSS {f['rss']} -> {l['rss']} KiB ({g:+.2f}%; "
+                  f"second half from t={m['t']} s: {g2:+.2f}%; max {mx} KiB) "
+                  f"{'PASS' if rss_ok else 'FAIL'}; fds {f['fds']} -> {l['fds']} "
                   f"(max {max(r['fds'] for r in rs)}) {'PASS' if fd_ok else 'FAIL'}")
 err_ok = tcp_out == 0 and udp_out == 0 and cmd_out == 0
 state_ok = same == "yes"

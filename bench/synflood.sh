@@ -24,13 +24,21 @@
 #      RVS_SYNFLOOD_LEGIT_SECS seconds.
 #   2. under flood: the same client runs while `rvs-loadgen synflood` sends HALF_OPEN SYNs
 #      (default 1,000,000) from random sources in the spoofed prefix and random ports
-#      1024-65535, as fast as a raw socket takes them; the legitimate rate is counted over the
+#      1024-65535, paced at RVS_SYNFLOOD_RATE SYN/s (default 5,000; 0: as fast as a raw
+#      socket takes them), optionally niced and pinned to CPUs (RVS_SYNFLOOD_NICE,
+#      RVS_SYNFLOOD_CPUS); the offered rate is printed with the figures. SYN_RECV lasts 60 s,
+#      so a flood at R SYN/s holds at most ~60 R half-open entries at once (300k at 5,000/s);
+#      --max-conns below that shows the full table. The legitimate rate is counted over the
 #      flood's own window (the client's per-second totals), then over RVS_SYNFLOOD_AFTER_SECS
 #      seconds after it (the half-open entries are still in the table: 60 s in SYN_RECV).
 #   3. every 0.5 s: the daemon's RSS (/proc/PID/status VmRSS) and connection-table size; at the
 #      end its peak RSS (VmHWM), `rvs stats --json` (engine drops by reason, the director's
 #      dropped_table_full / dropped_defense / dropped_entries, table entries / limit) and the
-#      defence sysctls as they read then.
+#      defence sysctls as they read then; where the SYNs went: sent by the flooder (and its
+#      own CPU seconds), the packet counters of the links on the way (client c0, director d0,
+#      the TUN queues rvs reads: their tx_dropped is the kernel dropping packets rvs did not
+#      read in time, for the flood and the legitimate client alike), the machine's softnet
+#      backlog drops, what rvs received per worker, and the daemon's CPU seconds per thread.
 # Pass criteria, printed with the figures:
 #   memory     peak RSS <= RSS before the flood + max-conns x 256 B (the table measures 62 B an
 #              entry at 1M, bench/RESULTS.md; 256 B leaves room for vector doubling and the
@@ -52,17 +60,23 @@
 #   RVS_SYNFLOOD_AFTER_SECS  measurement after the flood (default 5)
 #   RVS_SYNFLOOD_PHASES      phases to run (default "off defence")
 #   RVS_SYNFLOOD_STRICT      1: the legit criterion fails the script too
+#   RVS_SYNFLOOD_RATE        the flood's offered rate, SYN/s (default 5000; 0: as fast as the
+#                            raw socket takes them). Why 5000: on the 2-core machine shared by
+#                            several agents (load 10-18) rvs's workers got ~0.2 core each and
+#                            read ~30k packets/s from the TUN; a flood SYN costs rvs 2 packets
+#                            (the SYN, the server's SYN+ACK), the legitimate client's
+#                            ~2,000 connections/s ~10 each. Above what rvs reads, the TUN
+#                            queue overflows and the kernel drops the legitimate client's
+#                            packets as much as the flood's: every lost SYN or ACK costs the
+#                            client a 1-s retransmission timeout (bench/RESULTS.md,
+#                            2026-12-05: unpaced 34k SYN/s -> 2% of the unloaded rate, 70% of
+#                            the packets dropped at the TUN queue; 10k/s -> 43%; 5k/s -> 94%).
+#   RVS_SYNFLOOD_NICE        the flooder's niceness (default 0)
+#   RVS_SYNFLOOD_CPUS        the flooder's CPU list for taskset (default: any)
 #   RVS_SYNFLOOD_RESULTS     0: do not append to bench/RESULTS.md (scripts/test)
 #   RVS_SYNFLOOD_PROFILE     cargo profile to build with (default release; scripts/test: dev)
 #   RVS_BIN                  an rvs binary to use instead of building one
 set -euo pipefail
-REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$REPO"
-[ "$(id -u)" = 0 ] || { echo "synflood.sh: needs root (network namespaces, raw sockets)" >&2; exit 2; }
-for t in nginx ip python3 cargo; do
-  command -v $t >/dev/null || { echo "synflood.sh: $t is missing" >&2; exit 2; }
-done
-
 HALF_OPEN=${1:-1000000}
 MAX_CONNS=${RVS_SYNFLOOD_MAX_CONNS:-1048576}
 WORKERS=${RVS_SYNFLOOD_WORKERS:-}
@@ -71,68 +85,21 @@ LEGIT_SECS=${RVS_SYNFLOOD_LEGIT_SECS:-5}
 AFTER_SECS=${RVS_SYNFLOOD_AFTER_SECS:-5}
 PHASES=${RVS_SYNFLOOD_PHASES:-off defence}
 STRICT=${RVS_SYNFLOOD_STRICT:-0}
+RATE=${RVS_SYNFLOOD_RATE:-5000}
+FNICE=${RVS_SYNFLOOD_NICE:-0}
+FCPUS=${RVS_SYNFLOOD_CPUS:-}
 PROFILE=${RVS_SYNFLOOD_PROFILE:-release}
 SRC_NET=10.128.0.0/9
 BYTES_PER_ENTRY=256
 
-pflag=(--profile "$PROFILE")
-pdir=$PROFILE
-[ "$PROFILE" = dev ] && pdir=debug
-if [ -z "${RVS_BIN:-}" ]; then
-  cargo build -q "${pflag[@]}" -p rvs -p rvs-loadgen >&2 || { echo "synflood.sh: build failed" >&2; exit 2; }
-else
-  cargo build -q "${pflag[@]}" -p rvs-loadgen >&2 || { echo "synflood.sh: build failed" >&2; exit 2; }
-fi
-TARGET=$(cargo metadata --no-deps --format-version 1 |
-  python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-RVS=$(readlink -f "${RVS_BIN:-$TARGET/$pdir/rvs}")
-LOADGEN=$TARGET/$pdir/rvs-loadgen
-[ -x "$RVS" ] && [ -x "$LOADGEN" ] || { echo "synflood.sh: no binaries under $TARGET/$pdir" >&2; exit 2; }
-
-OUT=$(mktemp -d /tmp/rvs-synflood.XXXXXX)
-CONN=$OUT/conn-standin # the bed's UDP echo on :53 is not used here
-printf '#!/bin/sh\nexec sleep 100000\n' >"$CONN"
-chmod +x "$CONN"
-export RVS CONN
-. "$REPO/tests/e2e/testbed.sh"
-
-WATCHDOG= DAEMON_PID= BG_PIDS=()
-cleanup() {
-  local rc=$? p
-  trap - EXIT INT TERM
-  set +e
-  [ -n "$WATCHDOG" ] && kill "$WATCHDOG" 2>/dev/null
-  for p in "${BG_PIDS[@]}"; do kill "$p" 2>/dev/null; done
-  [ -n "$DAEMON_PID" ] && kill -TERM "$DAEMON_PID" 2>/dev/null && sleep 0.5
-  bed_down
-  rm -rf "$OUT"
-  exit $rc
-}
-trap cleanup EXIT
-trap 'echo "synflood.sh: interrupted" >&2; exit 130' INT TERM
+. "$(dirname "${BASH_SOURCE[0]}")/lib/bed.sh"
+bench_init synflood.sh "$PROFILE"
 NPH=$(wc -w <<<"$PHASES")
-LIMIT=$((NPH * (LEGIT_SECS + AFTER_SECS + 60 + HALF_OPEN / 2000) + 120))
-(
-  sleep "$LIMIT" & s=$!
-  trap 'kill $s 2>/dev/null; exit 0' TERM
-  wait $s
-  echo "synflood.sh: over ${LIMIT}s, stopping" >&2
-  kill -TERM $$
-) &
-WATCHDOG=$!
+FLOOD_SECS=$((HALF_OPEN / 2000 + 60))
+[ "$RATE" -gt 0 ] && FLOOD_SECS=$((HALF_OPEN / RATE + 60))
+bench_watchdog $((NPH * (LEGIT_SECS + AFTER_SECS + 60 + FLOOD_SECS) + 60))
 
-alive() { [ -n "$(ps -o stat= -p "$1" 2>/dev/null | grep -v Z)" ]; }
-status_kb() { sed -n "s/^$2:\s*\([0-9]*\) kB/\1/p" "/proc/$1/status" 2>/dev/null || echo 0; }
-now() { date +%s.%N; }
-jget() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print($2)" "$1"; }
-
-LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
-bed_up "sf$$"
-D=$BED_D C=$BED_C VIP=$BED_VIP
-BED_DAEMON=${BED_PIDS[${#BED_PIDS[@]}-1]}
-kill -TERM "$BED_DAEMON"
-for _ in $(seq 100); do alive "$BED_DAEMON" || break; sleep 0.05; done
-wait "$BED_DAEMON" 2>/dev/null || true
+bench_bed_up "sf$$"
 ip -n "$D" route add blackhole "$SRC_NET"
 for k in all default d0; do ip netns exec "$D" sysctl -qw "net.ipv4.conf.$k.rp_filter=0"; done
 
@@ -163,6 +130,46 @@ stop_rvs() {
   alive "$DAEMON_PID" && { echo "synflood.sh: the daemon did not stop on SIGTERM" >&2; exit 1; }
   wait "$DAEMON_PID" 2>/dev/null || true
   DAEMON_PID=
+}
+# The counters on the flood's way, as one JSON object: the links of the client and director
+# namespaces (rx/tx packets and drops), the machine's softnet backlog drops (column 2 of
+# /proc/net/softnet_stat, all CPUs), the daemon's CPU seconds per thread and its stats.
+snap() { # FILE
+  "$RVS" stats --json >"$1.stats" 2>/dev/null || echo '{}' >"$1.stats"
+  python3 - "$C" "$D" "$DAEMON_PID" "$1.stats" >"$1" <<'PY'
+import json, os, subprocess, sys
+c, d, pid, stats = sys.argv[1:]
+def links(ns):
+    out = subprocess.run(["ip", "-n", ns, "-s", "-j", "link", "show"], capture_output=True, text=True).stdout
+    r = {}
+    for l in json.loads(out or "[]"):
+        st = l.get("stats64", {})
+        r[l["ifname"]] = {k + "_" + f: st.get(k, {}).get(f, 0) for k in ("rx", "tx") for f in ("packets", "dropped")}
+    return r
+soft = sum(int(l.split()[1], 16) for l in open("/proc/net/softnet_stat"))
+hz = os.sysconf("SC_CLK_TCK")
+threads = {}
+for t in sorted(os.listdir(f"/proc/{pid}/task"), key=int):
+    try:
+        raw = open(f"/proc/{pid}/task/{t}/stat").read()
+    except OSError:
+        continue
+    name = raw[raw.index("(") + 1:raw.rindex(")")]
+    f = raw[raw.rindex(")") + 2:].split()
+    key, n = name, 1
+    while key in threads:
+        n += 1
+        key = f"{name}#{n}"
+    threads[key] = (int(f[11]) + int(f[12])) / hz
+try:
+    st = json.load(open(stats))
+except ValueError:
+    st = {}
+eng = st.get("engine", {})
+eng = {e["name"]: e["value"] for e in eng} if isinstance(eng, list) else eng
+print(json.dumps({"client": links(c), "director": links(d), "softnet_dropped": soft,
+                  "threads": threads, "engine": eng}))
+PY
 }
 sysctl_rd() { ip netns exec "$D" "$RVS" sysctl -n "net.ipv4.vs.$1"; }
 sysctl_wr() { ip netns exec "$D" "$RVS" sysctl -q -w "net.ipv4.vs.$1=$2"; }
@@ -209,8 +216,9 @@ for phase in $PHASES; do
   S=$OUT/samples.$phase
   (
     while :; do
-      e=$("$RVS" stats --json 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["conns"]["entries"])' 2>/dev/null || echo -1)
-      echo "$(date +%s.%N) $(status_kb "$DAEMON_PID" VmRSS) $e"
+      # entries, then the automatic drop_entry's mode and what it dropped so far
+      e=$("$RVS" stats --json 2>/dev/null | python3 -c 'import json,sys; s=json.load(sys.stdin); print(s["conns"]["entries"], {c["name"]: c["value"] for c in s["director"]}.get("dropped_entries", 0))' 2>/dev/null || echo -1 -1)
+      echo "$(date +%s.%N) $(status_kb "$DAEMON_PID" VmRSS) $e $(sysctl_rd drop_entry 2>/dev/null || echo -1)"
       sleep 0.5
     done
   ) >"$S" &
@@ -218,14 +226,19 @@ for phase in $PHASES; do
   BG_PIDS+=("$SAMPLER")
   L=$OUT/legit.$phase.flood
   bed_client "$LOADGEN" connect --target "$VIP:80" --conns "$CONNS" \
-    --secs $((HALF_OPEN / 2000 + AFTER_SECS + 60)) >"$L" &
+    --secs $((FLOOD_SECS + AFTER_SECS)) >"$L" &
   LEGIT=$!
   BG_PIDS+=("$LEGIT")
   sleep 1.5 # the client's first lines
+  fl=(timeout "$FLOOD_SECS")
+  [ -n "$FCPUS" ] && fl+=(taskset -c "$FCPUS")
+  fl+=(nice -n "$FNICE" "$LOADGEN" synflood --target "$VIP:80" --count "$HALF_OPEN"
+    --src-net "$SRC_NET" --rate "$RATE")
+  snap "$OUT/snap0.$phase"
   t0=$(now)
-  flood=$(bed_client timeout $((HALF_OPEN / 2000 + 60)) "$LOADGEN" synflood --target "$VIP:80" \
-    --count "$HALF_OPEN" --src-net "$SRC_NET")
+  flood=$(bed_client "${fl[@]}")
   t1=$(now)
+  snap "$OUT/snap1.$phase"
   echo "  flood: $flood" >&2
   sleep "$AFTER_SECS"
   t2=$(now)
@@ -264,10 +277,28 @@ PY
   stop_rvs
   python3 - "$OUT/stats.$phase.json" "$phase" "$unloaded" "$under" "$after" "$win" "$flood" \
     "$rss0" "$hwm" "$rss1" "$peak_entries" "$MAX_CONNS" "$BYTES_PER_ENTRY" "$defs" "$post" \
-    "$((er2 - er0))" "$states" "$hwm_list" >>"$RES" <<'PY'
+    "$((er2 - er0))" "$states" "$hwm_list" "$OUT/snap0.$phase" "$OUT/snap1.$phase" \
+    "$(python3 -c "print(f'{$t1 - $t0:.3f}')")" >>"$RES" <<'PY'
 import json, sys
 (f, phase, unloaded, under, after, win, flood, rss0, hwm, rss1, peak, maxc, bpe, defs, post,
- errs, states, hwm_list) = sys.argv[1:]
+ errs, states, hwm_list, snap0, snap1, fsecs) = sys.argv[1:]
+s0, s1 = json.load(open(snap0)), json.load(open(snap1))
+def ldelta(side, pred):
+    # Summed counter deltas of the links of one namespace whose names pass pred.
+    out = {}
+    for name, c in s1[side].items():
+        if not pred(name):
+            continue
+        b = s0[side].get(name, {})
+        for k, v in c.items():
+            out[k] = out.get(k, 0) + v - b.get(k, 0)
+    return out
+path = dict(c0=ldelta("client", lambda n: n == "c0"), d0=ldelta("director", lambda n: n == "d0"),
+            tun=ldelta("director", lambda n: n.startswith("rvs")),
+            softnet_dropped=s1["softnet_dropped"] - s0["softnet_dropped"],
+            engine={k: v - s0["engine"].get(k, 0) for k, v in s1["engine"].items() if isinstance(v, int)},
+            cpu={k: round(v - s0["threads"].get(k, 0), 2) for k, v in s1["threads"].items()},
+            secs=float(fsecs))
 st = json.load(open(f))
 eng = {c["name"]: c["value"] for c in st.get("engine", [])} if isinstance(st.get("engine"), list) else st.get("engine", {})
 dr = {c["name"]: c["value"] for c in st["director"]}
@@ -278,19 +309,21 @@ row = dict(phase=phase, unloaded=float(unloaded), under=float(under), after=floa
            peak_entries=int(peak), entries_end=st["conns"]["entries"],
            limit=st["conns"]["limit"], max_conns=int(maxc), bytes_per_entry=int(bpe),
            defences=defs, states=states.strip() or "n/a", post_ok=int(post or 0), legit_errors=int(errs), engine=eng,
-           director=dr)
+           director=dr, path=path, flood_cpu=float(fl.get("cpu", "nan")))
 print(json.dumps(row))
 PY
 done
 
 # --- report ---------------------------------------------------------------------------
 DATE=$(date -u '+%Y-%m-%d %H:%M UTC')
-MACHINE="$(uname -n), $(nproc) cores, $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1), Linux $(uname -r), $(awk '/^MemTotal/{printf "%.1f GiB RAM", $2/1048576}' /proc/meminfo)"
+MACHINE=$(bench_machine)
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 set +e
-SECTION=$(python3 - "$RES" "$HALF_OPEN" "$DATE" "$MACHINE" "$LOAD_BEFORE" "$LOAD_AFTER" "$PROFILE" "$CONNS" "$WORKERS" "$AFTER_SECS" <<'PY'
+SECTION=$(python3 - "$RES" "$HALF_OPEN" "$DATE" "$MACHINE" "$LOAD_BEFORE" "$LOAD_AFTER" "$PROFILE" "$CONNS" "$WORKERS" "$AFTER_SECS" "$RATE" "$FNICE" "$FCPUS" <<'PY'
 import json, sys
-res, half, date, machine, lb, la, profile, conns, workers, after_secs = sys.argv[1:]
+res, half, date, machine, lb, la, profile, conns, workers, after_secs, rate, fnice, fcpus = sys.argv[1:]
+pace = "as fast as it goes" if rate == "0" else f"paced at {int(rate):,} SYN/s (RVS_SYNFLOOD_RATE)"
+pace += f", nice {fnice}" + (f", pinned to CPU {fcpus} (taskset)" if fcpus else ", on any CPU")
 rows = [json.loads(l) for l in open(res) if l.strip()]
 fail = []
 out = []
@@ -300,7 +333,7 @@ out.append(f"Machine: {machine}. Load average before {lb}, after {la}. rvs built
            f"{profile} profile; `rvs daemon --max-conns {rows[0]['max_conns'] if rows else '?'}"
            f"{' --workers ' + workers if workers else ''}`; service `-A -t VIP:80 -s rr`, 3 NAT "
            f"servers (nginx). Flood: `rvs-loadgen synflood`, raw socket, random sources in "
-           f"10.128.0.0/9 and ports 1024-65535, as fast as it goes. Legitimate client: "
+           f"10.128.0.0/9 and ports 1024-65535, {pace}. Legitimate client: "
            f"`rvs-loadgen connect --conns {conns}` (connect, GET, read, close).")
 out.append("")
 hdr = ["figure"] + [r["phase"] for r in rows]
@@ -309,7 +342,22 @@ out.append("|" + "---|" * len(hdr))
 def line(name, fn):
     out.append("| " + name + " | " + " | ".join(fn(r) for r in rows) + " |")
 line("defence sysctls at the end", lambda r: r["defences"])
-line("SYNs sent (flood s, SYN/s)", lambda r: f"{r['sent']:,} ({r['flood_secs']:.1f} s, {r['pps']:,.0f}/s)")
+line("SYNs sent (flood s, SYN/s offered)", lambda r: f"{r['sent']:,} ({r['flood_secs']:.1f} s, {r['pps']:,.0f}/s)")
+line("flooder CPU s (share of one core)", lambda r: f"{r['flood_cpu']:.1f} ({100*r['flood_cpu']/max(r['flood_secs'],1e-9):.0f}%)")
+# Where the packets went during the flood (counter deltas over the flood's window; they
+# include the legitimate client's and the servers' packets, a few per connection).
+P = lambda r: r["path"]
+line("client c0 tx packets / tx dropped", lambda r: f"{P(r)['c0'].get('tx_packets', 0):,} / {P(r)['c0'].get('tx_dropped', 0):,}")
+line("director d0 rx packets / rx dropped", lambda r: f"{P(r)['d0'].get('rx_packets', 0):,} / {P(r)['d0'].get('rx_dropped', 0):,}")
+line("softnet backlog drops (machine)", lambda r: f"{P(r)['softnet_dropped']:,}")
+def tun(r):
+    t = P(r)["tun"]
+    got, lost = t.get("tx_packets", 0), t.get("tx_dropped", 0)
+    return f"{got:,} / {lost:,} ({100 * lost / max(got + lost, 1):.0f}% of the packets for rvs)"
+line("TUN queues: to rvs / dropped (queue full)", tun)
+line("rvs received in the flood window (per s)", lambda r: f"{P(r)['engine'].get('received', 0):,} ({P(r)['engine'].get('received', 0)/max(P(r)['secs'],1e-9):,.0f}/s)")
+line("rvs received per worker", lambda r: " / ".join(f"{v:,}" for k, v in sorted(P(r)['engine'].items()) if k.startswith("worker") and k.endswith("_received")))
+line("rvs CPU s by thread in the flood window", lambda r: ", ".join(f"{k} {v:.1f}" for k, v in sorted(P(r)['cpu'].items()) if v >= 0.05) or "n/a")
 line("legit conn/s unloaded", lambda r: f"{r['unloaded']:.0f}")
 line("legit conn/s under flood", lambda r: f"{r['under']:.0f} (window {r['window']:.0f} s)")
 line("legit ratio under/unloaded (pass >= 50%)", lambda r: f"{100*r['under']/r['unloaded']:.0f}%" if r['unloaded'] else "n/a")

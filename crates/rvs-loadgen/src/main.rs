@@ -15,10 +15,11 @@
 //!       One probe at a time, every --interval-us, to an echo server, cycling over --flows
 //!       sockets; prints `probes=N lost=N p50_us=.. p90_us=.. p99_us=.. p999_us=.. max_us=..`.
 //!   synflood --target ADDR:PORT [--count 1000000] [--src-net 10.128.0.0/9]
-//!            [--ports 1024-65535] [--secs 600] [--batch 64] [--seed N]
+//!            [--ports 1024-65535] [--secs 600] [--batch 64] [--seed N] [--rate 0]
 //!       TCP SYNs from random (spoofed) sources in --src-net and random ports in --ports, as
-//!       fast as a raw socket takes them, until --count are sent or --secs pass (IPv4; root);
-//!       prints `sent=N errors=N secs=S pps=R`.
+//!       fast as a raw socket takes them (--rate: at most that many a second, batch by batch on
+//!       a fixed schedule), until --count are sent or --secs pass (IPv4; root); prints
+//!       `sent=N errors=N secs=S pps=R cpu=S` (cpu: its own user + system seconds).
 //!   connect --target ADDR:PORT [--conns 4] [--secs 10] [--timeout-ms 3000]
 //!           [--report-ms 1000] [--rate 0] [--linger0 0|1]
 //!       The legitimate client: --conns threads, each opening a TCP connection, sending
@@ -73,7 +74,7 @@ fn main() -> ExitCode {
         "synflood" => Opts::parse(
             rest,
             &[
-                "target", "count", "src-net", "ports", "secs", "batch", "seed",
+                "target", "count", "src-net", "ports", "secs", "batch", "seed", "rate",
             ],
         )
         .and_then(|o| synflood(&o)),
@@ -349,6 +350,7 @@ fn synflood(o: &Opts) -> Result<(), String> {
     let (plo, phi) = port_range(o.text("ports").unwrap_or("1024-65535"))?;
     let secs = o.positive("secs", 600)?;
     let batch = o.positive("batch", 64)?.min(1024) as usize;
+    let rate = o.num("rate", 0)?;
     let seed = match o.num("seed", 0)? {
         0 => std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -391,6 +393,14 @@ fn synflood(o: &Opts) -> Result<(), String> {
     let start = Instant::now();
     let end = start + Duration::from_secs(secs);
     while sent < count && Instant::now() < end {
+        if rate > 0 {
+            // The schedule is the count so far, not the time since the last batch: a late
+            // batch does not lower the rate, and a short stall is made up for.
+            let due = start + Duration::from_secs_f64(sent as f64 / rate as f64);
+            if let Some(w) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(w);
+            }
+        }
         let n = (count - sent).min(batch as u64) as usize;
         for p in pkts.iter_mut().take(n) {
             let r = rng.next_u64();
@@ -415,10 +425,23 @@ fn synflood(o: &Opts) -> Result<(), String> {
     }
     let secs = start.elapsed().as_secs_f64();
     println!(
-        "sent={sent} errors={errors} secs={secs:.3} pps={:.0}",
-        sent as f64 / secs.max(1e-9)
+        "sent={sent} errors={errors} secs={secs:.3} pps={:.0} cpu={:.3}",
+        sent as f64 / secs.max(1e-9),
+        own_cpu_secs()
     );
     Ok(())
+}
+
+/// This process's user + system CPU time (getrusage), in seconds.
+fn own_cpu_secs() -> f64 {
+    // SAFETY: rusage is plain data; getrusage fills it.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid pointer to a rusage the call may write.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
+        return f64::NAN;
+    }
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
 /// Totals of the connect loop, shared by its threads.

@@ -112,17 +112,29 @@ impl Director {
         true
     }
 
-    /// `ip_vs_random_dropentry`: look at 1/32 of the table (a rotating window of the slab
-    /// rather than random hash buckets) and drop half-open, idle and unassured entries.
+    /// `ip_vs_random_dropentry`: every run looks at 1/32 of the table, picked at random, and
+    /// drops half-open, idle and unassured entries.
+    ///
+    /// The kernel scans `conn_tab_size >> 5` hash buckets, each chosen at random, so that
+    /// every entry is looked at with probability 1/32 per run whatever the table holds and
+    /// wherever it sits. Here the unit is the slab slot (empty ones count, as empty buckets
+    /// do): `slots / 32` slots drawn at random, the remainder rounded up with probability
+    /// `(slots % 32) / 32`, so that small tables get their 1/32 too on average. (A rotating
+    /// window over the slab, as before, looked at the low slots first: after a client's
+    /// steady traffic had taken them, a SYN flood's entries above waited up to 32 runs.)
+    /// `drop_cursor` holds the generator's state.
     pub(super) fn random_dropentry(&mut self, now: Time) {
         let slots = self.conns.slots();
         if slots == 0 {
             return;
         }
-        let n = (slots / 32).max(1);
+        let mut rng = DropRng(self.drop_cursor as u64 ^ now.0.rotate_left(32));
+        let mut n = slots / 32;
+        if (rng.next() % 32) < (slots % 32) as u64 {
+            n += 1;
+        }
         for _ in 0..n {
-            let i = self.drop_cursor % slots;
-            self.drop_cursor = (self.drop_cursor + 1) % slots;
+            let i = (rng.next() % slots as u64) as usize;
             let Some(id) = self.conns.slot(i) else {
                 continue;
             };
@@ -157,6 +169,7 @@ impl Director {
                 self.del_entry(id, now);
             }
         }
+        self.drop_cursor = rng.0 as usize;
     }
 
     pub(super) fn conn_ops_mode(&self, id: ConnId) -> bool {
@@ -165,5 +178,20 @@ impl Director {
             .and_then(|d| self.table.dests.try_get(d))
             .and_then(|d| self.table.service_by_id(d.svc))
             .is_some_and(|s| s.cfg.flags.one_packet())
+    }
+}
+
+/// splitmix64: the slots `random_dropentry` looks at (any well-mixed sequence does; the
+/// kernel uses `get_random_u32`). Seeded from the previous run's state and the time, so a
+/// test clock replays it.
+struct DropRng(u64);
+
+impl DropRng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
     }
 }
