@@ -48,6 +48,8 @@
 #   RVS_BENCH_PROBES     latency probes per measurement (default 5000)
 #   RVS_BENCH_PROBE_US   µs between probes (default 500: 2,000 probes/s)
 #   RVS_BIN              an rvs binary to use instead of building target/release/rvs
+#   RVS_BENCH_NAT_XMIT   the rvs rows' --nat-xmit (default direct: NAT packets leave from
+#                        the worker; kernel: written back into the TUN, the daemon's default)
 # Installs wrk, nftables and nginx with apt-get when they are missing.
 # Takes about 5 x (REPEAT x (2 x DURATION + 3) + 2 x PROBES x PROBE_US + 10 s) plus the build:
 # ~4 min with the defaults. A watchdog stops it (and the trap cleans up) far past that.
@@ -271,6 +273,9 @@ STARTS=0
 start_rvs() { # TAG WORKERS|"" [DAEMON OPTIONS...]
   local w=()
   [ -n "$2" ] && w=(--workers "$2")
+  # How NAT packets leave (--nat-xmit): direct unless RVS_BENCH_NAT_XMIT says kernel, and
+  # only when the daemon has the option.
+  grep -q -- '--nat-xmit' <<<"$DAEMON_HELP" && w+=(--nat-xmit "${RVS_BENCH_NAT_XMIT:-direct}")
   w+=("${@:3}")
   # A new state file (and journal) each time: every round starts from an empty table.
   STARTS=$((STARTS + 1))
