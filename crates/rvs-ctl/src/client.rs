@@ -293,6 +293,16 @@ impl Client {
         }
     }
 
+    /// The table's version, `(instance, changes)` (see [`Payload::TableVersion`]): equal
+    /// versions, the same table configuration. A daemon that predates the request answers
+    /// with an error.
+    pub fn table_version(&mut self) -> Result<(u64, u64), Error> {
+        match self.request_data(&Request::TableVersion)? {
+            Payload::TableVersion { instance, changes } => Ok((instance, changes)),
+            p => Err(self.unexpected("table_version", &Response::data(p))),
+        }
+    }
+
     pub fn ping(&mut self) -> Result<DaemonInfo, Error> {
         match self.request_data(&Request::Ping)? {
             Payload::Pong {

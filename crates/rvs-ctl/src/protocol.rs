@@ -60,6 +60,9 @@ pub enum Request {
     },
     /// The connection table.
     Connections,
+    /// The table's version: answered with [`Payload::TableVersion`]. A client that read
+    /// the table after seeing a version knows the table is unchanged while the version is.
+    TableVersion,
     /// Read one `net.ipv4.vs.*` sysctl (short name, e.g. `expire_quiescent_template`).
     SysctlGet { name: String },
     /// Write one sysctl; `value` is the text written to the /proc file (`"1"`, `"3 50"`).
@@ -188,6 +191,13 @@ pub enum ErrorCode {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Payload {
+    /// The table's version: `instance` names the daemon run (random at start), `changes`
+    /// counts the change requests that made something since. Both equal: the same table
+    /// configuration (connection counts and statistics move on regardless).
+    TableVersion {
+        instance: u64,
+        changes: u64,
+    },
     Pong {
         daemon: String,
         version: String,

@@ -111,6 +111,12 @@ pub struct Proxier {
     dirty: BTreeMap<SvcName, Instant>,
     dirty_slices: Vec<k8s_openapi::jiff::Timestamp>,
     full_pending: bool,
+    /// The daemon's table version (`Client::table_version`) at which its table was last
+    /// known to be what `applied` says: read before a full sync read the table back, and
+    /// carried over our own changes when nothing else changed the table meanwhile. While
+    /// the daemon still reports it, a full sync with nothing to plan again needs neither
+    /// the read back nor the diff.
+    known_version: Option<(u64, u64)>,
     oldest_full_event: Option<Instant>,
     pub counts: ChangeCounts,
     pub pending_service_changes: u64,
@@ -179,6 +185,7 @@ impl Proxier {
             dirty: BTreeMap::new(),
             dirty_slices: Vec::new(),
             full_pending: true,
+            known_version: None,
             oldest_full_event: None,
             counts: ChangeCounts::default(),
             pending_service_changes: 0,
@@ -635,6 +642,29 @@ impl Proxier {
         self.entries
             .retain(|_, e| e.service.is_some() || !e.slices.is_empty());
         let plan_time = started.elapsed();
+        // Nothing planned again, nothing draining (whose end depends on connection counts),
+        // and a table nobody changed since it was last known to match: nothing to send.
+        // A daemon without versions (or an error) gets the full read.
+        let version = client.table_version().ok();
+        if !replan_all
+            && dirty.is_empty()
+            && self.draining.is_empty()
+            && version.is_some()
+            && version == self.known_version
+        {
+            return Ok(SyncReport {
+                full: true,
+                services: names.len(),
+                ops: 0,
+                refused: 0,
+                plan_time,
+                daemon_time: started.elapsed() - plan_time,
+                nft_time: None,
+                event_to_applied: oldest.map(|o| o.elapsed()),
+                trigger_times: triggers,
+            });
+        }
+        self.known_version = None;
         let snap = client.snapshot().map_err(|e| {
             self.full_pending = true;
             format!("cannot read the daemon's table: {e}")
@@ -684,6 +714,10 @@ impl Proxier {
             }
             ops.len()
         };
+        if refused == 0 {
+            let made = u64::from(sent > 0);
+            self.known_version = carried_version(version, made, client);
+        }
         Ok(SyncReport {
             full: true,
             services: names.len(),
@@ -806,6 +840,15 @@ impl Proxier {
         }
         let plan_time = started.elapsed();
         let mut refused = 0;
+        // The version before our change: if it is still the known one, the table after it
+        // is known too (when nothing else slipped in; see `carried_version`).
+        let before = match self.known_version {
+            Some(known) if !ops.is_empty() => client.table_version().ok().filter(|v| *v == known),
+            _ => None,
+        };
+        if before.is_none() && !ops.is_empty() {
+            self.known_version = None;
+        }
         if !ops.is_empty() {
             match client.apply_each(&ops) {
                 Ok(results) => {
@@ -825,6 +868,10 @@ impl Proxier {
         if refused > 0 {
             // The daemon's table is not what `applied` says: start over from it.
             self.full_pending = true;
+            self.known_version = None;
+        } else if before.is_some() {
+            // One `apply_each` that made something counts one change.
+            self.known_version = carried_version(before, 1, client);
         }
         Ok(SyncReport {
             full: false,
@@ -838,4 +885,17 @@ impl Proxier {
             trigger_times: triggers,
         })
     }
+}
+
+/// The table version after our own change: `before` plus the `made` change requests we
+/// sent, if the daemon reports exactly that (anything else: another client changed the
+/// table too, and the next full sync reads it back).
+fn carried_version(
+    before: Option<(u64, u64)>,
+    made: u64,
+    client: &mut Client,
+) -> Option<(u64, u64)> {
+    let (instance, changes) = before?;
+    let after = client.table_version().ok()?;
+    (after == (instance, changes + made)).then_some(after)
 }

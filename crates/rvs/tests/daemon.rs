@@ -378,3 +378,37 @@ fn cli_without_daemon_says_so_in_one_line() {
     assert!(err.contains("cannot reach the rvs daemon"), "{err}");
     assert!(out.stdout.is_empty());
 }
+
+#[test]
+fn the_table_version_counts_changes_and_names_the_daemon_run() {
+    let dir = TempDir::new("version");
+    let version = |c: &mut Conn| -> (u64, u64) {
+        let r = c.call(&json!({"req":"table_version"}));
+        assert_eq!(r["status"], "ok", "{r}");
+        (
+            r["data"]["instance"].as_u64().unwrap(),
+            r["data"]["changes"].as_u64().unwrap(),
+        )
+    };
+    let first = {
+        let _d = start_daemon(&dir.0);
+        let mut c = Conn::open(&dir.0.join("rvs.sock")).unwrap();
+        let v0 = version(&mut c);
+        // Reads and refused changes leave it; a change that made something moves it by one.
+        snapshot(&mut c);
+        let r = c.call(&json!({"req":"apply_batch","ops":[change(0), change(0)]}));
+        assert_eq!(r["status"], "ctl_error", "{r}");
+        assert_eq!(version(&mut c), v0);
+        apply(&mut c, &change(0)).unwrap();
+        assert_eq!(version(&mut c), (v0.0, v0.1 + 1));
+        let r = c.call(&json!({"req":"apply_each","ops":[change(1), change(1), change(2)]}));
+        assert_eq!(r["status"], "ok", "{r}");
+        assert_eq!(version(&mut c), (v0.0, v0.1 + 2));
+        v0
+    };
+    // Another run of the daemon (same state) is another instance: a client's knowledge of
+    // the table does not carry over a restart.
+    let _d = start_daemon(&dir.0);
+    let mut c = Conn::open(&dir.0.join("rvs.sock")).unwrap();
+    assert_ne!(version(&mut c).0, first.0);
+}

@@ -141,6 +141,12 @@ pub fn handle(shared: &Shared, session: &mut Session, req: Request, replies: &mu
             pid: std::process::id(),
             dataplane: Some(dataplane_health(shared)),
         }),
+        Request::TableVersion => Response::data(Payload::TableVersion {
+            instance: shared.instance,
+            changes: shared
+                .table_changes
+                .load(std::sync::atomic::Ordering::SeqCst),
+        }),
         Request::Stats => Response::data(Payload::Stats {
             stats: stats_report(shared),
         }),
@@ -539,6 +545,10 @@ fn make_change(shared: &Shared, ops: Vec<Op>, mode: Mode) -> Result<Outcome, Box
     } else {
         st.director_mut().table.end_transaction();
     }
+    // Under both locks: a `table_version` read after this change's reply sees it counted.
+    shared
+        .table_changes
+        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     let touched = Targets::touched(&applied);
     let delta = ctl.targets.update(&st.director().table, touched.as_deref());
     let route = shared.router.submit(delta);

@@ -157,6 +157,11 @@ pub struct Shared {
     /// Packets that found the engine lock held (by another worker or by control) and had
     /// to wait for it: what sharing the one director costs the workers.
     engine_lock_waits: std::sync::atomic::AtomicU64,
+    /// This daemon run (random): with `table_changes`, the table's version (`table_version`).
+    instance: u64,
+    /// Changes made to the table since the daemon started (each change request that made
+    /// at least one operation counts once).
+    table_changes: std::sync::atomic::AtomicU64,
     apply_latency: control::ApplyLatency,
     /// The outlier detector's counters (`None`: detection off).
     outlier: Option<Arc<outlier::Counters>>,
@@ -444,11 +449,15 @@ fn new_state(opts: &DaemonOpts) -> State {
 /// A connection table with a random hash seed, so that clients cannot choose addresses and
 /// ports that collide.
 fn new_conn_table(max: usize) -> ConnTable {
+    ConnTable::with_seed(max, random_u64())
+}
+
+fn random_u64() -> u64 {
     let mut seed = [0u8; 8];
     if let Ok(mut f) = File::open("/dev/urandom") {
         let _ = f.read_exact(&mut seed);
     }
-    ConnTable::with_seed(max, u64::from_ne_bytes(seed))
+    u64::from_ne_bytes(seed)
 }
 
 /// Run the daemon until a termination signal. Errors are startup failures.
@@ -551,6 +560,8 @@ pub fn run(opts: DaemonOpts) -> Result<(), String> {
         monitor,
         health: Mutex::default(),
         engine_lock_waits: Default::default(),
+        instance: random_u64(),
+        table_changes: Default::default(),
         apply_latency: control::ApplyLatency::default(),
         outlier: outlier_counters.clone(),
         fullnat,
