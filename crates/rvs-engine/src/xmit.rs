@@ -162,20 +162,7 @@ impl Transmitter {
         if packet.len() <= mtu {
             return None;
         }
-        let inner = match packet.first()? >> 4 {
-            4 => Inner {
-                v6: false,
-                ttl: *packet.get(8)?,
-                df: packet.get(6)? & 0x40 != 0,
-            },
-            6 => Inner {
-                v6: true,
-                ttl: *packet.get(7)?,
-                df: false,
-            },
-            _ => return None,
-        };
-        too_big(packet, inner, mtu, reply)
+        too_big(packet, Inner::read(packet)?, mtu, reply)
     }
 
     fn route(&mut self, rs: IpAddr, now: Instant) -> Result<Route, Drop> {
@@ -462,6 +449,28 @@ struct Inner {
     v6: bool,
     ttl: u8,
     df: bool,
+}
+
+impl Inner {
+    /// The facts as the packet carries them (TTL not decremented); `None`: not IPv4/IPv6.
+    fn read(packet: &[u8]) -> Option<Inner> {
+        match packet.first()? >> 4 {
+            4 => {
+                let p = Ipv4Packet::new_checked(packet).ok()?;
+                Some(Inner {
+                    v6: false,
+                    ttl: p.ttl(),
+                    df: p.dont_frag(),
+                })
+            }
+            6 => Some(Inner {
+                v6: true,
+                ttl: *packet.get(7)?,
+                df: false,
+            }),
+            _ => None,
+        }
+    }
 }
 
 /// Decrements the TTL / hop limit; when it runs out, the ICMP time exceeded (or a drop

@@ -7,7 +7,7 @@
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -61,16 +61,8 @@ async fn serve_check(State(s): State<PortState>) -> Response {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     };
     let (code, body) = answer(&svc, (s.healthy)());
-    let mut r = (code, body).into_response();
+    let mut r = crate::run::json_reply(code, body);
     let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    h.insert(
-        "X-Content-Type-Options",
-        HeaderValue::from_static("nosniff"),
-    );
     if let Ok(v) = HeaderValue::from_str(&svc.local_endpoints.to_string()) {
         h.insert("X-Load-Balancing-Endpoint-Weight", v);
     }

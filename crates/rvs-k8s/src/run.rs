@@ -326,7 +326,8 @@ fn health_body(shared: &Shared, with_node: bool) -> (StatusCode, String) {
     (code, body.to_string())
 }
 
-fn json_reply(code: StatusCode, body: String) -> Response {
+/// A JSON body with kube-proxy's headers (also the health-check node ports' answer).
+pub(crate) fn json_reply(code: StatusCode, body: String) -> Response {
     let mut r = (code, body).into_response();
     let h = r.headers_mut();
     h.insert(
