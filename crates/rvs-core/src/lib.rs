@@ -2,6 +2,7 @@
 //!
 //! * [`model`]: what services and destinations carry (reference §1).
 //! * [`table`]: the table of services and destinations and the control operations on it.
+//! * [`diff`]: the operations that turn a table into a desired one.
 //! * [`dest`]: destinations and their pool, what the schedulers read.
 //! * [`sched`]: the 14 schedulers, one file each.
 //! * [`stats`]: counters and the rate estimator.
@@ -9,6 +10,7 @@
 
 pub mod conn;
 pub mod dest;
+pub mod diff;
 pub mod director;
 pub mod error;
 pub mod model;

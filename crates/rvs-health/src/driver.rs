@@ -4,17 +4,17 @@
 //!
 //! It owns only its configuration's virtual services: start-up, a reload and a
 //! reconnection program them with one all-or-nothing change computed against the
-//! daemon's table ([`crate::sync::scoped_diff`]); every other service is left alone. A
+//! daemon's table ([`rvs_core::diff`], scoped to its services); every other service is left alone. A
 //! lost daemon (restarted, say) is noticed by a failed operation or by its pid changing,
 //! and the whole of the configuration's table is programmed again once it answers.
 
 use crate::checks::{self, CheckResult};
 use crate::conf::Config;
 use crate::state::{Action, CheckerId, Health, Notify};
-use crate::sync::scoped_diff;
+use rvs_core::diff::{Desired, Scope, diff_ops};
 use rvs_core::{Op, ServiceKey, Time};
 use rvs_ctl::Client;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -104,6 +104,8 @@ impl Link {
     /// change; returns the operations applied. Another client changing the table between
     /// the look and the change makes it refused: it is tried again against a new look.
     fn sync(&mut self, scope: &[ServiceKey], desired: &[Op]) -> Result<Vec<Op>, SyncError> {
+        let scope: HashSet<ServiceKey> = scope.iter().copied().collect();
+        let desired = Desired::merge(desired);
         let mut last = String::new();
         for _ in 0..3 {
             let client = self.client().map_err(SyncError::Lost)?;
@@ -121,7 +123,7 @@ impl Link {
                     return Err(SyncError::Lost(e));
                 }
             };
-            let ops = scoped_diff(&snap, scope, desired);
+            let ops = diff_ops(&snap, &desired, Scope::Only(&scope));
             if ops.is_empty() {
                 self.pid = Some(pid);
                 self.dirty = false;

@@ -17,4 +17,3 @@ pub mod conf;
 pub mod driver;
 pub mod plan;
 pub mod state;
-pub mod sync;

@@ -10,6 +10,7 @@
 //! * virtual services whose address lies in `ipvs.excludeCIDRs` are left as they are.
 
 use crate::net::Cidr;
+use rvs_core::diff::{Desired, Scope};
 use rvs_core::snapshot::Snapshot;
 use rvs_core::{Op, Protocol, ServiceKey};
 use std::collections::{BTreeMap, BTreeSet};
@@ -87,70 +88,6 @@ pub fn reconcile(desired: &[Op], current: &Snapshot, exclude: &[Cidr]) -> Vec<Op
 /// steady-state periodic full sync writes nothing. A `SetTimeouts` of `target` is kept only
 /// if a timeout it sets (non-zero) differs from the table's.
 pub fn diff(target: &[Op], current: &Snapshot) -> Vec<Op> {
-    use std::collections::HashMap;
-    let now: HashMap<ServiceKey, &rvs_core::snapshot::ServiceSnap> =
-        current.services.iter().map(|s| (s.cfg.key, s)).collect();
-    let mut wanted: HashMap<ServiceKey, HashMap<(IpAddr, u16), &rvs_core::DestConfig>> =
-        HashMap::new();
-    for op in target {
-        match op {
-            Op::AddService(c) => {
-                wanted.entry(c.key).or_default();
-            }
-            Op::AddDest(k, d) => {
-                wanted.entry(*k).or_default().insert((d.addr, d.port), d);
-            }
-            _ => {}
-        }
-    }
-    let mut out = Vec::new();
-    for s in &current.services {
-        if !wanted.contains_key(&s.cfg.key) {
-            out.push(Op::DelService(s.cfg.key));
-        }
-    }
-    for op in target {
-        match op {
-            Op::SetTimeouts(t) => {
-                let c = &current.timeouts;
-                let differs = |want: u32, have: u32| want != 0 && want != have;
-                if differs(t.tcp, c.tcp) || differs(t.tcp_fin, c.tcp_fin) || differs(t.udp, c.udp) {
-                    out.push(op.clone());
-                }
-            }
-            Op::AddService(cfg) => match now.get(&cfg.key) {
-                None => out.push(op.clone()),
-                Some(s) => {
-                    // The table marks every service HASHED (the kernel's internal flag).
-                    let mut have = s.cfg.clone();
-                    have.flags.0 &= !rvs_core::ServiceFlags::HASHED;
-                    let mut want = cfg.clone();
-                    want.flags.0 &= !rvs_core::ServiceFlags::HASHED;
-                    if have != want {
-                        out.push(Op::EditService(cfg.clone()));
-                    }
-                    let want = &wanted[&cfg.key];
-                    for d in &s.dests {
-                        if !want.contains_key(&(d.cfg.addr, d.cfg.port)) {
-                            out.push(Op::DelDest(cfg.key, d.cfg.addr, d.cfg.port));
-                        }
-                    }
-                }
-            },
-            Op::AddDest(k, d) => match now.get(k) {
-                None => out.push(op.clone()),
-                Some(s) => match s
-                    .dests
-                    .iter()
-                    .find(|x| x.cfg.addr == d.addr && x.cfg.port == d.port)
-                {
-                    None => out.push(op.clone()),
-                    Some(x) if x.cfg != *d => out.push(Op::EditDest(*k, d.clone())),
-                    Some(_) => {}
-                },
-            },
-            _ => {}
-        }
-    }
-    out
+    // `target` describes the whole table: everything else goes.
+    rvs_core::diff::diff_ops(current, &Desired::merge(target), Scope::All)
 }

@@ -459,3 +459,37 @@ fn a_full_disk_refuses_the_change_and_changes_nothing() {
         "the refused change was made, or an acknowledged one lost"
     );
 }
+
+/// A replace whose operations do not describe a table is refused, naming the operation at
+/// fault as the kernel would (a second service: EEXIST; a real server of a service not
+/// described: ESRCH; anything but a description: a clear error), and the table is untouched.
+#[test]
+fn a_replace_that_does_not_describe_a_table_is_refused_and_changes_nothing() {
+    let dir = TempDir::new("replace-refused");
+    let _daemon = start(&dir, &[]);
+    let mut c = Client::connect(&dir.sock()).unwrap();
+    c.apply_batch(&table_ops(2)).unwrap().unwrap();
+    let before = c.snapshot().unwrap();
+
+    let twice = [
+        Op::AddService(ServiceConfig::new(svc(5))),
+        Op::AddService(ServiceConfig::new(svc(5))),
+    ];
+    let (index, e) = c.replace(&twice).unwrap().unwrap_err();
+    assert_eq!((index, e.errno), (1, rvs_core::Errno::Exist), "{e:?}");
+
+    let orphan = [
+        Op::AddService(ServiceConfig::new(svc(5))),
+        Op::AddDest(svc(6), real(6, 0)),
+    ];
+    let (index, e) = c.replace(&orphan).unwrap().unwrap_err();
+    assert_eq!((index, e.errno), (1, rvs_core::Errno::Srch), "{e:?}");
+
+    let e = c.replace(&[Op::Flush]).unwrap_err();
+    assert!(e.to_string().contains("cannot describe a table"), "{e}");
+    assert_eq!(c.snapshot().unwrap(), before);
+
+    // A description replaces the table: what it no longer has goes.
+    let applied = c.replace(&table_ops(1)).unwrap().unwrap();
+    assert_eq!(applied, vec![Op::DelService(svc(1))]);
+}

@@ -18,12 +18,11 @@ use crate::protocol::{
 };
 use crate::state::{CONN_TAB_SIZE, SysctlError};
 use rvs_core::conn::ConnTableStats;
+use rvs_core::diff::{Desired, DesiredError, Scope, diff};
 use rvs_core::director::{Director, DirectorCounters};
 use rvs_core::snapshot::Snapshot;
-use rvs_core::{CtlError, DestConfig, Errno, Op, ServiceConfig, ServiceFlags, ServiceKey, Table};
+use rvs_core::{CtlError, Errno, Op};
 use rvs_ctl::health::HealthRefusal;
-use std::collections::HashMap;
-use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -379,15 +378,17 @@ fn unknown_sysctl(name: &str) -> Response {
 /// Apply `ops` all or nothing (for `replace`, the difference between the table and the one
 /// they describe) and answer with what was applied.
 fn atomic_response(shared: &Shared, ops: Vec<Op>, replace: bool) -> Response {
-    let (ops, origin) = if replace {
-        let table_diff = {
-            let st = shared.engine();
-            replace_diff(&st.director().table, &ops)
-        };
-        match table_diff {
+    let (ops, origin): (Vec<Op>, Vec<Option<usize>>) = if replace {
+        // Read the description outside the lock; only the comparison needs the table.
+        let desired = match Desired::parse(&ops) {
             Ok(d) => d,
-            Err(r) => return *r,
-        }
+            Err(e) => return not_a_description(&ops, e),
+        };
+        let changes = {
+            let st = shared.engine();
+            diff(&st.director().table, &desired, Scope::All)
+        };
+        changes.into_iter().map(|c| (c.op, c.from)).unzip()
     } else {
         let origin = (0..ops.len()).map(Some).collect();
         (ops, origin)
@@ -635,125 +636,27 @@ fn send_snapshot(replies: &mut Replies, mut snap: Snapshot) {
     replies.send(&Response::data(Payload::Snapshot { snapshot: snap }));
 }
 
-/// The service configuration as compared by replace-all: without the kernel's HASHED bit.
-fn comparable(cfg: &ServiceConfig) -> ServiceConfig {
-    let mut c = cfg.clone();
-    c.flags = ServiceFlags(c.flags.0 & !ServiceFlags::HASHED);
-    c
-}
-
-/// The operations that turn `table` into the table `desired` describes (AddService,
-/// AddDest and SetTimeouts only), each with the index of the submitted operation it comes
-/// from (`None` for removals). Order: removals of services, then per desired service its
-/// edit, removals, edits and additions of destinations (removals first, so that a service
-/// at a scheduler's limit can swap destinations), then timeouts.
-#[allow(clippy::type_complexity)]
-fn replace_diff(
-    table: &Table,
-    desired: &[Op],
-) -> Result<(Vec<Op>, Vec<Option<usize>>), Box<Response>> {
-    struct Want {
-        cfg: ServiceConfig,
-        from: usize,
-        dests: Vec<(DestConfig, usize)>,
+/// Why a replace's operations do not describe a table, as the kernel-style error of the
+/// operation at fault.
+fn not_a_description(ops: &[Op], e: DesiredError) -> Response {
+    let (index, errno) = match e {
+        DesiredError::DuplicateService(i) => (i, Errno::Exist),
+        DesiredError::UnknownService(i) => (i, Errno::Srch),
+        DesiredError::NotADescription(i) => {
+            let name = ops.get(i).map_or("?", op_name);
+            return Response::error(
+                ErrorCode::BadRequest,
+                format!(
+                    "operation {i} ({name}) cannot describe a table: a replace takes \
+                     AddService, AddDest and SetTimeouts"
+                ),
+            );
+        }
+    };
+    Response::CtlError {
+        index: Some(index),
+        error: errno.into(),
     }
-    let mut wants: Vec<Want> = Vec::new();
-    let mut pos: HashMap<ServiceKey, usize> = HashMap::new();
-    let mut timeouts = None;
-    for (i, op) in desired.iter().enumerate() {
-        match op {
-            Op::AddService(cfg) => {
-                if pos.insert(cfg.key, wants.len()).is_some() {
-                    return Err(Box::new(Response::CtlError {
-                        index: Some(i),
-                        error: Errno::Exist.into(),
-                    }));
-                }
-                wants.push(Want {
-                    cfg: comparable(cfg),
-                    from: i,
-                    dests: Vec::new(),
-                });
-            }
-            Op::AddDest(key, d) => match pos.get(key) {
-                Some(&p) => wants[p].dests.push((d.clone(), i)),
-                None => {
-                    return Err(Box::new(Response::CtlError {
-                        index: Some(i),
-                        error: Errno::Srch.into(),
-                    }));
-                }
-            },
-            Op::SetTimeouts(t) => timeouts = Some((*t, i)),
-            other => {
-                return Err(Box::new(Response::error(
-                    ErrorCode::BadRequest,
-                    format!(
-                        "operation {i} ({}) cannot describe a table: a replace takes \
-                         AddService, AddDest and SetTimeouts",
-                        op_name(other)
-                    ),
-                )));
-            }
-        }
-    }
-    let mut ops = Vec::new();
-    let mut origin = Vec::new();
-    for s in table.services() {
-        if !pos.contains_key(&s.cfg.key) {
-            ops.push(Op::DelService(s.cfg.key));
-            origin.push(None);
-        }
-    }
-    for w in &wants {
-        let key = w.cfg.key;
-        let Some(svc) = table.service(&key) else {
-            ops.push(Op::AddService(w.cfg.clone()));
-            origin.push(Some(w.from));
-            for (d, i) in &w.dests {
-                ops.push(Op::AddDest(key, d.clone()));
-                origin.push(Some(*i));
-            }
-            continue;
-        };
-        if comparable(&svc.cfg) != w.cfg {
-            ops.push(Op::EditService(w.cfg.clone()));
-            origin.push(Some(w.from));
-        }
-        let want_d: HashMap<(IpAddr, u16), &DestConfig> =
-            w.dests.iter().map(|(d, _)| ((d.addr, d.port), d)).collect();
-        let view = table.dest_view(svc);
-        for (_, d) in view.iter() {
-            if !want_d.contains_key(&(d.cfg.addr, d.cfg.port)) {
-                ops.push(Op::DelDest(key, d.cfg.addr, d.cfg.port));
-                origin.push(None);
-            }
-        }
-        for (d, i) in &w.dests {
-            match table.find_dest(svc, d.addr, d.port) {
-                Some(id) if view.get(id).cfg != *d => {
-                    ops.push(Op::EditDest(key, d.clone()));
-                    origin.push(Some(*i));
-                }
-                Some(_) => {}
-                None => {
-                    ops.push(Op::AddDest(key, d.clone()));
-                    origin.push(Some(*i));
-                }
-            }
-        }
-    }
-    if let Some((t, i)) = timeouts {
-        let cur = table.timeouts;
-        let differs = (t.tcp != 0 && t.tcp != cur.tcp)
-            || (t.tcp_fin != 0 && t.tcp_fin != cur.tcp_fin)
-            || (t.udp != 0 && t.udp != cur.udp);
-        if differs {
-            ops.push(Op::SetTimeouts(t));
-            origin.push(Some(i));
-        }
-    }
-    Ok((ops, origin))
 }
 
 fn op_name(op: &Op) -> &'static str {
@@ -769,95 +672,5 @@ fn op_name(op: &Op) -> &'static str {
         Op::SetTimeouts(_) => "SetTimeouts",
         Op::StartDaemon(_) => "StartDaemon",
         Op::StopDaemon(_) => "StopDaemon",
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use rvs_core::{FwdMethod, Protocol, Time};
-
-    fn key(port: u16) -> ServiceKey {
-        ServiceKey::Addr {
-            protocol: Protocol::Tcp,
-            addr: "10.0.0.1".parse().unwrap(),
-            port,
-        }
-    }
-
-    fn dest(last: u8, weight: i32) -> DestConfig {
-        let mut d = DestConfig::new(format!("10.0.1.{last}").parse().unwrap(), 80);
-        d.fwd = FwdMethod::Masq;
-        d.weight = weight;
-        d
-    }
-
-    fn table_of(ops: &[Op]) -> Table {
-        let mut t = Table::new();
-        t.apply_batch(ops, Time::ZERO).unwrap();
-        t
-    }
-
-    /// Applying the difference gives the described table, and a second replace with the
-    /// same description has nothing left to do.
-    #[test]
-    fn replace_reaches_the_described_table_and_is_idempotent() {
-        let mut t = table_of(&[
-            Op::AddService(ServiceConfig::new(key(80))),
-            Op::AddDest(key(80), dest(1, 1)),
-            Op::AddDest(key(80), dest(2, 1)),
-            Op::AddService(ServiceConfig::new(key(81))),
-        ]);
-        let mut rr = ServiceConfig::new(key(80));
-        rr.scheduler = "rr".into();
-        let desired = vec![
-            Op::AddService(rr),
-            Op::AddDest(key(80), dest(2, 5)),
-            Op::AddDest(key(80), dest(3, 1)),
-            Op::AddService(ServiceConfig::new(key(82))),
-        ];
-        let (ops, origin) = replace_diff(&t, &desired).unwrap();
-        assert_eq!(ops.len(), origin.len());
-        assert!(ops.contains(&Op::DelService(key(81))));
-        assert!(ops.contains(&Op::DelDest(key(80), dest(1, 1).addr, 80)));
-        assert!(ops.contains(&Op::EditDest(key(80), dest(2, 5))));
-        assert!(
-            ops.iter()
-                .any(|o| matches!(o, Op::EditService(c) if c.scheduler == "rr"))
-        );
-        t.apply_batch(&ops, Time::ZERO).unwrap();
-        let mut want = Table::new();
-        want.apply_batch(&desired, Time::ZERO).unwrap();
-        let keys = |t: &Table| -> Vec<(ServiceKey, String, Vec<DestConfig>)> {
-            let mut v: Vec<_> = t
-                .services()
-                .map(|s| {
-                    let mut d: Vec<DestConfig> =
-                        t.dest_view(s).iter().map(|(_, d)| d.cfg.clone()).collect();
-                    d.sort_by_key(|d| (d.addr, d.port));
-                    (s.cfg.key, s.cfg.scheduler.clone(), d)
-                })
-                .collect();
-            v.sort_by_key(|x| x.0);
-            v
-        };
-        assert_eq!(keys(&t), keys(&want));
-        let (again, _) = replace_diff(&t, &desired).unwrap();
-        assert!(again.is_empty(), "{again:?}");
-    }
-
-    #[test]
-    fn replace_refuses_what_cannot_describe_a_table() {
-        let t = Table::new();
-        let r = replace_diff(&t, &[Op::Flush]).map_err(|e| *e);
-        assert!(matches!(
-            r,
-            Err(Response::Error {
-                code: ErrorCode::BadRequest,
-                ..
-            })
-        ));
-        let r = replace_diff(&t, &[Op::AddDest(key(80), dest(1, 1))]).map_err(|e| *e);
-        assert!(matches!(r, Err(Response::CtlError { index: Some(0), .. })));
     }
 }
