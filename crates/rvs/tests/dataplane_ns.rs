@@ -14,157 +14,67 @@ use rvs_ctl::Client;
 use rvs_ctl::protocol::{DataPlaneState, StatsReport};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use rvs_testbed::{BedSpec, DirectorBed, Need, enter, in_ns, ip, ip_out, skip_reason};
+
 const BIN: &str = env!("CARGO_BIN_EXE_rvs");
 const VIP: &str = "10.78.100.1";
 const RIP: &str = "10.78.1.2";
 
-fn skip_reason() -> Option<&'static str> {
-    // SAFETY: trivial libc call.
-    if unsafe { libc::geteuid() } != 0 {
-        return Some("not root");
-    }
-    if !Path::new("/dev/net/tun").exists() {
-        return Some("no /dev/net/tun");
-    }
-    if Command::new("ip").arg("-V").output().is_err() {
-        return Some("no iproute2");
-    }
-    None
-}
+/// What this test needs from the machine.
+const NEEDS: &[Need] = &[Need::Root, Need::Tun, Need::Iproute2];
 
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("run ip");
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn ip_out(args: &[&str]) -> String {
-    let out = Command::new("ip").args(args).output().expect("run ip");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Runs `f` on a thread inside the network namespace `ns`.
-fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let ns = ns.to_string();
-    thread::spawn(move || {
-        enter(&ns);
-        f()
-    })
-    .join()
-    .expect("thread in namespace panicked")
-}
-
-fn enter(ns: &str) {
-    let f = std::fs::File::open(format!("/var/run/netns/{ns}")).expect("open netns");
-    // SAFETY: a valid namespace fd; affects only this thread.
-    let r = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
-    assert_eq!(r, 0, "setns {ns}: {}", std::io::Error::last_os_error());
-}
-
-/// Everything a test makes; dropped (also after a failed assertion): the daemon killed,
-/// the server threads stopped, the namespaces and the temporary directory deleted.
+/// Everything a test makes; dropped (also after a failed assertion): the server threads
+/// stopped, then the daemon killed, the namespaces and the temporary directory deleted.
 struct Bed {
-    /// Director, real server.
-    ns: [String; 2],
-    dir: PathBuf,
-    daemon: Option<Child>,
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
+    base: DirectorBed,
 }
 
 impl Drop for Bed {
     fn drop(&mut self) {
-        if let Some(mut d) = self.daemon.take() {
-            let _ = d.kill();
-            let _ = d.wait();
-        }
         self.stop.store(true, Ordering::SeqCst);
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
-        for n in &self.ns {
-            let _ = Command::new("ip").args(["netns", "del", n]).output();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
 impl Bed {
     fn new(tag: &str) -> Bed {
-        let id = format!("{}{tag}", std::process::id());
-        let dir = std::env::temp_dir().join(format!("rvs-nstest-{id}"));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let bed = Bed {
-            ns: [format!("rvs-s{id}-d"), format!("rvs-s{id}-r")],
-            dir,
-            daemon: None,
+        Bed {
             stop: Arc::new(AtomicBool::new(false)),
             threads: Vec::new(),
-        };
-        let (d, r) = (bed.d().to_string(), bed.r().to_string());
-        ip(&["netns", "add", &d]);
-        ip(&["netns", "add", &r]);
-        ip(&[
-            "link", "add", "d0", "netns", &d, "type", "veth", "peer", "name", "r0", "netns", &r,
-        ]);
-        for (ns, dev, a) in [(&d, "d0", "10.78.1.1/24"), (&r, "r0", "10.78.1.2/24")] {
-            ip(&["-n", ns, "addr", "add", a, "dev", dev]);
-            ip(&["-n", ns, "link", "set", dev, "up"]);
-            ip(&["-n", ns, "link", "set", "lo", "up"]);
+            base: DirectorBed::new(BedSpec {
+                tag: &format!("s{tag}"),
+                director: "10.78.1.1/24",
+                real_servers: &[RIP],
+            }),
         }
-        ip(&["-n", &r, "route", "add", "default", "via", "10.78.1.1"]);
-        bed
     }
 
     fn d(&self) -> &str {
-        &self.ns[0]
+        self.base.d()
     }
 
     fn r(&self) -> &str {
-        &self.ns[1]
+        self.base.r()
     }
 
     fn sock(&self) -> PathBuf {
-        self.dir.join("rvs.sock")
+        self.base.sock()
     }
 
     /// `rvs daemon` with the TUN data plane, in the director namespace.
     fn start_daemon(&mut self, extra: &[&str]) {
-        let child = Command::new("ip")
-            .args(["netns", "exec", self.d(), BIN, "daemon", "--socket"])
-            .arg(self.sock())
-            .arg("--state")
-            .arg(self.dir.join("state.json"))
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn rvs daemon");
-        self.daemon = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Ok(mut c) = Client::connect(&self.sock())
-                && c.ping().is_ok()
-            {
-                return;
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-        panic!("the daemon did not come up");
+        self.base.start_daemon(BIN, extra, Stdio::piped());
     }
 
     fn rvs(&self, args: &[&str]) -> Output {
@@ -337,7 +247,7 @@ fn counter(r: &StatsReport, name: &str) -> u64 {
 
 #[test]
 fn stats_count_the_packets_of_a_service() {
-    if let Some(why) = skip_reason() {
+    if let Some(why) = skip_reason(NEEDS) {
         eprintln!("skipping stats_count_the_packets_of_a_service: {why}");
         return;
     }
@@ -393,7 +303,7 @@ fn stats_count_the_packets_of_a_service() {
 
 #[test]
 fn two_workers_share_the_flows_and_lose_none() {
-    if let Some(why) = skip_reason() {
+    if let Some(why) = skip_reason(NEEDS) {
         eprintln!("skipping two_workers_share_the_flows_and_lose_none: {why}");
         return;
     }
@@ -408,6 +318,9 @@ fn two_workers_share_the_flows_and_lose_none() {
     let answered = in_ns(bed.d(), || {
         let to: SocketAddr = format!("{VIP}:80").parse().unwrap();
         let mut ok = 0;
+        // Every socket stays open until all are done: a port the kernel hands out again
+        // would make two exchanges one flow (one entry).
+        let mut open = Vec::with_capacity(64);
         for i in 0..64 {
             let u = UdpSocket::bind("0.0.0.0:0").unwrap();
             u.set_read_timeout(Some(Duration::from_millis(500)))
@@ -423,6 +336,7 @@ fn two_workers_share_the_flows_and_lose_none() {
                     break;
                 }
             }
+            open.push(u);
         }
         ok
     });
@@ -462,7 +376,7 @@ fn two_workers_share_the_flows_and_lose_none() {
 
 #[test]
 fn a_deleted_tun_is_made_again_and_traffic_flows() {
-    if let Some(why) = skip_reason() {
+    if let Some(why) = skip_reason(NEEDS) {
         eprintln!("skipping a_deleted_tun_is_made_again_and_traffic_flows: {why}");
         return;
     }
@@ -512,7 +426,7 @@ fn a_deleted_tun_is_made_again_and_traffic_flows() {
 
 #[test]
 fn past_the_restart_limit_the_daemon_exits_non_zero() {
-    if let Some(why) = skip_reason() {
+    if let Some(why) = skip_reason(NEEDS) {
         eprintln!("skipping past_the_restart_limit_the_daemon_exits_non_zero: {why}");
         return;
     }
@@ -523,7 +437,8 @@ fn past_the_restart_limit_the_daemon_exits_non_zero() {
     ip(&["-n", bed.d(), "link", "del", "rvs0"]);
     bed.wait_running(1);
     ip(&["-n", bed.d(), "link", "del", "rvs0"]);
-    let mut child = bed.daemon.take().unwrap();
+    let mut daemon = bed.base.take_daemon().unwrap();
+    let child = daemon.child();
     let deadline = Instant::now() + Duration::from_secs(20);
     let status = loop {
         if let Some(s) = child.try_wait().unwrap() {

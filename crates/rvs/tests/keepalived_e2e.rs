@@ -15,15 +15,22 @@
 //! busybox. Namespaces are named after the process, and deleted also on failure.
 
 use rvs_ctl::Client;
-use std::io::{Read, Write};
+use std::ffi::OsStr;
+use std::io::Write;
 use std::net::{IpAddr, SocketAddr, TcpStream};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::{self, JoinHandle};
+use std::process::Stdio;
+use std::thread;
 use std::time::{Duration, Instant};
+
+use rvs_testbed::{
+    BedSpec, DirectorBed, HttpLoad, Need, Process, enter, http_get_server, in_ns, skip_reason,
+};
+
+/// The virtual service the load asks.
+fn vip() -> SocketAddr {
+    format!("{VIP}:80").parse().unwrap()
+}
 
 const BIN: &str = env!("CARGO_BIN_EXE_rvs");
 const VIP: &str = "10.79.100.1";
@@ -37,187 +44,61 @@ const CONNECT_TIMEOUT: u64 = 1_000;
 /// Polling of the table, scheduling on a loaded 2-core machine.
 const SLACK: u64 = 500;
 
-fn skip_reason() -> Option<&'static str> {
-    // SAFETY: trivial libc call.
-    if unsafe { libc::geteuid() } != 0 {
-        return Some("not root");
-    }
-    if !Path::new("/dev/net/tun").exists() {
-        return Some("no /dev/net/tun");
-    }
-    if Command::new("ip").arg("-V").output().is_err() {
-        return Some("no iproute2");
-    }
-    if !Command::new("busybox")
-        .args(["httpd", "--help"])
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stderr).contains("httpd"))
-    {
-        return Some("no busybox httpd");
-    }
-    None
-}
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("run ip");
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn enter(ns: &str) {
-    let f = std::fs::File::open(format!("/var/run/netns/{ns}")).expect("open netns");
-    // SAFETY: a valid namespace fd; affects only this thread.
-    let r = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
-    assert_eq!(r, 0, "setns {ns}: {}", std::io::Error::last_os_error());
-}
-
-/// Runs `f` on a thread inside the network namespace `ns`.
-fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let ns = ns.to_string();
-    thread::spawn(move || {
-        enter(&ns);
-        f()
-    })
-    .join()
-    .expect("thread in namespace panicked")
-}
-
-/// One request of the load: when it started, and which real server answered (1..=3) or
-/// why none did.
-#[derive(Clone, Debug)]
-struct Hit {
-    at: Instant,
-    server: Result<usize, String>,
-}
+/// What this test needs from the machine.
+const NEEDS: &[Need] = &[Need::Root, Need::Tun, Need::Iproute2, Need::BusyboxHttpd];
 
 /// Everything the test makes; dropped also after a failed assertion.
 struct Bed {
-    ns: [String; 2],
-    dir: PathBuf,
-    daemon: Option<Child>,
-    servers: [Option<Child>; 3],
-    stop: Arc<AtomicBool>,
-    load: Vec<JoinHandle<()>>,
-}
-
-impl Drop for Bed {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        for t in self.load.drain(..) {
-            let _ = t.join();
-        }
-        for c in self.servers.iter_mut().chain([&mut self.daemon]) {
-            if let Some(mut c) = c.take() {
-                let _ = c.kill();
-                let _ = c.wait();
-            }
-        }
-        for n in &self.ns {
-            let _ = Command::new("ip").args(["netns", "del", n]).output();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+    servers: [Option<Process>; 3],
+    base: DirectorBed,
 }
 
 impl Bed {
     /// `tag` tells apart the beds of tests running at once in this process.
     fn new(tag: &str) -> Bed {
-        let id = std::process::id();
-        let dir = std::env::temp_dir().join(format!("rvs-katest-{id}-{tag}"));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let bed = Bed {
-            ns: [format!("rvs-k{id}{tag}-d"), format!("rvs-k{id}{tag}-r")],
-            dir,
-            daemon: None,
+        Bed {
             servers: [None, None, None],
-            stop: Arc::new(AtomicBool::new(false)),
-            load: Vec::new(),
-        };
-        let (d, r) = (bed.ns[0].clone(), bed.ns[1].clone());
-        ip(&["netns", "add", &d]);
-        ip(&["netns", "add", &r]);
-        ip(&[
-            "link", "add", "d0", "netns", &d, "type", "veth", "peer", "name", "r0", "netns", &r,
-        ]);
-        ip(&["-n", &d, "addr", "add", "10.79.1.1/24", "dev", "d0"]);
-        for a in RIPS {
-            ip(&["-n", &r, "addr", "add", &format!("{a}/24"), "dev", "r0"]);
+            base: DirectorBed::new(BedSpec {
+                tag: &format!("k{tag}"),
+                director: "10.79.1.1/24",
+                real_servers: &RIPS,
+            }),
         }
-        for (ns, dev) in [(&d, "d0"), (&r, "r0")] {
-            ip(&["-n", ns, "link", "set", dev, "up"]);
-            ip(&["-n", ns, "link", "set", "lo", "up"]);
-        }
-        ip(&["-n", &r, "route", "add", "default", "via", "10.79.1.1"]);
-        bed
+    }
+
+    fn d(&self) -> &str {
+        self.base.d()
+    }
+
+    fn r(&self) -> &str {
+        self.base.r()
+    }
+
+    fn dir(&self) -> &Path {
+        self.base.dir()
     }
 
     fn sock(&self) -> PathBuf {
-        self.dir.join("rvs.sock")
+        self.base.sock()
     }
 
     /// Real server `i` (0-based): busybox httpd on RIPS[i]:80 answering `rs{i+1}`.
     fn start_server(&mut self, i: usize) {
-        let root = self.dir.join(format!("www{}", i + 1));
-        std::fs::create_dir_all(&root).unwrap();
-        std::fs::write(root.join("index.html"), format!("rs{}\n", i + 1)).unwrap();
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.ns[1], "busybox", "httpd", "-f", "-p"])
-            .arg(format!("{}:80", RIPS[i]))
-            .arg("-h")
-            .arg(&root)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn busybox httpd");
-        self.servers[i] = Some(child);
-        // Listening before going on.
-        let addr: SocketAddr = format!("{}:80", RIPS[i]).parse().unwrap();
-        let ns = self.ns[1].clone();
-        in_ns(&ns, move || {
-            let t = Instant::now();
-            while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-                assert!(t.elapsed() < Duration::from_secs(5), "httpd {addr} not up");
-                thread::sleep(Duration::from_millis(20));
-            }
-        });
+        self.servers[i] = Some(self.base.httpd(RIPS[i], &format!("rs{}\n", i + 1)));
     }
 
     /// SIGKILL, as a crash.
     fn kill_server(&mut self, i: usize) -> Instant {
-        let mut c = self.servers[i].take().expect("server running");
-        let _ = c.kill();
-        let _ = c.wait();
+        self.servers[i].take().expect("server running").kill();
         Instant::now()
     }
 
     fn start_daemon(&mut self, conf: &Path) {
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.ns[0], BIN, "daemon", "--socket"])
-            .arg(self.sock())
-            .arg("--state")
-            .arg(self.dir.join("state.json"))
-            .arg("--keepalived")
-            .arg(conf)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn rvs daemon");
-        self.daemon = Some(child);
-        let t = Instant::now();
-        while Client::connect(&self.sock())
-            .and_then(|mut c| c.ping())
-            .is_err()
-        {
-            assert!(t.elapsed() < Duration::from_secs(30), "daemon not up");
-            thread::sleep(Duration::from_millis(20));
-        }
+        self.base.start_daemon(
+            BIN,
+            [OsStr::new("--keepalived"), conf.as_os_str()],
+            Stdio::null(),
+        );
     }
 
     /// The real servers of the VIP's service (None: no such service).
@@ -241,58 +122,6 @@ impl Bed {
             thread::sleep(Duration::from_millis(10));
         }
     }
-
-    /// Two clients in the director namespace, each one request after another.
-    fn start_load(&mut self, hits: Arc<Mutex<Vec<Hit>>>) {
-        for _ in 0..2 {
-            let (stop, hits, ns) = (self.stop.clone(), hits.clone(), self.ns[0].clone());
-            self.load.push(thread::spawn(move || {
-                enter(&ns);
-                while !stop.load(Ordering::Relaxed) {
-                    let at = Instant::now();
-                    let server = get();
-                    hits.lock().unwrap().push(Hit { at, server });
-                    thread::sleep(Duration::from_millis(5));
-                }
-            }));
-        }
-    }
-}
-
-/// One HTTP request to the VIP: which real server answered.
-fn get() -> Result<usize, String> {
-    let to: SocketAddr = format!("{VIP}:80").parse().unwrap();
-    let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(2))
-        .map_err(|e| format!("connect: {e}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-    s.write_all(b"GET /index.html HTTP/1.0\r\n\r\n")
-        .map_err(|e| format!("write: {e}"))?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).map_err(|e| format!("read: {e}"))?;
-    let text = String::from_utf8_lossy(&buf);
-    (1..=3)
-        .find(|i| {
-            text.ends_with(&format!("\r\n\r\nrs{i}\n")) || text.ends_with(&format!("rs{i}\n"))
-        })
-        .ok_or_else(|| format!("answer: {text:?}"))
-}
-
-/// Hits started in [from, to): per-server counts and the failures.
-fn tally(hits: &Mutex<Vec<Hit>>, from: Instant, to: Instant) -> ([usize; 3], Vec<String>) {
-    let mut n = [0; 3];
-    let mut errs = Vec::new();
-    for h in hits
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|h| h.at >= from && h.at < to)
-    {
-        match &h.server {
-            Ok(i) => n[i - 1] += 1,
-            Err(e) => errs.push(e.clone()),
-        }
-    }
-    (n, errs)
 }
 
 fn conf() -> String {
@@ -324,7 +153,7 @@ fn conf_for(rips: &[&str], sorry: Option<&str>) -> String {
 
 #[test]
 fn killed_real_server_leaves_in_time_and_comes_back() {
-    if let Some(why) = skip_reason() {
+    if let Some(why) = skip_reason(NEEDS) {
         println!("skipped: {why}");
         return;
     }
@@ -332,18 +161,17 @@ fn killed_real_server_leaves_in_time_and_comes_back() {
     for i in 0..3 {
         bed.start_server(i);
     }
-    let file = bed.dir.join("keepalived.conf");
+    let file = bed.dir().join("keepalived.conf");
     std::fs::write(&file, conf()).unwrap();
     bed.start_daemon(&file);
     let all: Vec<IpAddr> = RIPS.iter().map(|a| a.parse().unwrap()).collect();
     bed.wait_dests("start-up", Duration::from_secs(10), |d| d == all);
 
-    let hits: Arc<Mutex<Vec<Hit>>> = Arc::default();
-    bed.start_load(hits.clone());
+    let mut load = HttpLoad::start(bed.d(), vip(), 2, 3);
     // Let the checkers settle (first checks within warmup = delay_loop after 1 s).
     thread::sleep(Duration::from_millis(2_500));
     let t0 = Instant::now();
-    let (n, errs) = tally(&hits, t0 - Duration::from_secs(1), t0);
+    let (n, errs) = load.tally(t0 - Duration::from_secs(1), t0);
     assert!(errs.is_empty(), "errors before the kill: {errs:?}");
     assert!(n.iter().all(|&c| c > 0), "all three serve: {n:?}");
 
@@ -368,8 +196,8 @@ fn killed_real_server_leaves_in_time_and_comes_back() {
 
     // After that: no request fails, none reaches rs2, the other two share the load.
     thread::sleep(Duration::from_secs(3));
-    let (n, errs) = tally(&hits, out, Instant::now());
-    let (_, errs_before) = tally(&hits, killed, out);
+    let (n, errs) = load.tally(out, Instant::now());
+    let (_, errs_before) = load.tally(killed, out);
     println!(
         "while rs2 was down: hits rs1 {} rs2 {} rs3 {}, failures {} (before its removal: {})",
         n[0],
@@ -399,7 +227,7 @@ fn killed_real_server_leaves_in_time_and_comes_back() {
         "rise took {rise:?}, bound {rise_bound:?}"
     );
     thread::sleep(Duration::from_secs(2));
-    let (n, errs) = tally(&hits, up, Instant::now());
+    let (n, errs) = load.tally(up, Instant::now());
     println!(
         "after its return: hits rs1 {} rs2 {} rs3 {}, failures {}",
         n[0],
@@ -411,18 +239,15 @@ fn killed_real_server_leaves_in_time_and_comes_back() {
     assert!(n.iter().all(|&c| c > 0), "rs2 takes requests again: {n:?}");
 
     // Every real server down, no sorry server: refused at once, not a black hole.
-    bed.stop.store(true, Ordering::SeqCst);
-    for t in bed.load.drain(..) {
-        let _ = t.join();
-    }
+    load.stop();
     for i in 0..3 {
         bed.kill_server(i);
     }
     bed.wait_dests("all removed", Duration::from_secs(15), <[IpAddr]>::is_empty);
-    let ns = bed.ns[0].clone();
+    let ns = bed.d().to_string();
     let (r, took) = in_ns(&ns, || {
         let t = Instant::now();
-        (get(), t.elapsed())
+        (http_get_server(vip(), 3), t.elapsed())
     });
     println!(
         "all down: a new connection gets {:?} after {} ms",
@@ -493,23 +318,23 @@ fn echo_conf(servers: &[(&str, u32)]) -> String {
 /// SIGHUP that changes one server's weight and adds a third.
 #[test]
 fn sighup_reload_keeps_established_connections_through_the_data_plane() {
-    if let Some(why) = skip_reason() {
+    if let Some(why) = skip_reason(NEEDS) {
         println!("skipped: {why}");
         return;
     }
     let mut bed = Bed::new("h");
     let tags = ["rs1", "rs2", "rs3"];
     for (a, tag) in RIPS.iter().zip(tags) {
-        start_echo(&bed.ns[1], &format!("{a}:9000"), tag);
+        start_echo(bed.r(), &format!("{a}:9000"), tag);
     }
-    let file = bed.dir.join("keepalived.conf");
+    let file = bed.dir().join("keepalived.conf");
     std::fs::write(&file, echo_conf(&[(RIPS[0], 1), (RIPS[1], 1)])).unwrap();
     bed.start_daemon(&file);
     let two: Vec<IpAddr> = RIPS[..2].iter().map(|a| a.parse().unwrap()).collect();
     bed.wait_dests("start-up", Duration::from_secs(10), |d| d == two);
 
     // Two connections: round robin puts one on each server.
-    let ns = bed.ns[0].clone();
+    let ns = bed.d().to_string();
     let (tx, rx) = std::sync::mpsc::channel::<(usize, String)>();
     let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
     let client = thread::spawn(move || {
@@ -563,7 +388,7 @@ fn sighup_reload_keeps_established_connections_through_the_data_plane() {
         echo_conf(&[(RIPS[0], 1), (RIPS[1], 3), (RIPS[2], 1)]),
     )
     .unwrap();
-    let pid = bed.daemon.as_ref().unwrap().id();
+    let pid = bed.base.daemon().unwrap().id();
     // SAFETY: a signal to the daemon this test started.
     assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGHUP) }, 0);
     let reloaded = Instant::now();
@@ -603,7 +428,7 @@ fn sighup_reload_keeps_established_connections_through_the_data_plane() {
         thread::sleep(Duration::from_millis(20));
     }
     // The daemon is still the same process (SIGHUP did not stop it).
-    assert!(bed.daemon.as_mut().unwrap().try_wait().unwrap().is_none());
+    assert!(bed.base.daemon().unwrap().try_wait().unwrap().is_none());
     go_tx.send(()).unwrap();
     let mut after = [String::new(), String::new()];
     for _ in 0..2 {
@@ -627,7 +452,7 @@ fn sighup_reload_keeps_established_connections_through_the_data_plane() {
 /// killed: rs3 answers the VIP; rs1 back: the sorry server leaves and rs1 answers.
 #[test]
 fn every_real_server_down_sends_clients_to_the_sorry_server() {
-    if let Some(why) = skip_reason() {
+    if let Some(why) = skip_reason(NEEDS) {
         println!("skipped: {why}");
         return;
     }
@@ -636,7 +461,7 @@ fn every_real_server_down_sends_clients_to_the_sorry_server() {
         bed.start_server(i);
     }
     let conf = conf_for(&RIPS[..2], Some(RIPS[2]));
-    let file = bed.dir.join("keepalived.conf");
+    let file = bed.dir().join("keepalived.conf");
     std::fs::write(&file, &conf).unwrap();
     bed.start_daemon(&file);
     let (rs1, rs2, rs3): (IpAddr, IpAddr, IpAddr) = (
@@ -645,10 +470,14 @@ fn every_real_server_down_sends_clients_to_the_sorry_server() {
         RIPS[2].parse().unwrap(),
     );
     bed.wait_dests("start-up", Duration::from_secs(10), |d| d == [rs1, rs2]);
-    let ns = bed.ns[0].clone();
+    let ns = bed.d().to_string();
     let answers = move || {
         let ns = ns.clone();
-        in_ns(&ns, || (0..4).map(|_| get()).collect::<Vec<_>>())
+        in_ns(&ns, || {
+            (0..4)
+                .map(|_| http_get_server(vip(), 3))
+                .collect::<Vec<_>>()
+        })
     };
     // The first requests may race the VIP's routing being set up (the other test lets the
     // checkers settle first): wait for the two real servers to answer.

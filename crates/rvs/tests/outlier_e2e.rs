@@ -20,13 +20,17 @@ use rvs_core::{DestConfig, FwdMethod, Op, Protocol, ServiceConfig, ServiceKey};
 use rvs_ctl::Client;
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
-use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::{self, JoinHandle};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::thread;
 use std::time::{Duration, Instant};
+
+use rvs_testbed::{BedSpec, DirectorBed, HttpLoad, Need, in_ns, ip, skip_reason};
+
+/// The virtual service the load asks.
+fn vip() -> SocketAddr {
+    format!("{VIP}:80").parse().unwrap()
+}
 
 const BIN: &str = env!("CARGO_BIN_EXE_rvs");
 const VIP: &str = "10.77.100.1";
@@ -37,174 +41,50 @@ const CONSECUTIVE: usize = 3;
 const BASE_EJECTION: Duration = Duration::from_secs(3);
 const METRICS: &str = "127.0.0.1:9641";
 
-fn skip_reason() -> Option<&'static str> {
-    // SAFETY: trivial libc call.
-    if unsafe { libc::geteuid() } != 0 {
-        return Some("not root");
-    }
-    if !Path::new("/dev/net/tun").exists() {
-        return Some("no /dev/net/tun");
-    }
-    if Command::new("ip").arg("-V").output().is_err() {
-        return Some("no iproute2");
-    }
-    if !Command::new("busybox")
-        .args(["httpd", "--help"])
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stderr).contains("httpd"))
-    {
-        return Some("no busybox httpd");
-    }
-    None
-}
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("run ip");
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn enter(ns: &str) {
-    let f = std::fs::File::open(format!("/var/run/netns/{ns}")).expect("open netns");
-    // SAFETY: a valid namespace fd; affects only this thread.
-    let r = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
-    assert_eq!(r, 0, "setns {ns}: {}", std::io::Error::last_os_error());
-}
-
-fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let ns = ns.to_string();
-    thread::spawn(move || {
-        enter(&ns);
-        f()
-    })
-    .join()
-    .expect("thread in namespace panicked")
-}
-
-#[derive(Clone, Debug)]
-struct Hit {
-    at: Instant,
-    server: Result<usize, String>,
-}
+/// What this test needs from the machine.
+const NEEDS: &[Need] = &[Need::Root, Need::Tun, Need::Iproute2, Need::BusyboxHttpd];
 
 struct Bed {
-    ns: [String; 2],
-    dir: PathBuf,
-    daemon: Option<Child>,
-    servers: Vec<Child>,
-    stop: Arc<AtomicBool>,
-    load: Vec<JoinHandle<()>>,
-}
-
-impl Drop for Bed {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        for t in self.load.drain(..) {
-            let _ = t.join();
-        }
-        for c in self.servers.iter_mut().chain(self.daemon.as_mut()) {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        for n in &self.ns {
-            let _ = Command::new("ip").args(["netns", "del", n]).output();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+    base: DirectorBed,
 }
 
 impl Bed {
     /// `tag` tells apart the beds of tests running at once in this process.
     fn new(tag: &str) -> Bed {
-        let id = std::process::id();
-        let dir = std::env::temp_dir().join(format!("rvs-outlier-{id}-{tag}"));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let bed = Bed {
-            ns: [format!("rvs-o{id}{tag}-d"), format!("rvs-o{id}{tag}-r")],
-            dir,
-            daemon: None,
-            servers: Vec::new(),
-            stop: Arc::new(AtomicBool::new(false)),
-            load: Vec::new(),
-        };
-        let (d, r) = (bed.ns[0].clone(), bed.ns[1].clone());
-        ip(&["netns", "add", &d]);
-        ip(&["netns", "add", &r]);
-        ip(&[
-            "link", "add", "d0", "netns", &d, "type", "veth", "peer", "name", "r0", "netns", &r,
-        ]);
-        ip(&["-n", &d, "addr", "add", "10.77.1.1/24", "dev", "d0"]);
-        for a in RIPS {
-            ip(&["-n", &r, "addr", "add", &format!("{a}/24"), "dev", "r0"]);
+        Bed {
+            base: DirectorBed::new(BedSpec {
+                tag: &format!("o{tag}"),
+                director: "10.77.1.1/24",
+                real_servers: &RIPS,
+            }),
         }
-        for (ns, dev) in [(&d, "d0"), (&r, "r0")] {
-            ip(&["-n", ns, "link", "set", dev, "up"]);
-            ip(&["-n", ns, "link", "set", "lo", "up"]);
-        }
-        ip(&["-n", &r, "route", "add", "default", "via", "10.77.1.1"]);
-        bed
+    }
+
+    fn d(&self) -> &str {
+        self.base.d()
+    }
+
+    fn r(&self) -> &str {
+        self.base.r()
     }
 
     fn sock(&self) -> PathBuf {
-        self.dir.join("rvs.sock")
+        self.base.sock()
     }
 
     fn start_server(&mut self, i: usize) {
-        let root = self.dir.join(format!("www{}", i + 1));
-        std::fs::create_dir_all(&root).unwrap();
-        std::fs::write(root.join("index.html"), format!("rs{}\n", i + 1)).unwrap();
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.ns[1], "busybox", "httpd", "-f", "-p"])
-            .arg(format!("{}:80", RIPS[i]))
-            .arg("-h")
-            .arg(&root)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn busybox httpd");
-        self.servers.push(child);
-        let addr: SocketAddr = format!("{}:80", RIPS[i]).parse().unwrap();
-        in_ns(&self.ns[1], move || {
-            let t = Instant::now();
-            while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-                assert!(t.elapsed() < Duration::from_secs(5), "httpd {addr} not up");
-                thread::sleep(Duration::from_millis(20));
-            }
-        });
+        let server = self.base.httpd(RIPS[i], &format!("rs{}\n", i + 1));
+        self.base.keep(server);
     }
 
     /// With `detection`, `--outlier-detection=` that.
     fn start_daemon(&mut self, detection: Option<&str>) {
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.ns[0], BIN, "daemon", "--socket"])
-            .arg(self.sock())
-            .arg("--state")
-            .arg(self.dir.join("state.json"));
-        if let Some(d) = detection {
-            cmd.arg(format!("--outlier-detection={d}"));
-        }
-        let child = cmd
-            .args(["--metrics-address", METRICS])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn rvs daemon");
-        self.daemon = Some(child);
-        let t = Instant::now();
-        while Client::connect(&self.sock())
-            .and_then(|mut c| c.ping())
-            .is_err()
-        {
-            assert!(t.elapsed() < Duration::from_secs(30), "daemon not up");
-            thread::sleep(Duration::from_millis(20));
-        }
+        let mut args: Vec<String> = detection
+            .map(|d| format!("--outlier-detection={d}"))
+            .into_iter()
+            .collect();
+        args.extend(["--metrics-address".to_string(), METRICS.to_string()]);
+        self.base.start_daemon(BIN, &args, Stdio::inherit());
     }
 
     /// Weights of RIPS[0..3] in the VIP's service.
@@ -288,25 +168,10 @@ impl Bed {
         c.apply_batch(&ops).unwrap().unwrap();
     }
 
-    fn start_load(&mut self, hits: Arc<Mutex<Vec<Hit>>>) {
-        for _ in 0..2 {
-            let (stop, hits, ns) = (self.stop.clone(), hits.clone(), self.ns[0].clone());
-            self.load.push(thread::spawn(move || {
-                enter(&ns);
-                while !stop.load(Ordering::Relaxed) {
-                    let at = Instant::now();
-                    let server = get();
-                    hits.lock().unwrap().push(Hit { at, server });
-                    thread::sleep(Duration::from_millis(5));
-                }
-            }));
-        }
-    }
-
     /// GET `path` from the daemon's metrics listener (in the director namespace).
     fn http(&self, path: &str) -> String {
         let path = path.to_string();
-        in_ns(&self.ns[0], move || {
+        in_ns(self.d(), move || {
             let mut s = TcpStream::connect(METRICS).expect("metrics listener");
             s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
             write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
@@ -319,38 +184,6 @@ impl Bed {
     }
 }
 
-fn get() -> Result<usize, String> {
-    let to: SocketAddr = format!("{VIP}:80").parse().unwrap();
-    let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(2))
-        .map_err(|e| format!("connect: {e}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-    s.write_all(b"GET /index.html HTTP/1.0\r\n\r\n")
-        .map_err(|e| format!("write: {e}"))?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).map_err(|e| format!("read: {e}"))?;
-    let text = String::from_utf8_lossy(&buf);
-    (1..=3)
-        .find(|i| text.ends_with(&format!("rs{i}\n")))
-        .ok_or_else(|| format!("answer: {text:?}"))
-}
-
-fn tally(hits: &Mutex<Vec<Hit>>, from: Instant, to: Instant) -> ([usize; 3], Vec<String>) {
-    let mut n = [0; 3];
-    let mut errs = Vec::new();
-    for h in hits
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|h| h.at >= from && h.at < to)
-    {
-        match &h.server {
-            Ok(i) => n[i - 1] += 1,
-            Err(e) => errs.push(e.clone()),
-        }
-    }
-    (n, errs)
-}
-
 /// The value of the sample whose line starts with `prefix` (name and labels).
 fn sample(text: &str, prefix: &str) -> Option<f64> {
     text.lines()
@@ -361,7 +194,7 @@ fn sample(text: &str, prefix: &str) -> Option<f64> {
 
 #[test]
 fn refusing_real_server_is_ejected_before_any_active_check_and_healthy_ones_stay() {
-    if let Some(why) = skip_reason() {
+    if let Some(why) = skip_reason(NEEDS) {
         println!("skipped: {why}");
         return;
     }
@@ -377,11 +210,10 @@ fn refusing_real_server_is_ejected_before_any_active_check_and_healthy_ones_stay
     )));
     bed.program();
 
-    let hits: Arc<Mutex<Vec<Hit>>> = Arc::default();
     let t0 = Instant::now();
-    bed.start_load(hits.clone());
+    let mut load = HttpLoad::start(bed.d(), vip(), 2, 3);
     let out = bed.wait_weights("rs3 ejected", Duration::from_secs(10), |w| w[BAD] == 0);
-    let (n, errs) = tally(&hits, t0, out);
+    let (n, errs) = load.tally(t0, out);
     println!(
         "rs3 (refusing) at weight 0 after {} ms of load; {} refused connections before \
          (consecutive = {CONSECUTIVE}), hits rs1 {} rs2 {}",
@@ -404,7 +236,7 @@ fn refusing_real_server_is_ejected_before_any_active_check_and_healthy_ones_stay
 
     // Out: no request fails; the healthy two serve.
     thread::sleep(Duration::from_millis(2_000));
-    let (n, errs) = tally(&hits, out + Duration::from_millis(50), Instant::now());
+    let (n, errs) = load.tally(out + Duration::from_millis(50), Instant::now());
     println!(
         "while rs3 is out: hits rs1 {} rs2 {}, failures {}",
         n[0],
@@ -532,7 +364,7 @@ fn refusing_real_server_is_ejected_before_any_active_check_and_healthy_ones_stay
         );
         thread::sleep(Duration::from_millis(100));
     }
-    let (n, _) = tally(&hits, t0, Instant::now());
+    let (n, _) = load.tally(t0, Instant::now());
     println!("in all: hits rs1 {} rs2 {}", n[0], n[1]);
     assert_eq!(
         &bed.weights()[..2],
@@ -542,16 +374,13 @@ fn refusing_real_server_is_ejected_before_any_active_check_and_healthy_ones_stay
 
     // Stopped while rs3 is out: its weight 0 is in the journal, and the weight to give
     // back in STATE.outlier; started again (detection off), the daemon gives it back.
-    bed.stop.store(true, Ordering::SeqCst);
-    for t in bed.load.drain(..) {
-        let _ = t.join();
-    }
-    let leftovers = bed.dir.join("state.json.outlier");
+    load.stop();
+    let leftovers = bed.base.dir().join("state.json.outlier");
     assert!(leftovers.exists());
-    let mut d = bed.daemon.take().unwrap();
+    let mut d = bed.base.take_daemon().unwrap();
     // SAFETY: a signal to the daemon this test started.
     assert_eq!(unsafe { libc::kill(d.id() as i32, libc::SIGTERM) }, 0);
-    assert!(d.wait().unwrap().success());
+    assert!(d.child().wait().unwrap().success());
     bed.start_daemon(None);
     let t = Instant::now();
     bed.wait_weights(
@@ -574,7 +403,7 @@ fn refusing_real_server_is_ejected_before_any_active_check_and_healthy_ones_stay
 /// noticed by the clients' SYNs sent again, and ejected.
 #[test]
 fn silent_real_server_is_ejected_by_its_unanswered_connection_attempts() {
-    if let Some(why) = skip_reason() {
+    if let Some(why) = skip_reason(NEEDS) {
         println!("skipped: {why}");
         return;
     }
@@ -587,7 +416,7 @@ fn silent_real_server_is_ejected_by_its_unanswered_connection_attempts() {
     // Nobody owns rs3's address any more: ARP goes unanswered, SYNs are lost.
     ip(&[
         "-n",
-        &bed.ns[1],
+        bed.r(),
         "addr",
         "del",
         &format!("{}/24", RIPS[BAD]),
@@ -596,9 +425,8 @@ fn silent_real_server_is_ejected_by_its_unanswered_connection_attempts() {
     ]);
     bed.start_daemon(Some("consecutive=2,base-ejection=30s"));
     bed.program();
-    let hits: Arc<Mutex<Vec<Hit>>> = Arc::default();
     let t0 = Instant::now();
-    bed.start_load(hits.clone());
+    let load = HttpLoad::start(bed.d(), vip(), 2, 3);
     let out = bed.wait_weights("silent rs3 ejected", Duration::from_secs(15), |w| {
         w[BAD] == 0
     });
@@ -609,7 +437,7 @@ fn silent_real_server_is_ejected_by_its_unanswered_connection_attempts() {
     assert!(out - t0 < Duration::from_secs(6), "took {:?}", out - t0);
     // Connects already waiting on rs3 time out (2 s); after them nothing fails.
     thread::sleep(Duration::from_millis(4_000));
-    let (n, errs) = tally(&hits, out + Duration::from_millis(2_500), Instant::now());
+    let (n, errs) = load.tally(out + Duration::from_millis(2_500), Instant::now());
     println!(
         "after: hits rs1 {} rs2 {}, failures {}",
         n[0],
