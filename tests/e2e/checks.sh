@@ -12,6 +12,9 @@
 #                                  `ipvsadm -Ln --stats` prints it, in the file STATS) have
 #                                  connection counts within MAX (default 1) of each other, and
 #                                  there are at least two of them
+#   e2e_check_xdp ARGS LOG MIN     when the daemon options ARGS hold `--backend xdp...` (the
+#                                  scripts run again that way): the daemon's log LOG says it
+#                                  runs on AF_XDP and at least MIN packets came in over it
 #
 # Needs CONN (scripts/lib/oracle-env.sh).
 
@@ -52,4 +55,13 @@ e2e_spread() { # NAME STATS PROT SVC [MAX]
     $(echo "$counts" | awk -v max="${5:-1}" '{ lo = hi = $1; for (i = 2; i <= NF; i++) {
       if ($i < lo) lo = $i; if ($i > hi) hi = $i } exit !(NF >= 2 && hi - lo <= max && hi > 0) }'; echo $?) \
     "$3 $4: per real server [$counts]"
+}
+
+e2e_check_xdp() { # DAEMON-ARGS DAEMON-LOG MIN
+  case " $1 " in *" --backend xdp"*) ;; *) return 0 ;; esac
+  local rx
+  rx=$("$RVS" stats --json | python3 -c "import json,sys; r=json.load(sys.stdin); print(next((c['value'] for c in r['engine'] if c['name']=='xdp_received'), 0))")
+  check "the daemon runs on AF_XDP ($1)" $(grep -q 'packet back-end: AF_XDP' "$2"; echo $?) \
+    "$(grep -m1 'back-end' "$2")"
+  check "AF_XDP received at least $3 packets" $([ "${rx:-0}" -ge "$3" ]; echo $?) "xdp_received $rx"
 }

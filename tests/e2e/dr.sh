@@ -116,5 +116,8 @@ check "no DR packet lost for want of a neighbour or route" \
 fwd=$(ip netns exec $D sysctl -n net.ipv4.conf.d0.forwarding)
 echo "(the director's forwarding sysctl is $fwd; DR frames leave through a packet socket)"
 
+# Run again with --backend xdp (scripts/test does): the packets came in over AF_XDP.
+e2e_check_xdp "${LAN_DAEMON_ARGS:-}" "$LAN_DIR/daemon.log" 1000
+
 if [ $fail = 0 ]; then echo "dr.sh: all checks passed"; else echo "dr.sh: FAILED"; cat "$T/daemon.log"; fi
 exit $fail

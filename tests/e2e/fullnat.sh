@@ -33,15 +33,12 @@ cleanup() {
 trap cleanup EXIT INT TERM
 bed_up
 
-fail=0
-check() { # NAME STATUS(0 = ok) DETAIL
-  if [ "$2" = 0 ]; then echo "ok   $1"; else echo "FAIL $1: $3"; fail=1; fi
-}
+. "$REPO/tests/e2e/checks.sh"
 VIP=$BED_VIP VIP6=$BED_VIP6 T=$BED_DIR
 
 # The real servers: no default route, the pools routed via the director; a second nginx
 # on 8080 that speaks PROXY protocol v2 and answers "rsN CLIENT PEER", and serves big.bin.
-head -c 100M /dev/urandom > "$T/big.bin"
+head -c "${E2E_BIG_MB:-100}M" /dev/urandom > "$T/big.bin"
 chmod 755 "$T"; chmod 644 "$T/big.bin"   # nginx's workers run as nobody
 want_sum=$(sha256sum < "$T/big.bin" | cut -d' ' -f1)
 for i in 1 2 3; do
@@ -112,9 +109,9 @@ check "12 IPv6 requests with PROXY v2 (client fd11::2, peer fd13::1)" $([ "$n" =
 
 # 3. 100 MB through the PROXY v2 service (the sequence numbers shifted all the way).
 got=$(bed_client sh -c "curl -s --max-time 120 http://$VIP:8080/big.bin | sha256sum" | cut -d' ' -f1)
-check "100 MB over IPv4 full-NAT arrive intact (sha256)" $([ "$got" = "$want_sum" ]; echo $?) "got $got"
+check "${E2E_BIG_MB:-100} MB over IPv4 full-NAT arrive intact (sha256)" $([ "$got" = "$want_sum" ]; echo $?) "got $got"
 got=$(bed_client sh -c "curl -s -g --max-time 120 'http://[$VIP6]:8080/big.bin' | sha256sum" | cut -d' ' -f1)
-check "100 MB over IPv6 full-NAT arrive intact (sha256)" $([ "$got" = "$want_sum" ]; echo $?) "got $got"
+check "${E2E_BIG_MB:-100} MB over IPv6 full-NAT arrive intact (sha256)" $([ "$got" = "$want_sum" ]; echo $?) "got $got"
 
 # 3b. 100 MB the other way, to a raw TCP sink on rs1 that keeps every byte it reads: the
 # PROXY v2 header must come first, then exactly the file (the client's sequence numbers
@@ -153,13 +150,13 @@ upload $VIP6 || true
 wait $sink || true
 hdr4=$(head -c 28 "$T/up0.bin" 2>/dev/null | od -An -tx1 | tr -d ' \n')
 got=$(tail -c +29 "$T/up0.bin" 2>/dev/null | sha256sum | cut -d' ' -f1)
-check "100 MB upload over IPv4: the PROXY v2 header (client 10.111.0.2), then the file" \
+check "${E2E_BIG_MB:-100} MB upload over IPv4: the PROXY v2 header (client 10.111.0.2), then the file" \
   $([ "${hdr4:0:48}" = 0d0a0d0a000d0a515549540a2111000c0a6f00020a6f6401 ] && [ "${hdr4:52:4}" = 2328 ] \
      && [ "$got" = "$want_sum" ]; echo $?) "header $hdr4, sha256 $got"
 hdr6=$(head -c 16 "$T/up1.bin" 2>/dev/null | od -An -tx1 | tr -d ' \n')
 cli6=$(head -c 32 "$T/up1.bin" 2>/dev/null | tail -c 16 | od -An -tx1 | tr -d ' \n')
 got=$(tail -c +53 "$T/up1.bin" 2>/dev/null | sha256sum | cut -d' ' -f1)
-check "100 MB upload over IPv6: the PROXY v2 header (client fd11::2), then the file" \
+check "${E2E_BIG_MB:-100} MB upload over IPv6: the PROXY v2 header (client fd11::2), then the file" \
   $([ "$hdr6" = "0d0a0d0a000d0a515549540a21210024" ] && [ "$cli6" = "fd110000000000000000000000000002" ] && [ "$got" = "$want_sum" ]; echo $?) \
   "header $hdr6 client $cli6, sha256 $got"
 rm -f "$T"/up[01].bin
@@ -177,13 +174,16 @@ check "15 UDP round trips over IPv4 full-NAT" $([ $ok = 15 ]; echo $?) "$ok of 1
 ok=0; for _ in $(seq 15); do bed_client "$CONN" -u -w 1000 -n 2 -d 32 $VIP6 53 && ok=$((ok+1)); done
 check "15 UDP round trips over IPv6 full-NAT" $([ $ok = 15 ]; echo $?) "$ok of 15"
 
+# Run again with --backend xdp (scripts/test does): the packets came in over AF_XDP.
+e2e_check_xdp "${BED_DAEMON_ARGS:-}" "$T/daemon.log" 1000
+
 # 6. A restart keeps the configuration.
 "$RVS" fullnat list > "$T/list1.txt"
 dpid=${BED_PIDS[-1]}
 kill "$dpid"; wait "$dpid" 2>/dev/null || true
 unset 'BED_PIDS[-1]'
 ip netns exec $BED_D "$RVS" daemon --socket "$RVS_SOCKET" --state "$T/state.json" \
-  --klog "$T/klog" >>"$T/daemon.log" 2>&1 & BED_PIDS+=($!)
+  --klog "$T/klog" ${BED_DAEMON_ARGS:-} >>"$T/daemon.log" 2>&1 & BED_PIDS+=($!)
 for _ in $(seq 100); do "$RVS" ping -q 2>/dev/null && break; sleep 0.05; done
 "$RVS" fullnat list > "$T/list2.txt"
 check "the full-NAT services survive a restart" $(cmp -s "$T/list1.txt" "$T/list2.txt"; echo $?) \

@@ -11,7 +11,8 @@
 #   usable at once (nodad, accept_dad=0) and the bridge does not snoop multicast (neighbour
 #   solicitations reach every port).
 #
-# lan_up TAG starts it and the rvs daemon (socket in $RVS_SOCKET); lan_down (the EXIT trap)
+# lan_up TAG starts it and the rvs daemon (socket in $RVS_SOCKET; with the extra options in
+# $LAN_DAEMON_ARGS, if set, e.g. `--backend xdp:d0`); lan_down (the EXIT trap)
 # removes everything. Sets LAN_C, LAN_D, LAN_RS (array), LAN_DIR, VIP, VIP6. Needs RVS and
 # CONN (scripts/lib/oracle-env.sh: oracle_prepare) and nginx. LAN_RS_HOOK, if set, is run as
 # `$LAN_RS_HOOK NS I` for each real server before its nginx starts.
@@ -83,7 +84,7 @@ lan_up() {
   done
   export RVS_SOCKET=$LAN_DIR/rvs.sock
   ip netns exec $LAN_D "$RVS" daemon --socket "$RVS_SOCKET" --state "$LAN_DIR/state.json" \
-    >"$LAN_DIR/daemon.log" 2>&1 & LAN_PIDS+=($!)
+    ${LAN_DAEMON_ARGS:-} >"$LAN_DIR/daemon.log" 2>&1 & LAN_PIDS+=($!)
   for _ in $(seq 100); do "$RVS" ping -q 2>/dev/null && return 0; sleep 0.05; done
   echo "lanbed: the rvs daemon did not start:" >&2; cat "$LAN_DIR/daemon.log" >&2
   return 1

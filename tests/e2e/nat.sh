@@ -163,5 +163,8 @@ e2e_spread "IPv4 UDP" "$T/stats.txt" UDP $VIP:53
 e2e_spread "IPv6 UDP" "$T/stats.txt" UDP "[$VIP6]:53"
 e2e_spread "local method, IPv4" "$T/stats.txt" TCP $VIP:82
 e2e_spread "local method, IPv6" "$T/stats.txt" TCP "[$VIP6]:82"
+# Run again with --backend xdp (scripts/test does): the packets came in over AF_XDP.
+e2e_check_xdp "${BED_DAEMON_ARGS:-}" "$BED_DIR/daemon.log" 10000
+
 if [ $fail = 0 ]; then echo "nat.sh: all checks passed"; else echo "nat.sh: FAILED"; tail -20 "$BED_DIR/daemon.log"; fi
 exit $fail

@@ -129,5 +129,8 @@ tunnelled=$(lan_counter tunnelled)
 check "the data plane counted the packets tunnelled" $([ "$tunnelled" -ge 1200 ]; echo $?) "tunnelled $tunnelled"
 check "none dropped for want of a route" $([ "$(lan_counter no_route)" = 0 ]; echo $?) "no_route $(lan_counter no_route)"
 
+# Run again with --backend xdp (scripts/test does): the packets came in over AF_XDP.
+e2e_check_xdp "${LAN_DAEMON_ARGS:-}" "$LAN_DIR/daemon.log" 1000
+
 if [ $fail = 0 ]; then echo "tunnel.sh: all checks passed"; else echo "tunnel.sh: FAILED"; cat "$T/stats.txt" "$T/daemon.log"; fi
 exit $fail
