@@ -197,7 +197,7 @@ innode "$RVS" k8s run -v --server "$API" --config "$T/kube-proxy.yaml" --node no
   --node-addresses 192.168.77.1 --socket "$RVS_SOCKET" \
   --healthz-bind-address 127.0.0.1:16256 --metrics-bind-address 127.0.0.1:16249 \
   >"$T/k8s.log" 2>&1 &
-PIDS+=($!)
+K8S_PID=$!; PIDS+=($K8S_PID)
 
 table() { innode "$RVS" ipvsadm -Ln; }
 wait_for() { # DESCRIPTION COMMAND...: polls for 10 s
@@ -311,6 +311,18 @@ hc_code() { [ "$(hc "$1" | cut -d' ' -f1)" = "$2" ]; }
 rc=0; wait_for "lbl's health check -> 503" hc_code 32100 503 || rc=1
 check "health-check node port: 503 once the local endpoint terminates" $rc "got: $(hc 32100)"
 
+# Checklist 5: changing only sessionAffinity edits web's two virtual services in place
+# (one EditService each, nothing removed, both endpoints kept).
+lines=$(wc -l < "$T/k8s.log")
+service web 10.96.0.10 NodePort 30080 | sed 's/"sessionAffinity": "None"/"sessionAffinity": "ClientIP", "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 600}}/' > "$T/aff.json"
+fake apply "$T/aff.json"
+persistent() { table | grep -E '^TCP +(10.96.0.10:80|192.168.77.1:30080) ' | grep -c 'persistent 600' | grep -qx 2; }
+rc=0; wait_for "web persistent" persistent || rc=1
+line=$(tail -n +$((lines + 1)) "$T/k8s.log" | grep -m1 'sync partial' || true)
+check "sessionAffinity changed in place: 2 VSs persistent, one edit each, no RS removed" \
+  $([ $rc = 0 ] && echo "$line" | grep -q 'sync partial: 1 services, 2 ops, 0 refused' &&
+    has_dests 10.96.0.10:80 "10.244.1.11 10.244.1.12"; echo $?) "$line / $(table)"
+
 # 3. endpoints change while traffic flows: a stream of requests, each on a new connection
 # (curl's --max-time 2: a request sent to an endpoint that left would time out or be reset).
 ip netns exec $PC sh -c "i=0; while [ ! -f $T/stop ]; do i=\$((i+1));
@@ -379,6 +391,18 @@ rc=0; nft_tables=$(innode nft list tables) || rc=1
 check "the node plumbing is rvs's own tables" \
   $([ $rc = 0 ] && [ "$(echo "$nft_tables" | sort | tr '\n' ' ')" = "table arp rvs-k8s table inet rvs-k8s " ]; echo $?) \
   "$nft_tables"
+
+# 7. Checklist 44: `rvs k8s cleanup` (kube-proxy's --cleanup), with the proxy stopped: an
+# empty table, no service address routed locally, no rvs-k8s tables.
+kill "$K8S_PID"; wait "$K8S_PID" 2>/dev/null || true
+vips_before=$(ip -n $N route show table local | grep -c ' 10\.96\.' || true)
+rc=0; innode "$RVS" k8s cleanup --socket "$RVS_SOCKET" || rc=$?
+vss=$(table | grep -cE '^(TCP|UDP|SCTP) ' || true)
+vips=$(ip -n $N route show table local | grep -c ' 10\.96\.' || true)
+nft_left=$(innode nft list tables | grep -c rvs-k8s || true)
+check "rvs k8s cleanup: empty table, no service address, no nftables tables" \
+  $([ $rc = 0 ] && [ "$vss" = 0 ] && [ "$vips_before" -gt 0 ] && [ "$vips" = 0 ] && [ "$nft_left" = 0 ]; echo $?) \
+  "exit $rc, $vss virtual services, $vips local routes ($vips_before before), $nft_left tables"
 
 [ $fail = 0 ] && echo "k8s.sh: all checks passed" || echo "k8s.sh: FAILED"
 exit $fail
