@@ -340,7 +340,15 @@ fn endpoints_map(
     node_name: &str,
 ) -> BTreeMap<PortKey, Vec<Endpoint>> {
     let mut sorted: Vec<&EndpointSlice> = slices.iter().collect();
-    sorted.sort_by_key(|s| nn(&s.metadata));
+    // Compared by reference: `sort_by_key(nn)` allocated two Strings per comparison.
+    fn key(s: &EndpointSlice) -> (&str, &str) {
+        let m = &s.metadata;
+        (
+            m.namespace.as_deref().unwrap_or(""),
+            m.name.as_deref().unwrap_or(""),
+        )
+    }
+    sorted.sort_by(|a, b| key(a).cmp(&key(b)));
     let mut merged: BTreeMap<PortKey, BTreeMap<(IpAddr, u16), Endpoint>> = BTreeMap::new();
     for slice in sorted {
         if has_label(&slice.metadata, LABEL_HEADLESS)
