@@ -286,6 +286,32 @@ ip -n $X route del 10.96.0.10/32 dev x0
 rc=0; ip -n $X neigh show 192.168.77.1 | grep -q lladdr || rc=1
 check "ARP still answered for the node address" $rc "$(ip -n $X neigh)"
 
+# Checklist 28: loadBalancerSourceRanges. A LoadBalancer whose ingress IP 198.51.100.7 is
+# open to 203.0.113.0/24 only: the outside client (192.168.77.2) is dropped; once the
+# range holds it, it is answered.
+lb_ranges() { # RANGE
+  cat <<JSON
+{"apiVersion": "v1", "kind": "Service",
+ "metadata": {"name": "fw", "namespace": "default", "uid": "uid-svc-fw", "resourceVersion": "1"},
+ "spec": {"type": "LoadBalancer", "clusterIP": "10.96.0.50", "clusterIPs": ["10.96.0.50"],
+  "ipFamilies": ["IPv4"], "ipFamilyPolicy": "SingleStack", "sessionAffinity": "None",
+  "externalTrafficPolicy": "Cluster", "internalTrafficPolicy": "Cluster",
+  "loadBalancerSourceRanges": ["$1"], "selector": {"app": "fw"},
+  "ports": [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": 8080, "nodePort": 30095}]},
+ "status": {"loadBalancer": {"ingress": [{"ip": "198.51.100.7", "ipMode": "VIP"}]}}}
+JSON
+}
+lb_ranges 203.0.113.0/24 > "$T/fw1.json"; slice fw "10.244.1.11:ready" > "$T/fw2.json"
+fake apply "$T/fw1.json"; fake apply "$T/fw2.json"
+rc=0; wait_for "fw's LB VIP programmed" has_dests 198.51.100.7:80 "10.244.1.11" || rc=1
+rc2=0; ip netns exec $X curl -s --max-time 2 http://198.51.100.7/ >/dev/null || rc2=$?
+check "loadBalancerSourceRanges: a client outside the ranges is dropped" \
+  $([ $rc = 0 ] && [ $rc2 = 28 ]; echo $?) "curl exit $rc2 (28 = timed out), $(table | grep -A1 198.51)"
+lb_ranges 192.168.77.0/24 > "$T/fw3.json"; fake apply "$T/fw3.json"
+fw_open() { ip netns exec $X curl -s --max-time 1 http://198.51.100.7/ | grep -q '^rs1 '; }
+rc=0; wait_for "fw open to 192.168.77.0/24" fw_open || rc=1
+check "loadBalancerSourceRanges: a client inside the ranges is answered" $rc "$(table | grep -A1 198.51)"
+
 # externalTrafficPolicy Local keeps the client's address (KUBE-NODE-PORT-LOCAL-TCP).
 http $X 10 http://192.168.77.1:30090/ "$T/local.txt"
 n=$(grep -c '^rs1 192.168.77.2$' "$T/local.txt" || true)
