@@ -197,7 +197,7 @@ innode "$RVS" k8s run -v --server "$API" --config "$T/kube-proxy.yaml" --node no
   --node-addresses 192.168.77.1 --socket "$RVS_SOCKET" \
   --healthz-bind-address 127.0.0.1:16256 --metrics-bind-address 127.0.0.1:16249 \
   >"$T/k8s.log" 2>&1 &
-PIDS+=($!)
+K8S_PID=$!; PIDS+=($K8S_PID)
 
 table() { innode "$RVS" ipvsadm -Ln; }
 wait_for() { # DESCRIPTION COMMAND...: polls for 10 s
@@ -286,6 +286,32 @@ ip -n $X route del 10.96.0.10/32 dev x0
 rc=0; ip -n $X neigh show 192.168.77.1 | grep -q lladdr || rc=1
 check "ARP still answered for the node address" $rc "$(ip -n $X neigh)"
 
+# Checklist 28: loadBalancerSourceRanges. A LoadBalancer whose ingress IP 198.51.100.7 is
+# open to 203.0.113.0/24 only: the outside client (192.168.77.2) is dropped; once the
+# range holds it, it is answered.
+lb_ranges() { # RANGE
+  cat <<JSON
+{"apiVersion": "v1", "kind": "Service",
+ "metadata": {"name": "fw", "namespace": "default", "uid": "uid-svc-fw", "resourceVersion": "1"},
+ "spec": {"type": "LoadBalancer", "clusterIP": "10.96.0.50", "clusterIPs": ["10.96.0.50"],
+  "ipFamilies": ["IPv4"], "ipFamilyPolicy": "SingleStack", "sessionAffinity": "None",
+  "externalTrafficPolicy": "Cluster", "internalTrafficPolicy": "Cluster",
+  "loadBalancerSourceRanges": ["$1"], "selector": {"app": "fw"},
+  "ports": [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": 8080, "nodePort": 30095}]},
+ "status": {"loadBalancer": {"ingress": [{"ip": "198.51.100.7", "ipMode": "VIP"}]}}}
+JSON
+}
+lb_ranges 203.0.113.0/24 > "$T/fw1.json"; slice fw "10.244.1.11:ready" > "$T/fw2.json"
+fake apply "$T/fw1.json"; fake apply "$T/fw2.json"
+rc=0; wait_for "fw's LB VIP programmed" has_dests 198.51.100.7:80 "10.244.1.11" || rc=1
+rc2=0; ip netns exec $X curl -s --max-time 2 http://198.51.100.7/ >/dev/null || rc2=$?
+check "loadBalancerSourceRanges: a client outside the ranges is dropped" \
+  $([ $rc = 0 ] && [ $rc2 = 28 ]; echo $?) "curl exit $rc2 (28 = timed out), $(table | grep -A1 198.51)"
+lb_ranges 192.168.77.0/24 > "$T/fw3.json"; fake apply "$T/fw3.json"
+fw_open() { ip netns exec $X curl -s --max-time 1 http://198.51.100.7/ | grep -q '^rs1 '; }
+rc=0; wait_for "fw open to 192.168.77.0/24" fw_open || rc=1
+check "loadBalancerSourceRanges: a client inside the ranges is answered" $rc "$(table | grep -A1 198.51)"
+
 # externalTrafficPolicy Local keeps the client's address (KUBE-NODE-PORT-LOCAL-TCP).
 http $X 10 http://192.168.77.1:30090/ "$T/local.txt"
 n=$(grep -c '^rs1 192.168.77.2$' "$T/local.txt" || true)
@@ -310,6 +336,18 @@ slice lbl "10.244.1.11:terminating 10.244.1.12:remote" > "$T/hc1.json"; fake app
 hc_code() { [ "$(hc "$1" | cut -d' ' -f1)" = "$2" ]; }
 rc=0; wait_for "lbl's health check -> 503" hc_code 32100 503 || rc=1
 check "health-check node port: 503 once the local endpoint terminates" $rc "got: $(hc 32100)"
+
+# Checklist 5: changing only sessionAffinity edits web's two virtual services in place
+# (one EditService each, nothing removed, both endpoints kept).
+lines=$(wc -l < "$T/k8s.log")
+service web 10.96.0.10 NodePort 30080 | sed 's/"sessionAffinity": "None"/"sessionAffinity": "ClientIP", "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 600}}/' > "$T/aff.json"
+fake apply "$T/aff.json"
+persistent() { table | grep -E '^TCP +(10.96.0.10:80|192.168.77.1:30080) ' | grep -c 'persistent 600' | grep -qx 2; }
+rc=0; wait_for "web persistent" persistent || rc=1
+line=$(tail -n +$((lines + 1)) "$T/k8s.log" | grep -m1 'sync partial' || true)
+check "sessionAffinity changed in place: 2 VSs persistent, one edit each, no RS removed" \
+  $([ $rc = 0 ] && echo "$line" | grep -q 'sync partial: 1 services, 2 ops, 0 refused' &&
+    has_dests 10.96.0.10:80 "10.244.1.11 10.244.1.12"; echo $?) "$line / $(table)"
 
 # 3. endpoints change while traffic flows: a stream of requests, each on a new connection
 # (curl's --max-time 2: a request sent to an endpoint that left would time out or be reset).
@@ -379,6 +417,18 @@ rc=0; nft_tables=$(innode nft list tables) || rc=1
 check "the node plumbing is rvs's own tables" \
   $([ $rc = 0 ] && [ "$(echo "$nft_tables" | sort | tr '\n' ' ')" = "table arp rvs-k8s table inet rvs-k8s " ]; echo $?) \
   "$nft_tables"
+
+# 7. Checklist 44: `rvs k8s cleanup` (kube-proxy's --cleanup), with the proxy stopped: an
+# empty table, no service address routed locally, no rvs-k8s tables.
+kill "$K8S_PID"; wait "$K8S_PID" 2>/dev/null || true
+vips_before=$(ip -n $N route show table local | grep -c ' 10\.96\.' || true)
+rc=0; innode "$RVS" k8s cleanup --socket "$RVS_SOCKET" || rc=$?
+vss=$(table | grep -cE '^(TCP|UDP|SCTP) ' || true)
+vips=$(ip -n $N route show table local | grep -c ' 10\.96\.' || true)
+nft_left=$(innode nft list tables | grep -c rvs-k8s || true)
+check "rvs k8s cleanup: empty table, no service address, no nftables tables" \
+  $([ $rc = 0 ] && [ "$vss" = 0 ] && [ "$vips_before" -gt 0 ] && [ "$vips" = 0 ] && [ "$nft_left" = 0 ]; echo $?) \
+  "exit $rc, $vss virtual services, $vips local routes ($vips_before before), $nft_left tables"
 
 [ $fail = 0 ] && echo "k8s.sh: all checks passed" || echo "k8s.sh: FAILED"
 exit $fail

@@ -16,6 +16,7 @@ usage: rvs k8s plan --objects FILE [--config FILE] [--node NAME] [--node-address
        rvs k8s run [--config FILE] [--kubeconfig FILE | --server URL] [--node NAME]
                    [--socket PATH] [--node-addresses ADDR,...] [--healthz-bind-address ADDR]
                    [--metrics-bind-address ADDR] [--tun NAME | --no-nftables] [-v]
+       rvs k8s cleanup [--socket PATH] [--no-nftables]
        rvs k8s fake-apiserver --objects FILE [--listen ADDR]
 
   --objects FILE         Services, EndpointSlices and Nodes as `kubectl get
@@ -50,6 +51,11 @@ run: watch Services, EndpointSlices and this node's Node and keep the table of a
                          stray ports of service IPs, no ARP for service IPs)
   -v                     one line per sync on stderr
 
+cleanup: kube-proxy's `--cleanup` for rvs (stop `rvs k8s run` first): flush the daemon's
+whole table (as kube-proxy's `ipvs.Flush()`, `ipvsadm -C`; the daemon removes the service
+addresses' routes with their services) and delete the nftables tables inet rvs-k8s and
+arp rvs-k8s (unless --no-nftables).
+
 fake-apiserver: serve FILE's Services, EndpointSlices and Nodes with the API server's
 list and watch wire format on ADDR (default 127.0.0.1:6443, plain HTTP); change them
 while it runs with `curl --data-binary @objs.json ADDR/fake/apply` (or /fake/delete),
@@ -62,6 +68,7 @@ pub fn run(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> i32 {
         Some("plan") => plan_main(&args[1..], out, err, Print::Plan),
         Some("sets") => plan_main(&args[1..], out, err, Print::Sets),
         Some("run") => run_main(&args[1..], err),
+        Some("cleanup") => cleanup_main(&args[1..], err),
         Some("fake-apiserver") => fake_main(&args[1..], out, err),
         Some("help" | "--help" | "-h") => {
             let _ = out.write_all(USAGE.as_bytes());
@@ -439,6 +446,51 @@ fn run_main(args: &[String], err: &mut dyn Write) -> i32 {
             1
         }
     }
+}
+
+/// `rvs k8s cleanup`: what kube-proxy's `--cleanup` leaves (reference §6, 44): an empty
+/// table, no service addresses, none of the proxy's filtering rules.
+fn cleanup_main(args: &[String], err: &mut dyn Write) -> i32 {
+    let mut socket = None;
+    let mut nftables = true;
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--no-nftables" => nftables = false,
+            "--socket" => match it.next() {
+                Some(v) => socket = Some(std::path::PathBuf::from(v)),
+                None => return usage(err, "cleanup: --socket needs a value"),
+            },
+            a if a.starts_with("--socket=") => {
+                socket = Some(std::path::PathBuf::from(&a["--socket=".len()..]));
+            }
+            _ => return usage(err, &format!("cleanup: unknown option {arg:?}")),
+        }
+    }
+    let socket = socket.unwrap_or_else(default_socket);
+    let mut status = 0;
+    match rvs_ctl::Client::connect(&socket).map_err(|e| e.to_string()) {
+        Ok(mut c) => match c.replace(&[]) {
+            Ok(Ok(_)) => {}
+            Ok(Err((_, e))) => {
+                let _ = writeln!(err, "rvs k8s: cleanup: the daemon refused the flush: {e}");
+                status = 1;
+            }
+            Err(e) => {
+                let _ = writeln!(err, "rvs k8s: cleanup: {e}");
+                status = 1;
+            }
+        },
+        Err(e) => {
+            let _ = writeln!(err, "rvs k8s: cleanup: {}: {e}", socket.display());
+            status = 1;
+        }
+    }
+    if nftables && let Err(e) = crate::nft::remove() {
+        let _ = writeln!(err, "rvs k8s: cleanup: {e}");
+        status = 1;
+    }
+    status
 }
 
 fn fake_main(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> i32 {

@@ -37,7 +37,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -136,6 +136,12 @@ struct Store {
     snapshots: VecDeque<(u64, u64, ListSnapshot)>,
     next_snapshot: u64,
     counts: Counts,
+    /// Kinds whose lists are not answered until released (tests of what happens before
+    /// the initial lists are in).
+    held: BTreeSet<&'static str>,
+    /// Being dropped: requests get 503, so that clients (which would watch again at once
+    /// on their kept-alive connections) let the graceful shutdown finish.
+    closing: bool,
 }
 
 impl Store {
@@ -454,6 +460,8 @@ impl FakeApi {
             snapshots: VecDeque::new(),
             next_snapshot: 0,
             counts: Counts::default(),
+            held: BTreeSet::new(),
+            closing: false,
         };
         for (kind, obj) in objects {
             let (key, mut obj) = normalise(kind, obj)?;
@@ -549,6 +557,17 @@ impl FakeApi {
         lock(&self.store).watchers.clear();
     }
 
+    /// Lists of `kind` wait (the request stays open) until [`FakeApi::release_lists`];
+    /// watches are answered as usual.
+    pub fn hold_lists(&self, kind: Kind) {
+        lock(&self.store).held.insert(kind.name());
+    }
+
+    /// Answer the held lists of `kind`, and later ones at once.
+    pub fn release_lists(&self, kind: Kind) {
+        lock(&self.store).held.remove(kind.name());
+    }
+
     /// How many watch streams are open.
     pub fn open_watches(&self) -> usize {
         let mut st = lock(&self.store);
@@ -559,7 +578,13 @@ impl FakeApi {
 
 impl Drop for FakeApi {
     fn drop(&mut self) {
-        lock(&self.store).watchers.clear();
+        {
+            let mut st = lock(&self.store);
+            st.watchers.clear();
+            // A held list would keep its connection, and the graceful shutdown, waiting.
+            st.held.clear();
+            st.closing = true;
+        }
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
@@ -667,28 +692,43 @@ fn router(store: Arc<Mutex<Store>>) -> Router {
 type St = State<Arc<Mutex<Store>>>;
 
 async fn list_all_services(State(s): St, RawQuery(q): RawQuery) -> Response {
+    wait_unheld(&s, Kind::Service, q.as_deref()).await;
     collection(&s, Kind::Service, None, q.as_deref())
 }
 async fn list_ns_services(State(s): St, Path(ns): Path<String>, RawQuery(q): RawQuery) -> Response {
+    wait_unheld(&s, Kind::Service, q.as_deref()).await;
     collection(&s, Kind::Service, Some(ns), q.as_deref())
 }
 async fn get_service(State(s): St, Path((ns, name)): Path<(String, String)>) -> Response {
     get_one(&s, Kind::Service, &ns, &name)
 }
 async fn list_all_slices(State(s): St, RawQuery(q): RawQuery) -> Response {
+    wait_unheld(&s, Kind::EndpointSlice, q.as_deref()).await;
     collection(&s, Kind::EndpointSlice, None, q.as_deref())
 }
 async fn list_ns_slices(State(s): St, Path(ns): Path<String>, RawQuery(q): RawQuery) -> Response {
+    wait_unheld(&s, Kind::EndpointSlice, q.as_deref()).await;
     collection(&s, Kind::EndpointSlice, Some(ns), q.as_deref())
 }
 async fn get_slice(State(s): St, Path((ns, name)): Path<(String, String)>) -> Response {
     get_one(&s, Kind::EndpointSlice, &ns, &name)
 }
 async fn list_nodes(State(s): St, RawQuery(q): RawQuery) -> Response {
+    wait_unheld(&s, Kind::Node, q.as_deref()).await;
     collection(&s, Kind::Node, None, q.as_deref())
 }
 async fn get_node(State(s): St, Path(name): Path<String>) -> Response {
     get_one(&s, Kind::Node, "", &name)
+}
+
+/// A list of a held kind waits until it is released (watches do not).
+async fn wait_unheld(store: &Mutex<Store>, kind: Kind, raw: Option<&str>) {
+    if Query::parse(raw).flag("watch") {
+        return;
+    }
+    while lock(store).held.contains(kind.name()) {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
 }
 
 fn get_one(store: &Mutex<Store>, kind: Kind, ns: &str, name: &str) -> Response {
@@ -764,6 +804,9 @@ fn collection(
     ns: Option<String>,
     raw: Option<&str>,
 ) -> Response {
+    if lock(store).closing {
+        return status_response(503, "ServiceUnavailable", "the server is shutting down");
+    }
     let q = Query::parse(raw);
     let labels = match Selector::parse(q.get("labelSelector").unwrap_or("")) {
         Ok(s) => s,

@@ -23,8 +23,12 @@
 //!   endpoint rvs chose, so it is decided on the packet rvs writes out of the TUN;
 //! * ARP: the service addresses are `local` routes (rvs's data plane), not addresses on an
 //!   interface, and requests for them are dropped in the `arp` family's input hook — the
-//!   kernel never answers them on the node's interfaces, whatever `strictARP` says.
-//!   (IPv6 neighbour solicitations for service IPs are not filtered yet.)
+//!   kernel never answers them on the node's interfaces, whatever `strictARP` says;
+//! * neighbour discovery: solicitations whose target is an IPv6 service IP are dropped in
+//!   the `inet` table's input hook (from any interface but the TUN). Linux answers a
+//!   solicitation only for an address of the receiving interface, so a `local` route alone
+//!   is never answered; what the filter stops is proxy NDP (`proxy_ndp` with a proxy entry
+//!   for the address, as some CNIs and announcers set up), the IPv6 form of proxy ARP.
 
 use crate::net::Cidr;
 use crate::sets::{Entry, FamilySets, SetId, proto_name};
@@ -134,7 +138,11 @@ fn set(
     flags: &str,
     elems: &[String],
 ) {
-    let _ = write!(out, "\tset {name} {{\n\t\ttype {ty}\n");
+    if ty.starts_with("typeof ") {
+        let _ = write!(out, "\tset {name} {{\n\t\t{ty}\n");
+    } else {
+        let _ = write!(out, "\tset {name} {{\n\t\ttype {ty}\n");
+    }
     if !flags.is_empty() {
         let _ = writeln!(out, "\t\tflags {flags}");
     }
@@ -416,6 +424,30 @@ pub fn rules(state: &NodeState, opts: &NodeOptions) -> Rules {
             "\t\tiifname \"{tun}\" {dst} . {ip} saddr @loop-back-{s} masquerade fully-random"
         );
     }
+    // Neighbour solicitations for IPv6 service IPs (the counterpart of the `arp` table).
+    // nft 1.0 has no named field for the target address: it is the 16 bytes at offset 8
+    // of the ICMPv6 header, compared as a 128-bit integer (hence the set's `typeof`).
+    let v6: Vec<String> = state
+        .family(Af::V6)
+        .map(|f| {
+            f.get(SetId::IpvsIps)
+                .iter()
+                .filter_map(|e| match e {
+                    Entry::Ip(IpAddr::V6(a)) => Some(format!("0x{:032x}", u128::from(*a))),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    set(
+        &mut o,
+        &mut el,
+        "inet",
+        "nd-targets-6",
+        "typeof @th,64,128",
+        "",
+        &v6,
+    );
     for p in ["tcp", "udp"] {
         let _ = writeln!(masq, "\t\t{p} dport @node-port-local-{p} return");
         let _ = writeln!(masq, "\t\t{p} dport @node-port-{p} masquerade fully-random");
@@ -425,6 +457,8 @@ pub fn rules(state: &NodeState, opts: &NodeOptions) -> Rules {
         "\tchain services {{\n{services}\t}}\n\
          \tchain forward {{\n\t\ttype filter hook forward priority filter; policy accept;\n\t\tjump services\n\t}}\n\
          \tchain output {{\n\t\ttype filter hook output priority filter; policy accept;\n\t\tjump services\n\t}}\n\
+         \tchain input {{\n\t\ttype filter hook input priority filter; policy accept;\n\
+         \t\tiifname != \"{tun}\" icmpv6 type nd-neighbor-solicit @th,64,128 @nd-targets-6 drop\n\t}}\n\
          \tchain masquerade-services {{\n{masq}\t}}\n\
          \tchain postrouting {{\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n\
          \t\toifname \"{tun}\" jump masquerade-services\n{post}\t}}\n}}\n"

@@ -47,6 +47,20 @@ pub struct Plan {
     pub ops: Vec<Op>,
     pub sets: Vec<FamilySets>,
     pub warnings: Vec<String>,
+    /// Services with a Local traffic policy that have endpoints but none on this node
+    /// (`serviceNoLocalEndpoints{Internal,External}`, behind
+    /// `kubeproxy_sync_proxy_rules_no_local_endpoints_total`).
+    pub no_local_endpoints: BTreeSet<NoLocalEndpoints>,
+}
+
+/// One entry of [`Plan::no_local_endpoints`].
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NoLocalEndpoints {
+    pub family: Af,
+    /// `internal` or `external` (the metric's `traffic_policy` label).
+    pub traffic_policy: &'static str,
+    /// `namespace/name`.
+    pub service: String,
 }
 
 impl Plan {
@@ -326,7 +340,15 @@ fn endpoints_map(
     node_name: &str,
 ) -> BTreeMap<PortKey, Vec<Endpoint>> {
     let mut sorted: Vec<&EndpointSlice> = slices.iter().collect();
-    sorted.sort_by_key(|s| nn(&s.metadata));
+    // Compared by reference: `sort_by_key(nn)` allocated two Strings per comparison.
+    fn key(s: &EndpointSlice) -> (&str, &str) {
+        let m = &s.metadata;
+        (
+            m.namespace.as_deref().unwrap_or(""),
+            m.name.as_deref().unwrap_or(""),
+        )
+    }
+    sorted.sort_by(|a, b| key(a).cmp(&key(b)));
     let mut merged: BTreeMap<PortKey, BTreeMap<(IpAddr, u16), Endpoint>> = BTreeMap::new();
     for slice in sorted {
         if has_label(&slice.metadata, LABEL_HEADLESS)
@@ -563,6 +585,7 @@ pub fn plan(input: &PlanInput) -> Plan {
     let scheduler = input.config.scheduler().to_string();
     let mut vss: BTreeMap<ServiceKey, VirtualService> = BTreeMap::new();
     let mut families = Vec::new();
+    let mut no_local_endpoints = BTreeSet::new();
     for af in [Af::V4, Af::V6] {
         let mut sets = FamilySets::new(af);
         let node_address_set: BTreeSet<IpAddr> = input
@@ -626,6 +649,27 @@ pub fn plan(input: &PlanInput) -> Plan {
                 Entry::IpPort(info.cluster_ip, proto, info.port),
             );
             sets.insert(SetId::IpvsIps, Entry::Ip(info.cluster_ip));
+            // syncEndpoint: a port that uses local endpoints, has endpoints, and none here.
+            if info.uses_local_endpoints()
+                && eps.iter().any(|e| e.ready || e.serving_terminating())
+                && !eps
+                    .iter()
+                    .any(|e| e.local && (e.ready || e.serving_terminating()))
+            {
+                let service = format!("{}/{}", info.key.namespace, info.key.name);
+                for (local, traffic_policy) in [
+                    (info.internal_policy_local, "internal"),
+                    (info.external_policy_local, "external"),
+                ] {
+                    if local {
+                        no_local_endpoints.insert(NoLocalEndpoints {
+                            family: af,
+                            traffic_policy,
+                            service: service.clone(),
+                        });
+                    }
+                }
+            }
             let internal = chosen(
                 eps,
                 info,
@@ -747,5 +791,6 @@ pub fn plan(input: &PlanInput) -> Plan {
         ops,
         sets: families,
         warnings,
+        no_local_endpoints,
     }
 }

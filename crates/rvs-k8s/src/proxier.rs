@@ -8,7 +8,7 @@
 use crate::config::ProxyConfig;
 use crate::drain;
 use crate::nft::NodeState;
-use crate::plan::{LABEL_SERVICE_NAME, PlanInput, plan};
+use crate::plan::{LABEL_SERVICE_NAME, NoLocalEndpoints, PlanInput, plan};
 use crate::sets::FamilySets;
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -101,6 +101,8 @@ pub struct Proxier {
     owners: HashMap<ServiceKey, SvcName>,
     /// Each service's sets as `plan` derives them (the node plumbing's input).
     sets: HashMap<SvcName, Vec<FamilySets>>,
+    /// Each service's Local policies without a local endpoint, as last planned.
+    no_local: HashMap<SvcName, BTreeSet<NoLocalEndpoints>>,
     /// Whether the sets or the services without endpoints changed since `node_state`.
     node_dirty: bool,
     /// The next full sync plans every service again (start, Node changes), not only
@@ -180,6 +182,7 @@ impl Proxier {
             owners: HashMap::new(),
             draining: HashSet::new(),
             sets: HashMap::new(),
+            no_local: HashMap::new(),
             node_dirty: false,
             replan_all: true,
             dirty: BTreeMap::new(),
@@ -436,13 +439,17 @@ impl Proxier {
         self.plan_service_sets(name).0
     }
 
-    /// The virtual services of one Service and its sets.
-    fn plan_service_sets(&self, name: &SvcName) -> (Vec<PlannedVs>, Vec<FamilySets>) {
+    /// The virtual services of one Service, its sets and its Local policies without a
+    /// local endpoint.
+    fn plan_service_sets(
+        &self,
+        name: &SvcName,
+    ) -> (Vec<PlannedVs>, Vec<FamilySets>, BTreeSet<NoLocalEndpoints>) {
         let Some(e) = self.entries.get(name) else {
-            return (Vec::new(), Vec::new());
+            return Default::default();
         };
         let Some(svc) = &e.service else {
-            return (Vec::new(), Vec::new());
+            return Default::default();
         };
         let p = plan(&PlanInput {
             services: std::slice::from_ref(svc),
@@ -467,7 +474,26 @@ impl Proxier {
                 _ => {}
             }
         }
-        (out, p.sets)
+        (out, p.sets, p.no_local_endpoints)
+    }
+
+    fn file_no_local(&mut self, name: &SvcName, no_local: BTreeSet<NoLocalEndpoints>) {
+        if no_local.is_empty() {
+            self.no_local.remove(name);
+        } else {
+            self.no_local.insert(name.clone(), no_local);
+        }
+    }
+
+    /// How many services have a Local traffic policy, endpoints, and none on this node,
+    /// per (family, `internal`/`external`), as of the last sync
+    /// (`kubeproxy_sync_proxy_rules_no_local_endpoints_total`).
+    pub fn no_local_endpoints(&self) -> BTreeMap<(rvs_core::Af, &'static str), usize> {
+        let mut out = BTreeMap::new();
+        for e in self.no_local.values().flatten() {
+            *out.entry((e.family, e.traffic_policy)).or_insert(0) += 1;
+        }
+        out
     }
 
     /// Files a service's sets; notes whether the node plumbing must be rewritten.
@@ -517,6 +543,11 @@ impl Proxier {
             );
         }
         out
+    }
+
+    /// Where the health-check node ports listen (`nodePortAddresses`).
+    pub fn health_check_addresses(&self) -> Vec<IpAddr> {
+        crate::hcport::bind_addresses(&self.config, self.node.as_ref(), &self.node_addresses)
     }
 
     /// Whether the node plumbing's input changed since the last `take_node_state`.
@@ -611,8 +642,9 @@ impl Proxier {
             let vss = match cached {
                 Some(vss) => vss,
                 None => {
-                    let (vss, sets) = self.plan_service_sets(name);
+                    let (vss, sets, no_local) = self.plan_service_sets(name);
                     self.file_sets(name, sets, true);
+                    self.file_no_local(name, no_local);
                     vss
                 }
             };
@@ -638,6 +670,8 @@ impl Proxier {
             self.sets.remove(&name);
             self.node_dirty = true;
         }
+        let applied = &self.applied;
+        self.no_local.retain(|n, _| applied.contains_key(n));
         // Drop services that no longer exist from the cache.
         self.entries
             .retain(|_, e| e.service.is_some() || !e.slices.is_empty());
@@ -746,7 +780,8 @@ impl Proxier {
                     self.owners.remove(&vs.cfg.key);
                 }
             }
-            let (new, sets) = self.plan_service_sets(name);
+            let (new, sets, no_local) = self.plan_service_sets(name);
+            self.file_no_local(name, no_local);
             let new = self.claim(name, new);
             let empty = |v: &[PlannedVs]| -> BTreeSet<ServiceKey> {
                 v.iter()

@@ -87,6 +87,12 @@ struct FamilyLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PolicyLabel {
+    ip_family: String,
+    traffic_policy: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CodeLabel {
     code: String,
 }
@@ -122,6 +128,7 @@ pub struct Metrics {
     service_pending: Gauge,
     service_total: Counter,
     write_failures: Family<FamilyLabel, Counter>,
+    no_local_endpoints: Family<PolicyLabel, Gauge>,
     healthz: Family<CodeLabel, Counter>,
     livez: Family<CodeLabel, Counter>,
 }
@@ -145,6 +152,7 @@ impl Metrics {
             service_pending: Gauge::default(),
             service_total: Counter::default(),
             write_failures: Family::default(),
+            no_local_endpoints: Family::default(),
             healthz: Family::default(),
             livez: Family::default(),
             registry: Registry::default(),
@@ -209,6 +217,13 @@ impl Metrics {
             "sync_proxy_rules_iptables_restore_failures",
             "Cumulative proxy rules write failures (rvs: writes to the daemon refused or failed)",
             m.write_failures.clone(),
+        );
+        // A gauge named `_total`, as kube-proxy's; prometheus-client would append `_total`
+        // to a counter only, so the name is written out.
+        registry.register(
+            "sync_proxy_rules_no_local_endpoints_total",
+            "Number of services with a Local traffic policy and no endpoints",
+            m.no_local_endpoints.clone(),
         );
         registry.register(
             "proxy_healthz",
@@ -580,7 +595,10 @@ fn sync_loop(
             let t = Instant::now();
             let mut result = sync_once(&mut proxier, &mut client, &opts.socket);
             if result.is_ok() {
-                hc.update(proxier.health_check_services());
+                hc.update(
+                    proxier.health_check_services(),
+                    &proxier.health_check_addresses(),
+                );
             }
             if let (Ok(rep), Some(p)) = (result.as_mut(), plumbing.as_mut()) {
                 match p.sync(&mut proxier) {
@@ -689,6 +707,19 @@ fn record(
         .set(proxier.pending_service_changes as i64);
     m.endpoint_pending
         .set(proxier.pending_endpoint_changes as i64);
+    // Recounted at every sync, both labels always present (kube-proxy sets both).
+    let no_local = proxier.no_local_endpoints();
+    for (af, f) in [(rvs_core::Af::V4, "IPv4"), (rvs_core::Af::V6, "IPv6")] {
+        for policy in ["internal", "external"] {
+            let n = no_local.get(&(af, policy)).copied().unwrap_or(0);
+            m.no_local_endpoints
+                .get_or_create(&PolicyLabel {
+                    ip_family: f.to_string(),
+                    traffic_policy: policy.to_string(),
+                })
+                .set(n as i64);
+        }
+    }
     let secs = took.as_secs_f64();
     for f in FAMILIES {
         m.sync_duration.get_or_create(&fam(f)).observe(secs);

@@ -7,7 +7,7 @@ mod common;
 use common::*;
 use rvs_core::snapshot::Snapshot;
 use rvs_core::{Op, Table, Time};
-use rvs_k8s::drain::reconcile;
+use rvs_k8s::drain::{diff, reconcile};
 use rvs_k8s::net::Cidr;
 use serde_json::json;
 
@@ -37,6 +37,7 @@ fn table_of(ops: &[Op]) -> Vec<String> {
         ops: ops.to_vec(),
         sets: Vec::new(),
         warnings: Vec::new(),
+        no_local_endpoints: Default::default(),
     })
 }
 
@@ -68,6 +69,36 @@ fn one_endpoint(protocol: &str) -> Vec<serde_json::Value> {
             json!([{ "name": "http", "protocol": protocol, "port": 8080 }]),
         ),
     ]
+}
+
+/// The full sync's step (`reconcile` then `diff` against the table read back): one
+/// `EditService`, nothing deleted. The partial sync's step, against a running daemon:
+/// tests/e2e/k8s.sh, "sessionAffinity changed in place".
+#[test]
+fn s05_changing_only_session_affinity_edits_the_vs_in_place_and_removes_nothing() {
+    let before = snapshot(&run(two_endpoints("TCP")).ops);
+    let mut items = two_endpoints("TCP");
+    items[0]["spec"]["sessionAffinity"] = json!("ClientIP");
+    items[0]["spec"]["sessionAffinityConfig"] = json!({"clientIP": {"timeoutSeconds": 600}});
+    let after = run(items).ops;
+    let ops = diff(&reconcile(&after, &before, &[]), &before);
+    assert_eq!(ops.len(), 1, "{ops:?}");
+    let Op::EditService(cfg) = &ops[0] else {
+        panic!("not an edit: {ops:?}");
+    };
+    assert_eq!(cfg.timeout, 600);
+    assert!(cfg.flags.0 & rvs_core::ServiceFlags::PERSISTENT != 0);
+    // And back: the timeout alone changes, still in place.
+    let mut items = two_endpoints("TCP");
+    items[0]["spec"]["sessionAffinity"] = json!("ClientIP");
+    items[0]["spec"]["sessionAffinityConfig"] = json!({"clientIP": {"timeoutSeconds": 60}});
+    let again = run(items).ops;
+    let now = snapshot(&after);
+    let ops = diff(&reconcile(&again, &now, &[]), &now);
+    assert!(
+        matches!(ops.as_slice(), [Op::EditService(c)] if c.timeout == 60),
+        "{ops:?}"
+    );
 }
 
 #[test]

@@ -555,6 +555,69 @@ fn k8s_run_livez_fails_when_syncs_stall() {
     wait_http(hz, "/livez", 200, Duration::from_secs(5));
 }
 
+/// Checklist 39 (the bounded-frequency runner): with `minSyncPeriod: 1s`, 100 slice
+/// changes in about a second make a sync at most once a second (the rest coalesce) and the
+/// last state is applied; with `syncPeriod: 3s` and no event, a full sync at least every
+/// 3 s. (With `minSyncPeriod: 0s` the same changes make 100 syncs.)
+#[test]
+fn s39_min_sync_period_coalesces_changes_and_sync_period_resyncs() {
+    let dir = TempDir::new("k8s-run-s39");
+    let (_daemon, sock) = start_daemon(&dir.0);
+    let (hz, mt) = (free_port(), free_port());
+    let config = write_config(&dir.0, "3s", hz, mt);
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("minSyncPeriod: 0s", "minSyncPeriod: 1s");
+    std::fs::write(&config, text).unwrap();
+    let mut objs = fixture_objects();
+    let api = FakeApi::start("127.0.0.1:0".parse().unwrap(), objs.clone()).unwrap();
+    let mut proxy = Proxy::start(&api.url(), &config, &sock);
+    proxy.wait_line("sync full:", Duration::from_secs(30));
+    wait_table(&sock, "initial sync", &planned(&objs, &config));
+    std::thread::sleep(Duration::from_millis(1200));
+    proxy.drain();
+    let before = proxy.syncs();
+    let t0 = Instant::now();
+    for i in 0..100u32 {
+        let slice = find(&mut objs, Kind::EndpointSlice, "kube-dns-5cvbq");
+        slice["endpoints"][0]["addresses"][0] = json!(format!("10.244.1.{}", 100 + i));
+        let slice = slice.clone();
+        api.apply(Kind::EndpointSlice, slice).unwrap();
+        let next = t0 + Duration::from_millis(10 * u64::from(i + 1));
+        std::thread::sleep(next.saturating_duration_since(Instant::now()));
+    }
+    let spread = t0.elapsed();
+    wait_table(&sock, "after 100 changes", &planned(&objs, &config));
+    std::thread::sleep(Duration::from_millis(200));
+    proxy.drain();
+    let window = t0.elapsed();
+    let syncs = proxy.syncs() - before;
+    // One sync per started second of the window, one more for a periodic full sync.
+    let bound = window.as_secs_f64().ceil() as usize + 1;
+    assert!(
+        (1..=bound).contains(&syncs),
+        "{syncs} syncs for 100 changes spread over {spread:?} (window {window:?}):\n{}",
+        proxy.seen[proxy.seen.len() - syncs.min(proxy.seen.len())..].join("\n")
+    );
+
+    // No events: full syncs keep coming, at least one per syncPeriod.
+    proxy.drain();
+    let full_before = proxy
+        .seen
+        .iter()
+        .filter(|l| l.contains("sync full:"))
+        .count();
+    std::thread::sleep(Duration::from_millis(7000));
+    proxy.drain();
+    let full = proxy
+        .seen
+        .iter()
+        .filter(|l| l.contains("sync full:"))
+        .count()
+        - full_before;
+    assert!(full >= 2, "{full} full syncs in 7 s with syncPeriod 3s");
+}
+
 /// The benchmark behind bench/k8s-sync.sh (run with --release --ignored --nocapture):
 /// RVS_K8S_BENCH_SERVICES services (default 10,000) x 10 endpoints through the fake API
 /// server and a real daemon. Prints a Markdown table between BEGIN/END markers.
