@@ -579,7 +579,10 @@ fn sync_loop(
             let gap = if failed { retry } else { min };
             Some(last_run.map_or(now, |l| (l + gap).max(now)))
         } else {
-            Some(last_full + max)
+            // The periodic full sync keeps minSyncPeriod after any sync too, as every run
+            // of kube-proxy's runner does (its limiter is shared).
+            let periodic = last_full + max;
+            Some(last_run.map_or(periodic, |l| periodic.max(l + min)))
         };
         if let Some(d) = due
             && d <= now

@@ -79,6 +79,10 @@ commands:
   k8s run [--config FILE] [--kubeconfig FILE | --server URL] [--node NAME]
                          keep the daemon's table in step with a cluster's Services and
                          EndpointSlices (kube-proxy's IPVS mode); `rvs k8s help` for more
+  k8s sets --objects FILE [...]
+                         the ipset-equivalent sets alone (--nftables: the node's ruleset)
+  k8s cleanup            kube-proxy's --cleanup: flush the daemon's table and delete the
+                         rvs-k8s nftables tables (stop `rvs k8s run` first)
   version                print the version
 
 environment: RVS_SOCKET (default /run/rvs/rvs.sock), RVS_STATE (default
@@ -170,7 +174,7 @@ fn rvs_main(mut args: Vec<String>) -> i32 {
             // `rvs --socket PATH k8s run`: the global option reaches `run`.
             let mut args = args;
             if let Some(s) = &socket
-                && args.first().is_some_and(|a| a == "run")
+                && args.first().is_some_and(|a| a == "run" || a == "cleanup")
                 && !args.iter().any(|a| a.starts_with("--socket"))
             {
                 args.push("--socket".into());
