@@ -4,7 +4,9 @@
 //!
 //! * [`Transmitter::dr`] (`ip_vs_dr_xmit`): the packet unchanged but for the TTL, in an
 //!   Ethernet frame to the real server's MAC address, sent out of the device of the route
-//!   to the real server through a packet socket. The kernel's IP forwarding is not used.
+//!   to the real server through a packet socket (a packet of the AF_XDP back-end: on its
+//!   socket's TX ring there, [`Transmitter::dr_frame`]). The kernel's IP forwarding is not
+//!   used.
 //! * [`Transmitter::tunnel`] (`ip_vs_tunnel_xmit`): the packet encapsulated
 //!   ([`rvs_wire::encap`]) towards the real server and written into the TUN; the kernel
 //!   routes the outer packet like any other.
@@ -55,6 +57,13 @@ pub enum Outcome {
     /// Held until the real server's MAC address is known.
     Held,
     Dropped(Drop),
+    /// [`Transmitter::dr_frame`] only: the packet (TTL taken, size checked) is to leave
+    /// out of interface `oif` to `mac`; the caller sends it (a back-end that has its own
+    /// way out there, else [`Transmitter::send_frame`]).
+    Frame {
+        oif: u32,
+        mac: [u8; 6],
+    },
 }
 
 /// Why the transmitter dropped a packet.
@@ -91,6 +100,8 @@ pub struct Transmitter {
     held: Vec<Held>,
     next_retry: Instant,
     frame: Vec<u8>,
+    /// Frames are built but not sent ([`Self::dry_run`]).
+    dry: bool,
 }
 
 /// Counts of what the transmitter did, for the engine's [`crate::Stats`].
@@ -111,7 +122,15 @@ impl Transmitter {
             held: Vec::new(),
             next_retry: Instant::now(),
             frame: vec![0u8; ETH_HEADER + crate::engine::MAX_PACKET],
+            dry: false,
         })
+    }
+
+    /// From now on frames are built but not sent (reported [`Outcome::Sent`]): what the
+    /// callgrind bench (`crates/rvs-xdp/examples/methods.rs`) counts, without the system
+    /// call.
+    pub fn dry_run(&mut self) {
+        self.dry = true;
     }
 
     /// Whether packets wait for neighbours (the engine then wakes up every
@@ -176,6 +195,31 @@ impl Transmitter {
     /// Direct routing of `packet` (the whole IP packet, TTL not yet decremented) to `rs`.
     /// An ICMP error, if one is due, is built in `reply`.
     pub fn dr(&mut self, packet: &mut [u8], rs: IpAddr, reply: &mut [u8], now: Instant) -> Outcome {
+        self.dr_with(packet, rs, reply, now, false)
+    }
+
+    /// [`Self::dr`], except that a whole packet whose neighbour is known is not sent but
+    /// handed back as [`Outcome::Frame`] (the AF_XDP back-end puts it on its own TX ring
+    /// of that interface). Fragments and packets that wait for their neighbour still leave
+    /// through the packet socket.
+    pub fn dr_frame(
+        &mut self,
+        packet: &mut [u8],
+        rs: IpAddr,
+        reply: &mut [u8],
+        now: Instant,
+    ) -> Outcome {
+        self.dr_with(packet, rs, reply, now, true)
+    }
+
+    fn dr_with(
+        &mut self,
+        packet: &mut [u8],
+        rs: IpAddr,
+        reply: &mut [u8],
+        now: Instant,
+        hand_back: bool,
+    ) -> Outcome {
         let (route, mtu, inner) = match self.prepare(packet, rs, reply, now) {
             Ok(p) => p,
             Err(o) => return o,
@@ -188,6 +232,10 @@ impl Transmitter {
             return self.dr_fragments(packet, route.oif, rs, mtu, now);
         }
         match self.hops.neighbour(route.oif, rs, now) {
+            Ok(Neighbour::Known(mac)) if hand_back => Outcome::Frame {
+                oif: route.oif,
+                mac,
+            },
             Ok(Neighbour::Known(mac)) => self.send_frame(route.oif, mac, packet, now),
             Ok(Neighbour::Resolving) => self.hold(route.oif, rs, packet, now),
             Ok(Neighbour::Unreachable) | Err(_) => Outcome::Dropped(Drop::NoNeighbour),
@@ -318,25 +366,22 @@ impl Transmitter {
         counts
     }
 
-    fn send_frame(&mut self, oif: u32, dst_mac: [u8; 6], packet: &[u8], now: Instant) -> Outcome {
-        let Ok(link) = self.hops.link(oif, now) else {
-            return Outcome::Dropped(Drop::NoRoute);
+    /// `packet` in an Ethernet frame to `dst_mac` out of `oif`, through the packet socket.
+    pub fn send_frame(
+        &mut self,
+        oif: u32,
+        dst_mac: [u8; 6],
+        packet: &[u8],
+        now: Instant,
+    ) -> Outcome {
+        let (len, ethertype) = match self.build_frame(oif, dst_mac, packet, now) {
+            Ok(f) => f,
+            Err(o) => return o,
         };
-        let src_mac = link.mac.unwrap_or([0; 6]);
-        let ethertype = match packet.first().map(|b| b >> 4) {
-            Some(4) => ETH_P_IP,
-            Some(6) => ETH_P_IPV6,
-            _ => return Outcome::Dropped(Drop::Failed),
-        };
-        let len = ETH_HEADER + packet.len();
-        if len > self.frame.len() {
-            return Outcome::Dropped(Drop::Failed);
+        if self.dry {
+            std::hint::black_box(&self.frame[..len]);
+            return Outcome::Sent;
         }
-        let f = &mut self.frame[..len];
-        f[0..6].copy_from_slice(&dst_mac);
-        f[6..12].copy_from_slice(&src_mac);
-        f[12..14].copy_from_slice(&ethertype.to_be_bytes());
-        f[ETH_HEADER..].copy_from_slice(packet);
         let fd = match self.packet_socket() {
             Ok(fd) => fd,
             Err(_) => return Outcome::Dropped(Drop::Failed),
@@ -363,6 +408,36 @@ impl Transmitter {
             return Outcome::Dropped(Drop::Failed);
         }
         Outcome::Sent
+    }
+
+    /// The frame [`Self::send_frame`] sends, built in the transmitter's frame buffer: its
+    /// length and EtherType.
+    fn build_frame(
+        &mut self,
+        oif: u32,
+        dst_mac: [u8; 6],
+        packet: &[u8],
+        now: Instant,
+    ) -> Result<(usize, u16), Outcome> {
+        let Ok(link) = self.hops.link(oif, now) else {
+            return Err(Outcome::Dropped(Drop::NoRoute));
+        };
+        let src_mac = link.mac.unwrap_or([0; 6]);
+        let ethertype = match packet.first().map(|b| b >> 4) {
+            Some(4) => ETH_P_IP,
+            Some(6) => ETH_P_IPV6,
+            _ => return Err(Outcome::Dropped(Drop::Failed)),
+        };
+        let len = ETH_HEADER + packet.len();
+        if len > self.frame.len() {
+            return Err(Outcome::Dropped(Drop::Failed));
+        }
+        let f = &mut self.frame[..len];
+        f[0..6].copy_from_slice(&dst_mac);
+        f[6..12].copy_from_slice(&src_mac);
+        f[12..14].copy_from_slice(&ethertype.to_be_bytes());
+        f[ETH_HEADER..].copy_from_slice(packet);
+        Ok((len, ethertype))
     }
 
     fn packet_socket(&mut self) -> io::Result<i32> {

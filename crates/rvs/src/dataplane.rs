@@ -208,6 +208,13 @@ impl PacketIo for ProbedTun {
         }
         self.tun.send(packet)
     }
+
+    fn send_frame(&mut self, oif: u32, dst_mac: [u8; 6], packet: &[u8]) -> bool {
+        match &mut self.xdp {
+            Some(x) if x.from_xdp => x.worker.send_frame(oif, dst_mac, packet, Instant::now()),
+            _ => false,
+        }
+    }
 }
 
 fn readable(fd: RawFd) -> bool {
