@@ -139,6 +139,12 @@ if udp_med.get("rvs-xdp"):
             parts.append(f"{name} {r:.2f}× (≥ {want}×: {'reached' if r >= want else 'not reached'})")
     w("Targets of issue 8 for rvs NAT AF_XDP: " + "; ".join(parts) + ".")
     w("")
+if meta.get("queues", "1") != "1":
+    w(
+        f"The client's veth pair and the bridge have {meta['queues']} queues (for every peer; "
+        "the AF_XDP rows with several workers read one queue each)."
+    )
+    w("")
 
 
 def us(v):

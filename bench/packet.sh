@@ -16,6 +16,10 @@
 #              the XDP program on the client's veth (native) and the servers' bridge
 #              (generic) hands the VIP traffic and the replies to AF_XDP sockets; only when
 #              `rvs daemon --help` lists --backend (RVS_BENCH_XDP=0 leaves it out).
+#   rvs-xdp2   "rvs NAT AF_XDP, 2 workers": the same with `--workers 2`. For it the bed's client
+#              veth pair and bridge have 2 queues (BED_QUEUES=2, for every peer: without XDP
+#              a veth delivers in the sender's context whatever its queue count); worker w
+#              reads queue w of d0 and br0. Only when the daemon has --workers and --backend.
 #   rvs-dr-xdp "rvs DR AF_XDP": `rvs daemon --workers 1 --backend xdp:d0,br0`, the same
 #              services with direct routing (-g): rvs rewrites only the destination MAC and
 #              puts the frame on its AF_XDP socket's TX ring of br0. For this peer only, the
@@ -60,7 +64,7 @@
 #   RVS_BENCH_NAT_XMIT   the rvs rows' --nat-xmit (default direct: NAT packets leave from
 #                        the worker; kernel: written back into the TUN, the daemon's default)
 # Installs wrk, nftables and nginx with apt-get when they are missing.
-# Takes about 7 x (REPEAT x (2 x DURATION + 3) + 2 x PROBES x PROBE_US + 10 s) plus the build:
+# Takes about 8 x (REPEAT x (2 x DURATION + 3) + 2 x PROBES x PROBE_US + 10 s) plus the build:
 # ~4 min with the defaults. A watchdog stops it (and the trap cleans up) far past that.
 # Nothing is pinned: the load generator, wrk, the daemon's threads, nginx and the softirqs
 # share the machine's cores as the scheduler sees fit; the range column shows what that
@@ -133,7 +137,7 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'echo "packet.sh: interrupted" >&2; exit 130' INT TERM
-LIMIT=$((7 * (REPEAT * (2 * DURATION + 10) + 2 * PROBE_SECS + 40) + 240))
+LIMIT=$((8 * (REPEAT * (2 * DURATION + 10) + 2 * PROBE_SECS + 40) + 240))
 (
   sleep "$LIMIT" & s=$!
   trap 'kill $s 2>/dev/null; exit 0' TERM
@@ -153,6 +157,8 @@ if grep -q -- '--workers' <<<"$DAEMON_HELP"; then WORKERS_OPT=1; fi
 XDP_OPT=0
 if [ "${RVS_BENCH_XDP:-1}" = 1 ] && grep -q -- '--backend' <<<"$DAEMON_HELP"; then XDP_OPT=1; fi
 
+# Two queues on the client's veth pair and the bridge: an AF_XDP socket per worker and queue.
+[ "$XDP_OPT" = 1 ] && [ "$WORKERS_OPT" = 1 ] && export BED_QUEUES=2
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 bed_up "pk$$"
 D=$BED_D C=$BED_C VIP=$BED_VIP RS1=10.112.0.11
@@ -397,6 +403,7 @@ else
   echo "== rvs-2: n/a (no --workers yet)" >&2
 fi
 [ "$XDP_OPT" = 1 ] && PEERS+=(rvs-xdp rvs-dr-xdp)
+[ "$XDP_OPT" = 1 ] && [ "$WORKERS_OPT" = 1 ] && PEERS+=(rvs-xdp2)
 PEERS+=(nftables forwarding)
 
 # Each peer is set up on a pristine director (no rvs plumbing, no nft table, ip_forward as
@@ -406,6 +413,7 @@ peer_up() { # PEER
     rvs-1) if [ "$WORKERS_OPT" = 1 ]; then start_rvs rvs-1 1; else start_rvs rvs-1 ""; fi ;;
     rvs-2) start_rvs rvs-2 2 ;;
     rvs-xdp) start_rvs rvs-xdp 1 --backend xdp:d0,br0 ;;
+    rvs-xdp2) start_rvs rvs-xdp2 2 --backend xdp:d0,br0 ;;
     rvs-dr-xdp)
       dr_servers up
       SVC_SET=SVC_CMDS_DR start_rvs rvs-dr-xdp 1 --backend xdp:d0,br0 ;;
@@ -472,6 +480,7 @@ CPU=$(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1)
   echo "conns=$CONNS"
   echo "probes=$PROBES"
   echo "probe_us=$PROBE_US"
+  echo "queues=${BED_QUEUES:-1}"
   echo "wrk=$( (wrk --version 2>&1 || true) | sed -n '1s/ *Copyright.*//p')"
   echo "nft=$(nft --version 2>&1)"
   echo "nginx=$(nginx -v 2>&1)"
