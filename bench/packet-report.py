@@ -13,13 +13,15 @@ import statistics
 import sys
 from collections import defaultdict
 
-PEERS = ["forwarding", "nftables", "rvs-1", "rvs-2", "rvs-xdp"]
+PEERS = ["forwarding", "nftables", "rvs-1", "rvs-2", "rvs-xdp", "rvs-xdp2", "rvs-dr-xdp"]
 NAMES = {
     "forwarding": "plain forwarding",
     "nftables": "nftables DNAT",
     "rvs-1": "rvs, 1 worker",
     "rvs-2": "rvs, 2 workers",
     "rvs-xdp": "rvs NAT AF_XDP, 1 worker",
+    "rvs-xdp2": "rvs NAT AF_XDP, 2 workers",
+    "rvs-dr-xdp": "rvs DR AF_XDP, 1 worker",
 }
 
 udp, http = defaultdict(list), defaultdict(list)
@@ -137,6 +139,12 @@ if udp_med.get("rvs-xdp"):
             parts.append(f"{name} {r:.2f}× (≥ {want}×: {'reached' if r >= want else 'not reached'})")
     w("Targets of issue 8 for rvs NAT AF_XDP: " + "; ".join(parts) + ".")
     w("")
+if meta.get("queues", "1") != "1":
+    w(
+        f"The client's veth pair and the bridge have {meta['queues']} queues (for every peer; "
+        "the AF_XDP rows with several workers read one queue each)."
+    )
+    w("")
 
 
 def us(v):
@@ -207,6 +215,8 @@ w(
 w("ip netns exec RSn rvs-loadgen serve   # sink :9000, echo :9001, count :9002")
 w(f"ip netns exec DIRECTOR {meta['svc_cmds']}")
 w(f"ip netns exec DIRECTOR nft -f -   # {meta['nft_rules']}")
+if meta.get("dr_setup"):
+    w(f"# rvs DR AF_XDP: the same services with -g instead of -m; {meta['dr_setup']}")
 w(f"ip netns exec CLIENT rvs-loadgen flood --target VIP:9000 --flows 64 --payload 18 --secs {meta['duration']}")
 w(f"ip netns exec CLIENT wrk -t2 -c{meta['conns']} -d{meta['duration']}s -H 'Connection: close' http://VIP/")
 w(f"ip netns exec CLIENT rvs-loadgen probe --target VIP:9001 --count {probes} --interval-us {meta['probe_us']} --flows 4")

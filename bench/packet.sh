@@ -16,6 +16,19 @@
 #              the XDP program on the client's veth (native) and the servers' bridge
 #              (generic) hands the VIP traffic and the replies to AF_XDP sockets; only when
 #              `rvs daemon --help` lists --backend (RVS_BENCH_XDP=0 leaves it out).
+#   rvs-xdp2   "rvs NAT AF_XDP, 2 workers": the same with `--workers 2`. For it the bed's client
+#              veth pair and bridge have 2 queues (BED_QUEUES=2, for every peer: without XDP
+#              a veth delivers in the sender's context whatever its queue count); worker w
+#              reads queue w of d0 and br0. Only when the daemon has --workers and --backend.
+#   rvs-dr-xdp "rvs DR AF_XDP": `rvs daemon --workers 1 --backend xdp:d0,br0`, the same
+#              services with direct routing (-g): rvs rewrites only the destination MAC and
+#              puts the frame on its AF_XDP socket's TX ring of br0. For this peer only, the
+#              real servers hold the VIP on lo (arp_ignore=1, arp_announce=2, as the LVS
+#              how-tos set them up) and route the client's network with `src VIP` (so that
+#              the UDP echo, bound to any address, answers from the VIP); their answers go
+#              to the client by their default route, the director's kernel forwarding
+#              (ip_forward=1, rp_filter=0: the answers come from the VIP, which the director
+#              routes into rvs), not through rvs. Same condition as rvs-xdp.
 #   nftables   the rvs daemon stopped (its plumbing removed); ip_forward=1 and one nft rule
 #              in the director: `ip daddr VIP dnat to numgen inc mod 3 map {...}` (what
 #              kube-proxy's nftables mode does: conntrack NAT, round robin per new flow).
@@ -51,7 +64,7 @@
 #   RVS_BENCH_NAT_XMIT   the rvs rows' --nat-xmit (default direct: NAT packets leave from
 #                        the worker; kernel: written back into the TUN, the daemon's default)
 # Installs wrk, nftables and nginx with apt-get when they are missing.
-# Takes about 5 x (REPEAT x (2 x DURATION + 3) + 2 x PROBES x PROBE_US + 10 s) plus the build:
+# Takes about 8 x (REPEAT x (2 x DURATION + 3) + 2 x PROBES x PROBE_US + 10 s) plus the build:
 # ~4 min with the defaults. A watchdog stops it (and the trap cleans up) far past that.
 # Nothing is pinned: the load generator, wrk, the daemon's threads, nginx and the softirqs
 # share the machine's cores as the scheduler sees fit; the range column shows what that
@@ -124,7 +137,7 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'echo "packet.sh: interrupted" >&2; exit 130' INT TERM
-LIMIT=$((5 * (REPEAT * (2 * DURATION + 10) + 2 * PROBE_SECS + 40) + 240))
+LIMIT=$((8 * (REPEAT * (2 * DURATION + 10) + 2 * PROBE_SECS + 40) + 240))
 (
   sleep "$LIMIT" & s=$!
   trap 'kill $s 2>/dev/null; exit 0' TERM
@@ -144,6 +157,8 @@ if grep -q -- '--workers' <<<"$DAEMON_HELP"; then WORKERS_OPT=1; fi
 XDP_OPT=0
 if [ "${RVS_BENCH_XDP:-1}" = 1 ] && grep -q -- '--backend' <<<"$DAEMON_HELP"; then XDP_OPT=1; fi
 
+# Two queues on the client's veth pair and the bridge: an AF_XDP socket per worker and queue.
+[ "$XDP_OPT" = 1 ] && [ "$WORKERS_OPT" = 1 ] && export BED_QUEUES=2
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 bed_up "pk$$"
 D=$BED_D C=$BED_C VIP=$BED_VIP RS1=10.112.0.11
@@ -269,8 +284,38 @@ for i in range(n):
            f"-d -t {svc} -r {rs}"][i % 3])
 PY
 
+# Direct routing (the rvs-dr-xdp peer): the same services, -g instead of -m.
+SVC_CMDS_DR=()
+for c in "${SVC_CMDS[@]}"; do
+  case $c in "-a "*" -m") SVC_CMDS_DR+=("${c% -m} -g") ;; *) SVC_CMDS_DR+=("$c") ;; esac
+done
+DR_SETUP="real servers: ip addr add VIP/32 dev lo; sysctl net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.all.arp_announce=2; ip route replace 10.111.0.0/24 via 10.112.0.1 src VIP; director: sysctl net.ipv4.ip_forward=1 net.ipv4.conf.{all,br0}.rp_filter=0"
+# The real servers' side of direct routing, and back.
+dr_servers() { # up|down
+  local n
+  for n in "${BED_RS[@]}"; do
+    if [ "$1" = up ]; then
+      ip -n "$n" addr add "$VIP/32" dev lo
+      ip netns exec "$n" sysctl -qw net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.all.arp_announce=2
+      ip -n "$n" route replace 10.111.0.0/24 via 10.112.0.1 src "$VIP"
+    else
+      ip -n "$n" route del 10.111.0.0/24 via 10.112.0.1
+      ip -n "$n" addr del "$VIP/32" dev lo
+      ip netns exec "$n" sysctl -qw net.ipv4.conf.all.arp_ignore=0 net.ipv4.conf.all.arp_announce=0
+    fi
+  done
+  if [ "$1" = up ]; then
+    ip netns exec "$D" sysctl -qw net.ipv4.ip_forward=1 net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.br0.rp_filter=0
+  else
+    ip netns exec "$D" sysctl -qw net.ipv4.ip_forward=0 net.ipv4.conf.all.rp_filter="$RP_ALL" net.ipv4.conf.br0.rp_filter="$RP_BR0"
+  fi
+}
+RP_ALL=$(ip netns exec "$D" sysctl -n net.ipv4.conf.all.rp_filter)
+RP_BR0=$(ip netns exec "$D" sysctl -n net.ipv4.conf.br0.rp_filter)
+
 STARTS=0
-start_rvs() { # TAG WORKERS|"" [DAEMON OPTIONS...]
+SVC_SET=SVC_CMDS
+start_rvs() { # TAG WORKERS|"" [DAEMON OPTIONS...]   (the services: the array named in SVC_SET)
   local w=()
   [ -n "$2" ] && w=(--workers "$2")
   # How NAT packets leave (--nat-xmit): direct unless RVS_BENCH_NAT_XMIT says kernel, and
@@ -286,7 +331,8 @@ start_rvs() { # TAG WORKERS|"" [DAEMON OPTIONS...]
   for _ in $(seq 100); do "$RVS" ping -q 2>/dev/null && break; sleep 0.05; done
   "$RVS" ping -q || { echo "packet.sh: rvs daemon ($1) did not start:" >&2; cat "$OUT/daemon.$1.log" >&2; exit 1; }
   local c
-  for c in "${SVC_CMDS[@]}"; do bed_ipvsadm $c; done
+  local -n svc=$SVC_SET
+  for c in "${svc[@]}"; do bed_ipvsadm $c; done
 }
 
 stop_rvs() { # TAG
@@ -356,7 +402,8 @@ else
   echo -e "na\trvs-2\tn/a (no --workers yet)" >>"$RES"
   echo "== rvs-2: n/a (no --workers yet)" >&2
 fi
-[ "$XDP_OPT" = 1 ] && PEERS+=(rvs-xdp)
+[ "$XDP_OPT" = 1 ] && PEERS+=(rvs-xdp rvs-dr-xdp)
+[ "$XDP_OPT" = 1 ] && [ "$WORKERS_OPT" = 1 ] && PEERS+=(rvs-xdp2)
 PEERS+=(nftables forwarding)
 
 # Each peer is set up on a pristine director (no rvs plumbing, no nft table, ip_forward as
@@ -366,6 +413,10 @@ peer_up() { # PEER
     rvs-1) if [ "$WORKERS_OPT" = 1 ]; then start_rvs rvs-1 1; else start_rvs rvs-1 ""; fi ;;
     rvs-2) start_rvs rvs-2 2 ;;
     rvs-xdp) start_rvs rvs-xdp 1 --backend xdp:d0,br0 ;;
+    rvs-xdp2) start_rvs rvs-xdp2 2 --backend xdp:d0,br0 ;;
+    rvs-dr-xdp)
+      dr_servers up
+      SVC_SET=SVC_CMDS_DR start_rvs rvs-dr-xdp 1 --backend xdp:d0,br0 ;;
     nftables)
       ip netns exec "$D" sysctl -qw net.ipv4.ip_forward=1
       ip netns exec "$D" nft -f - <<<"$NFT_RULES" ;;
@@ -374,6 +425,7 @@ peer_up() { # PEER
 }
 peer_down() { # PEER
   case $1 in
+    rvs-dr-xdp) stop_rvs "$1"; dr_servers down ;;
     rvs-*) stop_rvs "$1" ;;
     nftables)
       ip netns exec "$D" nft delete table ip rvsbench
@@ -428,10 +480,12 @@ CPU=$(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1)
   echo "conns=$CONNS"
   echo "probes=$PROBES"
   echo "probe_us=$PROBE_US"
+  echo "queues=${BED_QUEUES:-1}"
   echo "wrk=$( (wrk --version 2>&1 || true) | sed -n '1s/ *Copyright.*//p')"
   echo "nft=$(nft --version 2>&1)"
   echo "nginx=$(nginx -v 2>&1)"
   echo "nft_rules=$(tr -s ' \n' ' ' <<<"$NFT_RULES")"
+  [ "$XDP_OPT" = 1 ] && echo "dr_setup=$DR_SETUP"
   echo "svc_cmds=$(printf "rvs ipvsadm %s; " "${SVC_CMDS[@]}" | sed "s/; $//")"
 } >"$OUT/meta.txt"
 SECTION=$(python3 "$REPO/bench/packet-report.py" "$RES" "$OUT/meta.txt")

@@ -30,12 +30,16 @@ bed_up() {
     # No duplicate address detection delays (link-local addresses included).
     ip netns exec "$n" sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0
   done
-  ip link add c0 netns $BED_C type veth peer name d0 netns $BED_D
+  # BED_QUEUES=N: the client's veth pair and the bridge get N queues each way (bench/packet.sh's
+  # AF_XDP rows with several workers: one socket per worker and queue).
+  local q=()
+  [ -n "${BED_QUEUES:-}" ] && q=(numtxqueues "$BED_QUEUES" numrxqueues "$BED_QUEUES")
+  ip link add c0 netns $BED_C "${q[@]}" type veth peer name d0 netns $BED_D "${q[@]}"
   ip -n $BED_C addr add 10.111.0.2/24 dev c0; ip -n $BED_C addr add fd11::2/64 dev c0 nodad
   ip -n $BED_D addr add 10.111.0.1/24 dev d0; ip -n $BED_D addr add fd11::1/64 dev d0 nodad
   ip -n $BED_C link set c0 up; ip -n $BED_D link set d0 up
   ip -n $BED_C route add default via 10.111.0.1; ip -n $BED_C -6 route add default via fd11::1
-  ip -n $BED_D link add br0 type bridge mcast_snooping 0; ip -n $BED_D link set br0 up
+  ip -n $BED_D link add br0 "${q[@]}" type bridge mcast_snooping 0; ip -n $BED_D link set br0 up
   ip -n $BED_D addr add 10.112.0.1/24 dev br0; ip -n $BED_D addr add fd12::1/64 dev br0 nodad
   for i in 1 2 3; do
     n=${BED_RS[$((i-1))]}

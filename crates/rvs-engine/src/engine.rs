@@ -754,7 +754,19 @@ impl<'f> PacketPath<'f> {
                     return;
                 }
                 let Some(x) = self.xmit.as_mut() else { return };
-                let outcome = x.dr(&mut packet[..len], rs, &mut self.reply, now);
+                // A packet of a back-end that sends (AF_XDP) leaves on its TX ring of the
+                // egress interface when it has one there; else through the packet socket.
+                let outcome = if at.backend_sends {
+                    match x.dr_frame(&mut packet[..len], rs, &mut self.reply, now) {
+                        Outcome::Frame { oif, mac } if io.send_frame(oif, mac, &packet[..len]) => {
+                            Outcome::Sent
+                        }
+                        Outcome::Frame { oif, mac } => x.send_frame(oif, mac, &packet[..len], now),
+                        o => o,
+                    }
+                } else {
+                    x.dr(&mut packet[..len], rs, &mut self.reply, now)
+                };
                 self.finish(
                     outcome,
                     &packet[..len],
@@ -893,6 +905,11 @@ impl<'f> PacketPath<'f> {
             }
             Outcome::Held => {
                 inc(&stats.neighbour_waits);
+                Ok(())
+            }
+            // Only `dr_frame` makes it, and its caller sends it.
+            Outcome::Frame { .. } => {
+                inc(&stats.dropped);
                 Ok(())
             }
             Outcome::Dropped(why) => {

@@ -54,4 +54,11 @@ pub trait PacketIo {
     fn mtu(&self) -> Option<usize> {
         None
     }
+    /// Sends the IP packet `packet` (already forwarded: TTL taken, size checked) in an
+    /// Ethernet frame to `dst_mac` out of interface `oif`, if the back-end has its own way
+    /// out there (an AF_XDP socket); `false`: not sent, the caller sends it otherwise.
+    fn send_frame(&mut self, oif: u32, dst_mac: [u8; 6], packet: &[u8]) -> bool {
+        let _ = (oif, dst_mac, packet);
+        false
+    }
 }

@@ -44,12 +44,12 @@ pub struct Route {
     pub local: bool,
 }
 
-/// An interface's link-layer facts.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// An interface's link-layer facts. `Copy` (no name, which nobody read): the transmitters
+/// ask for it per packet, and a `String` in it cost an allocation per copy.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct Link {
     pub mac: Option<[u8; 6]>,
     pub mtu: u32,
-    pub name: String,
 }
 
 /// A neighbour lookup's answer.
@@ -143,7 +143,7 @@ impl NextHops {
         if let Some((l, at)) = self.links.get(&ifindex)
             && now.duration_since(*at) < FRESH * 5
         {
-            return Ok(l.clone());
+            return Ok(*l);
         }
         let mut m = LinkMessage::default();
         m.header.index = ifindex;
@@ -154,17 +154,15 @@ impl NextHops {
         let mut link = Link {
             mac: None,
             mtu: 1500,
-            name: String::new(),
         };
         for a in &l.attributes {
             match a {
                 LinkAttribute::Address(b) => link.mac = <[u8; 6]>::try_from(b.as_slice()).ok(),
                 LinkAttribute::Mtu(v) => link.mtu = *v,
-                LinkAttribute::IfName(n) => link.name = n.clone(),
                 _ => {}
             }
         }
-        self.links.insert(ifindex, (link.clone(), now));
+        self.links.insert(ifindex, (link, now));
         Ok(link)
     }
 

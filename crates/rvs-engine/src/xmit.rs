@@ -4,7 +4,9 @@
 //!
 //! * [`Transmitter::dr`] (`ip_vs_dr_xmit`): the packet unchanged but for the TTL, in an
 //!   Ethernet frame to the real server's MAC address, sent out of the device of the route
-//!   to the real server through a packet socket. The kernel's IP forwarding is not used.
+//!   to the real server through a packet socket (a packet of the AF_XDP back-end: on its
+//!   socket's TX ring there, [`Transmitter::dr_frame`]). The kernel's IP forwarding is not
+//!   used.
 //! * [`Transmitter::tunnel`] (`ip_vs_tunnel_xmit`): the packet encapsulated
 //!   ([`rvs_wire::encap`]) towards the real server and written into the TUN; the kernel
 //!   routes the outer packet like any other.
@@ -20,6 +22,7 @@ use rvs_wire::encap::{self, Outer, Tunnel};
 use rvs_wire::frag::{self, Fragmented};
 use rvs_wire::ipv4::Ipv4Packet;
 use rvs_wire::{IcmpErrorKind, build_icmp_error};
+use std::collections::HashMap;
 use std::io;
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -55,6 +58,13 @@ pub enum Outcome {
     /// Held until the real server's MAC address is known.
     Held,
     Dropped(Drop),
+    /// [`Transmitter::dr_frame`] only: the packet (TTL taken, size checked) is to leave
+    /// out of interface `oif` to `mac`; the caller sends it (a back-end that has its own
+    /// way out there, else [`Transmitter::send_frame`]).
+    Frame {
+        oif: u32,
+        mac: [u8; 6],
+    },
 }
 
 /// Why the transmitter dropped a packet.
@@ -91,7 +101,30 @@ pub struct Transmitter {
     held: Vec<Held>,
     next_retry: Instant,
     frame: Vec<u8>,
+    /// Frames are built but not sent ([`Self::dry_run`]).
+    dry: bool,
+    /// Ways out found complete, by destination and method (`true`: DR, the neighbour is
+    /// the real server; `false`: NAT, the route's next hop): one lookup per packet instead
+    /// of the route's, the link's (twice) and the neighbour's.
+    ways: HashMap<(IpAddr, bool), Way>,
 }
+
+/// A destination's way out, all of it known: the route's interface (not local, not the
+/// TUN), its MTU, the next hop's and the interface's MAC addresses.
+#[derive(Copy, Clone, Debug)]
+struct Way {
+    oif: u32,
+    mtu: usize,
+    mac: [u8; 6],
+    src_mac: [u8; 6],
+    until: Instant,
+}
+
+/// How long a [`Way`] is used before it is looked up again (what the next-hop cache's
+/// answers are good for).
+const WAY_FRESH: Duration = Duration::from_secs(1);
+/// Ways kept at most (then the stale ones go).
+const WAYS_MAX: usize = 65536;
 
 /// Counts of what the transmitter did, for the engine's [`crate::Stats`].
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
@@ -111,7 +144,16 @@ impl Transmitter {
             held: Vec::new(),
             next_retry: Instant::now(),
             frame: vec![0u8; ETH_HEADER + crate::engine::MAX_PACKET],
+            dry: false,
+            ways: HashMap::new(),
         })
+    }
+
+    /// From now on frames are built but not sent (reported [`Outcome::Sent`]): what the
+    /// callgrind bench (`crates/rvs-xdp/examples/methods.rs`) counts, without the system
+    /// call.
+    pub fn dry_run(&mut self) {
+        self.dry = true;
     }
 
     /// Whether packets wait for neighbours (the engine then wakes up every
@@ -176,6 +218,45 @@ impl Transmitter {
     /// Direct routing of `packet` (the whole IP packet, TTL not yet decremented) to `rs`.
     /// An ICMP error, if one is due, is built in `reply`.
     pub fn dr(&mut self, packet: &mut [u8], rs: IpAddr, reply: &mut [u8], now: Instant) -> Outcome {
+        self.dr_with(packet, rs, reply, now, false)
+    }
+
+    /// [`Self::dr`], except that a whole packet whose neighbour is known is not sent but
+    /// handed back as [`Outcome::Frame`] (the AF_XDP back-end puts it on its own TX ring
+    /// of that interface). Fragments and packets that wait for their neighbour still leave
+    /// through the packet socket.
+    pub fn dr_frame(
+        &mut self,
+        packet: &mut [u8],
+        rs: IpAddr,
+        reply: &mut [u8],
+        now: Instant,
+    ) -> Outcome {
+        self.dr_with(packet, rs, reply, now, true)
+    }
+
+    fn dr_with(
+        &mut self,
+        packet: &mut [u8],
+        rs: IpAddr,
+        reply: &mut [u8],
+        now: Instant,
+        hand_back: bool,
+    ) -> Outcome {
+        if let Some(w) = self.way(rs, true, now)
+            && packet.len() <= w.mtu
+        {
+            if let Err(o) = decrement_ttl(packet, reply) {
+                return o;
+            }
+            if hand_back {
+                return Outcome::Frame {
+                    oif: w.oif,
+                    mac: w.mac,
+                };
+            }
+            return self.send_built(w.oif, w.mac, w.src_mac, packet);
+        }
         let (route, mtu, inner) = match self.prepare(packet, rs, reply, now) {
             Ok(p) => p,
             Err(o) => return o,
@@ -187,7 +268,15 @@ impl Transmitter {
             // IPv4 without DF: sent on in fragments, each in its own frame.
             return self.dr_fragments(packet, route.oif, rs, mtu, now);
         }
-        match self.hops.neighbour(route.oif, rs, now) {
+        let neighbour = self.hops.neighbour(route.oif, rs, now);
+        if let Ok(Neighbour::Known(mac)) = neighbour {
+            self.remember(rs, true, route.oif, mtu, mac, now);
+        }
+        match neighbour {
+            Ok(Neighbour::Known(mac)) if hand_back => Outcome::Frame {
+                oif: route.oif,
+                mac,
+            },
             Ok(Neighbour::Known(mac)) => self.send_frame(route.oif, mac, packet, now),
             Ok(Neighbour::Resolving) => self.hold(route.oif, rs, packet, now),
             Ok(Neighbour::Unreachable) | Err(_) => Outcome::Dropped(Drop::NoNeighbour),
@@ -208,6 +297,14 @@ impl Transmitter {
         reply: &mut [u8],
         now: Instant,
     ) -> Outcome {
+        if let Some(w) = self.way(dst, false, now)
+            && packet.len() <= w.mtu
+        {
+            if let Err(o) = decrement_ttl(packet, reply) {
+                return o;
+            }
+            return self.send_built(w.oif, w.mac, w.src_mac, packet);
+        }
         let Ok(route) = self.route(dst, now) else {
             return Outcome::Local;
         };
@@ -225,6 +322,7 @@ impl Transmitter {
         // DNATed packet was checked before its rewrite, `nat_too_big`, as the kernel's
         // `ensure_mtu_is_adequate` checks it, so this is a reply towards a narrower client
         // path).
+        self.remember(dst, false, route.oif, mtu, mac, now);
         if packet.len() > mtu {
             return Outcome::Local;
         }
@@ -232,6 +330,37 @@ impl Transmitter {
             return o;
         }
         self.send_frame(route.oif, mac, packet, now)
+    }
+
+    /// The way out to `dst` found complete less than [`WAY_FRESH`] ago.
+    fn way(&self, dst: IpAddr, dr: bool, now: Instant) -> Option<Way> {
+        self.ways.get(&(dst, dr)).filter(|w| now < w.until).copied()
+    }
+
+    /// Keeps a complete way out (the interface's MAC address from the link cache).
+    fn remember(
+        &mut self,
+        dst: IpAddr,
+        dr: bool,
+        oif: u32,
+        mtu: usize,
+        mac: [u8; 6],
+        now: Instant,
+    ) {
+        let Ok(link) = self.hops.link(oif, now) else {
+            return;
+        };
+        if self.ways.len() >= WAYS_MAX {
+            self.ways.retain(|_, w| now < w.until);
+        }
+        let way = Way {
+            oif,
+            mtu,
+            mac,
+            src_mac: link.mac.unwrap_or([0; 6]),
+            until: now + WAY_FRESH,
+        };
+        self.ways.insert((dst, dr), way);
     }
 
     fn dr_fragments(
@@ -318,11 +447,28 @@ impl Transmitter {
         counts
     }
 
-    fn send_frame(&mut self, oif: u32, dst_mac: [u8; 6], packet: &[u8], now: Instant) -> Outcome {
+    /// `packet` in an Ethernet frame to `dst_mac` out of `oif`, through the packet socket.
+    pub fn send_frame(
+        &mut self,
+        oif: u32,
+        dst_mac: [u8; 6],
+        packet: &[u8],
+        now: Instant,
+    ) -> Outcome {
         let Ok(link) = self.hops.link(oif, now) else {
             return Outcome::Dropped(Drop::NoRoute);
         };
-        let src_mac = link.mac.unwrap_or([0; 6]);
+        self.send_built(oif, dst_mac, link.mac.unwrap_or([0; 6]), packet)
+    }
+
+    /// [`Self::send_frame`] with the interface's MAC address known.
+    fn send_built(
+        &mut self,
+        oif: u32,
+        dst_mac: [u8; 6],
+        src_mac: [u8; 6],
+        packet: &[u8],
+    ) -> Outcome {
         let ethertype = match packet.first().map(|b| b >> 4) {
             Some(4) => ETH_P_IP,
             Some(6) => ETH_P_IPV6,
@@ -337,6 +483,10 @@ impl Transmitter {
         f[6..12].copy_from_slice(&src_mac);
         f[12..14].copy_from_slice(&ethertype.to_be_bytes());
         f[ETH_HEADER..].copy_from_slice(packet);
+        if self.dry {
+            std::hint::black_box(&self.frame[..len]);
+            return Outcome::Sent;
+        }
         let fd = match self.packet_socket() {
             Ok(fd) => fd,
             Err(_) => return Outcome::Dropped(Drop::Failed),

@@ -17,7 +17,7 @@ mod worker;
 pub mod xsk;
 
 pub use program::{Interface, MAX_QUEUES, PROGRAM, XdpProgram, default_interfaces, object};
-pub use worker::{XdpStats, XdpWorker};
+pub use worker::{XdpStats, XdpWorker, frame_of_packet, packet_of_frame};
 pub use xsk::Xsk;
 
 /// What went wrong setting up the XDP back-end (a sentence for the log).

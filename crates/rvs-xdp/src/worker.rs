@@ -63,6 +63,9 @@ struct Port {
     xsk: Xsk,
     pending: Vec<RxFrame>,
     next: usize,
+    /// The interface's MAC address and until when it is taken as known
+    /// ([`XdpWorker::send_frame`]).
+    mac: Option<([u8; 6], Instant)>,
 }
 
 /// Where packets to one destination leave: resolved once, used for [`EGRESS_FRESH`] (the
@@ -100,6 +103,7 @@ impl XdpWorker {
                     xsk,
                     pending: Vec::with_capacity(BATCH),
                     next: 0,
+                    mac: None,
                 })
                 .collect(),
             turn: 0,
@@ -137,13 +141,11 @@ impl XdpWorker {
                 let f = p.pending[p.next];
                 p.next += 1;
                 let frame = p.xsk.frame(f);
-                match copy_ip(frame, buf) {
-                    Some(len) => {
+                match packet_of_frame(frame, buf) {
+                    Some((len, completed)) => {
                         self.turn = i;
                         self.stats.received.fetch_add(1, Ordering::Relaxed);
-                        let pkt = &mut buf[..len];
-                        forward_ttl(pkt);
-                        if complete_partial(pkt) {
+                        if completed {
                             self.stats
                                 .checksums_completed
                                 .fetch_add(1, Ordering::Relaxed);
@@ -193,19 +195,56 @@ impl XdpWorker {
         if ttl(packet) <= 1 {
             return None;
         }
-        let ethertype: u16 = if packet[0] >> 4 == 4 { 0x0800 } else { 0x86dd };
         let port = self.ports.get_mut(e.port)?;
+        let ok = port.xsk.send_with(|f| frame_of_packet(packet, &e.macs, f));
+        if port.xsk.unkicked() >= BATCH as u32 {
+            port.xsk.kick();
+        }
+        ok.then_some(())
+    }
+
+    /// Sends `packet`, already forwarded by the caller (direct routing: TTL taken, size
+    /// checked against the route's MTU, next hop resolved), in a frame to `dst_mac` out of
+    /// interface `oif`, on this worker's socket there. `false`: no socket on `oif` (or the
+    /// frame does not fit, the TX ring is full): not sent, the caller sends it otherwise.
+    pub fn send_frame(&mut self, oif: u32, dst_mac: [u8; 6], packet: &[u8], now: Instant) -> bool {
+        let Some(i) = self.ports.iter().position(|p| p.xsk.ifindex == oif) else {
+            return false;
+        };
+        if packet.len() + ETH > crate::xsk::FRAME {
+            return false;
+        }
+        let ethertype: u16 = match packet.first().map(|b| b >> 4) {
+            Some(4) => 0x0800,
+            Some(6) => 0x86dd,
+            _ => return false,
+        };
+        let src_mac = match self.ports[i].mac {
+            Some((mac, until)) if now < until => mac,
+            _ => {
+                let Some(link) = self.hops.as_mut().and_then(|h| h.link(oif, now).ok()) else {
+                    return false;
+                };
+                let mac = link.mac.unwrap_or([0; 6]);
+                self.ports[i].mac = Some((mac, now + EGRESS_FRESH));
+                mac
+            }
+        };
+        let port = &mut self.ports[i];
         let ok = port.xsk.send_with(|f| {
-            f[0..12].copy_from_slice(&e.macs);
+            f[0..6].copy_from_slice(&dst_mac);
+            f[6..12].copy_from_slice(&src_mac);
             f[12..14].copy_from_slice(&ethertype.to_be_bytes());
             f[ETH..ETH + packet.len()].copy_from_slice(packet);
-            forward_ttl(&mut f[ETH..ETH + packet.len()]);
             ETH + packet.len()
         });
         if port.xsk.unkicked() >= BATCH as u32 {
             port.xsk.kick();
         }
-        ok.then_some(())
+        if ok {
+            self.stats.sent.fetch_add(1, Ordering::Relaxed);
+        }
+        ok
     }
 
     /// The egress of `dst` from the kernel's tables: `None` when rvs cannot send there
@@ -241,6 +280,33 @@ impl XdpWorker {
             p.xsk.kick();
         }
     }
+}
+
+/// What [`XdpWorker::recv`] makes of a received frame: its IP packet in `buf`, the
+/// forwarding's TTL unit taken, a partial checksum completed (the `bool`); `None`: not
+/// Ethernet + IP. Public for the callgrind bench (`examples/methods.rs`).
+pub fn packet_of_frame(frame: &[u8], buf: &mut [u8]) -> Option<(usize, bool)> {
+    let len = copy_ip(frame, buf)?;
+    let pkt = &mut buf[..len];
+    forward_ttl(pkt);
+    Some((len, complete_partial(pkt)))
+}
+
+/// The frame [`XdpWorker`] sends for a packet of the XDP path, built in `f` (at least
+/// 14 bytes longer than `packet`): `macs` (destination, source), the packet's EtherType,
+/// the packet with the forwarding's TTL unit taken. Its length. Public for the callgrind
+/// bench.
+pub fn frame_of_packet(packet: &[u8], macs: &[u8; 12], f: &mut [u8]) -> usize {
+    let ethertype: u16 = if packet.first().map(|b| b >> 4) == Some(4) {
+        0x0800
+    } else {
+        0x86dd
+    };
+    f[0..12].copy_from_slice(macs);
+    f[12..14].copy_from_slice(&ethertype.to_be_bytes());
+    f[ETH..ETH + packet.len()].copy_from_slice(packet);
+    forward_ttl(&mut f[ETH..ETH + packet.len()]);
+    ETH + packet.len()
 }
 
 /// The IP packet of an Ethernet frame into `buf`; `None` for anything else.

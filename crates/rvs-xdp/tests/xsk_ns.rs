@@ -1,7 +1,8 @@
 //! The XDP program and an AF_XDP socket on a veth pair between two namespaces (root only;
 //! skipped otherwise): a datagram to a VIP reaches the socket (TTL taken, the partial
 //! checksum of a locally sent datagram completed), other traffic reaches the kernel, a
-//! reply sent on the socket reaches the peer, and the program is gone when dropped.
+//! reply sent on the socket reaches the peer, so does a direct-routing frame, and the
+//! program is gone when dropped.
 
 use rvs_xdp::{XdpProgram, XdpStats, XdpWorker, Xsk};
 use std::fs::File;
@@ -150,6 +151,53 @@ fn vip_traffic_goes_to_the_socket_and_the_rest_to_the_kernel() {
     );
     assert_eq!(stats.counters()[0], ("xdp_received", 1));
     assert_eq!(stats.counters()[1], ("xdp_sent", 1));
+
+    // Direct routing: a packet to an address the peer holds on lo, in a frame to the
+    // peer's MAC address, on the socket's TX ring as it is (the caller took the TTL).
+    ip(&["-n", a, "addr", "add", "10.77.8.8/32", "dev", "lo"]);
+    let shown = ip(&["-n", a, "link", "show", "a0"]);
+    let mac: Vec<u8> = shown
+        .split("link/ether ")
+        .nth(1)
+        .and_then(|t| t.split_whitespace().next())
+        .expect("a0's MAC address")
+        .split(':')
+        .map(|h| u8::from_str_radix(h, 16).expect("hex"))
+        .collect();
+    let mac: [u8; 6] = mac.try_into().expect("6 bytes");
+    let a_name = a.to_string();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let server = std::thread::spawn(move || {
+        enter(&a_name);
+        let s = UdpSocket::bind("10.77.8.8:7000").unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        ready_tx.send(()).unwrap();
+        let mut buf = [0u8; 64];
+        let (n, from) = s.recv_from(&mut buf).expect("the DR frame's datagram");
+        (buf[..n].to_vec(), from)
+    });
+    ready_rx.recv().unwrap();
+    let mut d = r.clone();
+    d[12..16].copy_from_slice(&[10, 77, 0, 2]);
+    d[16..20].copy_from_slice(&[10, 77, 8, 8]);
+    d[20..22].copy_from_slice(&5001u16.to_be_bytes());
+    d[22..24].copy_from_slice(&7000u16.to_be_bytes());
+    d[28..].copy_from_slice(b"dr!!");
+    rvs_wire::fill_checksums(&mut d).unwrap();
+    let oif = prog.interfaces()[0].ifindex;
+    assert!(
+        !w.send_frame(oif + 1000, mac, &d, Instant::now()),
+        "no socket on that interface: not sent"
+    );
+    assert!(
+        w.send_frame(oif, mac, &d, Instant::now()),
+        "sent on the socket"
+    );
+    w.flush();
+    let (got, from) = server.join().unwrap();
+    assert_eq!(got, b"dr!!");
+    assert_eq!(from.to_string(), "10.77.0.2:5001");
+    assert_eq!(stats.counters()[1], ("xdp_sent", 2));
 
     drop(w);
     drop(prog);

@@ -208,6 +208,13 @@ impl PacketIo for ProbedTun {
         }
         self.tun.send(packet)
     }
+
+    fn send_frame(&mut self, oif: u32, dst_mac: [u8; 6], packet: &[u8]) -> bool {
+        match &mut self.xdp {
+            Some(x) if x.from_xdp => x.worker.send_frame(oif, dst_mac, packet, Instant::now()),
+            _ => false,
+        }
+    }
 }
 
 fn readable(fd: RawFd) -> bool {
@@ -713,8 +720,8 @@ where
 
 /// Creates the TUN `name` with one queue per worker of `probe` and points the probe at
 /// them. Worker 0 also reads the mark devices (returned: the routing side creates them).
-/// With an XDP program, each worker also gets an AF_XDP socket on its queue of every XDP
-/// interface that has that queue (the old sockets must be closed: one per queue).
+/// With an XDP program, each worker also gets AF_XDP sockets on its queues of every XDP
+/// interface (see [`xdp_side`]; the old sockets must be closed: one per queue).
 fn open_queues(
     name: &str,
     probe: &Arc<Probe>,
@@ -732,7 +739,7 @@ fn open_queues(
     for (worker, tun) in tuns.into_iter().enumerate() {
         let tun = MultiTun::new(tun).map_err(|e| format!("cannot poll the TUN devices: {e}"))?;
         let xdp = match &mut xdp {
-            Some((prog, stats)) => xdp_side(prog, worker, stats[worker].clone())?,
+            Some((prog, stats)) => xdp_side(prog, worker, n, stats[worker].clone())?,
             None => None,
         };
         if let Some(x) = &xdp {
@@ -755,29 +762,30 @@ fn open_queues(
     Ok((queues, marks))
 }
 
-/// Worker `worker`'s AF_XDP sockets: one on queue `worker` of each XDP interface that has
-/// it (`None`: no interface has, the worker reads the TUN only).
+/// Worker `worker`'s AF_XDP sockets: on each XDP interface, one on every queue `q` with
+/// `q % workers == worker` (queue `worker`, and those no worker of that number would
+/// read: with more queues than workers, every queue still has its socket). `None`: no
+/// interface has such a queue, the worker reads the TUN only.
 fn xdp_side(
     prog: &mut XdpProgram,
     worker: usize,
+    workers: usize,
     stats: Arc<XdpStats>,
 ) -> Result<Option<XdpSide>, String> {
-    let queue = worker as u32;
     let mut sockets = Vec::new();
     for i in 0..prog.interfaces().len() {
         let iface = prog.interfaces()[i].clone();
-        if queue >= iface.queues {
-            continue;
+        for queue in (worker as u32..iface.queues).step_by(workers.max(1)) {
+            let xsk = Xsk::open(iface.ifindex, queue).map_err(|e| {
+                format!(
+                    "cannot open an AF_XDP socket on {} queue {queue}: {e}",
+                    iface.name
+                )
+            })?;
+            prog.register(i, queue, xsk.raw_fd())
+                .map_err(|e| e.to_string())?;
+            sockets.push(xsk);
         }
-        let xsk = Xsk::open(iface.ifindex, queue).map_err(|e| {
-            format!(
-                "cannot open an AF_XDP socket on {} queue {queue}: {e}",
-                iface.name
-            )
-        })?;
-        prog.register(i, queue, xsk.raw_fd())
-            .map_err(|e| e.to_string())?;
-        sockets.push(xsk);
     }
     if sockets.is_empty() {
         return Ok(None);
