@@ -140,10 +140,18 @@ impl NextHops {
 
     /// The device `ifindex`'s MAC address, MTU and name.
     pub fn link(&mut self, ifindex: u32, now: Instant) -> io::Result<Link> {
-        if let Some((l, at)) = self.links.get(&ifindex)
-            && now.duration_since(*at) < FRESH * 5
-        {
-            return Ok(l.clone());
+        self.link_ref(ifindex, now).cloned()
+    }
+
+    /// [`link`](Self::link) without a copy (the packet path asks for every frame: a
+    /// cached answer costs no allocation).
+    pub fn link_ref(&mut self, ifindex: u32, now: Instant) -> io::Result<&Link> {
+        let fresh = self
+            .links
+            .get(&ifindex)
+            .is_some_and(|(_, at)| now.duration_since(*at) < FRESH * 5);
+        if fresh {
+            return Ok(&self.links[&ifindex].0);
         }
         let mut m = LinkMessage::default();
         m.header.index = ifindex;
@@ -164,8 +172,8 @@ impl NextHops {
                 _ => {}
             }
         }
-        self.links.insert(ifindex, (link.clone(), now));
-        Ok(link)
+        self.links.insert(ifindex, (link, now));
+        Ok(&self.links[&ifindex].0)
     }
 
     /// The link-layer address of `addr` on `oif`. Unknown, failed or stale: the kernel is
