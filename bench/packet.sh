@@ -42,9 +42,12 @@
 #              RVS_BENCH_REPEAT runs.
 #   latency    `rvs-loadgen probe`: UDP ping-pong client -> VIP:9001 -> a real server's echo,
 #              RVS_BENCH_PROBES probes, one every RVS_BENCH_PROBE_US µs, over 4 flows; p50/p99.
-#              For rvs, once more while 1,000 rule changes stream into the daemon (`ipvsadm
-#              -R`: -a/-e/-d of servers of 10 other services, paced over the probe window,
-#              applied one by one): the p99 must not move.
+#              Once more while 1,000 rule changes stream in, paced over the probe window,
+#              applied one by one: for rvs into the daemon (`ipvsadm -R`: -a/-e/-d of
+#              servers of 10 other services); for nftables, as its peer measured the same
+#              way, into the kernel (one `nft -i` reading them: add / replace / delete an
+#              element of 10 other services' server maps, one transaction each). rvs's p99
+#              must not move; nftables' shows what the machine does under the same churn.
 # Every run (UDP, HTTP, probe) starts from a fresh client address (10.111.0.10, .11, ...,
 # set as the default route's `src`), so that no run meets TIME_WAIT sockets, rvs connection
 # entries or conntrack entries left by an earlier one, and no peer has to wait for them to
@@ -273,15 +276,21 @@ done
 for s in $(seq 1 10); do SVC_CMDS+=("-A -t 10.111.200.$s:80 -s rr"); done
 # 1,000 changes: add a server, change its weight, delete it, over and over, spread over the
 # 10 services (333 such triples and one last add).
-python3 - "$CHURN" >"$OUT/churn.rules" <<'PY'
+python3 - "$CHURN" "$OUT/churn.nft" >"$OUT/churn.rules" <<'PY'
 import sys
 n = int(sys.argv[1])
+nft = open(sys.argv[2], "w")
 for i in range(n):
     t = i // 3
     svc = f"10.111.200.{t % 10 + 1}:80"
     rs = f"10.113.{t // 250}.{t % 250 + 1}:80"
     print([f"-a -t {svc} -r {rs} -m -w 1", f"-e -t {svc} -r {rs} -m -w 2",
            f"-d -t {svc} -r {rs}"][i % 3])
+    # The same change to nftables' peer: the service's server map (address : weight).
+    m, a = f"ip rvsbench churn{t % 10 + 1}", rs.split(":")[0]
+    print([f"add element {m} {{ {a} : 1 }}",
+           f"delete element {m} {{ {a} }}; add element {m} {{ {a} : 2 }}",
+           f"delete element {m} {{ {a} }}"][i % 3], file=nft)
 PY
 
 # Direct routing (the rvs-dr-xdp peer): the same services, -g instead of -m.
@@ -355,14 +364,29 @@ stop_rvs() { # TAG
 # The probe again, while the 1,000 changes arrive one by one, paced evenly over the probe
 # window (a daemon slower than the pace makes the stream outlast the window: every probe
 # then still runs under changes).
+# The applier of the changes: rvs's `ipvsadm -R`, or one `nft -i` for nftables (each line
+# its own transaction, as each of ipvsadm's is its own request).
+apply_churn() { # PEER
+  case $1 in
+    nftables) ip netns exec "$D" nft -i >/dev/null ;;
+    *) bed_ipvsadm -R ;;
+  esac
+}
+churn_left() { # PEER: how many of the changed servers are left
+  case $1 in
+    nftables) ip netns exec "$D" nft list table ip rvsbench | grep -o '10\.113\.[0-9.]* : ' | wc -l ;;
+    *) bed_ipvsadm -Ln | grep -c ' 10\.113\.' || true ;;
+  esac
+}
 churn_probe() { # PEER
   next_src
-  local t0 t1 rc=0 left
+  local t0 t1 rc=0 left rules=$OUT/churn.rules
+  [ "$1" = nftables ] && rules=$OUT/churn.nft
   ip netns exec "$C" timeout $((PROBE_SECS + 30)) "$LOADGEN" probe --target "$VIP:9001" \
     --count "$PROBES" --interval-us "$PROBE_US" --flows 4 >"$OUT/churn-probe.$1" &
   local probe=$!
   t0=$(date +%s.%N)
-  python3 - "$OUT/churn.rules" "$PROBES" "$PROBE_US" <<'PY' | bed_ipvsadm -R || rc=$?
+  python3 - "$rules" "$PROBES" "$PROBE_US" <<'PY' | apply_churn "$1" || rc=$?
 import sys, time
 lines = open(sys.argv[1]).read().splitlines()
 window = int(sys.argv[2]) * int(sys.argv[3]) / 1e6
@@ -378,9 +402,9 @@ PY
   t1=$(date +%s.%N)
   wait "$probe" || { echo "packet.sh: the probe under rule changes failed" >&2; exit 1; }
   # 333 add/edit/delete triples and one add: exactly one of the changed servers is left.
-  left=$(bed_ipvsadm -Ln | grep -c ' 10\.113\.' || true)
+  left=$(churn_left "$1")
   [ "$rc" = 0 ] && [ "$left" = 1 ] ||
-    { echo "packet.sh: the rule changes did not all apply (ipvsadm -R: $rc; servers left: $left)" >&2; exit 1; }
+    { echo "packet.sh: the rule changes did not all apply ($1: $rc; servers left: $left)" >&2; exit 1; }
   echo -e "churn\t$1\t$(python3 -c "print(f'{$t1 - $t0:.2f}')")" >>"$RES"
   echo -e "lat\t$1\tchurn\t$(cat "$OUT/churn-probe.$1")" >>"$RES"
   echo "  $1 latency (1,000 rule changes in $(tail -2 "$RES" | head -1 | cut -f3) s): $(cat "$OUT/churn-probe.$1")" >&2
@@ -392,6 +416,7 @@ NFT_RULES="table ip rvsbench {
     type nat hook prerouting priority dstnat; policy accept;
     ip daddr $VIP dnat to numgen inc mod 3 map { 0 : 10.112.0.11, 1 : 10.112.0.12, 2 : 10.112.0.13 }
   }
+$(for s in $(seq 1 10); do echo "  map churn$s { type ipv4_addr : mark; }"; done)
 }"
 
 PEERS=(rvs-1)
@@ -457,7 +482,7 @@ for r in $(seq "$REPEAT"); do
     if [ "$r" = 1 ]; then
       next_src
       probe_run "$p" idle "$t"
-      case $p in rvs-*) churn_probe "$p" ;; esac
+      case $p in rvs-* | nftables) churn_probe "$p" ;; esac
     fi
     peer_down "$p"
   done

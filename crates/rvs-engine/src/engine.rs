@@ -564,7 +564,24 @@ pub fn run_worker(
         } else {
             cfg.poll_interval
         };
-        let got = io.recv_meta(&mut packet, wait)?;
+        // Frames queued by the transmitter leave when nothing more is waiting to be read
+        // (or a batch is full, see `xmit::TX_BATCH`): before the worker sleeps.
+        let got = match path.xmit.as_mut().filter(|x| x.pending()) {
+            None => io.recv_meta(&mut packet, wait)?,
+            Some(x) => match io.recv_meta(&mut packet, Duration::ZERO)? {
+                Some(g) => Some(g),
+                None => {
+                    x.flush();
+                    io.recv_meta(&mut packet, wait)?
+                }
+            },
+        };
+        if let Some(x) = &mut path.xmit {
+            let failed = x.take_failed();
+            if failed > 0 {
+                stats.send_errors.fetch_add(failed, Ordering::Relaxed);
+            }
+        }
         let now = Instant::now();
         if now >= next_expire {
             path.expire(now, stats, cfg);
@@ -583,7 +600,26 @@ pub fn run_worker(
             path.handle(&mut packet[..n], meta, now, io, decider, stats, cfg);
         }
     }
+    if let Some(x) = &mut path.xmit {
+        x.flush();
+        stats
+            .send_errors
+            .fetch_add(x.take_failed(), Ordering::Relaxed);
+    }
     Ok(())
+}
+
+/// Writes `packet` into the back-end (the TUN) after the frames the transmitter has
+/// queued, so that packets leave in the order they were decided whichever way they go.
+fn tun_write(
+    xmit: &mut Option<Transmitter>,
+    io: &mut dyn PacketIo,
+    packet: &[u8],
+) -> io::Result<()> {
+    if let Some(x) = xmit {
+        x.flush();
+    }
+    io.send(packet)
 }
 
 /// What [`run_worker`] keeps between packets.
@@ -700,7 +736,7 @@ impl<'f> PacketPath<'f> {
         if forwarded {
             rvs_wire::increment_ttl(&mut self.reply[..len]);
         }
-        io.send(&self.reply[..len])
+        tun_write(&mut self.xmit, io, &self.reply[..len])
     }
 
     /// Carries out `action` for `packet`; a reassembled one (`origin`) is fragmented again
@@ -801,13 +837,15 @@ impl<'f> PacketPath<'f> {
             (Action::Nat { len, dst }, None) if cfg.nat_direct && !at.backend_sends => {
                 if !self.make_transmitter(cfg, stats) {
                     // Counted `unsupported` by make_transmitter; the kernel still routes it.
-                    return self.count_send(io.send(&packet[..len]), stats);
+                    let r = tun_write(&mut self.xmit, io, &packet[..len]);
+                    return self.count_send(r, stats);
                 }
                 let Some(x) = self.xmit.as_mut() else { return };
                 let outcome = x.nat(&mut packet[..len], dst, &mut self.reply, now);
                 if outcome == Outcome::Local {
                     inc(&stats.nat_via_kernel);
-                    return self.count_send(io.send(&packet[..len]), stats);
+                    let r = tun_write(&mut self.xmit, io, &packet[..len]);
+                    return self.count_send(r, stats);
                 }
                 self.finish(
                     outcome,
@@ -818,10 +856,15 @@ impl<'f> PacketPath<'f> {
                     stats,
                 )
             }
-            (Action::Send(len) | Action::Nat { len, .. }, None) => io.send(&packet[..len]),
+            (Action::Send(len) | Action::Nat { len, .. }, None) => {
+                tun_write(&mut self.xmit, io, &packet[..len])
+            }
             (Action::Send(len) | Action::Nat { len, .. }, Some(o)) => {
                 let mtu = cfg.mtu.or_else(|| io.mtu()).unwrap_or(MAX_PACKET);
                 let mut failed = false;
+                if let Some(x) = &mut self.xmit {
+                    x.flush();
+                }
                 let r = frag::fragment(&packet[..len], mtu, Some(o), &mut self.scratch, |f| {
                     failed |= io.send(f).is_err();
                 });
@@ -839,7 +882,7 @@ impl<'f> PacketPath<'f> {
                 }
             }
             (Action::Reply(len), _) => self.send_reply(len, at.forwarded, io),
-            (Action::SendBuilt(len), _) => io.send(&self.reply[..len]),
+            (Action::SendBuilt(len), _) => tun_write(&mut self.xmit, io, &self.reply[..len]),
             (Action::Drop | Action::NatBig { .. }, _) => Ok(()),
         };
         self.count_send(r, stats);
@@ -893,11 +936,11 @@ impl<'f> PacketPath<'f> {
             }
             Outcome::Write(n) => {
                 inc(done);
-                io.send(&self.scratch[..n])
+                tun_write(&mut self.xmit, io, &self.scratch[..n])
             }
             Outcome::Local => {
                 inc(&stats.accepted);
-                io.send(packet)
+                tun_write(&mut self.xmit, io, packet)
             }
             Outcome::Icmp(n) => {
                 inc(&stats.icmp_errors);

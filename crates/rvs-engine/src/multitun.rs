@@ -285,6 +285,13 @@ impl PacketIo for MultiTun {
             self.hot -= 1;
             match self.main.read_packet(buf)? {
                 Some(n) => return Ok(Some((n, RecvMeta::default()))),
+                // Drained. A caller that would not wait (it has frames to flush before it
+                // sleeps) hears so without a `poll` too: the mark devices and the wake-up
+                // get theirs in the waiting call that follows.
+                None if timeout.is_zero() => {
+                    self.hot = 0;
+                    return Ok(None);
+                }
                 None => self.hot = 0,
             }
         }
