@@ -68,7 +68,14 @@ fn main() -> ExitCode {
             .and_then(|o| flood(&o)),
         "probe" => Opts::parse(
             rest,
-            &["target", "count", "interval-us", "flows", "timeout-ms", "sport"],
+            &[
+                "target",
+                "count",
+                "interval-us",
+                "flows",
+                "timeout-ms",
+                "sport",
+            ],
         )
         .and_then(|o| probe(&o)),
         "decap" => Opts::parse(rest, &["tun", "gue-port"]).and_then(|o| {
@@ -317,7 +324,10 @@ fn arrival(s: &UdpSocket) -> Option<SystemTime> {
     if rc != 0 || ts.tv_sec <= 0 {
         return None;
     }
-    let d = Duration::new(u64::try_from(ts.tv_sec).ok()?, u32::try_from(ts.tv_nsec).ok()?);
+    let d = Duration::new(
+        u64::try_from(ts.tv_sec).ok()?,
+        u32::try_from(ts.tv_nsec).ok()?,
+    );
     UNIX_EPOCH.checked_add(d)
 }
 
@@ -376,7 +386,8 @@ fn probe(o: &Opts) -> Result<(), String> {
             let waited = if left.is_zero() {
                 s.set_nonblocking(true)
             } else {
-                s.set_nonblocking(false).and_then(|()| s.set_read_timeout(Some(left)))
+                s.set_nonblocking(false)
+                    .and_then(|()| s.set_read_timeout(Some(left)))
             };
             if waited.is_err() {
                 break;
