@@ -21,8 +21,26 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root/fuzz"
 read -r -a targets <<<"${RVS_FUZZ_TARGETS:-packet ipvsadm_args restore journal control_request keepalived_conf kube_config kube_objects}"
 runs=${RVS_FUZZ_RUNS:--1}
-# The journal target writes its three files for every input: on tmpfs, not the disk.
-[ -d /dev/shm ] && [ -w /dev/shm ] && export TMPDIR=/dev/shm
+# The journal target writes its three files for every input: on tmpfs, not the disk, in a
+# directory of this run's (removed at the end).
+tmp_parent=/tmp
+[ -d /dev/shm ] && [ -w /dev/shm ] && tmp_parent=/dev/shm
+TMPDIR=$(mktemp -d "$tmp_parent/rvs-fuzz.XXXXXX")
+export TMPDIR
+trap 'rm -rf "$TMPDIR"' EXIT
+# The longest input per target. libFuzzer's default is the largest file of the corpus, at
+# least 4096, so it grows as the corpus does; the cost of an input grows with its length
+# (restore: every destination line of an mh service rebuilds a 4093-slot table; the
+# Kubernetes objects go through a YAML scanner). These lengths hold the longest real inputs
+# (recorded command lines are < 200 bytes; restore files of 20-40 lines; one Kubernetes
+# object per document), longer seeds are cut.
+max_len() {
+    case $1 in
+        ipvsadm_args) echo 512 ;;
+        restore) echo 1024 ;;
+        *) echo 4096 ;;
+    esac
+}
 
 python3 make_seeds.py "$root"
 tdir=${RVS_FUZZ_TARGET_DIR:-$root/fuzz/target}
@@ -48,7 +66,9 @@ for t in "${targets[@]}"; do
     log="artifacts/$t/run.log"
     # -rss_limit_mb / -timeout make a runaway input a finding, not a hang.
     start=$(date +%s)
+    # -reload=0: one process per corpus, nothing for it to reread every second.
     "$bin/$t" -max_total_time="$secs" -runs="$runs" -timeout=10 -rss_limit_mb=2048 \
+        -max_len="$(max_len "$t")" -reload=0 \
         -artifact_prefix="artifacts/$t/" "corpus/$t" >"$log" 2>&1 || true
     elapsed=$(($(date +%s) - start))
     [ "$elapsed" -gt 0 ] || elapsed=1
@@ -58,7 +78,7 @@ for t in "${targets[@]}"; do
     crashes=$((after - before))
     [ "$crashes" -eq 0 ] || failed=1
     corpus=$(ls "corpus/$t" | wc -l)
-    rows+=("| $t | ${execs:-?} | $elapsed | $((${execs:-0} / elapsed)) | $crashes | $corpus | $n_reg: $regress |")
+    rows+=("| $t | ${execs:-?} | $elapsed | $((${execs:-0} / elapsed)) | $crashes | $corpus | $n_reg: $regress | $(max_len "$t") |")
     echo "$t: ${execs:-?} executions in $elapsed s, $crashes crashes" >&2
 done
 
@@ -71,8 +91,8 @@ table=$(
     echo
     echo "Machine: $machine. cargo-fuzz $(cargo fuzz --version 2>/dev/null | awk '{print $2}'), libFuzzer, no sanitizer (no unsafe code in the crates fuzzed), debug assertions on; at most $secs s per target, one process each, niceness $(nice). Load average after the run: $(cut -d' ' -f1-3 /proc/loadavg). A crash stops a target's run (libFuzzer), so crashes is 0 or 1 per run; the input is in fuzz/artifacts/TARGET/."
     echo
-    echo "| target | executions | seconds | exec/s | crashes | corpus | kept regressions |"
-    echo "|---|---|---|---|---|---|---|"
+    echo "| target | executions | seconds | exec/s | crashes | corpus | kept regressions | -max_len |"
+    echo "|---|---|---|---|---|---|---|---|"
     printf '%s\n' "${rows[@]}"
 )
 echo "$table"

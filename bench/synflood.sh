@@ -55,6 +55,8 @@
 # Usage (root): bench/synflood.sh [HALF_OPEN]
 #   RVS_SYNFLOOD_MAX_CONNS   the daemon's --max-conns (default 1048576, its own default)
 #   RVS_SYNFLOOD_WORKERS     the daemon's --workers (default: its own, one per core)
+#   RVS_SYNFLOOD_BACKEND     the daemon's --backend (default: its own, the TUN); e.g.
+#                            xdp:d0,br0 (AF_XDP on the client and server sides, docs/af-xdp.md)
 #   RVS_SYNFLOOD_CONNS       legitimate client threads (default 4)
 #   RVS_SYNFLOOD_LEGIT_SECS  unloaded measurement (default 5)
 #   RVS_SYNFLOOD_AFTER_SECS  measurement after the flood (default 5)
@@ -80,6 +82,7 @@ set -euo pipefail
 HALF_OPEN=${1:-1000000}
 MAX_CONNS=${RVS_SYNFLOOD_MAX_CONNS:-1048576}
 WORKERS=${RVS_SYNFLOOD_WORKERS:-}
+BACKEND=${RVS_SYNFLOOD_BACKEND:-}
 CONNS=${RVS_SYNFLOOD_CONNS:-4}
 LEGIT_SECS=${RVS_SYNFLOOD_LEGIT_SECS:-5}
 AFTER_SECS=${RVS_SYNFLOOD_AFTER_SECS:-5}
@@ -107,6 +110,7 @@ STARTS=0
 start_rvs() { # PHASE
   local w=()
   [ -n "$WORKERS" ] && w=(--workers "$WORKERS")
+  [ -n "$BACKEND" ] && w+=(--backend "$BACKEND")
   STARTS=$((STARTS + 1))
   ip netns exec "$D" "$RVS" daemon --socket "$RVS_SOCKET" --state "$OUT/state.$STARTS.json" \
     --max-conns "$MAX_CONNS" "${w[@]}" >"$OUT/daemon.$1.log" 2>&1 &
@@ -319,9 +323,9 @@ DATE=$(date -u '+%Y-%m-%d %H:%M UTC')
 MACHINE=$(bench_machine)
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 set +e
-SECTION=$(python3 - "$RES" "$HALF_OPEN" "$DATE" "$MACHINE" "$LOAD_BEFORE" "$LOAD_AFTER" "$PROFILE" "$CONNS" "$WORKERS" "$AFTER_SECS" "$RATE" "$FNICE" "$FCPUS" <<'PY'
+SECTION=$(python3 - "$RES" "$HALF_OPEN" "$DATE" "$MACHINE" "$LOAD_BEFORE" "$LOAD_AFTER" "$PROFILE" "$CONNS" "${WORKERS:+ --workers $WORKERS}${BACKEND:+ --backend $BACKEND}" "$AFTER_SECS" "$RATE" "$FNICE" "$FCPUS" <<'PY'
 import json, sys
-res, half, date, machine, lb, la, profile, conns, workers, after_secs, rate, fnice, fcpus = sys.argv[1:]
+res, half, date, machine, lb, la, profile, conns, dopts, after_secs, rate, fnice, fcpus = sys.argv[1:]
 pace = "as fast as it goes" if rate == "0" else f"paced at {int(rate):,} SYN/s (RVS_SYNFLOOD_RATE)"
 pace += f", nice {fnice}" + (f", pinned to CPU {fcpus} (taskset)" if fcpus else ", on any CPU")
 rows = [json.loads(l) for l in open(res) if l.strip()]
@@ -331,7 +335,7 @@ out.append(f"## SYN flood (bench/synflood.sh {half}), {date}")
 out.append("")
 out.append(f"Machine: {machine}. Load average before {lb}, after {la}. rvs built with the "
            f"{profile} profile; `rvs daemon --max-conns {rows[0]['max_conns'] if rows else '?'}"
-           f"{' --workers ' + workers if workers else ''}`; service `-A -t VIP:80 -s rr`, 3 NAT "
+           f"{dopts}`; service `-A -t VIP:80 -s rr`, 3 NAT "
            f"servers (nginx). Flood: `rvs-loadgen synflood`, raw socket, random sources in "
            f"10.128.0.0/9 and ports 1024-65535, {pace}. Legitimate client: "
            f"`rvs-loadgen connect --conns {conns}` (connect, GET, read, close).")

@@ -59,6 +59,18 @@ for p in glob.glob(os.path.join(root, 'crates', 'rvs-k8s', 'tests', 'fixtures', 
     put('kube_config' if p.endswith('.yaml') else 'kube_objects', read(p))
 for p in glob.glob(os.path.join(root, 'crates', 'rvs-k8s', 'tests', 'fixtures', '*.json')):
     put('kube_config', read(p))
+# The fixtures are indented lists of 10-20 KB, above the targets' -max_len (bench/fuzz.sh,
+# which truncates longer seeds): each object alone and the list without indentation too.
+import json
+for p in glob.glob(os.path.join(root, 'crates', 'rvs-k8s', 'tests', 'fixtures', '*.json')):
+    try:
+        doc = json.loads(read(p))
+    except ValueError:
+        continue
+    compact = lambda v: json.dumps(v, separators=(',', ':'))
+    put('kube_objects', compact(doc))
+    for item in doc.get('items', []) if isinstance(doc, dict) else []:
+        put('kube_objects', compact(item))
 
 # --- state file and journal: three pieces, 2-byte big-endian lengths ---
 state = ('{"format":"rvs-state","version":1,"services":[{"config":{"key":{"Addr":{"protocol":"Tcp",'

@@ -21,7 +21,8 @@ mod state;
 
 use libfuzzer_sys::fuzz_target;
 use persist::{Store, StoreOptions};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::LazyLock;
 
 fn pieces(mut data: &[u8]) -> [&[u8]; 3] {
     let mut out: [&[u8]; 3] = [b""; 3];
@@ -40,8 +41,17 @@ fn pieces(mut data: &[u8]) -> [&[u8]; 3] {
     out
 }
 
-fn dir() -> PathBuf {
-    std::env::temp_dir().join(format!("rvs-fuzz-journal-{}", std::process::id()))
+/// The store's directory, made once per process: creating and removing it for every input
+/// was most of an execution (system calls). Each input writes its pieces over the files of
+/// the last one and removes those it does not have; the store itself removes its `.tmp`.
+fn dir() -> &'static Path {
+    static DIR: LazyLock<PathBuf> = LazyLock::new(|| {
+        let d = std::env::temp_dir().join(format!("rvs-fuzz-journal-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).expect("temp dir");
+        d
+    });
+    &DIR
 }
 
 const OPTS: StoreOptions = StoreOptions {
@@ -51,15 +61,17 @@ const OPTS: StoreOptions = StoreOptions {
 };
 
 fuzz_target!(|data: &[u8]| {
-    let dir = dir();
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let state = dir.join("state.json");
+    let state = dir().join("state.json");
     let [snap, journal, old] = pieces(data);
     for (suffix, bytes) in [("", snap), (".journal", journal), (".journal.old", old)] {
-        if !bytes.is_empty() {
-            let mut p = state.clone().into_os_string();
-            p.push(suffix);
+        let mut p = state.clone().into_os_string();
+        p.push(suffix);
+        if bytes.is_empty() {
+            match std::fs::remove_file(&p) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => panic!("remove: {e}"),
+                _ => {}
+            }
+        } else {
             std::fs::write(p, bytes).expect("write");
         }
     }
@@ -74,5 +86,4 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(again.config, config, "reopening changed the configuration");
         assert!(!again.torn_tail, "the torn tail was not cut off");
     }
-    let _ = std::fs::remove_dir_all(&dir);
 });

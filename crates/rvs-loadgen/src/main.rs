@@ -11,9 +11,14 @@
 //!       Sends as fast as it can for --secs from --flows sockets (one source port each: one
 //!       flow each), --batch datagrams per sendmmsg; prints `sent=N errors=N secs=S`.
 //!   probe --target ADDR:PORT [--count 5000] [--interval-us 500] [--flows 4]
-//!         [--timeout-ms 200]
+//!         [--timeout-ms 200] [--sport 0]
 //!       One probe at a time, every --interval-us, to an echo server, cycling over --flows
-//!       sockets; prints `probes=N lost=N p50_us=.. p90_us=.. p99_us=.. p999_us=.. max_us=..`.
+//!       sockets (source ports --sport.. in turn; 0: ports the kernel picks); prints
+//!       `probes=N lost=N late=N read_late=N p50_us=.. p90_us=.. p99_us=.. p999_us=..
+//!       max_us=..`. A probe is answered when its echo reaches the host within --timeout-ms
+//!       (by the kernel's receive stamp, so that the prober's own scheduling delays do not
+//!       count: read_late of those were read after the deadline); late: echoes that came
+//!       after their probe was counted lost.
 //!   synflood --target ADDR:PORT [--count 1000000] [--src-net 10.128.0.0/9]
 //!            [--ports 1024-65535] [--secs 600] [--batch 64] [--seed N] [--rate 0]
 //!       TCP SYNs from random (spoofed) sources in --src-net and random ports in --ports, as
@@ -45,7 +50,7 @@ use std::os::fd::AsRawFd;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -63,7 +68,14 @@ fn main() -> ExitCode {
             .and_then(|o| flood(&o)),
         "probe" => Opts::parse(
             rest,
-            &["target", "count", "interval-us", "flows", "timeout-ms"],
+            &[
+                "target",
+                "count",
+                "interval-us",
+                "flows",
+                "timeout-ms",
+                "sport",
+            ],
         )
         .and_then(|o| probe(&o)),
         "decap" => Opts::parse(rest, &["tun", "gue-port"]).and_then(|o| {
@@ -114,6 +126,17 @@ fn connected(target: SocketAddr) -> io::Result<UdpSocket> {
         SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
     };
     let s = UdpSocket::bind(any)?;
+    s.connect(target)?;
+    Ok(s)
+}
+
+/// A UDP socket bound to source port `sport` and connected to `target`.
+fn connected_from(target: SocketAddr, sport: u16) -> io::Result<UdpSocket> {
+    let local: SocketAddr = match target {
+        SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, sport).into(),
+        SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, sport).into(),
+    };
+    let s = UdpSocket::bind(local)?;
     s.connect(target)?;
     Ok(s)
 }
@@ -284,17 +307,64 @@ fn flood(o: &Opts) -> Result<(), String> {
     Ok(())
 }
 
+/// `SIOCGSTAMPNS` (asm-generic/sockios.h; not in the libc crate): the kernel's arrival time
+/// of the last datagram read from the socket.
+const SIOCGSTAMPNS: libc::c_ulong = 0x8907;
+
+/// When the datagram last read from `s` reached this host (the kernel's receive timestamp,
+/// CLOCK_REALTIME), `None` if the kernel has none. The first call on a socket turns the
+/// time stamping on (it answers ENOENT then).
+fn arrival(s: &UdpSocket) -> Option<SystemTime> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid descriptor and a pointer to a timespec, which SIOCGSTAMPNS fills.
+    let rc = unsafe { libc::ioctl(s.as_raw_fd(), SIOCGSTAMPNS as _, &raw mut ts) };
+    if rc != 0 || ts.tv_sec <= 0 {
+        return None;
+    }
+    let d = Duration::new(
+        u64::try_from(ts.tv_sec).ok()?,
+        u32::try_from(ts.tv_nsec).ok()?,
+    );
+    UNIX_EPOCH.checked_add(d)
+}
+
+/// The round trip of an echo just read: from the send to the kernel's arrival stamp, or to
+/// now when there is no stamp. The stamp keeps the prober's own scheduling out of it: on a
+/// loaded machine the prober can be off the CPU past a probe's deadline while the echo waits
+/// in its socket.
+fn echo_rtt(s: &UdpSocket, sent_wall: SystemTime, sent_at: Instant) -> Duration {
+    arrival(s)
+        .and_then(|a| a.duration_since(sent_wall).ok())
+        .unwrap_or_else(|| sent_at.elapsed())
+}
+
 fn probe(o: &Opts) -> Result<(), String> {
     let target = o.addr("target")?;
     let count = o.positive("count", 5000)?;
     let interval = Duration::from_micros(o.positive("interval-us", 500)?);
     let flows = o.positive("flows", 4)? as usize;
     let timeout = Duration::from_millis(o.positive("timeout-ms", 200)?);
+    let sport = u16::try_from(o.num("sport", 0)?).map_err(|_| "--sport: at most 65535")?;
+    if sport != 0 && usize::from(sport) + flows > 65536 {
+        return Err("--sport + --flows go past port 65535".into());
+    }
     let socks = (0..flows)
-        .map(|_| connected(target))
+        .map(|i| {
+            let s = if sport == 0 {
+                connected(target)?
+            } else {
+                connected_from(target, sport + i as u16)?
+            };
+            let _ = arrival(&s); // turns the stamps on
+            Ok(s)
+        })
         .collect::<io::Result<Vec<_>>>()
         .map_err(|e| e.to_string())?;
     let mut rtts = Vec::with_capacity(count as usize);
+    let (mut late, mut read_late) = (0u64, 0u64);
     let mut buf = [0u8; 64];
     let start = Instant::now();
     for seq in 0..count {
@@ -305,38 +375,73 @@ fn probe(o: &Opts) -> Result<(), String> {
             std::thread::sleep(wait);
         }
         let s = &socks[seq as usize % flows];
-        let sent_at = Instant::now();
+        let (sent_wall, sent_at) = (SystemTime::now(), Instant::now());
         if s.send(&probe_datagram(seq)).is_err() {
             continue; // counted as lost
         }
         loop {
+            // Past the deadline (or woken after it), what is queued is still read, without
+            // waiting: an echo that arrived in time counts by its arrival stamp.
             let left = timeout.saturating_sub(sent_at.elapsed());
-            if left.is_zero() || s.set_read_timeout(Some(left)).is_err() {
+            let waited = if left.is_zero() {
+                s.set_nonblocking(true)
+            } else {
+                s.set_nonblocking(false)
+                    .and_then(|()| s.set_read_timeout(Some(left)))
+            };
+            if waited.is_err() {
                 break;
             }
             match s.recv(&mut buf) {
                 Ok(n) if n == PROBE_LEN && probe_seq(&buf[..n]) == Some(seq) => {
-                    rtts.push(sent_at.elapsed());
+                    let rtt = echo_rtt(s, sent_wall, sent_at);
+                    if rtt > timeout {
+                        late += 1;
+                    } else {
+                        if left.is_zero() {
+                            read_late += 1;
+                        }
+                        rtts.push(rtt);
+                    }
                     break;
                 }
-                Ok(_) => continue, // a late echo of an earlier probe
+                Ok(n) => {
+                    // an earlier probe's echo, after that probe was given up
+                    if n == PROBE_LEN && probe_seq(&buf[..n]).is_some_and(|q| q < seq) {
+                        late += 1;
+                    }
+                    continue;
+                }
                 Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => continue,
-                Err(_) => break, // timed out
+                Err(_) if left.is_zero() => break, // nothing queued: lost
+                Err(_) => continue,                // timed out: one look at the queue
+            }
+        }
+    }
+    for s in &socks {
+        // Late echoes already queued (those still on their way are not waited for).
+        let _ = s.set_nonblocking(true);
+        while let Ok(n) = s.recv(&mut buf) {
+            if n == PROBE_LEN && probe_seq(&buf[..n]).is_some() {
+                late += 1;
             }
         }
     }
     let lost = count - rtts.len() as u64;
     let us = |d: Duration| d.as_secs_f64() * 1e6;
+    // late: echoes that came after their probe was given up (lost but not dropped);
+    // read_late: echoes that arrived in time but were read after the deadline (not lost).
+    let counts = format!("probes={count} lost={lost} late={late} read_late={read_late}");
     match Percentiles::of(&mut rtts) {
         Some(p) => println!(
-            "probes={count} lost={lost} p50_us={:.1} p90_us={:.1} p99_us={:.1} p999_us={:.1} max_us={:.1}",
+            "{counts} p50_us={:.1} p90_us={:.1} p99_us={:.1} p999_us={:.1} max_us={:.1}",
             us(p.p50),
             us(p.p90),
             us(p.p99),
             us(p.p999),
             us(p.max)
         ),
-        None => println!("probes={count} lost={lost}"),
+        None => println!("{counts}"),
     }
     Ok(())
 }
