@@ -276,22 +276,7 @@ done
 for s in $(seq 1 10); do SVC_CMDS+=("-A -t 10.111.200.$s:80 -s rr"); done
 # 1,000 changes: add a server, change its weight, delete it, over and over, spread over the
 # 10 services (333 such triples and one last add).
-python3 - "$CHURN" "$OUT/churn.nft" >"$OUT/churn.rules" <<'PY'
-import sys
-n = int(sys.argv[1])
-nft = open(sys.argv[2], "w")
-for i in range(n):
-    t = i // 3
-    svc = f"10.111.200.{t % 10 + 1}:80"
-    rs = f"10.113.{t // 250}.{t % 250 + 1}:80"
-    print([f"-a -t {svc} -r {rs} -m -w 1", f"-e -t {svc} -r {rs} -m -w 2",
-           f"-d -t {svc} -r {rs}"][i % 3])
-    # The same change to nftables' peer: the service's server map (address : weight).
-    m, a = f"ip rvsbench churn{t % 10 + 1}", rs.split(":")[0]
-    print([f"add element {m} {{ {a} : 1 }}",
-           f"delete element {m} {{ {a} }}; add element {m} {{ {a} : 2 }}",
-           f"delete element {m} {{ {a} }}"][i % 3], file=nft)
-PY
+python3 "$REPO/bench/lib/churn.py" rules "$CHURN" "$OUT/churn.nft" >"$OUT/churn.rules"
 
 # Direct routing (the rvs-dr-xdp peer): the same services, -g instead of -m.
 SVC_CMDS_DR=()
@@ -386,19 +371,7 @@ churn_probe() { # PEER
     --count "$PROBES" --interval-us "$PROBE_US" --flows 4 >"$OUT/churn-probe.$1" &
   local probe=$!
   t0=$(date +%s.%N)
-  python3 - "$rules" "$PROBES" "$PROBE_US" <<'PY' | apply_churn "$1" || rc=$?
-import sys, time
-lines = open(sys.argv[1]).read().splitlines()
-window = int(sys.argv[2]) * int(sys.argv[3]) / 1e6
-start = time.monotonic()
-for i, line in enumerate(lines):
-    due = start + window * i / len(lines)
-    delay = due - time.monotonic()
-    if delay > 0:
-        time.sleep(delay)
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
-PY
+  python3 "$REPO/bench/lib/churn.py" pace "$rules" "$PROBES" "$PROBE_US" | apply_churn "$1" || rc=$?
   t1=$(date +%s.%N)
   wait "$probe" || { echo "packet.sh: the probe under rule changes failed" >&2; exit 1; }
   # 333 add/edit/delete triples and one add: exactly one of the changed servers is left.

@@ -23,48 +23,11 @@ cd "$REPO"
 RVS=${RVS_BIN:-$REPO/target/release/rvs} LOADGEN=${LOADGEN_BIN:-$REPO/target/release/rvs-loadgen}
 [ -x "$RVS" ] && [ -x "$LOADGEN" ] || { echo "churn-cost.sh: build them first: cargo build --release -p rvs -p rvs-loadgen" >&2; exit 2; }
 WORKERS=${WORKERS:-1} XMIT=${XMIT:-direct} PROBES=${PROBES:-5000} PROBE_US=500
-OUT=$(mktemp -d /tmp/rvs-churn.XXXXXX)
-CONN=$OUT/conn-standin
-printf '#!/bin/sh\nexec sleep 100000\n' >"$CONN"
-chmod +x "$CONN"
-export RVS CONN RVS_SOCKET=$OUT/sock
-. tests/e2e/testbed.sh
-DP=
-trap 'set +e; [ -n "$DP" ] && kill $DP 2>/dev/null; sleep 0.3; bed_down; rm -rf "$OUT"' EXIT
-bed_up "cc$$"
-kill -TERM "${BED_PIDS[-1]}"
-sleep 0.5
-D=$BED_D C=$BED_C VIP=$BED_VIP
-for n in "${BED_RS[@]}"; do ip netns exec "$n" "$LOADGEN" serve >/dev/null 2>&1 & disown; done
+. bench/lib/toolbed.sh
+toolbed_up churn
 
-python3 - "$OUT/churn.nft" >"$OUT/churn.rules" <<'PY'
-import sys
-nft = open(sys.argv[1], "w")
-for i in range(1000):
-    t = i // 3
-    svc = f"10.111.200.{t % 10 + 1}:80"
-    rs = f"10.113.{t // 250}.{t % 250 + 1}:80"
-    print([f"-a -t {svc} -r {rs} -m -w 1", f"-e -t {svc} -r {rs} -m -w 2",
-           f"-d -t {svc} -r {rs}"][i % 3])
-    m, a = f"ip rvsbench churn{t % 10 + 1}", rs.split(":")[0]
-    print([f"add element {m} {{ {a} : 1 }}",
-           f"delete element {m} {{ {a} }}; add element {m} {{ {a} : 2 }}",
-           f"delete element {m} {{ {a} }}"][i % 3], file=nft)
-PY
-pace() { # FILE: its lines, evenly over the probe window
-  python3 - "$1" "$PROBES" "$PROBE_US" <<'PY'
-import sys, time
-lines = open(sys.argv[1]).read().splitlines()
-window = int(sys.argv[2]) * int(sys.argv[3]) / 1e6
-start = time.monotonic()
-for i, line in enumerate(lines):
-    delay = start + window * i / len(lines) - time.monotonic()
-    if delay > 0:
-        time.sleep(delay)
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
-PY
-}
+python3 bench/lib/churn.py rules 1000 "$OUT/churn.nft" >"$OUT/churn.rules"
+pace() { python3 bench/lib/churn.py pace "$1" "$PROBES" "$PROBE_US"; }
 probe() { # -> "p50 p99"
   ip netns exec "$C" "$LOADGEN" probe --target "$VIP:9001" --count "$PROBES" \
     --interval-us "$PROBE_US" --flows 4 | sed -n 's/.*p50_us=\([0-9.]*\).*p99_us=\([0-9.]*\).*/\1 \2/p'

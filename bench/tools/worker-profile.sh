@@ -30,19 +30,8 @@ if [ "$BACKEND" = xdp ]; then
   export BED_QUEUES=$WORKERS
 fi
 [ "$LOAD" = udp ] || command -v wrk >/dev/null || { echo "worker-profile.sh: LOAD=http needs wrk" >&2; exit 2; }
-OUT=$(mktemp -d /tmp/rvs-wprof.XXXXXX)
-CONN=$OUT/conn-standin
-printf '#!/bin/sh\nexec sleep 100000\n' >"$CONN"
-chmod +x "$CONN"
-export RVS CONN RVS_SOCKET=$OUT/sock
-. tests/e2e/testbed.sh
-DP=
-trap 'set +e; [ -n "$DP" ] && kill $DP 2>/dev/null; sleep 0.3; bed_down; rm -rf "$OUT"' EXIT
-bed_up "wp$$"
-kill -TERM "${BED_PIDS[-1]}" # the bed's daemon; ours has the options asked for
-sleep 0.5
-D=$BED_D C=$BED_C VIP=$BED_VIP
-for n in "${BED_RS[@]}"; do ip netns exec "$n" "$LOADGEN" serve >/dev/null 2>&1 & disown; done
+. bench/lib/toolbed.sh
+toolbed_up wprof # its daemon stopped: ours has the options asked for
 ip netns exec "$D" "$RVS" daemon --socket "$RVS_SOCKET" --state "$OUT/state.json" \
   --workers "$WORKERS" ${XMIT:+--nat-xmit "$XMIT"} "${BACKEND_OPT[@]}" >"$OUT/daemon.log" 2>&1 &
 DP=$!
