@@ -363,13 +363,7 @@ impl Transmitter {
             if let Err(o) = decrement_ttl(packet, reply) {
                 return o;
             }
-            if hand_back {
-                return Outcome::Frame {
-                    oif: w.oif,
-                    mac: w.mac,
-                };
-            }
-            return self.send_built(w.oif, w.mac, w.src_mac, packet);
+            return self.leave(w, packet, hand_back);
         }
         let (route, mtu, inner) = match self.prepare(packet, rs, reply, now) {
             Ok(p) => p,
@@ -382,16 +376,11 @@ impl Transmitter {
             // IPv4 without DF: sent on in fragments, each in its own frame.
             return self.dr_fragments(packet, route.oif, rs, mtu, now);
         }
-        let neighbour = self.hops.neighbour(route.oif, rs, now);
-        if let Ok(Neighbour::Known(mac)) = neighbour {
-            self.remember(rs, true, route.oif, mtu, mac, now);
-        }
-        match neighbour {
-            Ok(Neighbour::Known(mac)) if hand_back => Outcome::Frame {
-                oif: route.oif,
-                mac,
+        match self.hops.neighbour(route.oif, rs, now) {
+            Ok(Neighbour::Known(mac)) => match self.remember(rs, true, route.oif, mtu, mac, now) {
+                Some(w) => self.leave(w, packet, hand_back),
+                None => Outcome::Dropped(Drop::NoRoute),
             },
-            Ok(Neighbour::Known(mac)) => self.send_frame(route.oif, mac, packet, now),
             Ok(Neighbour::Resolving) => self.hold(route.oif, rs, packet, now),
             Ok(Neighbour::Unreachable) | Err(_) => Outcome::Dropped(Drop::NoNeighbour),
         }
@@ -436,14 +425,28 @@ impl Transmitter {
         // DNATed packet was checked before its rewrite, `nat_too_big`, as the kernel's
         // `ensure_mtu_is_adequate` checks it, so this is a reply towards a narrower client
         // path).
-        self.remember(dst, false, route.oif, mtu, mac, now);
-        if packet.len() > mtu {
+        let Some(w) = self.remember(dst, false, route.oif, mtu, mac, now) else {
+            return Outcome::Local;
+        };
+        if packet.len() > w.mtu {
             return Outcome::Local;
         }
         if let Err(o) = decrement_ttl(packet, reply) {
             return o;
         }
-        self.send_frame(route.oif, mac, packet, now)
+        self.leave(w, packet, false)
+    }
+
+    /// `packet` (TTL taken) out of the way `w`: handed back for the AF_XDP TX ring
+    /// (`hand_back`), or queued for the packet socket's next batch.
+    fn leave(&mut self, w: Way, packet: &[u8], hand_back: bool) -> Outcome {
+        if hand_back {
+            return Outcome::Frame {
+                oif: w.oif,
+                mac: w.mac,
+            };
+        }
+        self.send_built(w.oif, w.mac, w.src_mac, packet)
     }
 
     /// The way out to `dst` found complete less than [`WAY_FRESH`] ago.
@@ -451,7 +454,8 @@ impl Transmitter {
         self.ways.get(&(dst, dr)).filter(|w| now < w.until).copied()
     }
 
-    /// Keeps a complete way out (the interface's MAC address from the link cache).
+    /// Keeps a complete way out (the interface's MAC address from the link cache) and
+    /// returns it; `None`: the interface is gone.
     fn remember(
         &mut self,
         dst: IpAddr,
@@ -460,10 +464,8 @@ impl Transmitter {
         mtu: usize,
         mac: [u8; 6],
         now: Instant,
-    ) {
-        let Ok(link) = self.hops.link(oif, now) else {
-            return;
-        };
+    ) -> Option<Way> {
+        let link = self.hops.link(oif, now).ok()?;
         if self.ways.len() >= WAYS_MAX {
             self.ways.retain(|_, w| now < w.until);
         }
@@ -475,6 +477,7 @@ impl Transmitter {
             until: now + WAY_FRESH,
         };
         self.ways.insert((dst, dr), way);
+        Some(way)
     }
 
     fn dr_fragments(
