@@ -33,7 +33,7 @@ use rvs_wire::fullnat::{
 use rvs_wire::l4::proto;
 use rvs_wire::{Rewrite, apply_at};
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
+use std::collections::{BTreeMap, BinaryHeap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
@@ -219,6 +219,12 @@ pub enum Refused {
     NotFullNat,
 }
 
+/// The table's maps are looked up several times per packet: a fast hash (SipHash was half
+/// of a full-NAT packet's instructions), still seeded at random per map, because the keys
+/// (client addresses and ports) are chosen by whoever sends the packets.
+type HashMap<K, V> = std::collections::HashMap<K, V, ahash::RandomState>;
+type HashSet<K> = std::collections::HashSet<K, ahash::RandomState>;
+
 /// The translations of every full-NAT flow. Pure: time is passed in.
 #[derive(Debug, Default)]
 pub struct SnatTable {
@@ -287,14 +293,17 @@ impl SnatTable {
             seg.is_some_and(|s| s.flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN);
         // A flow whose real server changed (the director scheduled the client's port
         // anew) gives its pool port back first.
-        if let Some(f) = self.flows.get(&key)
-            && f.rs != rs
-        {
-            let old = (f.pool, f.rs);
-            self.release(key.protocol, old.0, old.1);
-            self.flows.remove(&key);
-        }
-        if !self.flows.contains_key(&key) {
+        let known = match self.flows.get(&key) {
+            Some(f) if f.rs == rs => true,
+            Some(f) => {
+                let old = (f.pool, f.rs);
+                self.release(key.protocol, old.0, old.1);
+                self.flows.remove(&key);
+                false
+            }
+            None => false,
+        };
+        if !known {
             let Some(svc) = self.services.get(&svc_id) else {
                 return Err(Refused::NotFullNat);
             };
@@ -381,7 +390,7 @@ impl SnatTable {
             }
         }
         f.expires = now + flow_timeout(f, key.protocol, &timeouts);
-        self.requeue(key);
+        requeue(&mut self.expiry, f, key);
         Ok(out)
     }
 
@@ -429,7 +438,7 @@ impl SnatTable {
             f.answered = true;
         }
         f.expires = now + flow_timeout(f, protocol, &timeouts);
-        self.requeue(key);
+        requeue(&mut self.expiry, f, key);
         Some(out)
     }
 
@@ -437,16 +446,6 @@ impl SnatTable {
     /// client's side): its pool address and port.
     pub fn pool_of(&self, key: &FlowKey) -> Option<SocketAddr> {
         self.flows.get(key).map(|f| f.pool)
-    }
-
-    /// A flow's time moved earlier than its queue entry (a FIN, a reset): queued again.
-    fn requeue(&mut self, key: FlowKey) {
-        if let Some(f) = self.flows.get_mut(&key)
-            && f.expires < f.queued
-        {
-            f.queued = f.expires;
-            self.expiry.push(Reverse((f.expires, key)));
-        }
     }
 
     /// Removes the flows whose time is up; returns how many.
@@ -523,6 +522,16 @@ impl SnatTable {
             }
         }
         None
+    }
+}
+
+/// A flow's time moved earlier than its queue entry (a FIN, a reset): queued again. (A
+/// later time needs nothing: the entry, when it comes up, finds the flow still in use and
+/// queues it at its real time.)
+fn requeue(expiry: &mut BinaryHeap<Reverse<(Time, FlowKey)>>, f: &mut Flow, key: FlowKey) {
+    if f.expires < f.queued {
+        f.queued = f.expires;
+        expiry.push(Reverse((f.expires, key)));
     }
 }
 
@@ -755,18 +764,8 @@ impl FullNat {
         } else {
             None
         };
-        let plan = {
-            let mut table = self.lock();
-            let id = ServiceId {
-                protocol: t.protocol,
-                addr: t.daddr,
-                port: t.dport,
-            };
-            if table.service(&id).is_none() && table.pool_of(&key).is_none() {
-                return Ok(None);
-            }
-            table.to_server(key, rs, seg.as_ref(), now)
-        };
+        // Neither a full-NAT service nor a flow of one: `NotFullNat`, left as plain NAT.
+        let plan = self.lock().to_server(key, rs, seg.as_ref(), now);
         let plan = match plan {
             Ok(p) => p,
             // Left with the client's source, as plain NAT.
@@ -872,7 +871,7 @@ mod tests {
             ClientAddress::None,
         );
         let rs = sa("10.112.0.11:80");
-        let mut seen = HashSet::new();
+        let mut seen = std::collections::HashSet::new();
         // Many clients, one real server: every flow gets its own pool pair.
         for i in 0..5000u32 {
             let c = format!("10.{}.{}.{}:{}", i % 7, i % 11, i % 13, 1000 + i % 50_000);
