@@ -53,7 +53,19 @@ fn lines(text: &[u8]) -> Vec<String> {
     v
 }
 
+/// ipvsadm 1.31 prints a firewall mark with `%d` (`-f %d` in `-S`, `FWM  %d` in `-L`), so
+/// a mark of 2^31 or more is saved negative, and its own `-f` parser refuses a negative
+/// mark: such a saved table does not restore, with ipvsadm as with rvs, which copies both
+/// byte for byte (its CLI is ipvsadm's, errors included). The round trip is checked for
+/// every other table.
+fn has_negative_fwmark(saved_lines: &[String]) -> bool {
+    saved_lines.iter().any(|l| l.contains(" -f -"))
+}
+
 fn check_round_trip(saved: &[u8], saved_lines: &[String]) {
+    if has_negative_fwmark(saved_lines) {
+        return;
+    }
     let mut again = MemBackend::new();
     let code = restore_r(saved, &mut again);
     assert_eq!(
