@@ -46,6 +46,15 @@ pub trait Decider {
         }
     }
 
+    /// The transmitter answered the client's packet `info` with an ICMP error of `len` bytes
+    /// (time exceeded, fragmentation needed / packet too big) instead of sending it on. The
+    /// kernel's own error passes IPVS's out hook, which counts it as an outgoing packet of
+    /// the connection (`ip_vs_out_icmp`); a decider over a director does the same
+    /// (`Director::icmp_sent`).
+    fn icmp_sent(&mut self, info: &PacketInfo, len: u32) {
+        let _ = (info, len);
+    }
+
     /// The full-NAT translations the packets go through (asked once per worker, when
     /// [`Config::fullnat`] names none).
     fn fullnat(&self) -> Option<Arc<FullNat>> {
@@ -99,8 +108,12 @@ pub struct Stats {
     pub frag_timeouts: AtomicU64,
     /// Sent by direct routing (a frame to the real server's MAC address).
     pub direct_routed: AtomicU64,
-    /// Encapsulated towards a real server (IPIP, GUE, GRE).
+    /// Encapsulated towards a real server (IPIP, GUE, GRE): sent out of the egress
+    /// interface, or written into the TUN (also counted in `tunnel_via_kernel`).
     pub tunnelled: AtomicU64,
+    /// Tunnelled packets written into the TUN for the kernel to route: the next hop's MAC
+    /// address was not known yet.
+    pub tunnel_via_kernel: AtomicU64,
     /// ICMP errors the transmitters sent (time exceeded, fragmentation needed / packet
     /// too big).
     pub icmp_errors: AtomicU64,
@@ -152,6 +165,7 @@ impl Stats {
             frag_timeouts,
             direct_routed,
             tunnelled,
+            tunnel_via_kernel,
             icmp_errors,
             no_route,
             no_neighbour,
@@ -185,6 +199,7 @@ impl Stats {
             ("frag_timeouts", frag_timeouts),
             ("direct_routed", direct_routed),
             ("tunnelled", tunnelled),
+            ("tunnel_via_kernel", tunnel_via_kernel),
             ("icmp_errors", icmp_errors),
             ("no_route", no_route),
             ("no_neighbour", no_neighbour),
@@ -622,6 +637,16 @@ fn tun_write(
     io.send(packet)
 }
 
+/// Tells the decider about an ICMP error the transmitter built about the client's `packet`
+/// (see [`Decider::icmp_sent`]).
+fn icmp_counted(decider: &mut dyn Decider, packet: &[u8], outcome: Outcome) {
+    if let Outcome::Icmp(n) = outcome
+        && let Ok((info, _)) = rvs_wire::parse_layout(packet)
+    {
+        decider.icmp_sent(&info, u32::try_from(n).unwrap_or(u32::MAX));
+    }
+}
+
 /// What [`run_worker`] keeps between packets.
 struct PacketPath<'f> {
     fragments: &'f Fragments,
@@ -714,7 +739,16 @@ impl<'f> PacketPath<'f> {
                         forwarded: meta.forwarded,
                         backend_sends: meta.backend_sends,
                     };
-                    self.send(a, &mut d.packet, Some(d.origin), at, io, stats, cfg);
+                    self.send(
+                        a,
+                        &mut d.packet,
+                        Some(d.origin),
+                        at,
+                        io,
+                        decider,
+                        stats,
+                        cfg,
+                    );
                     return;
                 }
             }
@@ -725,7 +759,7 @@ impl<'f> PacketPath<'f> {
             forwarded: meta.forwarded,
             backend_sends: meta.backend_sends,
         };
-        self.send(a, packet, None, at, io, stats, cfg);
+        self.send(a, packet, None, at, io, decider, stats, cfg);
     }
 
     /// Writes the ICMP error in `reply[..len]` into the TUN. One about a packet from
@@ -749,6 +783,7 @@ impl<'f> PacketPath<'f> {
         origin: Option<FragOrigin>,
         at: Arrival,
         io: &mut dyn PacketIo,
+        decider: &mut dyn Decider,
         stats: &Stats,
         cfg: &Config,
     ) {
@@ -766,6 +801,7 @@ impl<'f> PacketPath<'f> {
                     && let Some(x) = self.xmit.as_mut()
                     && let Some(outcome) = x.nat_too_big(&packet[..len], rs, &mut self.reply, now)
                 {
+                    icmp_counted(decider, &packet[..len], outcome);
                     let sent = &stats.forwarded;
                     if self
                         .finish(outcome, &packet[..len], at.forwarded, sent, io, stats)
@@ -803,6 +839,7 @@ impl<'f> PacketPath<'f> {
                 } else {
                     x.dr(&mut packet[..len], rs, &mut self.reply, now)
                 };
+                icmp_counted(decider, &packet[..len], outcome);
                 self.finish(
                     outcome,
                     &packet[..len],
@@ -817,14 +854,38 @@ impl<'f> PacketPath<'f> {
                     return;
                 }
                 let Some(x) = self.xmit.as_mut() else { return };
-                let outcome = x.tunnel(
-                    &mut packet[..len],
-                    rs,
-                    &tunnel,
-                    &mut self.scratch,
-                    &mut self.reply,
-                    now,
-                );
+                // As DR: on the AF_XDP back-end the outer packet leaves on its TX ring of the
+                // egress interface when it has one there; else through the packet socket.
+                let outcome = if at.backend_sends {
+                    match x.tunnel_frame(
+                        &mut packet[..len],
+                        rs,
+                        &tunnel,
+                        &mut self.scratch,
+                        &mut self.reply,
+                        now,
+                    ) {
+                        Outcome::OuterFrame { oif, mac, len } => {
+                            let outer = &self.scratch[..len];
+                            if io.send_frame(oif, mac, outer) {
+                                Outcome::Sent
+                            } else {
+                                x.send_frame(oif, mac, outer, now)
+                            }
+                        }
+                        o => o,
+                    }
+                } else {
+                    x.tunnel(
+                        &mut packet[..len],
+                        rs,
+                        &tunnel,
+                        &mut self.scratch,
+                        &mut self.reply,
+                        now,
+                    )
+                };
+                icmp_counted(decider, &packet[..len], outcome);
                 self.finish(
                     outcome,
                     &packet[..len],
@@ -842,6 +903,7 @@ impl<'f> PacketPath<'f> {
                 }
                 let Some(x) = self.xmit.as_mut() else { return };
                 let outcome = x.nat(&mut packet[..len], dst, &mut self.reply, now);
+                icmp_counted(decider, &packet[..len], outcome);
                 if outcome == Outcome::Local {
                     inc(&stats.nat_via_kernel);
                     let r = tun_write(&mut self.xmit, io, &packet[..len]);
@@ -936,6 +998,7 @@ impl<'f> PacketPath<'f> {
             }
             Outcome::Write(n) => {
                 inc(done);
+                inc(&stats.tunnel_via_kernel);
                 tun_write(&mut self.xmit, io, &self.scratch[..n])
             }
             Outcome::Local => {
@@ -950,8 +1013,8 @@ impl<'f> PacketPath<'f> {
                 inc(&stats.neighbour_waits);
                 Ok(())
             }
-            // Only `dr_frame` makes it, and its caller sends it.
-            Outcome::Frame { .. } => {
+            // Only `dr_frame` and `tunnel_frame` make them, and their callers send them.
+            Outcome::Frame { .. } | Outcome::OuterFrame { .. } => {
                 inc(&stats.dropped);
                 Ok(())
             }

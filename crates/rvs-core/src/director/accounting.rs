@@ -9,7 +9,7 @@ use super::Director;
 use crate::conn::state::{self, Dir};
 use crate::conn::{ConnId, flags};
 use crate::dest::SvcId;
-use crate::packet::L4Info;
+use crate::packet::{L4Info, PacketInfo};
 
 impl Director {
     pub(super) fn in_stats(&mut self, id: ConnId, len: u32) {
@@ -18,6 +18,22 @@ impl Director {
 
     pub(super) fn out_stats(&mut self, id: ConnId, len: u32) {
         self.count(id, len, false);
+    }
+
+    /// An ICMP error of `len` bytes (its IP packet) that the director's host sent to the
+    /// client about the client's packet `pkt` (fragmentation needed / packet too big, time
+    /// exceeded, from the transmitter): counted as an outgoing packet of `pkt`'s connection,
+    /// if it has one. The kernel's own error passes IPVS's out hook, where `ip_vs_out_icmp`
+    /// finds the connection from the quoted header and counts it (`ip_vs_out_stats`;
+    /// recorded: tests/oracle-xmit/xmit-tun-mtu, OutPkts 1, OutBytes 576).
+    pub fn icmp_sent(&mut self, pkt: &PacketInfo, len: u32) {
+        let t = &pkt.tuple;
+        if let Some(id) = self
+            .conns
+            .lookup_in(t.af, t.protocol, &t.saddr, t.sport, &t.daddr, t.dport)
+        {
+            self.out_stats(id, len);
+        }
     }
 
     /// `ip_vs_in_stats` / `ip_vs_out_stats`: the destination's, its service's and the
