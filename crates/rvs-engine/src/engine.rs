@@ -1136,7 +1136,7 @@ mod tests {
         assert_eq!(get(&stats.malformed), 1);
         assert_eq!(get(&stats.bad_checksum), 0);
         let named = stats.counters();
-        assert_eq!(named.len(), 31);
+        assert_eq!(named.len(), 32);
         assert_eq!(named[0], ("received", 4));
         assert!(named.contains(&("forwarded", 1)));
         assert!(named.contains(&("malformed", 1)));

@@ -228,17 +228,15 @@ impl Path {
                 self.xmit.dr(&mut buf[..len], rs, &mut self.reply, self.now) == Outcome::Sent
             }
             Action::Tunnel { len, rs, tunnel } => {
-                match self.xmit.tunnel(
+                // The outer packet built in place in the frame of the transmitter's batch.
+                self.xmit.tunnel(
                     &mut buf[..len],
                     rs,
                     &tunnel,
                     &mut self.scratch,
                     &mut self.reply,
                     self.now,
-                ) {
-                    Outcome::Sent => true,
-                    _ => false,
-                }
+                ) == Outcome::Sent
             }
             _ => false,
         }

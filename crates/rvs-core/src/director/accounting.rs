@@ -22,15 +22,18 @@ impl Director {
 
     /// An ICMP error of `len` bytes (its IP packet) that the director's host sent to the
     /// client about the client's packet `pkt` (fragmentation needed / packet too big, time
-    /// exceeded, from the transmitter): counted as an outgoing packet of `pkt`'s connection,
-    /// if it has one. The kernel's own error passes IPVS's out hook, where `ip_vs_out_icmp`
-    /// finds the connection from the quoted header and counts it (`ip_vs_out_stats`;
-    /// recorded: tests/oracle-xmit/xmit-tun-mtu, OutPkts 1, OutBytes 576).
+    /// exceeded, from the transmitter), counted as the kernel counts its own: the error
+    /// passes IPVS's out hook, where `ip_vs_out_icmp` looks the connection up from the
+    /// quoted header reversed (VIP → client, `ip_vs_conn_out_get`) and counts the error as
+    /// an outgoing packet (`ip_vs_out_stats`). That lookup matches the virtual address only
+    /// for connections that are not NAT (a NAT reply comes from the real server): tunnel and
+    /// DR connections count it (recorded: tests/oracle-xmit/xmit-tun-mtu, OutPkts 1,
+    /// OutBytes 576), NAT ones do not.
     pub fn icmp_sent(&mut self, pkt: &PacketInfo, len: u32) {
         let t = &pkt.tuple;
-        if let Some(id) = self
-            .conns
-            .lookup_in(t.af, t.protocol, &t.saddr, t.sport, &t.daddr, t.dport)
+        if let Some(id) =
+            self.conns
+                .lookup_out(t.af, t.protocol, (&t.daddr, t.dport), (&t.saddr, t.sport))
         {
             self.out_stats(id, len);
         }

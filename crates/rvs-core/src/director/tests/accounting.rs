@@ -64,4 +64,11 @@ fn an_icmp_error_sent_about_a_clients_packet_counts_as_output_of_its_connection(
     // About a packet without a connection: nothing counted.
     t.d.icmp_sent(&tcp("1.1.1.2:1000", "10.0.0.1:80", SYN), 576);
     assert_eq!(out(&t), (1, 1, 576, 1, 576));
+    // A NAT connection's error is not found by the kernel's reversed lookup (its replies
+    // come from the real server, not the VIP): not counted.
+    let (mut t, k) = one_service(FwdMethod::Masq);
+    t.inb(pkt);
+    t.d.icmp_sent(&pkt, 576);
+    let s = t.d.table.service(&k).unwrap();
+    assert_eq!((s.stats.live.inpkts, s.stats.live.outpkts), (1, 0));
 }
