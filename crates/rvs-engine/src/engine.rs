@@ -454,6 +454,13 @@ fn decide_and_rewrite(
                 match rvs_wire::apply_at(packet, &lay, rewrite) {
                     Ok(()) => {
                         inc(&stats.forwarded);
+                        // A local real server's reply: the kernel SNATs it on its way out
+                        // (LOCAL_OUT), nothing forwards it. It leaves through rvs's
+                        // forwarding (the TUN, or the transmitter), which takes a TTL unit:
+                        // one more first, so that it leaves with the TTL it was sent with.
+                        if meta.local && matches!(rewrite, Rewrite::Snat { .. }) {
+                            rvs_wire::increment_ttl(&mut packet[..len]);
+                        }
                         match (fullnat, rewrite) {
                             (Some(f), &Rewrite::Dnat { addr, port }) => {
                                 let rs = std::net::SocketAddr::new(addr, port);
@@ -719,6 +726,7 @@ impl<'f> PacketPath<'f> {
             && let Some(src) = local::source(packet)
         {
             meta.forwarded = !l.contains(src, now);
+            meta.local = !meta.forwarded;
         }
         if frag::is_fragment(packet) {
             inc(&stats.fragments);
@@ -1399,6 +1407,45 @@ mod tests {
         run(&mut io, &mut d, &stop, &stats, &cfg).unwrap();
         assert!(io.tx.is_empty());
         assert_eq!(get(&stats.too_big), 1);
+    }
+
+    #[test]
+    fn a_local_real_servers_nat_reply_keeps_its_ttl_through_the_forwarding() {
+        let mut r = [0u8; 1500];
+        let stats = Stats::default();
+        let mut snat = |_: &PacketInfo, dir: Direction| match dir {
+            Direction::Outbound => Verdict::Forward {
+                method: FwdMethod::Masq,
+                rewrite: Rewrite::Snat {
+                    addr: ip("10.0.0.100"),
+                    port: 8080,
+                },
+            },
+            Direction::Inbound => Verdict::Accept,
+        };
+        let local = RecvMeta {
+            local: true,
+            ..RecvMeta::default()
+        };
+        // Written back with one TTL unit more (the TUN's forwarding, or the transmitter's
+        // decrement, takes it: it leaves with 64 as the kernel's LOCAL_OUT SNAT sends it).
+        let mut p = syn();
+        let a = process_meta(&mut p, local, &mut r, &mut snat, &stats, &Config::default());
+        assert!(matches!(a, Action::Nat { len: 40, .. }));
+        assert_eq!(p[8], 65);
+        assert_eq!(rvs_wire::verify_checksums(&p), Ok(true));
+        // A reply from another host is forwarded like any: its TTL is left as it came.
+        let mut p = syn();
+        let a = process_meta(
+            &mut p,
+            RecvMeta::default(),
+            &mut r,
+            &mut snat,
+            &stats,
+            &Config::default(),
+        );
+        assert!(matches!(a, Action::Nat { len: 40, .. }));
+        assert_eq!(p[8], 64);
     }
 
     #[test]
