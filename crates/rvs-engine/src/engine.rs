@@ -314,6 +314,8 @@ pub enum Action {
     NatBig {
         len: usize,
         rewrite: Rewrite,
+        /// The packet's layout as parsed for the decision (the rewrite needs it).
+        lay: rvs_wire::Layout,
     },
 }
 
@@ -443,6 +445,7 @@ fn decide_and_rewrite(
                 Action::NatBig {
                     len,
                     rewrite: *rewrite,
+                    lay,
                 }
             }
             Rewrite::Dnat { .. } | Rewrite::Snat { .. } => {
@@ -797,19 +800,43 @@ impl<'f> PacketPath<'f> {
     ) {
         let now = at.now;
         let action = match action {
-            Action::NatBig { len, rewrite } => {
+            Action::NatBig { len, rewrite, lay } => {
                 let Rewrite::Dnat { addr: rs, .. } = rewrite else {
                     return;
                 };
+                let apply = |p: &mut [u8]| rvs_wire::apply_at(p, &lay, &rewrite).is_ok();
                 // Without a transmitter (no TUN index, no netlink) the kernel decides. A
                 // reassembled datagram is not checked whole: it leaves in pieces no bigger
                 // than its largest fragment (the kernel compares that one, frag_max_size).
-                if origin.is_none()
-                    && self.ensure_transmitter(cfg)
+                let checked = origin.is_none() && self.ensure_transmitter(cfg);
+                if checked
+                    && cfg.nat_direct
+                    && !at.backend_sends
+                    && let Some(x) = self.xmit.as_mut()
+                {
+                    // Sent by the transmitter: one look at the way for the check and the send.
+                    let Some(outcome) =
+                        x.nat_big(&mut packet[..len], rs, &mut self.reply, now, apply)
+                    else {
+                        inc(&stats.unsupported);
+                        return;
+                    };
+                    if !matches!(outcome, Outcome::Icmp(_)) {
+                        inc(&stats.forwarded);
+                    }
+                    let r = if outcome == Outcome::Local {
+                        inc(&stats.nat_via_kernel);
+                        tun_write(&mut self.xmit, io, &packet[..len])
+                    } else {
+                        let sent = &stats.sent_direct;
+                        self.finish(outcome, &packet[..len], at.forwarded, sent, io, stats)
+                    };
+                    return self.count_send(r, stats);
+                }
+                if checked
                     && let Some(x) = self.xmit.as_mut()
                     && let Some(outcome) = x.nat_too_big(&packet[..len], rs, &mut self.reply, now)
                 {
-                    icmp_counted(decider, &packet[..len], outcome);
                     let sent = &stats.forwarded;
                     if self
                         .finish(outcome, &packet[..len], at.forwarded, sent, io, stats)
@@ -819,7 +846,7 @@ impl<'f> PacketPath<'f> {
                     }
                     return;
                 }
-                if rvs_wire::apply(&mut packet[..len], &rewrite).is_err() {
+                if !apply(&mut packet[..len]) {
                     inc(&stats.unsupported);
                     return;
                 }
@@ -911,7 +938,6 @@ impl<'f> PacketPath<'f> {
                 }
                 let Some(x) = self.xmit.as_mut() else { return };
                 let outcome = x.nat(&mut packet[..len], dst, &mut self.reply, now);
-                icmp_counted(decider, &packet[..len], outcome);
                 if outcome == Outcome::Local {
                     inc(&stats.nat_via_kernel);
                     let r = tun_write(&mut self.xmit, io, &packet[..len]);
@@ -1175,7 +1201,15 @@ mod tests {
         rvs_wire::fill_checksums(&mut p).unwrap();
         let before = p.clone();
         let a = process(&mut p, &mut r, &mut dnat, &stats, &Config::default());
-        assert_eq!(a, Action::NatBig { len: 1400, rewrite });
+        let (_, lay) = rvs_wire::parse_layout(&p).unwrap();
+        assert_eq!(
+            a,
+            Action::NatBig {
+                len: 1400,
+                rewrite,
+                lay
+            }
+        );
         assert_eq!(p, before);
         // 576 bytes and less: rewritten at once.
         let mut p = syn();

@@ -1,7 +1,10 @@
 //! The transmitters rvs runs itself, one function per forwarding method as in the
-//! kernel's `net/netfilter/ipvs/ip_vs_xmit.c` (NAT, local and bypass packets are written
-//! back into the TUN and the kernel routes them; see [`crate::engine`]):
+//! kernel's `net/netfilter/ipvs/ip_vs_xmit.c` (local and bypass packets are written back
+//! into the TUN and the kernel routes them; see [`crate::engine`]):
 //!
+//! * [`Transmitter::nat`] (`ip_vs_nat_xmit`, `--nat-xmit direct`): the rewritten packet in a
+//!   frame to the route's next hop; [`Transmitter::nat_big`] for a packet that may be too
+//!   big for the way, checked before its rewrite.
 //! * [`Transmitter::dr`] (`ip_vs_dr_xmit`): the packet unchanged but for the TTL, in an
 //!   Ethernet frame to the real server's MAC address, sent out of the device of the route
 //!   to the real server through a packet socket (a packet of the AF_XDP back-end: on its
@@ -459,6 +462,66 @@ impl Transmitter {
             return o;
         }
         self.leave(w, packet, false)
+    }
+
+    /// NAT of a packet big enough that the way to the real server `rs` may be too narrow
+    /// for it, with one look at the way for both the check and the send: `packet` is the
+    /// client's, not yet rewritten; a packet too big for the way that may not be fragmented
+    /// gets ICMP fragmentation needed / packet too big about it as it came (see
+    /// [`Self::nat_too_big`]); otherwise `rewrite` is applied to it and it is sent as
+    /// [`Self::nat`] sends it ([`Outcome::Local`]: rewritten, for the kernel's routing).
+    /// `None`: `rewrite` failed (the packet is dropped).
+    pub fn nat_big(
+        &mut self,
+        packet: &mut [u8],
+        rs: IpAddr,
+        reply: &mut [u8],
+        now: Instant,
+        rewrite: impl FnOnce(&mut [u8]) -> bool,
+    ) -> Option<Outcome> {
+        let way = match self.way(rs, false, now) {
+            Some(w) => Some(w),
+            None => {
+                // The route's MTU is checked whether or not the next hop is known yet.
+                let Ok(route) = self.route(rs, now) else {
+                    return rewrite(packet).then_some(Outcome::Local);
+                };
+                if route.local {
+                    return rewrite(packet).then_some(Outcome::Local);
+                }
+                let Ok(mtu) = self.mtu(&route, now) else {
+                    return rewrite(packet).then_some(Outcome::Local);
+                };
+                if packet.len() > mtu
+                    && let Some(o) =
+                        Inner::read(packet).and_then(|i| too_big(packet, i, mtu, reply))
+                {
+                    return Some(o);
+                }
+                let hop = route.gateway.unwrap_or(rs);
+                match self.hops.neighbour(route.oif, hop, now) {
+                    Ok(Neighbour::Known(mac)) => self.remember(rs, false, &route, mtu, mac, now),
+                    _ => None,
+                }
+            }
+        };
+        let Some(w) = way else {
+            return rewrite(packet).then_some(Outcome::Local);
+        };
+        if packet.len() > w.mtu {
+            if let Some(o) = Inner::read(packet).and_then(|i| too_big(packet, i, w.mtu, reply)) {
+                return Some(o);
+            }
+            // IPv4 without DF: the kernel's forwarding fragments it.
+            return rewrite(packet).then_some(Outcome::Local);
+        }
+        if !rewrite(packet) {
+            return None;
+        }
+        Some(match decrement_ttl(packet, reply) {
+            Ok(_) => self.leave(w, packet, false),
+            Err(o) => o,
+        })
     }
 
     /// `packet` (TTL taken) out of the way `w`: handed back for the AF_XDP TX ring
@@ -1311,6 +1374,100 @@ mod tests {
                 .collect();
             assert_eq!(lens.len(), 2);
             assert!(lens.iter().all(|&l| l <= ETH_HEADER + 1500));
+            // SAFETY: our descriptor.
+            unsafe { libc::close(rx) };
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn a_big_nat_packet_is_checked_and_sent_with_one_look_at_the_way() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: needs root (a network namespace of its own)");
+            return;
+        }
+        std::thread::spawn(|| {
+            // SAFETY: unshare affects this thread only (and the `ip` it runs).
+            assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0);
+            ip("link set lo up");
+            ip("link add t0 type veth peer name t1");
+            ip("link set t0 mtu 1000");
+            ip("link set t0 up");
+            ip("link set t1 up");
+            ip("addr add 10.9.9.1/24 dev t0");
+            ip("neigh replace 10.9.9.2 lladdr 02:00:00:00:00:22 dev t0 nud permanent");
+            let t0 = ifindex("t0");
+            // SAFETY: plain syscall; result checked.
+            let rx = unsafe {
+                libc::socket(
+                    libc::AF_PACKET,
+                    libc::SOCK_RAW,
+                    (libc::ETH_P_ALL as u16).to_be() as i32,
+                )
+            };
+            assert!(rx >= 0);
+            let now = Instant::now();
+            let mut x = Transmitter::new(99).unwrap();
+            let mut reply = vec![0u8; 1500];
+            let rs: IpAddr = "10.9.9.2".parse().unwrap();
+            // The DNAT of the test: the destination address becomes the real server's.
+            let dnat = |p: &mut [u8]| {
+                p[16..20].copy_from_slice(&[10, 9, 9, 2]);
+                fill_checksums(p).is_ok()
+            };
+            // Too big for the way (1000), DF: fragmentation needed quoting the packet as
+            // the client sent it (to the VIP), nothing rewritten, nothing sent. Twice: the
+            // first finds the way, the second uses it.
+            for _ in 0..2 {
+                let mut p = udp_v4(64, true, 1072);
+                let before = p.clone();
+                let Some(Outcome::Icmp(n)) = x.nat_big(&mut p, rs, &mut reply, now, dnat) else {
+                    panic!("no ICMP");
+                };
+                assert_eq!((reply[20], reply[21]), (3, 4));
+                assert_eq!(u16::from_be_bytes([reply[26], reply[27]]), 1000);
+                assert_eq!(&reply[28 + 16..28 + 20], &[10, 0, 0, 100]);
+                assert!(n > 28);
+                assert_eq!(p, before);
+            }
+            assert!(!x.pending());
+            // One that fits: rewritten, TTL taken, in a frame to the real server.
+            let mut p = udp_v4(64, true, 872);
+            assert_eq!(
+                x.nat_big(&mut p, rs, &mut reply, now, dnat),
+                Some(Outcome::Sent)
+            );
+            x.flush();
+            let frames: Vec<Vec<u8>> = outgoing_frames(rx, t0)
+                .into_iter()
+                .filter(|f| f[12..14] == [0x08, 0x00])
+                .collect();
+            assert_eq!(frames.len(), 1);
+            let o = &frames[0][ETH_HEADER..];
+            assert_eq!(
+                (&frames[0][0..6], o[8], &o[16..20]),
+                (&[2u8, 0, 0, 0, 0, 0x22][..], 63, &[10u8, 9, 9, 2][..])
+            );
+            assert_eq!(o.len(), 900);
+            // Without DF: rewritten and left to the kernel, which fragments it.
+            let mut p = udp_v4(64, false, 1072);
+            assert_eq!(
+                x.nat_big(&mut p, rs, &mut reply, now, dnat),
+                Some(Outcome::Local)
+            );
+            assert_eq!((&p[16..20], p[8]), (&[10u8, 9, 9, 2][..], 64));
+            // A next hop not resolved yet: checked, rewritten, left to the kernel.
+            let other: IpAddr = "10.9.9.3".parse().unwrap();
+            let mut p = udp_v4(64, true, 872);
+            assert_eq!(
+                x.nat_big(&mut p, other, &mut reply, now, dnat),
+                Some(Outcome::Local)
+            );
+            // A rewrite that fails: `None`.
+            let mut p = udp_v4(64, true, 872);
+            assert_eq!(x.nat_big(&mut p, rs, &mut reply, now, |_| false), None);
             // SAFETY: our descriptor.
             unsafe { libc::close(rx) };
         })
