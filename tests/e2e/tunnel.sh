@@ -137,6 +137,11 @@ check "none dropped for want of a route" $([ "$(lan_counter no_route)" = 0 ]; ec
 
 # Run again with --backend xdp (scripts/test does): the packets came in over AF_XDP.
 e2e_check_xdp "${LAN_DAEMON_ARGS:-}" "$LAN_DIR/daemon.log" 1000
+# ... and the outer packets left on the worker's AF_XDP TX ring of the egress interface.
+case " ${LAN_DAEMON_ARGS:-} " in *" --backend xdp"*)
+  xdp_sent=$(lan_counter xdp_sent)
+  check "AF_XDP sent the outer packets on its TX ring" $([ "${xdp_sent:-0}" -ge 1000 ]; echo $?) "xdp_sent $xdp_sent" ;;
+esac
 
 if [ $fail = 0 ]; then echo "tunnel.sh: all checks passed"; else echo "tunnel.sh: FAILED"; cat "$T/stats.txt" "$T/daemon.log"; fi
 exit $fail
