@@ -7,7 +7,7 @@
 # packet's count covers (see the example's documentation): the decision and rewrite
 # (parse → director → NAT / full-NAT rewrite), the transmit's work up to the system call
 # (route / neighbour / link from the worker's caches, TTL, MTU check, the Ethernet frame,
-# or the tunnel's outer packet), and for `xdp-*` the AF_XDP back-end's userspace work on
+# the tunnels' outer packet in it), and for `xdp-*` the AF_XDP back-end's userspace work on
 # top (the received frame turned into a packet, the frame for the TX ring). No system call
 # is counted (sendto, the TUN's read / write, the AF_XDP kick and poll: the kernel's work
 # per packet is not in these figures), nor the daemon's director lock and clock read.
@@ -81,9 +81,9 @@ what = {
     "nat-in": "NAT, client → real server (DNAT), frame built (`nat_direct`)",
     "nat-out": "NAT, real server → client (SNAT), frame built",
     "dr": "direct routing, frame built (packet socket's `sendto` left out)",
-    "ipip": "tunnel IPIP, outer packet built (TUN write left out)",
-    "gue": "tunnel GUE (no checksum), outer packet built",
-    "gre": "tunnel GRE, outer packet built",
+    "ipip": "tunnel IPIP, outer packet built in the frame (packet socket's `sendmmsg` left out)",
+    "gue": "tunnel GUE (no checksum), outer packet built in the frame",
+    "gre": "tunnel GRE, outer packet built in the frame",
     "fullnat-in": "full-NAT, client → real server (DNAT + SNAT to the pool), frame built",
     "fullnat-out": "full-NAT, real server → client (pool mapped back + SNAT), frame built",
     "xdp-nat-in": "AF_XDP NAT in: RX frame → packet, decision + rewrite, TX frame",

@@ -14,7 +14,8 @@
 #     and UDP round trips to the real servers' echo servers (on the service's port: tunnels keep it);
 #   * each real server's decapsulator saw each encapsulation over each family and no
 #     malformed packet;
-#   * the data plane counted the packets `tunnelled`.
+#   * the data plane counted the packets `tunnelled`, nearly all of them sent out of the
+#     egress interface by rvs (`tunnel_via_kernel`: the few before a next hop was resolved).
 # The exact bytes of each encapsulation are checked against the kernel's by the wire
 # recordings in tests/oracle-xmit. Usage (root): tests/e2e/tunnel.sh
 set -euo pipefail
@@ -127,10 +128,20 @@ for port in 80 81 82 83 84; do
 done
 tunnelled=$(lan_counter tunnelled)
 check "the data plane counted the packets tunnelled" $([ "$tunnelled" -ge 1200 ]; echo $?) "tunnelled $tunnelled"
+# The outer packets leave through rvs's transmitter (a frame to the next hop); only those
+# sent before a next hop's MAC address was known go into the TUN for the kernel to route.
+via_kernel=$(lan_counter tunnel_via_kernel)
+check "the outer packets left through the transmitter, not the TUN" \
+  $([ $((via_kernel * 20)) -lt "$tunnelled" ]; echo $?) "tunnel_via_kernel $via_kernel of $tunnelled"
 check "none dropped for want of a route" $([ "$(lan_counter no_route)" = 0 ]; echo $?) "no_route $(lan_counter no_route)"
 
 # Run again with --backend xdp (scripts/test does): the packets came in over AF_XDP.
 e2e_check_xdp "${LAN_DAEMON_ARGS:-}" "$LAN_DIR/daemon.log" 1000
+# ... and the outer packets left on the worker's AF_XDP TX ring of the egress interface.
+case " ${LAN_DAEMON_ARGS:-} " in *" --backend xdp"*)
+  xdp_sent=$(lan_counter xdp_sent)
+  check "AF_XDP sent the outer packets on its TX ring" $([ "${xdp_sent:-0}" -ge 1000 ]; echo $?) "xdp_sent $xdp_sent" ;;
+esac
 
 if [ $fail = 0 ]; then echo "tunnel.sh: all checks passed"; else echo "tunnel.sh: FAILED"; cat "$T/stats.txt" "$T/daemon.log"; fi
 exit $fail

@@ -46,6 +46,15 @@ pub trait Decider {
         }
     }
 
+    /// The transmitter answered the client's packet `info` with an ICMP error of `len` bytes
+    /// (time exceeded, fragmentation needed / packet too big) instead of sending it on. The
+    /// kernel's own error passes IPVS's out hook, which counts it as an outgoing packet of
+    /// the connection (`ip_vs_out_icmp`); a decider over a director does the same
+    /// (`Director::icmp_sent`).
+    fn icmp_sent(&mut self, info: &PacketInfo, len: u32) {
+        let _ = (info, len);
+    }
+
     /// The full-NAT translations the packets go through (asked once per worker, when
     /// [`Config::fullnat`] names none).
     fn fullnat(&self) -> Option<Arc<FullNat>> {
@@ -99,8 +108,12 @@ pub struct Stats {
     pub frag_timeouts: AtomicU64,
     /// Sent by direct routing (a frame to the real server's MAC address).
     pub direct_routed: AtomicU64,
-    /// Encapsulated towards a real server (IPIP, GUE, GRE).
+    /// Encapsulated towards a real server (IPIP, GUE, GRE): sent out of the egress
+    /// interface, or written into the TUN (also counted in `tunnel_via_kernel`).
     pub tunnelled: AtomicU64,
+    /// Tunnelled packets written into the TUN for the kernel to route: the next hop's MAC
+    /// address was not known yet.
+    pub tunnel_via_kernel: AtomicU64,
     /// ICMP errors the transmitters sent (time exceeded, fragmentation needed / packet
     /// too big).
     pub icmp_errors: AtomicU64,
@@ -152,6 +165,7 @@ impl Stats {
             frag_timeouts,
             direct_routed,
             tunnelled,
+            tunnel_via_kernel,
             icmp_errors,
             no_route,
             no_neighbour,
@@ -185,6 +199,7 @@ impl Stats {
             ("frag_timeouts", frag_timeouts),
             ("direct_routed", direct_routed),
             ("tunnelled", tunnelled),
+            ("tunnel_via_kernel", tunnel_via_kernel),
             ("icmp_errors", icmp_errors),
             ("no_route", no_route),
             ("no_neighbour", no_neighbour),
@@ -299,6 +314,8 @@ pub enum Action {
     NatBig {
         len: usize,
         rewrite: Rewrite,
+        /// The packet's layout as parsed for the decision (the rewrite needs it).
+        lay: rvs_wire::Layout,
     },
 }
 
@@ -428,6 +445,7 @@ fn decide_and_rewrite(
                 Action::NatBig {
                     len,
                     rewrite: *rewrite,
+                    lay,
                 }
             }
             Rewrite::Dnat { .. } | Rewrite::Snat { .. } => {
@@ -439,6 +457,13 @@ fn decide_and_rewrite(
                 match rvs_wire::apply_at(packet, &lay, rewrite) {
                     Ok(()) => {
                         inc(&stats.forwarded);
+                        // A local real server's reply: the kernel SNATs it on its way out
+                        // (LOCAL_OUT), nothing forwards it. It leaves through rvs's
+                        // forwarding (the TUN, or the transmitter), which takes a TTL unit:
+                        // one more first, so that it leaves with the TTL it was sent with.
+                        if meta.local && matches!(rewrite, Rewrite::Snat { .. }) {
+                            rvs_wire::increment_ttl(&mut packet[..len]);
+                        }
                         match (fullnat, rewrite) {
                             (Some(f), &Rewrite::Dnat { addr, port }) => {
                                 let rs = std::net::SocketAddr::new(addr, port);
@@ -622,6 +647,16 @@ fn tun_write(
     io.send(packet)
 }
 
+/// Tells the decider about an ICMP error the transmitter built about the client's `packet`
+/// (see [`Decider::icmp_sent`]).
+fn icmp_counted(decider: &mut dyn Decider, packet: &[u8], outcome: Outcome) {
+    if let Outcome::Icmp(n) = outcome
+        && let Ok((info, _)) = rvs_wire::parse_layout(packet)
+    {
+        decider.icmp_sent(&info, u32::try_from(n).unwrap_or(u32::MAX));
+    }
+}
+
 /// What [`run_worker`] keeps between packets.
 struct PacketPath<'f> {
     fragments: &'f Fragments,
@@ -694,6 +729,7 @@ impl<'f> PacketPath<'f> {
             && let Some(src) = local::source(packet)
         {
             meta.forwarded = !l.contains(src, now);
+            meta.local = !meta.forwarded;
         }
         if frag::is_fragment(packet) {
             inc(&stats.fragments);
@@ -714,7 +750,16 @@ impl<'f> PacketPath<'f> {
                         forwarded: meta.forwarded,
                         backend_sends: meta.backend_sends,
                     };
-                    self.send(a, &mut d.packet, Some(d.origin), at, io, stats, cfg);
+                    self.send(
+                        a,
+                        &mut d.packet,
+                        Some(d.origin),
+                        at,
+                        io,
+                        decider,
+                        stats,
+                        cfg,
+                    );
                     return;
                 }
             }
@@ -725,7 +770,7 @@ impl<'f> PacketPath<'f> {
             forwarded: meta.forwarded,
             backend_sends: meta.backend_sends,
         };
-        self.send(a, packet, None, at, io, stats, cfg);
+        self.send(a, packet, None, at, io, decider, stats, cfg);
     }
 
     /// Writes the ICMP error in `reply[..len]` into the TUN. One about a packet from
@@ -749,20 +794,46 @@ impl<'f> PacketPath<'f> {
         origin: Option<FragOrigin>,
         at: Arrival,
         io: &mut dyn PacketIo,
+        decider: &mut dyn Decider,
         stats: &Stats,
         cfg: &Config,
     ) {
         let now = at.now;
         let action = match action {
-            Action::NatBig { len, rewrite } => {
+            Action::NatBig { len, rewrite, lay } => {
                 let Rewrite::Dnat { addr: rs, .. } = rewrite else {
                     return;
                 };
+                let apply = |p: &mut [u8]| rvs_wire::apply_at(p, &lay, &rewrite).is_ok();
                 // Without a transmitter (no TUN index, no netlink) the kernel decides. A
                 // reassembled datagram is not checked whole: it leaves in pieces no bigger
                 // than its largest fragment (the kernel compares that one, frag_max_size).
-                if origin.is_none()
-                    && self.ensure_transmitter(cfg)
+                let checked = origin.is_none() && self.ensure_transmitter(cfg);
+                if checked
+                    && cfg.nat_direct
+                    && !at.backend_sends
+                    && let Some(x) = self.xmit.as_mut()
+                {
+                    // Sent by the transmitter: one look at the way for the check and the send.
+                    let Some(outcome) =
+                        x.nat_big(&mut packet[..len], rs, &mut self.reply, now, apply)
+                    else {
+                        inc(&stats.unsupported);
+                        return;
+                    };
+                    if !matches!(outcome, Outcome::Icmp(_)) {
+                        inc(&stats.forwarded);
+                    }
+                    let r = if outcome == Outcome::Local {
+                        inc(&stats.nat_via_kernel);
+                        tun_write(&mut self.xmit, io, &packet[..len])
+                    } else {
+                        let sent = &stats.sent_direct;
+                        self.finish(outcome, &packet[..len], at.forwarded, sent, io, stats)
+                    };
+                    return self.count_send(r, stats);
+                }
+                if checked
                     && let Some(x) = self.xmit.as_mut()
                     && let Some(outcome) = x.nat_too_big(&packet[..len], rs, &mut self.reply, now)
                 {
@@ -775,7 +846,7 @@ impl<'f> PacketPath<'f> {
                     }
                     return;
                 }
-                if rvs_wire::apply(&mut packet[..len], &rewrite).is_err() {
+                if !apply(&mut packet[..len]) {
                     inc(&stats.unsupported);
                     return;
                 }
@@ -803,6 +874,7 @@ impl<'f> PacketPath<'f> {
                 } else {
                     x.dr(&mut packet[..len], rs, &mut self.reply, now)
                 };
+                icmp_counted(decider, &packet[..len], outcome);
                 self.finish(
                     outcome,
                     &packet[..len],
@@ -817,14 +889,38 @@ impl<'f> PacketPath<'f> {
                     return;
                 }
                 let Some(x) = self.xmit.as_mut() else { return };
-                let outcome = x.tunnel(
-                    &mut packet[..len],
-                    rs,
-                    &tunnel,
-                    &mut self.scratch,
-                    &mut self.reply,
-                    now,
-                );
+                // As DR: on the AF_XDP back-end the outer packet leaves on its TX ring of the
+                // egress interface when it has one there; else through the packet socket.
+                let outcome = if at.backend_sends {
+                    match x.tunnel_frame(
+                        &mut packet[..len],
+                        rs,
+                        &tunnel,
+                        &mut self.scratch,
+                        &mut self.reply,
+                        now,
+                    ) {
+                        Outcome::OuterFrame { oif, mac, len } => {
+                            let outer = &self.scratch[..len];
+                            if io.send_frame(oif, mac, outer) {
+                                Outcome::Sent
+                            } else {
+                                x.send_frame(oif, mac, outer, now)
+                            }
+                        }
+                        o => o,
+                    }
+                } else {
+                    x.tunnel(
+                        &mut packet[..len],
+                        rs,
+                        &tunnel,
+                        &mut self.scratch,
+                        &mut self.reply,
+                        now,
+                    )
+                };
+                icmp_counted(decider, &packet[..len], outcome);
                 self.finish(
                     outcome,
                     &packet[..len],
@@ -936,6 +1032,7 @@ impl<'f> PacketPath<'f> {
             }
             Outcome::Write(n) => {
                 inc(done);
+                inc(&stats.tunnel_via_kernel);
                 tun_write(&mut self.xmit, io, &self.scratch[..n])
             }
             Outcome::Local => {
@@ -950,8 +1047,8 @@ impl<'f> PacketPath<'f> {
                 inc(&stats.neighbour_waits);
                 Ok(())
             }
-            // Only `dr_frame` makes it, and its caller sends it.
-            Outcome::Frame { .. } => {
+            // Only `dr_frame` and `tunnel_frame` make them, and their callers send them.
+            Outcome::Frame { .. } | Outcome::OuterFrame { .. } => {
                 inc(&stats.dropped);
                 Ok(())
             }
@@ -1073,7 +1170,7 @@ mod tests {
         assert_eq!(get(&stats.malformed), 1);
         assert_eq!(get(&stats.bad_checksum), 0);
         let named = stats.counters();
-        assert_eq!(named.len(), 31);
+        assert_eq!(named.len(), 32);
         assert_eq!(named[0], ("received", 4));
         assert!(named.contains(&("forwarded", 1)));
         assert!(named.contains(&("malformed", 1)));
@@ -1104,7 +1201,15 @@ mod tests {
         rvs_wire::fill_checksums(&mut p).unwrap();
         let before = p.clone();
         let a = process(&mut p, &mut r, &mut dnat, &stats, &Config::default());
-        assert_eq!(a, Action::NatBig { len: 1400, rewrite });
+        let (_, lay) = rvs_wire::parse_layout(&p).unwrap();
+        assert_eq!(
+            a,
+            Action::NatBig {
+                len: 1400,
+                rewrite,
+                lay
+            }
+        );
         assert_eq!(p, before);
         // 576 bytes and less: rewritten at once.
         let mut p = syn();
@@ -1336,6 +1441,45 @@ mod tests {
         run(&mut io, &mut d, &stop, &stats, &cfg).unwrap();
         assert!(io.tx.is_empty());
         assert_eq!(get(&stats.too_big), 1);
+    }
+
+    #[test]
+    fn a_local_real_servers_nat_reply_keeps_its_ttl_through_the_forwarding() {
+        let mut r = [0u8; 1500];
+        let stats = Stats::default();
+        let mut snat = |_: &PacketInfo, dir: Direction| match dir {
+            Direction::Outbound => Verdict::Forward {
+                method: FwdMethod::Masq,
+                rewrite: Rewrite::Snat {
+                    addr: ip("10.0.0.100"),
+                    port: 8080,
+                },
+            },
+            Direction::Inbound => Verdict::Accept,
+        };
+        let local = RecvMeta {
+            local: true,
+            ..RecvMeta::default()
+        };
+        // Written back with one TTL unit more (the TUN's forwarding, or the transmitter's
+        // decrement, takes it: it leaves with 64 as the kernel's LOCAL_OUT SNAT sends it).
+        let mut p = syn();
+        let a = process_meta(&mut p, local, &mut r, &mut snat, &stats, &Config::default());
+        assert!(matches!(a, Action::Nat { len: 40, .. }));
+        assert_eq!(p[8], 65);
+        assert_eq!(rvs_wire::verify_checksums(&p), Ok(true));
+        // A reply from another host is forwarded like any: its TTL is left as it came.
+        let mut p = syn();
+        let a = process_meta(
+            &mut p,
+            RecvMeta::default(),
+            &mut r,
+            &mut snat,
+            &stats,
+            &Config::default(),
+        );
+        assert!(matches!(a, Action::Nat { len: 40, .. }));
+        assert_eq!(p[8], 64);
     }
 
     #[test]

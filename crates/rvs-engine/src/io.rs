@@ -16,6 +16,11 @@ pub struct RecvMeta {
     /// host. [`crate::run`] finds it out (see [`crate::local`]); the engine then gives the
     /// packet its TTL unit back, so that it loses one through the director, as with IPVS.
     pub forwarded: bool,
+    /// Generated on this host, as far as [`crate::run`] knows (its source is one of the
+    /// local addresses; `false` also when they could not be read). A NAT reply of a local
+    /// real server then keeps its TTL, as the kernel's out hook SNATs it in LOCAL_OUT
+    /// without forwarding it (recorded: tests/oracle-xmit/xmit-local).
+    pub local: bool,
     /// The back-end sends this packet's NAT rewrite itself (an AF_XDP socket, which has
     /// already taken the forwarding's TTL unit): [`PacketIo::send`] gets it, not the
     /// worker's transmitter (`Config::nat_direct`).

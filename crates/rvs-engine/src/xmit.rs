@@ -1,15 +1,22 @@
 //! The transmitters rvs runs itself, one function per forwarding method as in the
-//! kernel's `net/netfilter/ipvs/ip_vs_xmit.c` (NAT, local and bypass packets are written
-//! back into the TUN and the kernel routes them; see [`crate::engine`]):
+//! kernel's `net/netfilter/ipvs/ip_vs_xmit.c` (local and bypass packets are written back
+//! into the TUN and the kernel routes them; see [`crate::engine`]):
 //!
+//! * [`Transmitter::nat`] (`ip_vs_nat_xmit`, `--nat-xmit direct`): the rewritten packet in a
+//!   frame to the route's next hop; [`Transmitter::nat_big`] for a packet that may be too
+//!   big for the way, checked before its rewrite.
 //! * [`Transmitter::dr`] (`ip_vs_dr_xmit`): the packet unchanged but for the TTL, in an
 //!   Ethernet frame to the real server's MAC address, sent out of the device of the route
 //!   to the real server through a packet socket (a packet of the AF_XDP back-end: on its
 //!   socket's TX ring there, [`Transmitter::dr_frame`]). The kernel's IP forwarding is not
 //!   used.
 //! * [`Transmitter::tunnel`] (`ip_vs_tunnel_xmit`): the packet encapsulated
-//!   ([`rvs_wire::encap`]) towards the real server and written into the TUN; the kernel
-//!   routes the outer packet like any other.
+//!   ([`rvs_wire::encap`]) towards the real server, in an Ethernet frame to the route's next
+//!   hop out of the route's device, like DR's (on the AF_XDP back-end on its TX ring,
+//!   [`Transmitter::tunnel_frame`]); the outer header as the kernel sends it (the route's
+//!   preferred source, the inner TTL). Only while the next hop's MAC address is not known
+//!   is the outer packet written into the TUN instead, for the kernel to route (and
+//!   resolve) like any other.
 //!
 //! Both decrement the TTL / hop limit once (an ICMP time exceeded when it runs out) and
 //! check the size against the MTU of the way out (ICMP fragmentation needed / packet too
@@ -18,6 +25,7 @@
 //! delivered locally, unchanged (the kernel's "Local" outcome).
 
 use crate::nexthop::{Neighbour, NextHops, Route};
+use rvs_packet::TunType;
 use rvs_wire::encap::{self, Outer, Tunnel};
 use rvs_wire::frag::{self, Fragmented};
 use rvs_wire::ipv4::Ipv4Packet;
@@ -53,7 +61,8 @@ const MIN_TUN_MTU_V6: usize = 1280;
 pub enum Outcome {
     /// Sent (a frame out of an interface).
     Sent,
-    /// Write `out[..len]` (what replaces the packet: the encapsulated one) into the TUN.
+    /// Write `out[..len]` (what replaces the packet: the encapsulated one) into the TUN, for
+    /// the kernel to route (a tunnel's next hop not resolved yet).
     Write(usize),
     /// The real server is a local address: write the packet, unchanged, back into the TUN
     /// for the kernel to deliver (the kernel's "Local" outcome of DR and tunnels).
@@ -69,6 +78,13 @@ pub enum Outcome {
     Frame {
         oif: u32,
         mac: [u8; 6],
+    },
+    /// [`Transmitter::tunnel_frame`] only: the outer packet, built in `out[..len]`, is to
+    /// leave out of interface `oif` to `mac` (sent by the caller as [`Outcome::Frame`]).
+    OuterFrame {
+        oif: u32,
+        mac: [u8; 6],
+        len: usize,
     },
 }
 
@@ -92,6 +108,15 @@ struct Held {
     rs: IpAddr,
     packet: Vec<u8>,
     since: Instant,
+}
+
+/// The Ethernet header of a frame to queue, and where it leaves.
+#[derive(Copy, Clone, Debug)]
+struct FrameHead {
+    oif: u32,
+    dst_mac: [u8; 6],
+    src_mac: [u8; 6],
+    ethertype: u16,
 }
 
 /// A frame queued for the next [`Transmitter::flush`]: `arena[at..at + len]`.
@@ -137,13 +162,15 @@ pub struct Transmitter {
 }
 
 /// A destination's way out, all of it known: the route's interface (not local, not the
-/// TUN), its MTU, the next hop's and the interface's MAC addresses.
+/// TUN), its MTU, the next hop's and the interface's MAC addresses, the route's preferred
+/// source address (a tunnel's outer source).
 #[derive(Copy, Clone, Debug)]
 struct Way {
     oif: u32,
     mtu: usize,
     mac: [u8; 6],
     src_mac: [u8; 6],
+    src: Option<IpAddr>,
     until: Instant,
 }
 
@@ -377,7 +404,7 @@ impl Transmitter {
             return self.dr_fragments(packet, route.oif, rs, mtu, now);
         }
         match self.hops.neighbour(route.oif, rs, now) {
-            Ok(Neighbour::Known(mac)) => match self.remember(rs, true, route.oif, mtu, mac, now) {
+            Ok(Neighbour::Known(mac)) => match self.remember(rs, true, &route, mtu, mac, now) {
                 Some(w) => self.leave(w, packet, hand_back),
                 None => Outcome::Dropped(Drop::NoRoute),
             },
@@ -425,7 +452,7 @@ impl Transmitter {
         // DNATed packet was checked before its rewrite, `nat_too_big`, as the kernel's
         // `ensure_mtu_is_adequate` checks it, so this is a reply towards a narrower client
         // path).
-        let Some(w) = self.remember(dst, false, route.oif, mtu, mac, now) else {
+        let Some(w) = self.remember(dst, false, &route, mtu, mac, now) else {
             return Outcome::Local;
         };
         if packet.len() > w.mtu {
@@ -435,6 +462,66 @@ impl Transmitter {
             return o;
         }
         self.leave(w, packet, false)
+    }
+
+    /// NAT of a packet big enough that the way to the real server `rs` may be too narrow
+    /// for it, with one look at the way for both the check and the send: `packet` is the
+    /// client's, not yet rewritten; a packet too big for the way that may not be fragmented
+    /// gets ICMP fragmentation needed / packet too big about it as it came (see
+    /// [`Self::nat_too_big`]); otherwise `rewrite` is applied to it and it is sent as
+    /// [`Self::nat`] sends it ([`Outcome::Local`]: rewritten, for the kernel's routing).
+    /// `None`: `rewrite` failed (the packet is dropped).
+    pub fn nat_big(
+        &mut self,
+        packet: &mut [u8],
+        rs: IpAddr,
+        reply: &mut [u8],
+        now: Instant,
+        rewrite: impl FnOnce(&mut [u8]) -> bool,
+    ) -> Option<Outcome> {
+        let way = match self.way(rs, false, now) {
+            Some(w) => Some(w),
+            None => {
+                // The route's MTU is checked whether or not the next hop is known yet.
+                let Ok(route) = self.route(rs, now) else {
+                    return rewrite(packet).then_some(Outcome::Local);
+                };
+                if route.local {
+                    return rewrite(packet).then_some(Outcome::Local);
+                }
+                let Ok(mtu) = self.mtu(&route, now) else {
+                    return rewrite(packet).then_some(Outcome::Local);
+                };
+                if packet.len() > mtu
+                    && let Some(o) =
+                        Inner::read(packet).and_then(|i| too_big(packet, i, mtu, reply))
+                {
+                    return Some(o);
+                }
+                let hop = route.gateway.unwrap_or(rs);
+                match self.hops.neighbour(route.oif, hop, now) {
+                    Ok(Neighbour::Known(mac)) => self.remember(rs, false, &route, mtu, mac, now),
+                    _ => None,
+                }
+            }
+        };
+        let Some(w) = way else {
+            return rewrite(packet).then_some(Outcome::Local);
+        };
+        if packet.len() > w.mtu {
+            if let Some(o) = Inner::read(packet).and_then(|i| too_big(packet, i, w.mtu, reply)) {
+                return Some(o);
+            }
+            // IPv4 without DF: the kernel's forwarding fragments it.
+            return rewrite(packet).then_some(Outcome::Local);
+        }
+        if !rewrite(packet) {
+            return None;
+        }
+        Some(match decrement_ttl(packet, reply) {
+            Ok(_) => self.leave(w, packet, false),
+            Err(o) => o,
+        })
     }
 
     /// `packet` (TTL taken) out of the way `w`: handed back for the AF_XDP TX ring
@@ -460,11 +547,12 @@ impl Transmitter {
         &mut self,
         dst: IpAddr,
         dr: bool,
-        oif: u32,
+        route: &Route,
         mtu: usize,
         mac: [u8; 6],
         now: Instant,
     ) -> Option<Way> {
+        let oif = route.oif;
         let link = self.hops.link(oif, now).ok()?;
         if self.ways.len() >= WAYS_MAX {
             self.ways.retain(|_, w| now < w.until);
@@ -474,6 +562,7 @@ impl Transmitter {
             mtu,
             mac,
             src_mac: link.mac.unwrap_or([0; 6]),
+            src: route.src,
             until: now + WAY_FRESH,
         };
         self.ways.insert((dst, dr), way);
@@ -488,12 +577,24 @@ impl Transmitter {
         mtu: usize,
         now: Instant,
     ) -> Outcome {
-        let mac = match self.hops.neighbour(oif, rs, now) {
-            Ok(Neighbour::Known(mac)) => mac,
+        match self.hops.neighbour(oif, rs, now) {
+            Ok(Neighbour::Known(mac)) => self.send_fragments(packet, oif, mac, mtu, now),
             // Rare enough (a big datagram without DF to a real server not yet resolved)
             // to drop rather than hold in pieces.
-            _ => return Outcome::Dropped(Drop::NoNeighbour),
-        };
+            _ => Outcome::Dropped(Drop::NoNeighbour),
+        }
+    }
+
+    /// `packet` (IPv4 without DF, bigger than `mtu`) in fragments, each in its own frame to
+    /// `mac` out of `oif`, through the packet socket.
+    fn send_fragments(
+        &mut self,
+        packet: &[u8],
+        oif: u32,
+        mac: [u8; 6],
+        mtu: usize,
+        now: Instant,
+    ) -> Outcome {
         let mut scratch = vec![0u8; packet.len() + 1024];
         let mut pieces: Vec<Vec<u8>> = Vec::new();
         let r = frag::fragment(packet, mtu, None, &mut scratch, |f| pieces.push(f.to_vec()));
@@ -592,19 +693,41 @@ impl Transmitter {
             Some(6) => ETH_P_IPV6,
             _ => return Outcome::Dropped(Drop::Failed),
         };
-        let len = ETH_HEADER + packet.len();
-        if len > TX_ARENA {
+        let frame = FrameHead {
+            oif,
+            dst_mac,
+            src_mac,
+            ethertype,
+        };
+        self.queue_with(frame, packet.len(), |b| {
+            b.copy_from_slice(packet);
+            Some(packet.len())
+        })
+    }
+
+    /// Queues a frame whose IP packet `build` writes in place (into at most `max` bytes,
+    /// returning its length; `None`: nothing queued, the packet [`Drop::Failed`]).
+    fn queue_with(
+        &mut self,
+        head: FrameHead,
+        max: usize,
+        build: impl FnOnce(&mut [u8]) -> Option<usize>,
+    ) -> Outcome {
+        if ETH_HEADER + max > TX_ARENA {
             return Outcome::Dropped(Drop::Failed);
         }
-        if self.tx.frames.len() == TX_BATCH || self.tx.used + len > TX_ARENA {
+        if self.tx.frames.len() == TX_BATCH || self.tx.used + ETH_HEADER + max > TX_ARENA {
             self.flush();
         }
         let at = self.tx.used;
-        let f = &mut self.tx.arena[at..at + len];
-        f[0..6].copy_from_slice(&dst_mac);
-        f[6..12].copy_from_slice(&src_mac);
-        f[12..14].copy_from_slice(&ethertype.to_be_bytes());
-        f[ETH_HEADER..].copy_from_slice(packet);
+        let f = &mut self.tx.arena[at..at + ETH_HEADER + max];
+        f[0..6].copy_from_slice(&head.dst_mac);
+        f[6..12].copy_from_slice(&head.src_mac);
+        f[12..14].copy_from_slice(&head.ethertype.to_be_bytes());
+        let Some(n) = build(&mut f[ETH_HEADER..]) else {
+            return Outcome::Dropped(Drop::Failed);
+        };
+        let len = ETH_HEADER + n.min(max);
         if self.dry {
             std::hint::black_box(&self.tx.arena[at..at + len]);
             return Outcome::Sent;
@@ -613,9 +736,9 @@ impl Transmitter {
         self.tx.frames.push(Queued {
             at,
             len,
-            oif,
-            dst_mac,
-            ethertype,
+            oif: head.oif,
+            dst_mac: head.dst_mac,
+            ethertype: head.ethertype,
         });
         Outcome::Sent
     }
@@ -637,8 +760,10 @@ impl Transmitter {
         Ok(raw)
     }
 
-    /// Tunnelling of `packet` (TTL not yet decremented) to `rs`: the outer packet is built
-    /// in `out` (returned as [`Outcome::Write`]), or an ICMP error in `reply`.
+    /// Tunnelling of `packet` (TTL not yet decremented) to `rs`: the outer packet leaves in
+    /// a frame to the next hop of the route to `rs` ([`Outcome::Sent`]); while that hop's
+    /// MAC address is not known it is built in `out` for the TUN ([`Outcome::Write`]); or an
+    /// ICMP error is built in `reply`.
     pub fn tunnel(
         &mut self,
         packet: &mut [u8],
@@ -648,16 +773,60 @@ impl Transmitter {
         reply: &mut [u8],
         now: Instant,
     ) -> Outcome {
-        let (route, mtu, inner) = match self.prepare(packet, rs, reply, now) {
-            Ok(p) => p,
-            Err(o) => return o,
-        };
-        let tun_mtu = mtu.saturating_sub(encap::overhead(rs.is_ipv6(), tunnel));
-        let min = if inner.v6 {
+        self.tunnel_with(packet, rs, tunnel, out, reply, now, false)
+    }
+
+    /// [`Self::tunnel`], except that a whole outer packet whose next hop is known is built in
+    /// `out` and handed back as [`Outcome::OuterFrame`] (the AF_XDP back-end puts it on its
+    /// own TX ring of that interface).
+    pub fn tunnel_frame(
+        &mut self,
+        packet: &mut [u8],
+        rs: IpAddr,
+        tunnel: &Tunnel,
+        out: &mut [u8],
+        reply: &mut [u8],
+        now: Instant,
+    ) -> Outcome {
+        self.tunnel_with(packet, rs, tunnel, out, reply, now, true)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn tunnel_with(
+        &mut self,
+        packet: &mut [u8],
+        rs: IpAddr,
+        tunnel: &Tunnel,
+        out: &mut [u8],
+        reply: &mut [u8],
+        now: Instant,
+        hand_back: bool,
+    ) -> Outcome {
+        let overhead = encap::overhead(rs.is_ipv6(), tunnel);
+        let min = if packet.first().is_some_and(|b| b >> 4 == 6) {
             MIN_TUN_MTU_V6
         } else {
             MIN_TUN_MTU_V4
         };
+        // The way to the real server known (the same as NAT's to that address: the route's
+        // next hop): no route, link or neighbour lookup.
+        if let Some(w) = self.way(rs, false, now)
+            && let Some(src) = w.src
+            && w.mtu >= overhead + min
+            && packet.len() + overhead <= w.mtu
+        {
+            let inner = match decrement_ttl(packet, reply) {
+                Ok(i) => i,
+                Err(o) => return o,
+            };
+            let outer = self.outer(src, rs, inner, packet, tunnel, 0);
+            return self.encap_leave(w, packet, &outer, tunnel, out, hand_back);
+        }
+        let (route, mtu, inner) = match self.prepare(packet, rs, reply, now) {
+            Ok(p) => p,
+            Err(o) => return o,
+        };
+        let tun_mtu = mtu.saturating_sub(overhead);
         if tun_mtu < min {
             return Outcome::Dropped(Drop::MtuTooSmall);
         }
@@ -671,6 +840,45 @@ impl Transmitter {
         let Some(src) = route.src else {
             return Outcome::Dropped(Drop::NoRoute);
         };
+        let hop = route.gateway.unwrap_or(rs);
+        let way = match self.hops.neighbour(route.oif, hop, now) {
+            Ok(Neighbour::Known(mac)) => self.remember(rs, false, &route, mtu, mac, now),
+            _ => None,
+        };
+        let Some(w) = way else {
+            // No way out of rvs's own yet: the kernel resolves the next hop (and queues the
+            // packet meanwhile) when it routes the outer packet written into the TUN. Its
+            // forwarding takes one off the outer TTL on the way: one more here, so that it
+            // leaves with the inner TTL as the kernel's own tunnel sends it.
+            let outer = self.outer(src, rs, inner, packet, tunnel, 1);
+            return match encap::encapsulate(packet, &outer, tunnel, out) {
+                Ok(n) => Outcome::Write(n),
+                Err(_) => Outcome::Dropped(Drop::Failed),
+            };
+        };
+        let outer = self.outer(src, rs, inner, packet, tunnel, 0);
+        if packet.len() > tun_mtu {
+            // IPv4 without DF: the outer packet (without DF either) leaves in fragments, as
+            // the kernel's output fragments it.
+            return match encap::encapsulate(packet, &outer, tunnel, out) {
+                Ok(n) => self.send_fragments(&out[..n], w.oif, w.mac, w.mtu, now),
+                Err(_) => Outcome::Dropped(Drop::Failed),
+            };
+        }
+        self.encap_leave(w, packet, &outer, tunnel, out, hand_back)
+    }
+
+    /// The outer header's fields for `packet` (its TTL taken: `inner`) to `rs` from `src`;
+    /// `ttl_extra` is added to the outer TTL (a packet the kernel forwards on).
+    fn outer(
+        &mut self,
+        src: IpAddr,
+        rs: IpAddr,
+        inner: Inner,
+        packet: &[u8],
+        tunnel: &Tunnel,
+        ttl_extra: u8,
+    ) -> Outer {
         // The kernel's outer header carries id 0 when DF is set (recorded:
         // tests/oracle-xmit); a datagram that may be fragmented needs ids that differ.
         let ident = if inner.df {
@@ -679,20 +887,56 @@ impl Transmitter {
             self.ident = self.ident.wrapping_add(1);
             self.ident
         };
-        let outer = Outer {
+        Outer {
             src,
             dst: rs,
-            // The kernel forwards what rvs writes into the TUN and takes one off the outer
-            // TTL on the way: one more here, so that it leaves with the inner TTL.
-            ttl: inner.ttl.saturating_add(1),
+            // The kernel copies the inner TTL after its decrement (recorded: 63).
+            ttl: inner.ttl.saturating_add(ttl_extra),
             df: inner.df,
             ident,
-            udp_sport: gue_source_port(packet),
-        };
-        match encap::encapsulate(packet, &outer, tunnel, out) {
-            Ok(n) => Outcome::Write(n),
-            Err(_) => Outcome::Dropped(Drop::Failed),
+            udp_sport: if tunnel.kind == TunType::Gue {
+                gue_source_port(packet)
+            } else {
+                0
+            },
         }
+    }
+
+    /// The outer packet of `packet` out of the way `w`: built in `out` and handed back for
+    /// the AF_XDP TX ring (`hand_back`), or built in place in the packet socket's batch.
+    fn encap_leave(
+        &mut self,
+        w: Way,
+        packet: &[u8],
+        outer: &Outer,
+        tunnel: &Tunnel,
+        out: &mut [u8],
+        hand_back: bool,
+    ) -> Outcome {
+        if hand_back {
+            return match encap::encapsulate(packet, outer, tunnel, out) {
+                Ok(len) => Outcome::OuterFrame {
+                    oif: w.oif,
+                    mac: w.mac,
+                    len,
+                },
+                Err(_) => Outcome::Dropped(Drop::Failed),
+            };
+        }
+        let head = FrameHead {
+            oif: w.oif,
+            dst_mac: w.mac,
+            src_mac: w.src_mac,
+            ethertype: if outer.dst.is_ipv6() {
+                ETH_P_IPV6
+            } else {
+                ETH_P_IP
+            },
+        };
+        let max = packet.len() + encap::overhead(outer.dst.is_ipv6(), tunnel);
+        self.queue_with(head, max, |b| {
+            encap::encapsulate(packet, outer, tunnel, b).ok()
+        })
     }
 }
 
@@ -952,6 +1196,283 @@ mod tests {
         let mut p = udp_v4(64, false, 1400);
         let inner = decrement_ttl(&mut p, &mut reply).unwrap();
         assert_eq!(too_big(&p, inner, 1380, &mut reply), None);
+    }
+
+    /// Runs `cmd` (an `ip` command line) in the calling thread's namespace.
+    fn ip(cmd: &str) {
+        let ok = std::process::Command::new("ip")
+            .args(cmd.split_whitespace())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "ip {cmd}");
+    }
+
+    /// The frames sent out of `ifindex`, whole, as a packet socket sees them leave.
+    fn outgoing_frames(fd: i32, ifindex: u32) -> Vec<Vec<u8>> {
+        let mut frames = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            // SAFETY: an all-zero sockaddr_ll is valid; buf and from are valid for their sizes.
+            let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+            let mut fl = size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+            let n = unsafe {
+                libc::recvfrom(
+                    fd,
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    libc::MSG_DONTWAIT,
+                    (&mut from as *mut libc::sockaddr_ll).cast(),
+                    &mut fl,
+                )
+            };
+            if n < 0 {
+                return frames;
+            }
+            if from.sll_pkttype == libc::PACKET_OUTGOING && from.sll_ifindex as u32 == ifindex {
+                frames.push(buf[..n as usize].to_vec());
+            }
+        }
+    }
+
+    fn ifindex(name: &str) -> u32 {
+        let c = std::ffi::CString::new(name).unwrap();
+        // SAFETY: a valid C string.
+        unsafe { libc::if_nametoindex(c.as_ptr()) }
+    }
+
+    #[test]
+    fn tunnels_leave_in_frames_to_the_next_hop_with_the_kernels_outer_header() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: needs root (a network namespace of its own)");
+            return;
+        }
+        std::thread::spawn(|| {
+            // SAFETY: unshare affects this thread only (and the `ip` it runs).
+            assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0);
+            ip("link set lo up");
+            ip("link add t0 type veth peer name t1");
+            ip("link set t0 address 02:00:00:00:00:10");
+            ip("link set t0 up");
+            ip("link set t1 up");
+            ip("addr add 10.9.9.1/24 dev t0");
+            ip("neigh replace 10.9.9.2 lladdr 02:00:00:00:00:22 dev t0 nud permanent");
+            let t0 = ifindex("t0");
+            // SAFETY: plain syscall; result checked.
+            let rx = unsafe {
+                libc::socket(
+                    libc::AF_PACKET,
+                    libc::SOCK_RAW,
+                    (libc::ETH_P_ALL as u16).to_be() as i32,
+                )
+            };
+            assert!(rx >= 0);
+            let now = Instant::now();
+            let mut x = Transmitter::new(99).unwrap();
+            let mut out = vec![0u8; 4096];
+            let mut reply = vec![0u8; 1500];
+            let rs: IpAddr = "10.9.9.2".parse().unwrap();
+            let ipip = Tunnel {
+                kind: TunType::Ipip,
+                port: 0,
+                csum: rvs_packet::TunCsum::NoCsum,
+            };
+            // The first packet finds the way (route, neighbour), the second uses it: both
+            // leave the same, in a frame from t0's MAC to the neighbour's.
+            for _ in 0..2 {
+                let mut p = udp_v4(64, true, 10);
+                let sent = x.tunnel(&mut p, rs, &ipip, &mut out, &mut reply, now);
+                assert_eq!(sent, Outcome::Sent);
+                assert!(
+                    x.pending(),
+                    "queued for the batch, not written into the TUN"
+                );
+                x.flush();
+                let frames = outgoing_frames(rx, t0);
+                assert_eq!(frames.len(), 1);
+                let f = &frames[0];
+                assert_eq!(&f[0..6], &[2, 0, 0, 0, 0, 0x22]);
+                assert_eq!(&f[6..12], &[2, 0, 0, 0, 0, 0x10]);
+                assert_eq!(&f[12..14], &[0x08, 0x00]);
+                let o = &f[ETH_HEADER..];
+                assert_eq!(o.len(), 20 + p.len());
+                // The kernel's outer header (tests/oracle-xmit/xmit-ipip): the route's
+                // source, protocol 4, TTL = the inner TTL after its decrement (not one
+                // more: nothing forwards this frame again), DF copied, id 0.
+                assert_eq!(&o[12..16], &[10, 9, 9, 1]);
+                assert_eq!(&o[16..20], &[10, 9, 9, 2]);
+                assert_eq!((o[8], o[9]), (63, 4));
+                assert_eq!((o[6] & 0x40, &o[4..6]), (0x40, &[0u8, 0][..]));
+                assert!(Ipv4Packet::new_checked(o).unwrap().verify_checksum());
+                assert_eq!(&o[20..], &p[..]);
+                assert_eq!(p[8], 63);
+            }
+            // GUE on the same way: UDP to the tunnel port from a port of the local range.
+            let gue = Tunnel {
+                kind: TunType::Gue,
+                port: 6080,
+                csum: rvs_packet::TunCsum::NoCsum,
+            };
+            let mut p = udp_v4(64, true, 10);
+            assert_eq!(
+                x.tunnel(&mut p, rs, &gue, &mut out, &mut reply, now),
+                Outcome::Sent
+            );
+            x.flush();
+            let frames = outgoing_frames(rx, t0);
+            let o = &frames[0][ETH_HEADER..];
+            assert_eq!((o[8], o[9]), (63, 17));
+            assert_eq!(u16::from_be_bytes([o[22], o[23]]), 6080);
+            assert_eq!(u16::from_be_bytes([o[20], o[21]]), gue_source_port(&p));
+            assert_eq!(o.len(), 20 + 8 + 4 + p.len());
+            // The AF_XDP back-end's variant: the same outer packet, handed back.
+            let mut p = udp_v4(64, true, 10);
+            let Outcome::OuterFrame { oif, mac, len } =
+                x.tunnel_frame(&mut p, rs, &ipip, &mut out, &mut reply, now)
+            else {
+                panic!("not handed back");
+            };
+            assert_eq!((oif, mac, len), (t0, [2, 0, 0, 0, 0, 0x22], 20 + p.len()));
+            assert_eq!(
+                (out[8], out[9], &out[12..16]),
+                (63, 4, &[10u8, 9, 9, 1][..])
+            );
+            assert!(!x.pending());
+            // A real server whose MAC address is not known yet: the outer packet goes into
+            // the TUN for the kernel to resolve and forward, one TTL unit more for that.
+            let unresolved: IpAddr = "10.9.9.3".parse().unwrap();
+            let mut p = udp_v4(64, true, 10);
+            let Outcome::Write(n) = x.tunnel(&mut p, unresolved, &ipip, &mut out, &mut reply, now)
+            else {
+                panic!("not written into the TUN");
+            };
+            assert_eq!(
+                (n, out[8], &out[16..20]),
+                (20 + p.len(), 64, &[10u8, 9, 9, 3][..])
+            );
+            // A DF packet too big for the tunnel (1500 - 20): fragmentation needed, the
+            // tunnel's MTU in it; nothing leaves.
+            let mut p = udp_v4(64, true, 1472);
+            let Outcome::Icmp(_) = x.tunnel(&mut p, rs, &ipip, &mut out, &mut reply, now) else {
+                panic!("no ICMP");
+            };
+            assert_eq!((reply[20], reply[21]), (3, 4));
+            assert_eq!(u16::from_be_bytes([reply[26], reply[27]]), 1480);
+            // Without DF: the outer packet (without DF either) in fragments.
+            let mut p = udp_v4(64, false, 1472);
+            assert_eq!(
+                x.tunnel(&mut p, rs, &ipip, &mut out, &mut reply, now),
+                Outcome::Sent
+            );
+            x.flush();
+            // (The kernel's ARP requests for 10.9.9.3 leave there too.)
+            let lens: Vec<usize> = outgoing_frames(rx, t0)
+                .iter()
+                .filter(|f| f[12..14] == [0x08, 0x00])
+                .map(Vec::len)
+                .collect();
+            assert_eq!(lens.len(), 2);
+            assert!(lens.iter().all(|&l| l <= ETH_HEADER + 1500));
+            // SAFETY: our descriptor.
+            unsafe { libc::close(rx) };
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn a_big_nat_packet_is_checked_and_sent_with_one_look_at_the_way() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: needs root (a network namespace of its own)");
+            return;
+        }
+        std::thread::spawn(|| {
+            // SAFETY: unshare affects this thread only (and the `ip` it runs).
+            assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0);
+            ip("link set lo up");
+            ip("link add t0 type veth peer name t1");
+            ip("link set t0 mtu 1000");
+            ip("link set t0 up");
+            ip("link set t1 up");
+            ip("addr add 10.9.9.1/24 dev t0");
+            ip("neigh replace 10.9.9.2 lladdr 02:00:00:00:00:22 dev t0 nud permanent");
+            let t0 = ifindex("t0");
+            // SAFETY: plain syscall; result checked.
+            let rx = unsafe {
+                libc::socket(
+                    libc::AF_PACKET,
+                    libc::SOCK_RAW,
+                    (libc::ETH_P_ALL as u16).to_be() as i32,
+                )
+            };
+            assert!(rx >= 0);
+            let now = Instant::now();
+            let mut x = Transmitter::new(99).unwrap();
+            let mut reply = vec![0u8; 1500];
+            let rs: IpAddr = "10.9.9.2".parse().unwrap();
+            // The DNAT of the test: the destination address becomes the real server's.
+            let dnat = |p: &mut [u8]| {
+                p[16..20].copy_from_slice(&[10, 9, 9, 2]);
+                fill_checksums(p).is_ok()
+            };
+            // Too big for the way (1000), DF: fragmentation needed quoting the packet as
+            // the client sent it (to the VIP), nothing rewritten, nothing sent. Twice: the
+            // first finds the way, the second uses it.
+            for _ in 0..2 {
+                let mut p = udp_v4(64, true, 1072);
+                let before = p.clone();
+                let Some(Outcome::Icmp(n)) = x.nat_big(&mut p, rs, &mut reply, now, dnat) else {
+                    panic!("no ICMP");
+                };
+                assert_eq!((reply[20], reply[21]), (3, 4));
+                assert_eq!(u16::from_be_bytes([reply[26], reply[27]]), 1000);
+                assert_eq!(&reply[28 + 16..28 + 20], &[10, 0, 0, 100]);
+                assert!(n > 28);
+                assert_eq!(p, before);
+            }
+            assert!(!x.pending());
+            // One that fits: rewritten, TTL taken, in a frame to the real server.
+            let mut p = udp_v4(64, true, 872);
+            assert_eq!(
+                x.nat_big(&mut p, rs, &mut reply, now, dnat),
+                Some(Outcome::Sent)
+            );
+            x.flush();
+            let frames: Vec<Vec<u8>> = outgoing_frames(rx, t0)
+                .into_iter()
+                .filter(|f| f[12..14] == [0x08, 0x00])
+                .collect();
+            assert_eq!(frames.len(), 1);
+            let o = &frames[0][ETH_HEADER..];
+            assert_eq!(
+                (&frames[0][0..6], o[8], &o[16..20]),
+                (&[2u8, 0, 0, 0, 0, 0x22][..], 63, &[10u8, 9, 9, 2][..])
+            );
+            assert_eq!(o.len(), 900);
+            // Without DF: rewritten and left to the kernel, which fragments it.
+            let mut p = udp_v4(64, false, 1072);
+            assert_eq!(
+                x.nat_big(&mut p, rs, &mut reply, now, dnat),
+                Some(Outcome::Local)
+            );
+            assert_eq!((&p[16..20], p[8]), (&[10u8, 9, 9, 2][..], 64));
+            // A next hop not resolved yet: checked, rewritten, left to the kernel.
+            let other: IpAddr = "10.9.9.3".parse().unwrap();
+            let mut p = udp_v4(64, true, 872);
+            assert_eq!(
+                x.nat_big(&mut p, other, &mut reply, now, dnat),
+                Some(Outcome::Local)
+            );
+            // A rewrite that fails: `None`.
+            let mut p = udp_v4(64, true, 872);
+            assert_eq!(x.nat_big(&mut p, rs, &mut reply, now, |_| false), None);
+            // SAFETY: our descriptor.
+            unsafe { libc::close(rx) };
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]

@@ -10,8 +10,8 @@
 //!   source translation), as the engine does it;
 //! * the transmit's work up to the system call: the worker's `Transmitter` (rvs-engine
 //!   xmit.rs) in dry-run mode — route / neighbour / link from its caches, TTL, MTU check,
-//!   the Ethernet frame built — for NAT (`nat_direct`) and DR; the outer packet built for
-//!   the tunnels (then written into the TUN: that write is the system call left out);
+//!   the Ethernet frame built — for NAT (`nat_direct`), DR and the tunnels (the outer
+//!   packet built in the frame);
 //! * `xdp-*`: the AF_XDP back-end's part in userspace besides: the frame read from the RX
 //!   ring turned into the packet (`packet_of_frame`: copy, TTL, partial checksum) and the
 //!   frame put together for the TX ring (`frame_of_packet` after an egress cache lookup,
@@ -228,20 +228,15 @@ impl Path {
                 self.xmit.dr(&mut buf[..len], rs, &mut self.reply, self.now) == Outcome::Sent
             }
             Action::Tunnel { len, rs, tunnel } => {
-                match self.xmit.tunnel(
+                // The outer packet built in place in the frame of the transmitter's batch.
+                self.xmit.tunnel(
                     &mut buf[..len],
                     rs,
                     &tunnel,
                     &mut self.scratch,
                     &mut self.reply,
                     self.now,
-                ) {
-                    Outcome::Write(n) => {
-                        black_box(&self.scratch[..n]);
-                        true
-                    }
-                    _ => false,
-                }
+                ) == Outcome::Sent
             }
             _ => false,
         }

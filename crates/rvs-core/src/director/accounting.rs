@@ -9,7 +9,7 @@ use super::Director;
 use crate::conn::state::{self, Dir};
 use crate::conn::{ConnId, flags};
 use crate::dest::SvcId;
-use crate::packet::L4Info;
+use crate::packet::{L4Info, PacketInfo};
 
 impl Director {
     pub(super) fn in_stats(&mut self, id: ConnId, len: u32) {
@@ -18,6 +18,25 @@ impl Director {
 
     pub(super) fn out_stats(&mut self, id: ConnId, len: u32) {
         self.count(id, len, false);
+    }
+
+    /// An ICMP error of `len` bytes (its IP packet) that the director's host sent to the
+    /// client about the client's packet `pkt` (fragmentation needed / packet too big, time
+    /// exceeded, from the transmitter), counted as the kernel counts its own: the error
+    /// passes IPVS's out hook, where `ip_vs_out_icmp` looks the connection up from the
+    /// quoted header reversed (VIP → client, `ip_vs_conn_out_get`) and counts the error as
+    /// an outgoing packet (`ip_vs_out_stats`). That lookup matches the virtual address only
+    /// for connections that are not NAT (a NAT reply comes from the real server): tunnel and
+    /// DR connections count it (recorded: tests/oracle-xmit/xmit-tun-mtu, OutPkts 1,
+    /// OutBytes 576), NAT ones do not.
+    pub fn icmp_sent(&mut self, pkt: &PacketInfo, len: u32) {
+        let t = &pkt.tuple;
+        if let Some(id) =
+            self.conns
+                .lookup_out(t.af, t.protocol, (&t.daddr, t.dport), (&t.saddr, t.sport))
+        {
+            self.out_stats(id, len);
+        }
     }
 
     /// `ip_vs_in_stats` / `ip_vs_out_stats`: the destination's, its service's and the

@@ -432,6 +432,13 @@ impl Decider for PacketDecider {
         v
     }
 
+    fn icmp_sent(&mut self, info: &PacketInfo, len: u32) {
+        self.with_director(|d, _| {
+            d.icmp_sent(info, len);
+            Verdict::Accept
+        });
+    }
+
     fn fullnat(&self) -> Option<Arc<rvs_engine::fullnat::FullNat>> {
         Some(self.fullnat.clone())
     }

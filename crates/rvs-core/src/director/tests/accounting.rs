@@ -39,3 +39,36 @@ fn sctp_association_states() {
     assert_eq!(t.d.connections(t.now)[0].state, "CLOSED");
     assert_eq!(t.dests(k)["10.0.1.1:3868"], (1, 0, 1, 0));
 }
+
+#[test]
+fn an_icmp_error_sent_about_a_clients_packet_counts_as_output_of_its_connection() {
+    let (mut t, k) = one_service(FwdMethod::Tunnel);
+    let pkt = tcp("1.1.1.1:1000", "10.0.0.1:80", SYN);
+    t.inb(pkt);
+    let out = |t: &T| {
+        let s = t.d.table.service(&k).unwrap();
+        let d = &t.d.table.dests.get(s.dests[0]).stats.live;
+        (
+            d.inpkts,
+            d.outpkts,
+            d.outbytes,
+            s.stats.live.outpkts,
+            s.stats.live.outbytes,
+        )
+    };
+    assert_eq!(out(&t), (1, 0, 0, 0, 0));
+    // Fragmentation needed, 576 bytes, as the kernel's: output of the connection, of its
+    // destination and service.
+    t.d.icmp_sent(&pkt, 576);
+    assert_eq!(out(&t), (1, 1, 576, 1, 576));
+    // About a packet without a connection: nothing counted.
+    t.d.icmp_sent(&tcp("1.1.1.2:1000", "10.0.0.1:80", SYN), 576);
+    assert_eq!(out(&t), (1, 1, 576, 1, 576));
+    // A NAT connection's error is not found by the kernel's reversed lookup (its replies
+    // come from the real server, not the VIP): not counted.
+    let (mut t, k) = one_service(FwdMethod::Masq);
+    t.inb(pkt);
+    t.d.icmp_sent(&pkt, 576);
+    let s = t.d.table.service(&k).unwrap();
+    assert_eq!((s.stats.live.inpkts, s.stats.live.outpkts), (1, 0));
+}
