@@ -219,11 +219,10 @@ pub enum Refused {
     NotFullNat,
 }
 
-/// The table's maps are looked up several times per packet: a fast hash (SipHash was half
-/// of a full-NAT packet's instructions), still seeded at random per map, because the keys
-/// (client addresses and ports) are chosen by whoever sends the packets.
-type HashMap<K, V> = std::collections::HashMap<K, V, ahash::RandomState>;
-type HashSet<K> = std::collections::HashSet<K, ahash::RandomState>;
+// Looked up several times per packet (SipHash was half of a full-NAT packet's
+// instructions): see [`crate::FastMap`].
+type HashMap<K, V> = crate::FastMap<K, V>;
+type HashSet<K> = crate::FastSet<K>;
 
 /// The translations of every full-NAT flow. Pure: time is passed in.
 #[derive(Debug, Default)]

@@ -14,6 +14,12 @@ pub mod plumbing;
 pub mod tun;
 pub mod xmit;
 
+/// The maps and sets a packet looks into: a fast hash, still seeded at random per map
+/// because their keys (client and real-server addresses) come from the packets. SipHash,
+/// std's default, was the largest single cost of a full-NAT packet.
+pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, ahash::RandomState>;
+pub(crate) type FastSet<K> = std::collections::HashSet<K, ahash::RandomState>;
+
 pub use engine::{
     Action, Config, Decider, Direction, Fragments, MAX_PACKET, Stats, process, process_meta, run,
     run_worker,

@@ -24,7 +24,7 @@
 //! socket, looked at no more often than every [`CHECK_EVERY`]); without that socket it is
 //! read again every [`REFRESH_WITHOUT_NETLINK`].
 
-use std::collections::HashSet;
+use crate::FastSet;
 use std::io;
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -38,7 +38,7 @@ pub const REFRESH_WITHOUT_NETLINK: Duration = Duration::from_secs(1);
 /// The local addresses of the network namespace the value was created in.
 #[derive(Debug)]
 pub struct LocalAddrs {
-    set: HashSet<IpAddr>,
+    set: FastSet<IpAddr>,
     notify: Option<OwnedFd>,
     checked: Instant,
     loaded: Instant,
@@ -51,7 +51,7 @@ impl LocalAddrs {
         let notify = subscribe().ok();
         let now = Instant::now();
         let mut l = LocalAddrs {
-            set: HashSet::new(),
+            set: FastSet::default(),
             notify,
             checked: now,
             loaded: now,
@@ -156,13 +156,13 @@ fn drain(fd: &OwnedFd) -> bool {
     }
 }
 
-fn read_addrs() -> io::Result<HashSet<IpAddr>> {
+fn read_addrs() -> io::Result<FastSet<IpAddr>> {
     let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: getifaddrs fills `head` with a list we free below.
     if unsafe { libc::getifaddrs(&mut head) } != 0 {
         return Err(io::Error::last_os_error());
     }
-    let mut set = HashSet::new();
+    let mut set = FastSet::default();
     let mut p = head;
     while !p.is_null() {
         // SAFETY: p is a node of the list getifaddrs returned, not yet freed.

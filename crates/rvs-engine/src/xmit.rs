@@ -24,13 +24,13 @@
 //! `ensure_mtu_is_adequate` do. A real server whose route is local gets the packet
 //! delivered locally, unchanged (the kernel's "Local" outcome).
 
+use crate::FastMap;
 use crate::nexthop::{Neighbour, NextHops, Route};
 use rvs_packet::TunType;
 use rvs_wire::encap::{self, Outer, Tunnel};
 use rvs_wire::frag::{self, Fragmented};
 use rvs_wire::ipv4::Ipv4Packet;
 use rvs_wire::{IcmpErrorKind, build_icmp_error};
-use std::collections::HashMap;
 use std::io;
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -157,7 +157,7 @@ pub struct Transmitter {
     /// Ways out found complete, by destination and method (`true`: DR, the neighbour is
     /// the real server; `false`: NAT, the route's next hop): one lookup per packet instead
     /// of the route's, the link's (twice) and the neighbour's.
-    ways: HashMap<(IpAddr, bool), Way>,
+    ways: FastMap<(IpAddr, bool), Way>,
     tx: TxQueue,
 }
 
@@ -198,7 +198,7 @@ impl Transmitter {
             held: Vec::new(),
             next_retry: Instant::now(),
             dry: false,
-            ways: HashMap::new(),
+            ways: FastMap::default(),
             tx: TxQueue {
                 arena: vec![0u8; TX_ARENA],
                 used: 0,
