@@ -257,3 +257,84 @@ fn a_program_a_crashed_rvs_left_is_removed_at_the_next_start() {
     let shown = ip(&["-n", ns, "-d", "link", "show", "s0"]);
     assert!(!shown.contains("rvs_xdp"), "detached on drop: {shown}");
 }
+
+#[test]
+fn replies_to_destinations_routed_nowhere_are_dropped_by_the_program() {
+    if !root() {
+        eprintln!("skipped: needs root (network namespaces, XDP)");
+        return;
+    }
+    let id = std::process::id();
+    let bed = Bed {
+        a: format!("rvsxdpU{id}"),
+        b: format!("rvsxdpV{id}"),
+    };
+    let (a, b) = (bed.a.as_str(), bed.b.as_str());
+    ip(&["netns", "add", a]);
+    ip(&["netns", "add", b]);
+    ip(&[
+        "link", "add", "a0", "netns", a, "type", "veth", "peer", "name", "b0", "netns", b,
+    ]);
+    ip(&["-n", a, "addr", "add", "10.78.0.1/24", "dev", "a0"]);
+    ip(&["-n", b, "addr", "add", "10.78.0.2/24", "dev", "b0"]);
+    ip(&["-n", a, "link", "set", "a0", "up"]);
+    ip(&["-n", b, "link", "set", "b0", "up"]);
+    // a is the real server (its replies go to the director b); b routes one client prefix
+    // to a blackhole, one to unreachable, and one somewhere (back to a: only the route
+    // matters here).
+    ip(&["-n", a, "route", "add", "default", "via", "10.78.0.2"]);
+    ip(&["-n", b, "route", "add", "blackhole", "10.128.0.0/9"]);
+    ip(&["-n", b, "route", "add", "unreachable", "10.66.0.0/16"]);
+    ip(&["-n", b, "route", "add", "10.55.0.0/16", "via", "10.78.0.1"]);
+    let fwd = Command::new("ip")
+        .args(["netns", "exec", b, "sysctl", "-qw", "net.ipv4.ip_forward=1"])
+        .status()
+        .expect("sysctl runs");
+    assert!(fwd.success());
+
+    enter(b);
+    let mut prog = XdpProgram::attach(&["b0".to_string()]).expect("attach");
+    let xsk = Xsk::open(prog.interfaces()[0].ifindex, 0).expect("AF_XDP socket");
+    prog.register(0, 0, xsk.raw_fd()).expect("register");
+    let real = rvs_engine::NatReal {
+        addr: "10.78.0.1".parse().unwrap(),
+        protocol: 17,
+        port: 53,
+    };
+    prog.sync(&[], &[real]).expect("sync");
+    let stats = Arc::new(XdpStats::default());
+    let mut w = XdpWorker::new(vec![xsk], stats.clone());
+
+    let a_name = a.to_string();
+    std::thread::spawn(move || {
+        enter(&a_name);
+        let s = UdpSocket::bind("10.78.0.1:53").unwrap();
+        for dst in ["10.128.7.7:4000", "10.66.1.1:4000", "10.55.1.1:4000"] {
+            s.send_to(b"reply", dst).unwrap();
+        }
+    })
+    .join()
+    .unwrap();
+
+    let mut buf = vec![0u8; 2048];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let n = loop {
+        if let Some(n) = w.recv(&mut buf) {
+            break n;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the routable reply did not reach the AF_XDP socket"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    assert_eq!(
+        &buf[16..20],
+        &[10, 55, 1, 1],
+        "only the routable reply: {n} bytes"
+    );
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(w.recv(&mut buf), None, "nothing else reached rvs");
+    assert_eq!(prog.dropped_unrouted(), 2, "blackhole and unreachable");
+    assert_eq!(prog.counts().0, 1, "one packet handed to rvs");
+}
