@@ -134,9 +134,7 @@ impl XdpWorker {
         // n + 1 visits: the port that just used up its batch reads again last.
         for k in 0..=n {
             let i = (self.turn + k) % n.max(1);
-            let Some(p) = self.ports.get_mut(i) else {
-                return None;
-            };
+            let p = self.ports.get_mut(i)?;
             if p.next >= p.pending.len() {
                 if !p.pending.is_empty() {
                     p.xsk.release(&p.pending);
