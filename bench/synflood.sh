@@ -60,6 +60,7 @@
 #   alive      the daemon answers and, after the flood, the legitimate client gets connections
 #              (or the table is full: then refusing new ones is what --max-conns asks for).
 #   defence    in the defence phase, drop_entry dropped half-open entries (dropped_entries > 0).
+#   (nft: no criterion; its figures are the kernel's, for comparison.)
 #
 # Usage (root): bench/synflood.sh [HALF_OPEN]
 #   RVS_SYNFLOOD_MAX_CONNS   the daemon's --max-conns (default 1048576, its own default)
