@@ -384,13 +384,8 @@ churn_probe() { # PEER
 }
 
 # --- nftables DNAT and plain forwarding ------------------------------------------------
-NFT_RULES="table ip rvsbench {
-  chain prerouting {
-    type nat hook prerouting priority dstnat; policy accept;
-    ip daddr $VIP dnat to numgen inc mod 3 map { 0 : 10.112.0.11, 1 : 10.112.0.12, 2 : 10.112.0.13 }
-  }
-$(for s in $(seq 1 10); do echo "  map churn$s { type ipv4_addr : mark; }"; done)
-}"
+. "$REPO/bench/lib/nftdnat.sh"
+NFT_RULES=$(nft_dnat_rules rvsbench "$VIP" "$(for s in $(seq 1 10); do echo "  map churn$s { type ipv4_addr : mark; }"; done)")
 
 PEERS=(rvs-1)
 if [ "$WORKERS_OPT" = 1 ]; then

@@ -7,7 +7,8 @@
 #
 # Services (NAT, rr): tcp VIP:80 and udp VIP:9001 on the three servers.
 # Load, all the run long:
-#   TCP   `rvs-loadgen connect --conns 4 --rate RVS_SOAK_TCP_RATE` (default 200 connections/s):
+#   TCP   `rvs-loadgen connect --conns 4 --rate RVS_SOAK_TCP_RATE` (default 200 connections/s,
+#         150 in runs shorter than 10 minutes):
 #         connect, GET / HTTP/1.0, read to the end, close; its errors placed in time by its
 #         per-second totals. Runs shorter than 10 minutes close with a RST (--linger0 1), so
 #         that the entries leave rvs's table after 10 s (CLOSE) instead of 120 s (TIME_WAIT)
@@ -53,7 +54,8 @@
 # not; scripts/test). Exit status 1 when a criterion fails.
 #
 # Usage (root): bench/soak.sh [MINUTES]
-#   RVS_SOAK_TCP_RATE   legitimate TCP connections/s (default 200)
+#   RVS_SOAK_TCP_RATE   legitimate TCP connections/s (default 200; 150 for runs under 10
+#                       minutes: see LINGER0 below)
 #   RVS_SOAK_KEEP       a directory to keep the raw samples and logs in
 #   RVS_SOAK_PROFILE    cargo profile to build with (default release; scripts/test: dev)
 #   RVS_BIN             an rvs binary to use instead of building one
@@ -61,10 +63,18 @@ set -euo pipefail
 MINUTES=${1:-30}
 DURATION=$((MINUTES * 60))
 HALF=$((DURATION / 2))
-TCP_RATE=${RVS_SOAK_TCP_RATE:-200}
 PROFILE=${RVS_SOAK_PROFILE:-release}
 LINGER0=0
 [ "$MINUTES" -lt 10 ] && LINGER0=1
+# Short runs: 150 connections/s, not 200. With --linger0 1 an entry lives 10 s (CLOSE), so
+# 200/s held ~1,750-2,050 entries: right at 2,048 slots, where the connection slab (48 B a
+# slot) doubles to 4,096 (a 192 KiB allocation, ~100 KiB of it touched at once: +1.3% of the
+# ~8 MB RSS). When the table first held more than 2,048 entries was chance, and after the
+# warm-up it failed the 1% criterion on a step that is the table's high-water mark, not a
+# leak (docs/abuse.md, "Soak: the 2-minute RSS flake"). 150/s stays well below it.
+TCP_RATE_DEFAULT=200
+[ "$LINGER0" = 1 ] && TCP_RATE_DEFAULT=150
+TCP_RATE=${RVS_SOAK_TCP_RATE:-$TCP_RATE_DEFAULT}
 [ "$DURATION" -ge 60 ] || { echo "soak.sh: at least 1 minute" >&2; exit 2; }
 
 . "$(dirname "${BASH_SOURCE[0]}")/lib/bed.sh"

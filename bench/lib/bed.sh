@@ -1,7 +1,8 @@
 # bench/lib/bed.sh: the set-up shared by bench/soak.sh and bench/synflood.sh (sourced; bash).
 #
 #   bench_init NAME PROFILE TOOL...   root and the tools checked, rvs and rvs-loadgen built with
-#                                     cargo PROFILE (RVS_BIN: that rvs instead), the namespace
+#                                     cargo PROFILE (RVS_BIN, RVS_LOADGEN_BIN: those binaries
+#                                     instead; both set: nothing is built), the namespace
 #                                     bed's functions sourced (tests/e2e/testbed.sh); sets REPO,
 #                                     RVS, LOADGEN, OUT (a temp dir, removed on exit) and installs
 #                                     the exit trap (background jobs in BG_PIDS, the daemon in
@@ -26,13 +27,16 @@ bench_init() {
   done
   pdir=$profile
   [ "$profile" = dev ] && pdir=debug
-  local pkgs=(-p rvs-loadgen)
+  local pkgs=()
+  [ -n "${RVS_LOADGEN_BIN:-}" ] || pkgs+=(-p rvs-loadgen)
   [ -n "${RVS_BIN:-}" ] || pkgs+=(-p rvs)
-  cargo build -q --profile "$profile" "${pkgs[@]}" >&2 || { echo "$name: build failed" >&2; exit 2; }
+  if [ ${#pkgs[@]} -gt 0 ]; then
+    cargo build -q --profile "$profile" "${pkgs[@]}" >&2 || { echo "$name: build failed" >&2; exit 2; }
+  fi
   target=$(cargo metadata --no-deps --format-version 1 |
     python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
   RVS=$(readlink -f "${RVS_BIN:-$target/$pdir/rvs}")
-  LOADGEN=$target/$pdir/rvs-loadgen
+  LOADGEN=$(readlink -f "${RVS_LOADGEN_BIN:-$target/$pdir/rvs-loadgen}")
   [ -x "$RVS" ] && [ -x "$LOADGEN" ] || { echo "$name: no binaries under $target/$pdir" >&2; exit 2; }
 
   OUT=$(mktemp -d "/tmp/rvs-$name.XXXXXX")

@@ -12,6 +12,13 @@
 // packets whose TTL / hop limit would run out (the kernel sends the ICMP error), IPv4 with
 // options, ICMP, anything but TCP, UDP and SCTP, and any packet when this interface queue
 // has no rvs socket (XSKMAP miss: XDP_PASS).
+// What it drops: a reply of a NAT real server whose destination the director routes to a
+// blackhole, unreachable or prohibit route (bpf_fib_lookup, as `ip route get DST` asks: no
+// source, protocol or ports, so rvs's own steering rules do not match). The kernel's IPVS
+// never sees such a packet (its input route discards it first); rvs would un-NAT it and
+// then fail to route it (a SYN flood from a blackholed spoofed prefix: one SYN+ACK each).
+// The kernel answers an unreachable / prohibit route with an ICMP error to the sender; this
+// drops silently, as for a blackhole.
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
 #include <linux/in.h>
@@ -62,10 +69,11 @@ struct {
     __type(value, __u32);
 } rvs_xsks SEC(".maps");
 
-// Packets handed to rvs, per CPU ([0]: taken, [1]: passed).
+// Packets per CPU: [0] handed to rvs, [1] passed, [2] dropped (a real server's reply to a
+// destination routed to a blackhole, unreachable or prohibit route).
 struct {
     __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-    __uint(max_entries, 2);
+    __uint(max_entries, 3);
     __type(key, __u32);
     __type(value, __u64);
 } rvs_counts SEC(".maps");
@@ -91,6 +99,22 @@ static __always_inline int is_real(struct rvs_key *k) {
     return bpf_map_lookup_elem(&rvs_reals, k) != 0;
 }
 
+#ifndef AF_INET
+#define AF_INET 2
+#endif
+#ifndef AF_INET6
+#define AF_INET6 10
+#endif
+
+// Whether the director routes `fib`'s destination (filled in by the caller) nowhere: a
+// blackhole, unreachable or prohibit route.
+static __always_inline int routed_nowhere(struct xdp_md *ctx, struct bpf_fib_lookup *fib) {
+    fib->ifindex = ctx->ingress_ifindex;
+    long r = bpf_fib_lookup(ctx, fib, sizeof(*fib), 0);
+    return r == BPF_FIB_LKUP_RET_BLACKHOLE || r == BPF_FIB_LKUP_RET_UNREACHABLE ||
+           r == BPF_FIB_LKUP_RET_PROHIBIT;
+}
+
 SEC("xdp")
 int rvs_xdp(struct xdp_md *ctx) {
     void *data = (void *)(long)ctx->data;
@@ -102,6 +126,7 @@ int rvs_xdp(struct xdp_md *ctx) {
     if (bpf_xdp_get_buff_len(ctx) > RVS_FRAME_MAX)
         return pass();
     struct rvs_key dst = {}, src = {};
+    struct bpf_fib_lookup fib = {};
     __u8 proto;
     void *l4;
     if (eth->h_proto == bpf_htons(ETH_P_IP)) {
@@ -115,6 +140,8 @@ int rvs_xdp(struct xdp_md *ctx) {
         src.addr[10] = src.addr[11] = 0xff;
         __builtin_memcpy(&dst.addr[12], &ip->daddr, 4);
         __builtin_memcpy(&src.addr[12], &ip->saddr, 4);
+        fib.family = AF_INET;
+        fib.ipv4_dst = ip->daddr;
         proto = ip->protocol;
         l4 = ip + 1;
     } else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
@@ -125,6 +152,8 @@ int rvs_xdp(struct xdp_md *ctx) {
             return pass();
         __builtin_memcpy(dst.addr, &ip6->daddr, 16);
         __builtin_memcpy(src.addr, &ip6->saddr, 16);
+        fib.family = AF_INET6;
+        __builtin_memcpy(fib.ipv6_dst, &ip6->daddr, 16);
         // Extension headers (fragments among them): the kernel's.
         proto = ip6->nexthdr;
         l4 = ip6 + 1;
@@ -142,6 +171,10 @@ int rvs_xdp(struct xdp_md *ctx) {
         src.proto = proto;
         src.port = ports[0];
         take = is_real(&src);
+        if (take && routed_nowhere(ctx, &fib)) {
+            count(2);
+            return XDP_DROP;
+        }
     }
     if (!take)
         return pass();

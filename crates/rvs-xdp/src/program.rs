@@ -225,13 +225,20 @@ impl XdpProgram {
 
     /// Packets the program handed to rvs and left to the kernel (all CPUs).
     pub fn counts(&self) -> (u64, u64) {
-        let get = |i: u32| {
-            self.counts
-                .get(&i, 0)
-                .map(|v| v.iter().sum::<u64>())
-                .unwrap_or(0)
-        };
-        (get(0), get(1))
+        (self.count(0), self.count(1))
+    }
+
+    /// Replies of real servers the program dropped because the director routes their
+    /// destination to a blackhole, unreachable or prohibit route (all CPUs).
+    pub fn dropped_unrouted(&self) -> u64 {
+        self.count(2)
+    }
+
+    fn count(&self, i: u32) -> u64 {
+        self.counts
+            .get(&i, 0)
+            .map(|v| v.iter().sum::<u64>())
+            .unwrap_or(0)
     }
 
     /// The program object (keeps the links: dropping it detaches).

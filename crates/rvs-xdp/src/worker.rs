@@ -124,16 +124,25 @@ impl XdpWorker {
 
     /// The next packet received (copied into `buf` without its Ethernet header, the
     /// forwarding's TTL unit taken, a partial checksum completed), without waiting.
+    ///
+    /// Fair by batches: a port whose batch is used up gives its turn to the next one before
+    /// it reads again. (It used to read again at once, so a flood on one interface, whose
+    /// ring never empties, starved the others: under an unpaced SYN flood on d0 the real
+    /// servers' replies on br0, the legitimate client's among them, overflowed br0's ring.)
     pub fn recv(&mut self, buf: &mut [u8]) -> Option<usize> {
         let n = self.ports.len();
-        for k in 0..n {
+        // n + 1 visits: the port that just used up its batch reads again last.
+        for k in 0..=n {
             let i = (self.turn + k) % n.max(1);
-            let p = &mut self.ports[i];
+            let p = self.ports.get_mut(i)?;
             if p.next >= p.pending.len() {
                 if !p.pending.is_empty() {
                     p.xsk.release(&p.pending);
                     p.pending.clear();
                     p.next = 0;
+                    if n > 1 {
+                        continue;
+                    }
                 }
                 p.xsk.receive(&mut p.pending, BATCH);
             }

@@ -257,3 +257,155 @@ fn a_program_a_crashed_rvs_left_is_removed_at_the_next_start() {
     let shown = ip(&["-n", ns, "-d", "link", "show", "s0"]);
     assert!(!shown.contains("rvs_xdp"), "detached on drop: {shown}");
 }
+
+#[test]
+fn replies_to_destinations_routed_nowhere_are_dropped_by_the_program() {
+    if !root() {
+        eprintln!("skipped: needs root (network namespaces, XDP)");
+        return;
+    }
+    let id = std::process::id();
+    let bed = Bed {
+        a: format!("rvsxdpU{id}"),
+        b: format!("rvsxdpV{id}"),
+    };
+    let (a, b) = (bed.a.as_str(), bed.b.as_str());
+    ip(&["netns", "add", a]);
+    ip(&["netns", "add", b]);
+    ip(&[
+        "link", "add", "a0", "netns", a, "type", "veth", "peer", "name", "b0", "netns", b,
+    ]);
+    ip(&["-n", a, "addr", "add", "10.78.0.1/24", "dev", "a0"]);
+    ip(&["-n", b, "addr", "add", "10.78.0.2/24", "dev", "b0"]);
+    ip(&["-n", a, "link", "set", "a0", "up"]);
+    ip(&["-n", b, "link", "set", "b0", "up"]);
+    // a is the real server (its replies go to the director b); b routes one client prefix
+    // to a blackhole, one to unreachable, and one somewhere (back to a: only the route
+    // matters here).
+    ip(&["-n", a, "route", "add", "default", "via", "10.78.0.2"]);
+    ip(&["-n", b, "route", "add", "blackhole", "10.128.0.0/9"]);
+    ip(&["-n", b, "route", "add", "unreachable", "10.66.0.0/16"]);
+    ip(&["-n", b, "route", "add", "10.55.0.0/16", "via", "10.78.0.1"]);
+    let fwd = Command::new("ip")
+        .args(["netns", "exec", b, "sysctl", "-qw", "net.ipv4.ip_forward=1"])
+        .status()
+        .expect("sysctl runs");
+    assert!(fwd.success());
+
+    enter(b);
+    let mut prog = XdpProgram::attach(&["b0".to_string()]).expect("attach");
+    let xsk = Xsk::open(prog.interfaces()[0].ifindex, 0).expect("AF_XDP socket");
+    prog.register(0, 0, xsk.raw_fd()).expect("register");
+    let real = rvs_engine::NatReal {
+        addr: "10.78.0.1".parse().unwrap(),
+        protocol: 17,
+        port: 53,
+    };
+    prog.sync(&[], &[real]).expect("sync");
+    let stats = Arc::new(XdpStats::default());
+    let mut w = XdpWorker::new(vec![xsk], stats.clone());
+
+    let a_name = a.to_string();
+    std::thread::spawn(move || {
+        enter(&a_name);
+        let s = UdpSocket::bind("10.78.0.1:53").unwrap();
+        for dst in ["10.128.7.7:4000", "10.66.1.1:4000", "10.55.1.1:4000"] {
+            s.send_to(b"reply", dst).unwrap();
+        }
+    })
+    .join()
+    .unwrap();
+
+    let mut buf = vec![0u8; 2048];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let n = loop {
+        if let Some(n) = w.recv(&mut buf) {
+            break n;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the routable reply did not reach the AF_XDP socket"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    assert_eq!(
+        &buf[16..20],
+        &[10, 55, 1, 1],
+        "only the routable reply: {n} bytes"
+    );
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(w.recv(&mut buf), None, "nothing else reached rvs");
+    assert_eq!(prog.dropped_unrouted(), 2, "blackhole and unreachable");
+    assert_eq!(prog.counts().0, 1, "one packet handed to rvs");
+}
+
+#[test]
+fn a_flooded_interface_does_not_starve_the_others() {
+    if !root() {
+        eprintln!("skipped: needs root (network namespaces, XDP)");
+        return;
+    }
+    let id = std::process::id();
+    let bed = Bed {
+        a: format!("rvsxdpF{id}"),
+        b: format!("rvsxdpG{id}"),
+    };
+    let (a, b) = (bed.a.as_str(), bed.b.as_str());
+    ip(&["netns", "add", a]);
+    ip(&["netns", "add", b]);
+    for (i, net) in [(0, "10.79.0"), (1, "10.79.1")] {
+        let (x, y) = (format!("a{i}"), format!("b{i}"));
+        ip(&[
+            "link", "add", &x, "netns", a, "type", "veth", "peer", "name", &y, "netns", b,
+        ]);
+        ip(&["-n", a, "addr", "add", &format!("{net}.1/24"), "dev", &x]);
+        ip(&["-n", b, "addr", "add", &format!("{net}.2/24"), "dev", &y]);
+        ip(&["-n", a, "link", "set", &x, "up"]);
+        ip(&["-n", b, "link", "set", &y, "up"]);
+    }
+    // Two VIPs, one behind each interface.
+    ip(&["-n", a, "route", "add", "10.79.9.0/24", "via", "10.79.0.2"]);
+    ip(&["-n", a, "route", "add", "10.79.8.0/24", "via", "10.79.1.2"]);
+
+    enter(b);
+    let mut prog = XdpProgram::attach(&["b0".to_string(), "b1".to_string()]).expect("attach");
+    let mut sockets = Vec::new();
+    for i in 0..2 {
+        let xsk = Xsk::open(prog.interfaces()[i].ifindex, 0).expect("AF_XDP socket");
+        prog.register(i, 0, xsk.raw_fd()).expect("register");
+        sockets.push(xsk);
+    }
+    let vips: [IpAddr; 2] = ["10.79.9.9".parse().unwrap(), "10.79.8.8".parse().unwrap()];
+    prog.sync(&vips, &[]).expect("sync");
+    let mut w = XdpWorker::new(sockets, Arc::new(XdpStats::default()));
+
+    // 1,000 datagrams queued on b0's ring, then one on b1's.
+    let a_name = a.to_string();
+    std::thread::spawn(move || {
+        enter(&a_name);
+        let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+        for _ in 0..1000 {
+            s.send_to(b"flood", "10.79.9.9:5000").unwrap();
+        }
+        s.send_to(b"other", "10.79.8.8:5000").unwrap();
+    })
+    .join()
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+
+    let mut buf = vec![0u8; 2048];
+    let mut read = 0;
+    let other_at = loop {
+        let n = w.recv(&mut buf).expect("a packet while some are queued");
+        read += 1;
+        if buf[16..20] == [10, 79, 8, 8] {
+            break read;
+        }
+        assert_eq!(&buf[n - 5..n], b"flood");
+    };
+    // One batch of b0 (64 frames), at most two while b1's frame arrived, then b1's turn.
+    assert!(
+        other_at <= 2 * 64 + 1,
+        "b1's packet came after {other_at} of b0's 1,000"
+    );
+}

@@ -277,6 +277,19 @@ pub struct Monitor {
     xdp: Arc<[Arc<XdpStats>]>,
     /// Interfaces the XDP program is on (0: the TUN back-end).
     xdp_interfaces: usize,
+    /// The routing side, for the XDP program's own counters (its lock is the control
+    /// side's, never the packet path's).
+    routing: RoutingRef,
+}
+
+/// [`Routing`] shared with the [`Monitor`] (which must be `Debug`).
+#[derive(Clone)]
+struct RoutingRef(Arc<Mutex<Routing>>);
+
+impl std::fmt::Debug for RoutingRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Routing")
+    }
 }
 
 impl Monitor {
@@ -316,6 +329,11 @@ impl Monitor {
                 }
             }
             out.extend(xdp.into_iter().map(|(n, v)| Counter::new(n, v)));
+            let unrouted = lock(&self.routing.0)
+                .xdp
+                .as_ref()
+                .map_or(0, |p| p.dropped_unrouted());
+            out.push(Counter::new("xdp_dropped_unrouted", unrouted));
         }
         if self.stats.len() > 1 {
             for (i, st) in self.stats.iter().enumerate() {
@@ -952,7 +970,7 @@ impl DataPlane {
             }
         };
         Ok(DataPlane {
-            routing,
+            routing: routing.clone(),
             stop,
             supervisor: Some(supervisor),
             probe,
@@ -961,6 +979,7 @@ impl DataPlane {
                 health,
                 xdp: xdp_stats,
                 xdp_interfaces,
+                routing: RoutingRef(routing.clone()),
             },
         })
     }

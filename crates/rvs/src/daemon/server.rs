@@ -178,7 +178,13 @@ struct LineReader {
     scanned: usize,
 }
 
-const READ_CHUNK: usize = 64 * 1024;
+/// The first read of a request, and what the buffer keeps between requests. Requests are a
+/// few hundred bytes; a read of READ_MAX (zero-filled first) made every control client touch
+/// 64 KiB, and with a thread per client, k clients at once held k times that: the daemon's RSS
+/// stepped up the first time k control clients overlapped (bench/soak.sh, docs/abuse.md).
+const READ_MIN: usize = 4 * 1024;
+/// The largest read: a long request (a restore) is read in chunks that double up to this.
+const READ_MAX: usize = 64 * 1024;
 /// Poll period of a blocked read, so the idle and read timeouts are checked.
 const READ_SLICE: Duration = Duration::from_millis(500);
 
@@ -198,8 +204,8 @@ impl LineReader {
                 let mut line = std::mem::replace(&mut self.buf, rest);
                 line.truncate(end);
                 self.scanned = 0;
-                if self.buf.capacity() < READ_CHUNK {
-                    self.buf.reserve(READ_CHUNK);
+                if self.buf.capacity() < READ_MIN {
+                    self.buf.reserve(READ_MIN);
                 }
                 return Line::Request(line);
             }
@@ -208,7 +214,7 @@ impl LineReader {
                 return Line::TooLong;
             }
             let old = self.buf.len();
-            self.buf.resize(old + READ_CHUNK, 0);
+            self.buf.resize(old + old.clamp(READ_MIN, READ_MAX), 0);
             let r = stream.read(&mut self.buf[old..]);
             match r {
                 Ok(0) => {
@@ -322,5 +328,63 @@ fn serve_client(shared: &Shared, stream: UnixStream) {
         if replies.broken {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixStream;
+
+    fn reader() -> LineReader {
+        LineReader {
+            buf: Vec::new(),
+            scanned: 0,
+        }
+    }
+
+    #[test]
+    fn short_requests_keep_a_small_buffer_and_long_lines_arrive_whole() {
+        let (mut tx, rx) = UnixStream::pair().unwrap();
+        rx.set_read_timeout(Some(READ_SLICE)).unwrap();
+        let limits = ClientLimits::default();
+        let mut r = reader();
+        tx.write_all(b"{\"short\":1}\n").unwrap();
+        match r.next(&rx, &limits) {
+            Line::Request(l) => assert_eq!(l, b"{\"short\":1}"),
+            _ => panic!("the short request"),
+        }
+        // What a control client's thread holds between requests (and touched to read one):
+        // a few KiB, not a 64-KiB read buffer per client.
+        assert!(
+            r.buf.capacity() <= 8 * 1024,
+            "capacity {}",
+            r.buf.capacity()
+        );
+        // A line of 300 KiB, read in growing chunks, arrives whole; then a short one.
+        let long = vec![b'x'; 300 * 1024];
+        let writer = std::thread::spawn(move || {
+            tx.write_all(&long).unwrap();
+            tx.write_all(b"\nnext\n").unwrap();
+            tx
+        });
+        match r.next(&rx, &limits) {
+            Line::Request(l) => {
+                assert_eq!(l.len(), 300 * 1024);
+                assert!(l.iter().all(|&b| b == b'x'));
+            }
+            _ => panic!("the long request"),
+        }
+        match r.next(&rx, &limits) {
+            Line::Request(l) => assert_eq!(l, b"next"),
+            _ => panic!("the request after it"),
+        }
+        assert!(
+            r.buf.capacity() <= 2 * READ_MAX,
+            "the buffer shrank back: {}",
+            r.buf.capacity()
+        );
+        drop(writer.join().unwrap());
+        assert!(matches!(r.next(&rx, &limits), Line::Closed));
     }
 }
