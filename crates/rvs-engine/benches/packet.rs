@@ -90,10 +90,7 @@ impl Decider for DirectorDecider<'_> {
     }
 
     fn decide_packet(&mut self, info: &PacketInfo) -> Verdict {
-        match self.dir.outbound(info, self.now) {
-            Verdict::Accept => self.dir.inbound(info, self.now),
-            v => v,
-        }
+        self.dir.packet(info, self.now)
     }
 }
 

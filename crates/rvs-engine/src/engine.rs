@@ -649,6 +649,24 @@ fn tun_write(
 
 /// Tells the decider about an ICMP error the transmitter built about the client's `packet`
 /// (see [`Decider::icmp_sent`]).
+/// A frame the transmitter handed back (DR's packet, a tunnel's outer packet) out of `oif`
+/// to `mac`: on the back-end's own TX ring of that interface when it has one (AF_XDP),
+/// else through the transmitter's packet socket.
+fn ring_or_socket(
+    io: &mut dyn PacketIo,
+    x: &mut Transmitter,
+    oif: u32,
+    mac: [u8; 6],
+    frame: &[u8],
+    now: Instant,
+) -> Outcome {
+    if io.send_frame(oif, mac, frame) {
+        Outcome::Sent
+    } else {
+        x.send_frame(oif, mac, frame, now)
+    }
+}
+
 fn icmp_counted(decider: &mut dyn Decider, packet: &[u8], outcome: Outcome) {
     if let Outcome::Icmp(n) = outcome
         && let Ok((info, _)) = rvs_wire::parse_layout(packet)
@@ -865,10 +883,9 @@ impl<'f> PacketPath<'f> {
                 // egress interface when it has one there; else through the packet socket.
                 let outcome = if at.backend_sends {
                     match x.dr_frame(&mut packet[..len], rs, &mut self.reply, now) {
-                        Outcome::Frame { oif, mac } if io.send_frame(oif, mac, &packet[..len]) => {
-                            Outcome::Sent
+                        Outcome::Frame { oif, mac } => {
+                            ring_or_socket(io, x, oif, mac, &packet[..len], now)
                         }
-                        Outcome::Frame { oif, mac } => x.send_frame(oif, mac, &packet[..len], now),
                         o => o,
                     }
                 } else {
@@ -901,12 +918,7 @@ impl<'f> PacketPath<'f> {
                         now,
                     ) {
                         Outcome::OuterFrame { oif, mac, len } => {
-                            let outer = &self.scratch[..len];
-                            if io.send_frame(oif, mac, outer) {
-                                Outcome::Sent
-                            } else {
-                                x.send_frame(oif, mac, outer, now)
-                            }
+                            ring_or_socket(io, x, oif, mac, &self.scratch[..len], now)
                         }
                         o => o,
                     }

@@ -1123,15 +1123,7 @@ mod tests {
             assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0);
             lo_up_with_mtu(1000);
             let lo = 1;
-            // SAFETY: plain syscalls; results checked.
-            let rx = unsafe {
-                libc::socket(
-                    libc::AF_PACKET,
-                    libc::SOCK_RAW,
-                    (libc::ETH_P_ALL as u16).to_be() as i32,
-                )
-            };
-            assert!(rx >= 0);
+            let rx = sniffer();
             let now = Instant::now();
             let mut x = Transmitter::new(99).unwrap();
             // 100, 2000 (over lo's MTU: refused by the kernel at the flush), 300 bytes.
@@ -1208,6 +1200,34 @@ mod tests {
         assert!(ok, "ip {cmd}");
     }
 
+    /// A packet socket that sees every frame of the namespace (a test's receiving end).
+    fn sniffer() -> i32 {
+        // SAFETY: plain syscall; the result is checked.
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_PACKET,
+                libc::SOCK_RAW,
+                (libc::ETH_P_ALL as u16).to_be() as i32,
+            )
+        };
+        assert!(fd >= 0);
+        fd
+    }
+
+    /// In the calling thread's fresh namespace: the veth `t0` (10.9.9.1/24, set up further
+    /// by `t0_setting`, an `ip` command) towards a real server 10.9.9.2 whose MAC address
+    /// (02:00:00:00:00:22) is a permanent neighbour; returns `t0`'s index.
+    fn veth_to_rs(t0_setting: &str) -> u32 {
+        ip("link set lo up");
+        ip("link add t0 type veth peer name t1");
+        ip(t0_setting);
+        ip("link set t0 up");
+        ip("link set t1 up");
+        ip("addr add 10.9.9.1/24 dev t0");
+        ip("neigh replace 10.9.9.2 lladdr 02:00:00:00:00:22 dev t0 nud permanent");
+        ifindex("t0")
+    }
+
     /// The frames sent out of `ifindex`, whole, as a packet socket sees them leave.
     fn outgoing_frames(fd: i32, ifindex: u32) -> Vec<Vec<u8>> {
         let mut frames = Vec::new();
@@ -1251,23 +1271,8 @@ mod tests {
         std::thread::spawn(|| {
             // SAFETY: unshare affects this thread only (and the `ip` it runs).
             assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0);
-            ip("link set lo up");
-            ip("link add t0 type veth peer name t1");
-            ip("link set t0 address 02:00:00:00:00:10");
-            ip("link set t0 up");
-            ip("link set t1 up");
-            ip("addr add 10.9.9.1/24 dev t0");
-            ip("neigh replace 10.9.9.2 lladdr 02:00:00:00:00:22 dev t0 nud permanent");
-            let t0 = ifindex("t0");
-            // SAFETY: plain syscall; result checked.
-            let rx = unsafe {
-                libc::socket(
-                    libc::AF_PACKET,
-                    libc::SOCK_RAW,
-                    (libc::ETH_P_ALL as u16).to_be() as i32,
-                )
-            };
-            assert!(rx >= 0);
+            let t0 = veth_to_rs("link set t0 address 02:00:00:00:00:10");
+            let rx = sniffer();
             let now = Instant::now();
             let mut x = Transmitter::new(99).unwrap();
             let mut out = vec![0u8; 4096];
@@ -1391,23 +1396,8 @@ mod tests {
         std::thread::spawn(|| {
             // SAFETY: unshare affects this thread only (and the `ip` it runs).
             assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0);
-            ip("link set lo up");
-            ip("link add t0 type veth peer name t1");
-            ip("link set t0 mtu 1000");
-            ip("link set t0 up");
-            ip("link set t1 up");
-            ip("addr add 10.9.9.1/24 dev t0");
-            ip("neigh replace 10.9.9.2 lladdr 02:00:00:00:00:22 dev t0 nud permanent");
-            let t0 = ifindex("t0");
-            // SAFETY: plain syscall; result checked.
-            let rx = unsafe {
-                libc::socket(
-                    libc::AF_PACKET,
-                    libc::SOCK_RAW,
-                    (libc::ETH_P_ALL as u16).to_be() as i32,
-                )
-            };
-            assert!(rx >= 0);
+            let t0 = veth_to_rs("link set t0 mtu 1000");
+            let rx = sniffer();
             let now = Instant::now();
             let mut x = Transmitter::new(99).unwrap();
             let mut reply = vec![0u8; 1500];

@@ -89,10 +89,7 @@ impl Decider for DirectorDecider {
     }
 
     fn decide_packet(&mut self, info: &PacketInfo) -> Verdict {
-        match self.dir.outbound(info, self.now) {
-            Verdict::Accept => self.dir.inbound(info, self.now),
-            v => v,
-        }
+        self.dir.packet(info, self.now)
     }
 }
 

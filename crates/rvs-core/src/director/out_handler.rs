@@ -34,6 +34,18 @@ impl Director {
         self.outbound_full(pkt, now)
     }
 
+    /// A packet whose direction the caller does not know (the engine's one read for both):
+    /// the out-handler first, and a packet it leaves alone (`Accept`: not a reply of one of
+    /// its connections) goes on to the in-handler, the order of the kernel's hooks for a
+    /// packet that passes both.
+    #[inline]
+    pub fn packet(&mut self, pkt: &PacketInfo, now: Time) -> Verdict {
+        match self.outbound(pkt, now) {
+            Verdict::Accept => self.inbound(pkt, now),
+            v => v,
+        }
+    }
+
     #[inline(never)]
     pub(super) fn outbound_full(&mut self, pkt: &PacketInfo, now: Time) -> Verdict {
         let t = &pkt.tuple;

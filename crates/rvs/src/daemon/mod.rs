@@ -422,10 +422,7 @@ impl Decider for PacketDecider {
     }
 
     fn decide_packet(&mut self, info: &PacketInfo) -> Verdict {
-        let v = self.with_director(|d, now| match d.outbound(info, now) {
-            Verdict::Accept => d.inbound(info, now),
-            v => v,
-        });
+        let v = self.with_director(|d, now| d.packet(info, now));
         if let Some(s) = &mut self.outlier {
             s.observe(info, &v);
         }
