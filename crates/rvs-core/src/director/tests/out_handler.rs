@@ -41,7 +41,8 @@ fn a_packet_of_unknown_direction_goes_to_the_out_hook_first_then_the_in_hook() {
         }
     );
     // The real server's answer: the out-handler's SNAT back to the VIP.
-    let v = t.d.packet(&tcp("10.0.1.1:8080", "1.1.1.1:1000", SYN | ACK), now);
+    let v =
+        t.d.packet(&tcp("10.0.1.1:8080", "1.1.1.1:1000", SYN | ACK), now);
     assert_eq!(
         v,
         Verdict::Forward {
