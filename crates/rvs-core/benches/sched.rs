@@ -113,13 +113,14 @@ fn setup_algo(sched: &str, n: usize, seed: u64, algo: Algo) -> (Table, SvcId, Ve
     let (mut t, svc, ids) = setup(sched, n, seed);
     if algo == Algo::KernelWalk {
         let walk = KernelWalk::new(sched).expect("a scheduler with a kernel walk");
-        t.service_by_id_mut(svc).expect("service").sched = Box::new(walk);
+        t.service_by_id_mut(svc).expect("service").sched =
+            rvs_core::table::SharedSched::new(Box::new(walk));
     }
     (t, svc, ids)
 }
 
 fn bench_pick(sched: &str, n: usize, algo: Algo) -> f64 {
-    let (mut t, svc, _) = setup_algo(sched, n, 7, algo);
+    let (t, svc, _) = setup_algo(sched, n, 7, algo);
     let ins = inputs(11);
     // Warm caches (lblc/lblcr entries, wrr/rr cursors).
     for i in 0..8192 {

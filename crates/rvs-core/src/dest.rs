@@ -10,6 +10,8 @@ use crate::model::{DestConfig, ServiceKey};
 use crate::stats::Stats;
 use crate::time::Time;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
 
 /// Stable handle of a destination (index into the destination pool).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -21,8 +23,41 @@ pub struct DestId(pub u32);
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct SvcId(pub u64);
 
-/// A destination with its runtime state.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+/// What connections change in a destination: its counters and overload flag. Shared (one
+/// `Arc`) by every copy of the table, so that a table the control plane publishes and the
+/// one it edits count the same connections, as the kernel's one `ip_vs_dest` does; the
+/// packet path changes it through `&Table`.
+#[derive(Debug, Default)]
+pub struct DestRuntime {
+    activeconns: AtomicU32,
+    totalconns: AtomicU32,
+    persistconns: AtomicU32,
+    refs: AtomicU32,
+    overloaded: AtomicBool,
+}
+
+impl DestRuntime {
+    /// A new runtime with the same values.
+    pub fn copy(&self) -> DestRuntime {
+        DestRuntime {
+            activeconns: AtomicU32::new(self.activeconns.load(Relaxed)),
+            totalconns: AtomicU32::new(self.totalconns.load(Relaxed)),
+            persistconns: AtomicU32::new(self.persistconns.load(Relaxed)),
+            refs: AtomicU32::new(self.refs.load(Relaxed)),
+            overloaded: AtomicBool::new(self.overloaded.load(Relaxed)),
+        }
+    }
+}
+
+/// `x - 1`, never below 0 (the counters of a destination whose entries outlive a restore).
+fn dec(a: &AtomicU32) -> u32 {
+    match a.fetch_update(Relaxed, Relaxed, |v| Some(v.saturating_sub(1))) {
+        Ok(v) | Err(v) => v.saturating_sub(1),
+    }
+}
+
+/// A destination: its configuration (copied with the table) and its runtime (shared).
+#[derive(Clone, Debug)]
 pub struct Dest {
     pub cfg: DestConfig,
     /// Key of the service it belongs (or belonged) to.
@@ -32,13 +67,8 @@ pub struct Dest {
     pub last_weight: i32,
     /// Linked in its service. Cleared on delete: the dest is then in the trash.
     pub available: bool,
-    pub overloaded: bool,
-    pub activeconns: u32,
-    /// All normal connections bound to the dest (InActConn = total - active).
-    pub totalconns: u32,
-    pub persistconns: u32,
-    /// Connections and templates that reference the dest (it is freed only at 0).
-    pub refs: u32,
+    /// Connection counters and the overload flag.
+    pub rt: Arc<DestRuntime>,
     pub stats: Stats,
     /// Monotonic add sequence: larger = added later = earlier in the list.
     pub seq: u64,
@@ -47,26 +77,102 @@ pub struct Dest {
 }
 
 impl Dest {
+    /// A new destination with zero counters.
+    pub fn new(cfg: DestConfig, svc_key: ServiceKey, svc: SvcId) -> Dest {
+        Dest {
+            last_weight: cfg.weight,
+            cfg,
+            svc_key,
+            svc,
+            available: true,
+            rt: Arc::default(),
+            stats: Stats::default(),
+            seq: 0,
+            trashed_at: None,
+        }
+    }
+
+    pub fn activeconns(&self) -> u32 {
+        self.rt.activeconns.load(Relaxed)
+    }
+    /// All normal connections bound to the dest (InActConn = total - active).
+    pub fn totalconns(&self) -> u32 {
+        self.rt.totalconns.load(Relaxed)
+    }
+    pub fn persistconns(&self) -> u32 {
+        self.rt.persistconns.load(Relaxed)
+    }
+    /// Connections and templates that reference the dest (it is freed only at 0).
+    pub fn refs(&self) -> u32 {
+        self.rt.refs.load(Relaxed)
+    }
+    pub fn overloaded(&self) -> bool {
+        self.rt.overloaded.load(Relaxed)
+    }
+
     pub fn inactconns(&self) -> u32 {
-        self.totalconns.saturating_sub(self.activeconns)
+        self.totalconns().saturating_sub(self.activeconns())
+    }
+
+    /// Set the counters (tests, and the schedulers' test harness).
+    pub fn set_counts(&self, active: u32, total: u32) {
+        self.rt.activeconns.store(active, Relaxed);
+        self.rt.totalconns.store(total, Relaxed);
+    }
+
+    pub(crate) fn set_overloaded(&self, on: bool) {
+        self.rt.overloaded.store(on, Relaxed);
     }
 
     /// Eligible for ordinary schedulers: weight > 0 and not overloaded.
     pub fn is_schedulable(&self) -> bool {
-        self.available && self.cfg.weight > 0 && !self.overloaded
+        self.available && self.cfg.weight > 0 && !self.overloaded()
     }
 
     /// Least-connection overhead of current kernels: `activeconns * 256 + totalconns`.
     pub fn overhead(&self) -> u64 {
-        u64::from(self.activeconns) * 256 + u64::from(self.totalconns)
+        u64::from(self.activeconns()) * 256 + u64::from(self.totalconns())
+    }
+
+    /// A normal connection was bound: the new total.
+    pub(crate) fn conn_bound(&self) -> u32 {
+        self.rt.refs.fetch_add(1, Relaxed);
+        self.rt.totalconns.fetch_add(1, Relaxed) + 1
+    }
+
+    /// A normal connection was unbound: the new total.
+    pub(crate) fn conn_unbound(&self, active: bool) -> u32 {
+        if active {
+            dec(&self.rt.activeconns);
+        }
+        dec(&self.rt.refs);
+        dec(&self.rt.totalconns)
+    }
+
+    pub(crate) fn activity_changed(&self, now_active: bool) {
+        if now_active {
+            self.rt.activeconns.fetch_add(1, Relaxed);
+        } else {
+            dec(&self.rt.activeconns);
+        }
+    }
+
+    pub(crate) fn template_bound(&self) {
+        self.rt.refs.fetch_add(1, Relaxed);
+        self.rt.persistconns.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn template_unbound(&self) {
+        dec(&self.rt.refs);
+        dec(&self.rt.persistconns);
     }
 
     /// The kernel's `ip_vs_dest_update_overload` (reference §1.4). `mode`: +1 conn added,
     /// -1 conn about to be removed, 0 thresholds edited.
-    pub(crate) fn update_overload(&mut self, mode: i32) {
+    pub(crate) fn update_overload(&self, mode: i32) {
         let u = self.cfg.u_threshold;
         if u == 0 {
-            self.overloaded = false;
+            self.set_overloaded(false);
             return;
         }
         let l = if self.cfg.l_threshold != 0 {
@@ -74,15 +180,15 @@ impl Dest {
         } else {
             u - u / 4
         };
-        let n = self.totalconns;
+        let n = self.totalconns();
         if n >= if mode > 0 { l } else { u } {
-            self.overloaded = true;
+            self.set_overloaded(true);
             return;
         }
         if n >= if mode < 0 { u } else { l } {
             return;
         }
-        self.overloaded = false;
+        self.set_overloaded(false);
     }
 }
 
@@ -125,7 +231,7 @@ impl std::fmt::Debug for DestView<'_> {
 }
 
 /// All destinations, linked and trashed, by [`DestId`].
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default)]
 pub struct DestPool {
     slots: Vec<Option<Dest>>,
     free: Vec<u32>,
@@ -140,11 +246,6 @@ impl DestPool {
     }
     pub fn try_get(&self, id: DestId) -> Option<&Dest> {
         self.slots.get(id.0 as usize).and_then(|s| s.as_ref())
-    }
-    /// The packet path's access (`Table::dest_svc_stats_mut`): no panic on a stale id.
-    #[inline]
-    pub(crate) fn try_get_mut(&mut self, id: DestId) -> Option<&mut Dest> {
-        self.slots.get_mut(id.0 as usize)?.as_mut()
     }
     /// Insert; also says whether the slot came from the free list (for [`Self::uninsert`]).
     pub(crate) fn insert(&mut self, d: Dest) -> (DestId, bool) {
@@ -172,6 +273,9 @@ impl DestPool {
     }
     pub(crate) fn slot_mut(&mut self, id: DestId) -> &mut Option<Dest> {
         &mut self.slots[id.0 as usize]
+    }
+    pub(crate) fn slots_mut(&mut self) -> impl Iterator<Item = &mut Option<Dest>> {
+        self.slots.iter_mut()
     }
     pub fn iter(&self) -> impl Iterator<Item = (DestId, &Dest)> {
         self.slots

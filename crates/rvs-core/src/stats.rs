@@ -6,6 +6,8 @@
 //! with the kernel's fixed-point arithmetic.
 
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// The five counters IPVS keeps.
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,11 +41,47 @@ pub struct Rates {
     pub outbps: u64,
 }
 
+/// The counters the data plane adds to: atomics, shared (one `Arc`) by every copy of the
+/// table, as the kernel's per-CPU counters are by every reader of its one service. Workers
+/// add through `&Table`; the estimator reads them.
+#[derive(Debug, Default)]
+pub struct LiveCounters {
+    conns: AtomicU64,
+    inpkts: AtomicU64,
+    outpkts: AtomicU64,
+    inbytes: AtomicU64,
+    outbytes: AtomicU64,
+}
+
+impl LiveCounters {
+    pub fn get(&self) -> Counters {
+        Counters {
+            conns: self.conns.load(Relaxed),
+            inpkts: self.inpkts.load(Relaxed),
+            outpkts: self.outpkts.load(Relaxed),
+            inbytes: self.inbytes.load(Relaxed),
+            outbytes: self.outbytes.load(Relaxed),
+        }
+    }
+
+    /// Set every counter (tests, restores).
+    pub fn set(&self, c: Counters) {
+        self.conns.store(c.conns, Relaxed);
+        self.inpkts.store(c.inpkts, Relaxed);
+        self.outpkts.store(c.outpkts, Relaxed);
+        self.inbytes.store(c.inbytes, Relaxed);
+        self.outbytes.store(c.outbytes, Relaxed);
+    }
+}
+
 /// One estimator: live counters, the 2-second snapshot, the zero base and the averages.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// A clone shares the live counters (see [`LiveCounters`]) and copies the rest, which only
+/// the control plane's estimator and `-Z` change.
+#[derive(Clone, Debug, Default)]
 pub struct Stats {
     /// Added to by the data plane.
-    pub live: Counters,
+    pub live: Arc<LiveCounters>,
     /// What users see: `live` as of the last estimator tick.
     visible: Counters,
     /// `-Z` records the visible values here; shown = visible - zero_base.
@@ -60,7 +98,7 @@ impl Stats {
     /// The estimator's 2-second step (`estimation_run`): fold the live counters into the
     /// visible ones and update the EWMA rates.
     pub fn estimate(&mut self) {
-        self.visible = self.live;
+        self.visible = self.live.get();
         let now = self.visible;
         fn step(avg: &mut i64, now: u64, last: u64, shift: u32) {
             let rate = (now.wrapping_sub(last) as i64) << shift;
@@ -72,6 +110,16 @@ impl Stats {
         step(&mut self.avg_inbps, now.inbytes, self.last.inbytes, 4);
         step(&mut self.avg_outbps, now.outbytes, self.last.outbytes, 4);
         self.last = now;
+    }
+
+    /// A copy with live counters of its own (a clone shares them).
+    pub fn detached(&self) -> Stats {
+        let live = LiveCounters::default();
+        live.set(self.live.get());
+        Stats {
+            live: Arc::new(live),
+            ..self.clone()
+        }
     }
 
     /// Counters as `--stats` shows them.
@@ -107,16 +155,19 @@ impl Stats {
         self.avg_outbps = 0;
     }
 
-    pub fn add_in(&mut self, bytes: u64) {
-        self.live.inpkts += 1;
-        self.live.inbytes += bytes;
+    #[inline]
+    pub fn add_in(&self, bytes: u64) {
+        self.live.inpkts.fetch_add(1, Relaxed);
+        self.live.inbytes.fetch_add(bytes, Relaxed);
     }
-    pub fn add_out(&mut self, bytes: u64) {
-        self.live.outpkts += 1;
-        self.live.outbytes += bytes;
+    #[inline]
+    pub fn add_out(&self, bytes: u64) {
+        self.live.outpkts.fetch_add(1, Relaxed);
+        self.live.outbytes.fetch_add(bytes, Relaxed);
     }
-    pub fn add_conn(&mut self) {
-        self.live.conns += 1;
+    #[inline]
+    pub fn add_conn(&self) {
+        self.live.conns.fetch_add(1, Relaxed);
     }
 }
 
@@ -129,8 +180,11 @@ mod tests {
         let mut s = Stats::default();
         // 10 conns in the first 2 s: rate = 10 << 9 = 5120; avg = 5120/4 = 1280;
         // cps = (1280 + 511) >> 10 = 1.
-        s.live.conns = 10;
-        s.live.inbytes = 1000;
+        s.live.set(Counters {
+            conns: 10,
+            inbytes: 1000,
+            ..Counters::default()
+        });
         s.estimate();
         assert_eq!(s.shown().conns, 10);
         let r = s.rates();
@@ -140,7 +194,7 @@ mod tests {
         s.zero();
         assert_eq!(s.shown().conns, 0);
         assert_eq!(s.rates().cps, 0);
-        s.live.conns = 12;
+        s.live.conns.store(12, Relaxed);
         assert_eq!(s.shown().conns, 0, "not visible before the next tick");
         s.estimate();
         assert_eq!(s.shown().conns, 2);

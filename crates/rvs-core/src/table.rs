@@ -13,6 +13,7 @@ use crate::time::{Duration, Time};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 /// A control operation on the table: one ipvsadm command as the kernel receives it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,8 +40,52 @@ pub struct Service {
     pub cfg: ServiceConfig,
     /// List order: index 0 is the most recently added destination.
     pub dests: Vec<DestId>,
-    pub sched: Box<dyn Scheduler>,
+    pub sched: SharedSched,
     pub stats: Stats,
+}
+
+/// A service's scheduler state (the rr/wrr position, the lblc/lblcr caches, the mh table),
+/// shared by every copy of the table the way the kernel shares it per service: workers
+/// schedule under its lock (the kernel's `sched_lock`), whichever copy they read.
+///
+/// The control plane changes a scheduler only on a copy of its own
+/// ([`SharedSched::make_mut`]): while a published table still uses the instance, a change
+/// (or a dry run that is rolled back) goes to a private clone, which the next published
+/// table carries. Connections scheduled between the copy and the publication advance the
+/// old instance; that much of the rr position is not carried over.
+#[derive(Clone)]
+pub struct SharedSched(Arc<Mutex<Box<dyn Scheduler>>>);
+
+impl SharedSched {
+    pub fn new(s: Box<dyn Scheduler>) -> SharedSched {
+        SharedSched(Arc::new(Mutex::new(s)))
+    }
+
+    /// The scheduler, for a decision or the periodic aging.
+    pub fn lock(&self) -> MutexGuard<'_, Box<dyn Scheduler>> {
+        // A panic in another thread leaves at worst a stale position: go on.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The scheduler, for a change of the control plane: copied first if anything else
+    /// (a published table, a transaction's pre-image) uses this instance.
+    pub fn make_mut(&mut self) -> MutexGuard<'_, Box<dyn Scheduler>> {
+        if Arc::strong_count(&self.0) > 1 {
+            let copy = self.lock().clone_box();
+            self.0 = Arc::new(Mutex::new(copy));
+        }
+        self.lock()
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.lock().name()
+    }
+}
+
+impl std::fmt::Debug for SharedSched {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.lock().fmt(f)
+    }
 }
 
 /// How long an unreferenced trashed destination is kept for resurrection.
@@ -177,15 +222,15 @@ impl Table {
     /// destination's, its service's and the global ones; `None` unless the destination is
     /// linked in a service. One call on the packet path, no search.
     #[inline]
-    pub fn dest_svc_stats_mut(&mut self, d: DestId) -> Option<PacketStats<'_>> {
-        let dest = self.dests.try_get_mut(d)?;
+    pub fn dest_svc_stats(&self, d: DestId) -> Option<PacketStats<'_>> {
+        let dest = self.dests.try_get(d)?;
         if !dest.available {
             return None;
         }
         Some(PacketStats {
-            dest: &mut dest.stats,
-            svc: self.services.get_mut(&dest.svc).map(|s| &mut s.stats),
-            total: &mut self.stats,
+            dest: &dest.stats,
+            svc: self.services.get(&dest.svc).map(|s| &s.stats),
+            total: &self.stats,
         })
     }
 
@@ -198,86 +243,90 @@ impl Table {
         DestView::new(&svc.dests, &self.dests)
     }
 
+    /// A copy that shares nothing with this table: its own counters and scheduler state
+    /// (a clone shares them, see [`SharedSched`] and [`crate::stats::LiveCounters`]). For
+    /// comparing two runs from one starting point.
+    pub fn detached(&self) -> Table {
+        let mut t = self.clone();
+        for d in t.dests.slots_mut().flatten() {
+            d.rt = std::sync::Arc::new(d.rt.copy());
+            d.stats = d.stats.detached();
+        }
+        for svc in t.services.values_mut() {
+            let copy = svc.sched.lock().clone_box();
+            svc.sched = SharedSched::new(copy);
+            svc.stats = svc.stats.detached();
+        }
+        t.stats = t.stats.detached();
+        t
+    }
+
     /// Find a linked destination of a service.
     pub fn find_dest(&self, svc: &Service, addr: IpAddr, port: u16) -> Option<DestId> {
         self.dest_index.get(&(svc.id, addr, port)).copied()
     }
 
     /// Run the service's scheduler for a new connection.
-    pub fn schedule(&mut self, id: SvcId, input: &SchedInput) -> Option<DestId> {
-        let svc = self.services.get_mut(&id)?;
+    pub fn schedule(&self, id: SvcId, input: &SchedInput) -> Option<DestId> {
+        let svc = self.services.get(&id)?;
         let view = DestView::new(&svc.dests, &self.dests);
-        svc.sched.schedule(&svc.cfg, view, input)
+        svc.sched.lock().schedule(&svc.cfg, view, input)
     }
 
     // ----- counter changes from the connection table -----
 
-    fn notify_load(&mut self, id: DestId) {
+    fn notify_load(&self, id: DestId) {
         let d = self.dests.get(id);
         if !d.available {
             return;
         }
-        if let Some(svc) = self.services.get_mut(&d.svc) {
+        if let Some(svc) = self.services.get(&d.svc) {
             let view = DestView::new(&svc.dests, &self.dests);
-            svc.sched.load_changed(view, id);
+            svc.sched.lock().load_changed(view, id);
         }
     }
 
     /// A normal connection was bound to `id` (counted inactive until its state says otherwise).
-    pub fn conn_bound(&mut self, id: DestId) {
-        let d = self.dests.get_mut(id);
-        d.refs += 1;
-        d.totalconns += 1;
+    pub fn conn_bound(&self, id: DestId) {
+        let d = self.dests.get(id);
+        let total = d.conn_bound();
         // The kernel re-evaluates only at the exact crossing of the upper threshold.
-        if d.cfg.u_threshold != 0 && d.totalconns == d.cfg.u_threshold {
+        if d.cfg.u_threshold != 0 && total == d.cfg.u_threshold {
             d.update_overload(1);
         }
         self.notify_load(id);
     }
 
     /// A normal connection is unbound from `id`; `active` = it was counted active.
-    pub fn conn_unbound(&mut self, id: DestId, active: bool) {
-        let d = self.dests.get_mut(id);
+    pub fn conn_unbound(&self, id: DestId, active: bool) {
+        let d = self.dests.get(id);
         let l = if d.cfg.l_threshold != 0 {
             d.cfg.l_threshold
         } else {
             d.cfg.u_threshold - d.cfg.u_threshold / 4
         };
-        if active {
-            d.activeconns = d.activeconns.saturating_sub(1);
-        }
-        d.totalconns = d.totalconns.saturating_sub(1);
-        d.refs = d.refs.saturating_sub(1);
+        let total = d.conn_unbound(active);
         // Re-evaluated with the count already decremented, when it drops below the lower
         // threshold (the kernel's unbind decrements first). Evaluating before the decrement
         // would never clear OVERLOAD when l == u (default l for u <= 3, e.g. `-x 2`).
-        if d.cfg.u_threshold != 0 && d.totalconns + 1 == l {
+        if d.cfg.u_threshold != 0 && total + 1 == l {
             d.update_overload(-1);
         }
         self.notify_load(id);
     }
 
     /// A connection moved between active and inactive.
-    pub fn conn_activity_changed(&mut self, id: DestId, now_active: bool) {
-        let d = self.dests.get_mut(id);
-        if now_active {
-            d.activeconns += 1;
-        } else {
-            d.activeconns = d.activeconns.saturating_sub(1);
-        }
+    pub fn conn_activity_changed(&self, id: DestId, now_active: bool) {
+        self.dests.get(id).activity_changed(now_active);
         self.notify_load(id);
     }
 
     /// A persistence template was bound to / unbound from `id`.
-    pub fn template_bound(&mut self, id: DestId) {
-        let d = self.dests.get_mut(id);
-        d.refs += 1;
-        d.persistconns += 1;
+    pub fn template_bound(&self, id: DestId) {
+        self.dests.get(id).template_bound();
     }
-    pub fn template_unbound(&mut self, id: DestId) {
-        let d = self.dests.get_mut(id);
-        d.refs = d.refs.saturating_sub(1);
-        d.persistconns = d.persistconns.saturating_sub(1);
+    pub fn template_unbound(&self, id: DestId) {
+        self.dests.get(id).template_unbound();
     }
 
     // ----- periodic work -----
@@ -304,7 +353,7 @@ impl Table {
             .copied()
             .filter(|&id| {
                 let d = self.dests.get(id);
-                d.refs == 0
+                d.refs() == 0
                     && d.trashed_at
                         .is_some_and(|t| now.saturating_sub(t) >= TRASH_IDLE)
             })
@@ -313,8 +362,8 @@ impl Table {
             self.unindex_dest(id);
             self.dests.remove(id);
         }
-        for s in self.services.values_mut() {
-            s.sched.tick(now, expiration);
+        for s in self.services.values() {
+            s.sched.lock().tick(now, expiration);
         }
     }
 
@@ -374,7 +423,7 @@ impl Table {
                 id,
                 cfg,
                 dests: Vec::new(),
-                sched,
+                sched: SharedSched::new(sched),
                 stats: Stats::default(),
             },
         );
@@ -407,7 +456,7 @@ impl Table {
         if let Some(mut s) = new_sched {
             let view = DestView::new(&svc.dests, &self.dests);
             s.update(&svc.cfg, view, DestEvent::Init);
-            svc.sched = s;
+            svc.sched = SharedSched::new(s);
         }
         Ok(())
     }
@@ -520,19 +569,8 @@ impl Table {
                 id
             }
             None => self.alloc_dest(Dest {
-                cfg: cfg.clone(),
-                svc_key: *key,
-                svc: sid,
-                last_weight: cfg.weight,
-                available: true,
-                overloaded: false,
-                activeconns: 0,
-                totalconns: 0,
-                persistconns: 0,
-                refs: 0,
-                stats: Stats::default(),
                 seq,
-                trashed_at: None,
+                ..Dest::new(cfg.clone(), *key, sid)
             }),
         };
         self.dests.get_mut(id).update_overload(0);
@@ -541,7 +579,9 @@ impl Table {
         let svc = self.services.get_mut(&sid).expect("indexed service");
         svc.dests.insert(0, id);
         let view = DestView::new(&svc.dests, &self.dests);
-        svc.sched.update(&svc.cfg, view, DestEvent::Added(id));
+        svc.sched
+            .make_mut()
+            .update(&svc.cfg, view, DestEvent::Added(id));
         Ok(())
     }
 
@@ -563,7 +603,9 @@ impl Table {
         d.update_overload(0);
         let svc = self.services.get_mut(&sid).expect("indexed service");
         let view = DestView::new(&svc.dests, &self.dests);
-        svc.sched.update(&svc.cfg, view, DestEvent::Edited(id));
+        svc.sched
+            .make_mut()
+            .update(&svc.cfg, view, DestEvent::Edited(id));
         Ok(())
     }
 
@@ -589,6 +631,7 @@ impl Table {
         svc.dests.remove(index);
         let view = DestView::new(&svc.dests, &self.dests);
         svc.sched
+            .make_mut()
             .update(&svc.cfg, view, DestEvent::Removed { id, index });
         self.trash_dest(id, now);
         Ok(())
@@ -722,8 +765,11 @@ impl Table {
                     self.unindex_dest(id);
                     self.dests.uninsert(id, from_free);
                 }
-                UndoEntry::DestBefore(id, d) => {
+                UndoEntry::DestBefore(id, d, overloaded) => {
                     self.unindex_dest(id);
+                    // The runtime is shared with the published table: only the overload
+                    // flag is the change's to undo (a threshold edit re-evaluates it).
+                    d.set_overloaded(overloaded);
                     *self.dests.slot_mut(id) = Some(*d);
                     self.index_dest(id);
                 }
@@ -785,8 +831,11 @@ impl Table {
         if u.dest_saved.insert(id)
             && let Some(d) = self.dests.try_get(id)
         {
-            u.entries
-                .push(UndoEntry::DestBefore(id, Box::new(d.clone())));
+            u.entries.push(UndoEntry::DestBefore(
+                id,
+                Box::new(d.clone()),
+                d.overloaded(),
+            ));
         }
     }
 
@@ -862,7 +911,8 @@ enum UndoEntry {
         from_free: bool,
     },
     /// A destination as it was before the transaction first changed it.
-    DestBefore(DestId, Box<Dest>),
+    /// A destination's pre-image and its overload flag then.
+    DestBefore(DestId, Box<Dest>, bool),
 }
 
 /// The table-wide values a transaction may change.
@@ -1045,9 +1095,9 @@ impl Table {
                     let d = self.dests.get(id);
                     DestSnap {
                         cfg: d.cfg.clone(),
-                        activeconns: d.activeconns,
+                        activeconns: d.activeconns(),
                         inactconns: d.inactconns(),
-                        persistconns: d.persistconns,
+                        persistconns: d.persistconns(),
                         stats: d.stats.shown(),
                         rates: d.stats.rates(),
                     }
@@ -1086,11 +1136,11 @@ impl Table {
     }
 }
 
-/// What [`Table::dest_svc_stats_mut`] hands out.
+/// What [`Table::dest_svc_stats`] hands out.
 pub struct PacketStats<'a> {
-    pub dest: &'a mut Stats,
-    pub svc: Option<&'a mut Stats>,
-    pub total: &'a mut Stats,
+    pub dest: &'a Stats,
+    pub svc: Option<&'a Stats>,
+    pub total: &'a Stats,
 }
 
 /// The services: a slab indexed by the slot part of [`SvcId`] (O(1) from an id, which a

@@ -44,11 +44,11 @@ impl Director {
     #[inline]
     pub(super) fn count(&mut self, id: ConnId, len: u32, input: bool) {
         let Some(d) = self.conns.dest(id) else { return };
-        let Some(stats) = self.table.dest_svc_stats_mut(d) else {
+        let Some(stats) = self.table.dest_svc_stats(d) else {
             return;
         };
         let bytes = u64::from(len);
-        let add = |s: &mut crate::stats::Stats| {
+        let add = |s: &crate::stats::Stats| {
             if input {
                 s.add_in(bytes)
             } else {
@@ -65,11 +65,11 @@ impl Director {
     /// `ip_vs_conn_stats`: a new normal connection.
     pub(super) fn conn_stats(&mut self, id: ConnId, svc: SvcId) {
         if let Some(d) = self.conns.dest(id)
-            && self.table.dests.try_get(d).is_some()
+            && let Some(d) = self.table.dests.try_get(d)
         {
-            self.table.dests.get_mut(d).stats.add_conn();
+            d.stats.add_conn();
         }
-        if let Some(s) = self.table.service_by_id_mut(svc) {
+        if let Some(s) = self.table.service_by_id(svc) {
             s.stats.add_conn();
         }
         self.table.stats.add_conn();

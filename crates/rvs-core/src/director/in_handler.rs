@@ -125,7 +125,7 @@ impl Director {
         // A bound destination that is available (else the general path drops or expires);
         // its statistics are the ones `in_stats` adds to.
         let Some(d) = e.dest() else { return slow };
-        let Some(stats) = self.table.dest_svc_stats_mut(d) else {
+        let Some(stats) = self.table.dest_svc_stats(d) else {
             return slow;
         };
 

@@ -154,6 +154,14 @@ impl Director {
         }
     }
 
+    /// A copy that shares no runtime state with this one (see [`Table::detached`]).
+    pub fn detached(&self) -> Director {
+        Director {
+            table: self.table.detached(),
+            ..self.clone()
+        }
+    }
+
     /// Kernel log lines (with their `IPVS: ` prefix) since the last call.
     pub fn take_log(&mut self) -> Vec<String> {
         for l in self.table.log.drain(..) {

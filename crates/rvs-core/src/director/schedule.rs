@@ -127,7 +127,7 @@ impl Director {
         if d.is_none()
             && let Some(s) = self.table.service_by_id(svc)
             && s.cfg.scheduler != "none"
-            && !s.sched.quiet_failure()
+            && !s.sched.lock().quiet_failure()
         {
             let line = scheduler_err(&s.cfg, "no destination available");
             self.klog(line);

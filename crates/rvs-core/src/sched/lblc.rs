@@ -123,7 +123,7 @@ mod tests {
         let tail: Vec<String> = (0..4).map(|_| to(&mut s, &mut n, 1)).collect();
         assert_eq!(tail, expand("10.0.1.", "1 1 1 1"));
         let active: Vec<u32> = (1..=3)
-            .map(|i| s.dest(s.id_of(&format!("10.0.1.{i}"), 0)).activeconns)
+            .map(|i| s.dest(s.id_of(&format!("10.0.1.{i}"), 0)).activeconns())
             .collect();
         assert_eq!(active, vec![10, 5, 7]);
     }
@@ -136,7 +136,7 @@ mod tests {
         s.add("10.0.1.2", 80, 1);
         s.edit("10.0.1.2", 80, 0);
         assert_eq!(s.syn(), "10.0.1.1");
-        assert!(s.dest(s.id_of("10.0.1.1", 80)).overloaded);
+        assert!(s.dest(s.id_of("10.0.1.1", 80)).overloaded());
         assert_eq!(s.syn(), "10.0.1.1");
     }
 

@@ -56,7 +56,7 @@ fn set_min(members: &Members, dests: DestView<'_>, set: &DestSet) -> Option<Dest
         let Some(d) = members.resolve(dests, r) else {
             continue;
         };
-        if d.overloaded {
+        if d.overloaded() {
             continue;
         }
         let q = load(d.overhead(), d.cfg.weight);

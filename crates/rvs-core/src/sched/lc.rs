@@ -52,7 +52,7 @@ mod tests {
             .iter()
             .map(|a| {
                 let d = s.dest(s.id_of(a, 80));
-                (d.activeconns, d.inactconns())
+                (d.activeconns(), d.inactconns())
             })
             .collect();
         assert_eq!(act, vec![(5, 2), (5, 2), (6, 0)]);

@@ -198,7 +198,7 @@ pub(crate) struct Members {
 }
 
 fn is_under(d: &Dest) -> bool {
-    i64::from(d.activeconns) * 2 < i64::from(d.cfg.weight)
+    i64::from(d.activeconns()) * 2 < i64::from(d.cfg.weight)
 }
 
 impl Members {
@@ -251,7 +251,7 @@ impl Members {
     /// `is_overloaded()`: more active connections than weight while some destination of
     /// the service has `activeconns * 2 < weight`.
     pub fn overloaded_rule(&self, d: &Dest) -> bool {
-        i64::from(d.activeconns) > i64::from(d.cfg.weight) && self.under_count > 0
+        i64::from(d.activeconns()) > i64::from(d.cfg.weight) && self.under_count > 0
     }
 }
 

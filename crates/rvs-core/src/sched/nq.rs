@@ -38,9 +38,9 @@ impl Policy for NqPolicy {
     type Key = NqKey;
     fn key(d: &Dest) -> Option<NqKey> {
         d.is_schedulable().then(|| NqKey {
-            busy: d.activeconns != 0,
+            busy: d.activeconns() != 0,
             ratio: Ratio {
-                num: u64::from(d.activeconns) + 1,
+                num: u64::from(d.activeconns()) + 1,
                 w: d.cfg.weight as u64,
             },
         })

@@ -15,7 +15,7 @@ impl Policy for OvfPolicy {
     type Key = Reverse<i32>;
     fn key(d: &Dest) -> Option<Self::Key> {
         let w = d.cfg.weight;
-        (d.is_schedulable() && i64::from(d.activeconns) <= i64::from(w)).then_some(Reverse(w))
+        (d.is_schedulable() && i64::from(d.activeconns()) <= i64::from(w)).then_some(Reverse(w))
     }
 }
 

@@ -24,7 +24,7 @@ use crate::model::ServiceConfig;
 pub fn lc(dests: DestView<'_>) -> Option<DestId> {
     let mut least: Option<(DestId, u64)> = None;
     for (id, d) in dests.iter() {
-        if d.overloaded || d.cfg.weight == 0 {
+        if d.overloaded() || d.cfg.weight == 0 {
             continue;
         }
         let doh = d.overhead();
@@ -42,7 +42,7 @@ pub fn wlc_with(dests: DestView<'_>, oh: impl Fn(&Dest) -> u64) -> Option<DestId
     let mut it = dests.iter();
     let mut least = None;
     for (id, d) in it.by_ref() {
-        if !d.overloaded && d.cfg.weight > 0 {
+        if !d.overloaded() && d.cfg.weight > 0 {
             least = Some((id, d));
             break;
         }
@@ -50,7 +50,7 @@ pub fn wlc_with(dests: DestView<'_>, oh: impl Fn(&Dest) -> u64) -> Option<DestId
     let (mut lid, mut ld) = least?;
     let mut loh = oh(ld);
     for (id, d) in it {
-        if d.overloaded {
+        if d.overloaded() {
             continue;
         }
         let doh = oh(d);
@@ -71,7 +71,7 @@ pub fn wlc(dests: DestView<'_>) -> Option<DestId> {
 
 /// `ip_vs_sed_schedule`: wlc's loop with overhead `activeconns + 1`.
 pub fn sed(dests: DestView<'_>) -> Option<DestId> {
-    wlc_with(dests, |d| u64::from(d.activeconns) + 1)
+    wlc_with(dests, |d| u64::from(d.activeconns()) + 1)
 }
 
 /// `ip_vs_nq_schedule`: the first idle (activeconns == 0) eligible destination at once,
@@ -79,11 +79,11 @@ pub fn sed(dests: DestView<'_>) -> Option<DestId> {
 pub fn nq(dests: DestView<'_>) -> Option<DestId> {
     let mut least: Option<(DestId, u64, i64)> = None;
     for (id, d) in dests.iter() {
-        if d.overloaded || d.cfg.weight == 0 {
+        if d.overloaded() || d.cfg.weight == 0 {
             continue;
         }
-        let doh = u64::from(d.activeconns) + 1;
-        if d.activeconns == 0 {
+        let doh = u64::from(d.activeconns()) + 1;
+        if d.activeconns() == 0 {
             return Some(id);
         }
         let w = i64::from(d.cfg.weight);
@@ -101,7 +101,7 @@ pub fn fo(dests: DestView<'_>) -> Option<DestId> {
     let mut hw = 0;
     let mut best = None;
     for (id, d) in dests.iter() {
-        if !d.overloaded && d.cfg.weight > hw {
+        if !d.overloaded() && d.cfg.weight > hw {
             best = Some(id);
             hw = d.cfg.weight;
         }
@@ -115,7 +115,7 @@ pub fn ovf(dests: DestView<'_>) -> Option<DestId> {
     let mut h: Option<(DestId, i32)> = None;
     for (id, d) in dests.iter() {
         let w = d.cfg.weight;
-        if d.overloaded || i64::from(d.activeconns) > i64::from(w) || w == 0 {
+        if d.overloaded() || i64::from(d.activeconns()) > i64::from(w) || w == 0 {
             continue;
         }
         if h.is_none_or(|(_, hw)| w > hw) {

@@ -13,7 +13,7 @@ impl Policy for SedPolicy {
     type Key = Ratio;
     fn key(d: &Dest) -> Option<Ratio> {
         d.is_schedulable().then(|| Ratio {
-            num: u64::from(d.activeconns) + 1,
+            num: u64::from(d.activeconns()) + 1,
             w: d.cfg.weight as u64,
         })
     }

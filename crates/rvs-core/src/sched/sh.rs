@@ -265,7 +265,7 @@ mod tests {
         d.u_threshold = 1;
         s.t.apply(&crate::table::Op::EditDest(s.key, d), s.now)
             .unwrap();
-        assert!(s.dest(s.id_of("10.0.1.1", 80)).overloaded);
+        assert!(s.dest(s.id_of("10.0.1.1", 80)).overloaded());
         // 172.16.0.102 hashes to .1.
         assert_eq!(s.syn_from("172.16.0.102", 1), "none");
     }

@@ -150,7 +150,7 @@ impl Scheduler for PowerOfTwo {
 
     fn load_changed(&mut self, dests: DestView<'_>, id: DestId) {
         let d = dests.get(id);
-        if self.held == 0 && !d.overloaded && d.available {
+        if self.held == 0 && !d.overloaded() && d.available {
             return;
         }
         let Some(&p) = self.pos.get(&id) else {
@@ -212,7 +212,7 @@ mod tests {
         let mut c1: Option<(DestId, i128, i128)> = None;
         let mut c2: Option<(DestId, i128, i128)> = None;
         for (id, d) in dests.iter() {
-            if d.overloaded || d.cfg.weight <= 0 {
+            if d.overloaded() || d.cfg.weight <= 0 {
                 continue;
             }
             let w = i128::from(d.cfg.weight);

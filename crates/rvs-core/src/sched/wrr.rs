@@ -39,7 +39,7 @@ impl WeightedRoundRobin {
         let mut max = 0;
         for (i, (id, d)) in dests.iter().enumerate() {
             let w = d.cfg.weight;
-            let e = if d.overloaded { 0 } else { w };
+            let e = if d.overloaded() { 0 } else { w };
             self.held += usize::from(e != w);
             self.eff.push(e);
             self.pos.insert(id, i as u32);
@@ -76,7 +76,7 @@ impl Scheduler for WeightedRoundRobin {
         let d = dests.get(id);
         // Weights change only through `update`, which rebuilds: with nothing held, the entry
         // of a destination without OVERLOAD already is its weight.
-        if self.held == 0 && !d.overloaded {
+        if self.held == 0 && !d.overloaded() {
             return;
         }
         let Some(&p) = self.pos.get(&id) else {
@@ -84,7 +84,7 @@ impl Scheduler for WeightedRoundRobin {
         };
         if let Some(e) = self.eff.get_mut(p as usize) {
             let w = d.cfg.weight;
-            let new = if d.overloaded { 0 } else { w };
+            let new = if d.overloaded() { 0 } else { w };
             match (*e != w, new != w) {
                 (false, true) => self.held += 1,
                 (true, false) => self.held -= 1,
@@ -189,7 +189,7 @@ mod tests {
             loop {
                 while i < ids.len() {
                     let d = dests.get(ids[i]);
-                    if !d.overloaded && d.cfg.weight >= self.cw {
+                    if !d.overloaded() && d.cfg.weight >= self.cw {
                         self.cl = Some(i);
                         return Some(ids[i]);
                     }
@@ -373,7 +373,7 @@ mod tests {
                 let ws: Vec<(i32, bool)> = s
                     .view()
                     .iter()
-                    .map(|(_, d)| (d.cfg.weight, d.overloaded))
+                    .map(|(_, d)| (d.cfg.weight, d.overloaded()))
                     .collect();
                 let after = format!("{rr:?}");
                 let dbg_after = format!("{:?}", s.t.service_by_id(s.svc()).unwrap().sched);

@@ -47,13 +47,13 @@ fn an_icmp_error_sent_about_a_clients_packet_counts_as_output_of_its_connection(
     t.inb(pkt);
     let out = |t: &T| {
         let s = t.d.table.service(&k).unwrap();
-        let d = &t.d.table.dests.get(s.dests[0]).stats.live;
+        let d = &t.d.table.dests.get(s.dests[0]).stats.live.get();
         (
             d.inpkts,
             d.outpkts,
             d.outbytes,
-            s.stats.live.outpkts,
-            s.stats.live.outbytes,
+            s.stats.live.get().outpkts,
+            s.stats.live.get().outbytes,
         )
     };
     assert_eq!(out(&t), (1, 0, 0, 0, 0));
@@ -70,5 +70,8 @@ fn an_icmp_error_sent_about_a_clients_packet_counts_as_output_of_its_connection(
     t.inb(pkt);
     t.d.icmp_sent(&pkt, 576);
     let s = t.d.table.service(&k).unwrap();
-    assert_eq!((s.stats.live.inpkts, s.stats.live.outpkts), (1, 0));
+    assert_eq!(
+        (s.stats.live.get().inpkts, s.stats.live.get().outpkts),
+        (1, 0)
+    );
 }

@@ -41,6 +41,7 @@ fn icmp_errors_follow_their_connection() {
             .get(t.d.table.service(&k).unwrap().dests[0])
             .stats
             .live
+            .get()
             .inpkts,
         2
     );

@@ -90,7 +90,7 @@ fn established_fast_path_decides_as_the_general_path() {
         d.fwd = FwdMethod::Route;
         t.add_dest(dr, d);
     }
-    let (mut fast, mut general) = (t.d.clone(), t.d);
+    let (mut fast, mut general) = (t.d.detached(), t.d);
     let mut now = Time(0);
     let vips = [
         "10.0.0.100:80",

@@ -116,7 +116,7 @@ fn full_table_drops_new_connections_and_counts() {
         t.inb(tcp("1.1.1.1:1", "10.0.0.1:80", ACK)),
         Verdict::Forward { .. }
     ));
-    assert_eq!(t.d.table.service(&k).unwrap().stats.live.conns, 2);
+    assert_eq!(t.d.table.service(&k).unwrap().stats.live.get().conns, 2);
     assert_eq!(t.dests(k)["10.0.1.1:80"].1, 2);
 }
 

@@ -190,7 +190,12 @@ impl T {
             .map(|(_, d)| {
                 (
                     fmt_ep(d.cfg.addr, d.cfg.port),
-                    (d.cfg.weight, d.activeconns, d.inactconns(), d.persistconns),
+                    (
+                        d.cfg.weight,
+                        d.activeconns(),
+                        d.inactconns(),
+                        d.persistconns(),
+                    ),
                 )
             })
             .collect()

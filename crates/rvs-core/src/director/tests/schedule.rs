@@ -130,7 +130,7 @@ fn udp_templates_are_assured_by_replies_and_reused_by_ops() {
         ["UDP MM:SS  NONE        10.0.0.254:0       10.0.0.1:53        10.0.1.2:53"]
     );
     assert_eq!(t.dests(k)["10.0.1.2:53"], (1, 0, 0, 1));
-    let svc_conns = t.d.table.service(&k).unwrap().stats.live.conns;
+    let svc_conns = t.d.table.service(&k).unwrap().stats.live.get().conns;
     assert_eq!(svc_conns, 4);
     // Without ops, a reply through the director assures the template.
     let mut t = T::new();
