@@ -87,7 +87,7 @@ impl State {
     /// All-or-nothing (no persistence step).
     #[cfg(test)]
     pub fn apply_batch(&mut self, ops: &[Op], now: Time) -> Result<(), (usize, CtlError)> {
-        let r = self.director.table.apply_batch(ops, now);
+        let r = self.director.table_mut().apply_batch(ops, now);
         if let Err((_, CtlError { log: Some(l), .. })) = &r {
             self.klog.push(l.clone());
         }

@@ -1243,9 +1243,6 @@ impl ConnTable {
             .map(|_| ConnId(i as u32))
     }
 
-    pub(crate) fn kflags(&self, id: ConnId) -> u32 {
-        self.live(id.0).map_or(0, |e| cf::to_kernel(e.flags))
-    }
     /// Whether any of the kernel flag bits is set. Tests the compact bits directly (the
     /// mapping is one to one), so a constant flag costs no conversion.
     #[inline]
@@ -1321,23 +1318,23 @@ impl ConnTable {
             .filter(|e| e.flags & cf::TEMPLATE != 0)
             .map_or(0, |e| e.link)
     }
-    /// `ip_vs_control_add`: `cp` is now controlled by the template `ct`.
-    pub(crate) fn control_add(&mut self, cp: ConnId, ct: ConnId) {
-        if self.live(cp.0).is_none() || self.live(ct.0).is_none() {
+    /// `cp` (an entry of this table) is now controlled by the template `ct` of another
+    /// table (the director keeps templates apart: see `director::Templates`); `None`: by
+    /// none.
+    pub(crate) fn set_control(&mut self, cp: ConnId, ct: Option<ConnId>) {
+        if self.live(cp.0).is_none() {
             return;
         }
-        self.entries[cp.0 as usize].link = ct.0;
-        let t = &mut self.entries[ct.0 as usize];
-        t.link = t.link.saturating_add(1);
+        self.entries[cp.0 as usize].link = ct.map_or(NIL, |c| c.0);
     }
-    /// `ip_vs_control_del`.
-    pub(crate) fn control_del(&mut self, cp: ConnId) {
-        let Some(ct) = self.control(cp) else { return };
-        self.entries[cp.0 as usize].link = NIL;
-        if self.live(ct.0).is_some() {
-            let t = &mut self.entries[ct.0 as usize];
-            t.link = t.link.saturating_sub(1);
+    /// The template `ct` of this table controls one entry more (`+1`) or fewer (`-1`).
+    pub(crate) fn add_n_control(&mut self, ct: ConnId, delta: i32) {
+        let Some(e) = self.live(ct.0) else { return };
+        if e.flags & cf::TEMPLATE == 0 {
+            return;
         }
+        let t = &mut self.entries[ct.0 as usize];
+        t.link = t.link.saturating_add_signed(delta);
     }
 
     /// Invalidate a template (`ip_vs_check_template`): it can never match again (client port

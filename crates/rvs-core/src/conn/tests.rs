@@ -65,10 +65,16 @@ fn inbound_outbound_and_template_lookups() {
     let got = t.get(tpl).unwrap();
     assert!(got.is_template());
     assert_eq!(got.n_control, 0);
-    t.control_add(nat, tpl);
+    t.set_control(nat, Some(tpl));
+    t.add_n_control(tpl, 1);
     assert_eq!(t.n_control(tpl), 1);
     assert_eq!(t.control(nat), Some(tpl));
-    t.control_del(nat);
+    // Only templates count controlled entries.
+    t.add_n_control(nat, 1);
+    assert_eq!(t.n_control(nat), 0);
+    t.set_control(nat, None);
+    t.add_n_control(tpl, -1);
+    assert_eq!(t.control(nat), None);
     assert_eq!(t.n_control(tpl), 0);
     // Neutralised templates never match again.
     t.neutralise_template(tpl);

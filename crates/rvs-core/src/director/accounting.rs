@@ -77,11 +77,12 @@ impl Director {
 
     /// `ip_vs_control_assure_ct`.
     pub(super) fn assure_control(&mut self, id: ConnId) {
-        if let Some(ct) = self.conns.control(id)
-            && self.conns.has_flag(ct, flags::TEMPLATE)
-        {
-            let s = self.conns.state(ct);
-            self.conns.set_state(ct, s | state::template::ASSURED);
+        if let Some(ct) = self.conns.control(id) {
+            let t = self.templates.get();
+            if t.has_flag(ct, flags::TEMPLATE) {
+                let s = t.state(ct);
+                t.set_state(ct, s | state::template::ASSURED);
+            }
         }
     }
 

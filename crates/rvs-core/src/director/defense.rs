@@ -6,8 +6,8 @@
 //! [`Director::tick`] and when a defence sysctl is written.
 
 use super::Director;
+use crate::conn::ConnId;
 use crate::conn::state;
-use crate::conn::{ConnId, flags};
 use crate::time::Time;
 
 impl Director {
@@ -95,11 +95,11 @@ impl Director {
     }
 
     /// `todrop_entry`: entries idle ≥ 60 s with 1..=8 incoming packets, one of every k.
-    pub(super) fn todrop_entry(&mut self, id: ConnId, now: Time) -> bool {
-        if self.conns.idle_ms(id, now) < 60_000 {
+    pub(super) fn todrop_entry(&mut self, idle_ms: i64, in_pkts: u32) -> bool {
+        if idle_ms < 60_000 {
             return false;
         }
-        let i = self.conns.in_pkts(id);
+        let i = in_pkts;
         if i > 8 || i == 0 {
             return false;
         }
@@ -123,62 +123,84 @@ impl Director {
     /// window over the slab, as before, looked at the low slots first: after a client's
     /// steady traffic had taken them, a SYN flood's entries above waited up to 32 runs.)
     /// `drop_cursor` holds the generator's state.
+    ///
+    /// Each shard scans its connections; the one that owns the templates scans those too
+    /// (the same share of them).
     pub(super) fn random_dropentry(&mut self, now: Time) {
-        let slots = self.conns.slots();
-        if slots == 0 {
-            return;
-        }
         let mut rng = DropRng(self.drop_cursor as u64 ^ now.0.rotate_left(32));
-        let mut n = slots / 32;
-        if (rng.next() % 32) < (slots % 32) as u64 {
-            n += 1;
-        }
-        for _ in 0..n {
-            let i = (rng.next() % slots as u64) as usize;
-            let Some(id) = self.conns.slot(i) else {
-                continue;
-            };
-            if self.conns.n_control(id) > 0 {
-                continue;
-            }
-            let kf = self.conns.kflags(id);
+        for id in sample(self.conns.slots(), &mut rng, |i| self.conns.slot(i)) {
             let st = self.conns.state(id);
-            let drop = if kf & flags::TEMPLATE != 0 {
-                if self.conn_ops_mode(id) {
-                    self.todrop_entry(id, now)
-                } else {
-                    st & state::template::ASSURED == 0
-                }
-            } else {
-                match self.conns.protocol(id) {
-                    6 => match st {
-                        state::tcp::SYN_RECV | state::tcp::SYNACK => true,
-                        state::tcp::ESTABLISHED => self.todrop_entry(id, now),
-                        _ => false,
-                    },
-                    132 => match st {
-                        state::sctp::INIT1 | state::sctp::INIT => true,
-                        state::sctp::ESTABLISHED => self.todrop_entry(id, now),
-                        _ => false,
-                    },
-                    _ => self.todrop_entry(id, now),
-                }
+            let drop = match self.conns.protocol(id) {
+                6 => match st {
+                    state::tcp::SYN_RECV | state::tcp::SYNACK => true,
+                    state::tcp::ESTABLISHED => self.conn_todrop(id, now),
+                    _ => false,
+                },
+                132 => match st {
+                    state::sctp::INIT1 | state::sctp::INIT => true,
+                    state::sctp::ESTABLISHED => self.conn_todrop(id, now),
+                    _ => false,
+                },
+                _ => self.conn_todrop(id, now),
             };
             if drop {
                 self.counters.dropped_entries += 1;
                 self.del_entry(id, now);
             }
         }
+        if self.owns_templates {
+            let picked = {
+                let t = self.templates.get();
+                sample(t.slots(), &mut rng, |i| t.slot(i))
+            };
+            for ct in picked {
+                let t = self.templates.get();
+                if !t.contains(ct) || t.n_control(ct) > 0 {
+                    continue;
+                }
+                let (st, idle, in_pkts, dest) =
+                    (t.state(ct), t.idle_ms(ct, now), t.in_pkts(ct), t.dest(ct));
+                let drop = if self.ops_mode(dest) {
+                    self.todrop_entry(idle, in_pkts)
+                } else {
+                    st & state::template::ASSURED == 0
+                };
+                if drop {
+                    self.counters.dropped_entries += 1;
+                    self.expire_template(ct, now);
+                }
+            }
+            self.templates.release();
+        }
         self.drop_cursor = rng.0 as usize;
     }
 
-    pub(super) fn conn_ops_mode(&self, id: ConnId) -> bool {
-        self.conns
-            .dest(id)
-            .and_then(|d| self.table.dests.try_get(d))
+    fn conn_todrop(&mut self, id: ConnId, now: Time) -> bool {
+        let (idle, in_pkts) = (self.conns.idle_ms(id, now), self.conns.in_pkts(id));
+        self.todrop_entry(idle, in_pkts)
+    }
+
+    /// The destination's service schedules one packet at a time (`--ops`).
+    pub(super) fn ops_mode(&self, dest: Option<crate::dest::DestId>) -> bool {
+        dest.and_then(|d| self.table.dests.try_get(d))
             .and_then(|d| self.table.service_by_id(d.svc))
             .is_some_and(|s| s.cfg.flags.one_packet())
     }
+}
+
+/// The entries `random_dropentry` looks at in a table of `slots` slots: `slots / 32` slots
+/// drawn at random, one more with probability `(slots % 32) / 32`.
+fn sample(slots: usize, rng: &mut DropRng, slot: impl Fn(usize) -> Option<ConnId>) -> Vec<ConnId> {
+    if slots == 0 {
+        return Vec::new();
+    }
+    let mut n = slots / 32;
+    if (rng.next() % 32) < (slots % 32) as u64 {
+        n += 1;
+    }
+    (0..n)
+        .filter_map(|_| slot((rng.next() % slots as u64) as usize))
+        .collect()
 }
 
 /// splitmix64: the slots `random_dropentry` looks at (any well-mixed sequence does; the

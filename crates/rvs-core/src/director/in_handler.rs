@@ -59,6 +59,7 @@ impl Director {
             Slow::Looked(protocol, cp) => self.inbound_conn(pkt, protocol, cp, now),
         };
         self.reap_pending(now);
+        self.templates.release();
         v
     }
 
@@ -230,7 +231,7 @@ impl Director {
         let verdict = self.xmit(id, Some(t.sport));
         if self.conns.has_flag(id, flags::ONE_PACKET) {
             if let Some(ct) = self.conns.control(id) {
-                self.conns.inc_in_pkts(ct);
+                self.templates.get().inc_in_pkts(ct);
             }
         } else {
             self.conns.inc_in_pkts(id);
@@ -260,7 +261,7 @@ impl Director {
             // so an expected reuse always reschedules.
             self.sysctl.conn_reuse_mode != 0 && self.new_conn_expected(id)
         };
-        if resched && self.conns.n_control(id) == 0 {
+        if resched {
             self.conns.expire_now(id, now);
             self.reap.push(id);
         }

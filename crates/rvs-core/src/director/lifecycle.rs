@@ -19,7 +19,9 @@ const CONTROL_REARM_TIMEOUT: u32 = 60;
 impl Director {
     /// `ip_vs_expire_nodest_conn_flush`: delete every entry bound to an unavailable
     /// destination that controls nothing, and its template once that controls nothing.
-    pub(super) fn expire_nodest_sweep(&mut self, now: Time) {
+    ///
+    /// Each shard sweeps its connections; the one that owns the templates sweeps those too.
+    pub fn expire_nodest_sweep(&mut self, now: Time) {
         let ids: Vec<ConnId> = self.conns.ids().collect();
         for id in ids {
             if !self.conns.contains(id) {
@@ -28,18 +30,31 @@ impl Director {
             let Some(d) = self.conns.dest(id) else {
                 continue;
             };
-            if self.dest_available(d) || self.conns.n_control(id) > 0 {
+            if self.dest_available(d) {
                 continue;
             }
             let ct = self.conns.control(id);
             self.del_entry(id, now);
-            if let Some(ct) = ct
-                && self.conns.contains(ct)
-                && self.conns.n_control(ct) == 0
-            {
-                self.del_entry(ct, now);
+            if let Some(ct) = ct {
+                let t = self.templates.get();
+                if t.contains(ct) && t.n_control(ct) == 0 {
+                    self.expire_template(ct, now);
+                }
             }
         }
+        if self.owns_templates {
+            let ids: Vec<ConnId> = self.templates.get().ids().collect();
+            for ct in ids {
+                let t = self.templates.get();
+                if !t.contains(ct) || t.n_control(ct) > 0 {
+                    continue;
+                }
+                if t.dest(ct).is_some_and(|d| !self.dest_available(d)) {
+                    self.expire_template(ct, now);
+                }
+            }
+        }
+        self.templates.release();
     }
 
     pub(super) fn dest_available(&self, d: DestId) -> bool {
@@ -62,32 +77,50 @@ impl Director {
         self.expire_entry(id, now, deleting);
     }
 
-    /// The timer handler (`ip_vs_conn_expire`). `deleting` is the kernel's `timeout == 0`:
-    /// the entry is being deleted rather than timing out, so an unassured template it leaves
-    /// without controlled entries goes too.
+    /// The timer handler (`ip_vs_conn_expire`) of a connection. `deleting` is the kernel's
+    /// `timeout == 0`: the entry is being deleted rather than timing out, so an unassured
+    /// template it leaves without controlled entries goes too. (Connections control nothing
+    /// here: only templates do, see [`Self::expire_template`].)
     pub(super) fn expire_entry(&mut self, id: ConnId, now: Time, deleting: bool) {
         if !self.conns.contains(id) {
             return;
         }
-        if self.conns.n_control(id) > 0 {
-            // Still controls others: keep it, and from now on with a 60-s timeout.
-            self.conns.set_timeout(id, CONTROL_REARM_TIMEOUT);
-            self.conns.arm(id, now);
-            return;
-        }
         if let Some(ct) = self.conns.control(id) {
-            self.conns.control_del(id);
+            // `ip_vs_control_del`.
+            self.conns.set_control(id, None);
+            let t = self.templates.get();
+            t.add_n_control(ct, -1);
             if deleting
-                && self.conns.contains(ct)
-                && self.conns.n_control(ct) == 0
-                && (!self.conns.has_flag(ct, flags::TEMPLATE)
-                    || self.conns.state(ct) & state::template::ASSURED == 0)
+                && t.contains(ct)
+                && t.n_control(ct) == 0
+                && t.state(ct) & state::template::ASSURED == 0
             {
-                self.del_entry(ct, now);
+                self.expire_template(ct, now);
             }
         }
         self.unbind_dest(id);
         self.conns.remove(id);
+    }
+
+    /// The timer handler (`ip_vs_conn_expire`) of a template: kept, from now on with a
+    /// 60-s timeout, while it controls connections; else unbound and freed.
+    pub(super) fn expire_template(&mut self, ct: ConnId, now: Time) {
+        let t = self.templates.get();
+        if !t.contains(ct) {
+            return;
+        }
+        if t.n_control(ct) > 0 {
+            t.set_timeout(ct, CONTROL_REARM_TIMEOUT);
+            t.arm(ct, now);
+            return;
+        }
+        let d = t.dest(ct);
+        t.remove(ct);
+        if let Some(d) = d
+            && let Some(dest) = self.table.dests.try_get(d)
+        {
+            dest.template_unbound();
+        }
     }
 
     pub(super) fn unbind_dest(&mut self, id: ConnId) {
@@ -95,12 +128,8 @@ impl Director {
         if self.table.dests.try_get(d).is_none() {
             return;
         }
-        if self.conns.has_flag(id, flags::TEMPLATE) {
-            self.table.template_unbound(d);
-        } else {
-            let active = !self.conns.has_flag(id, flags::INACTIVE);
-            self.table.conn_unbound(d, active);
-        }
+        let active = !self.conns.has_flag(id, flags::INACTIVE);
+        self.table.conn_unbound(d, active);
     }
 
     #[inline]
@@ -182,7 +211,12 @@ impl Director {
             fwmark: f.fwmark,
             timeout,
         };
-        let Some(id) = self.conns.insert(&nc, now) else {
+        let table = if kflags & flags::TEMPLATE != 0 {
+            self.templates.get()
+        } else {
+            &mut self.conns
+        };
+        let Some(id) = table.insert(&nc, now) else {
             self.counters.dropped_table_full += 1;
             return None;
         };

@@ -36,9 +36,13 @@ mod in_handler;
 mod lifecycle;
 mod out_handler;
 mod schedule;
+mod shard;
+mod templates;
 mod xmit;
 
 pub use schedule::scheduler_err;
+pub use shard::ShardMap;
+pub use templates::Templates;
 
 use crate::conn::state::state_name;
 use crate::conn::{Conn, ConnId, ConnTable};
@@ -51,6 +55,7 @@ use crate::table::{Op, Table};
 use crate::time::Time;
 use std::collections::HashSet;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 const ESTIMATOR_PERIOD_MS: u64 = 2000;
 const DEFENSE_PERIOD_MS: u64 = 1000;
@@ -68,6 +73,18 @@ pub struct DirectorCounters {
     pub dropped_entries: u64,
     /// Log lines lost because nobody drained the buffer.
     pub log_overflow: u64,
+}
+
+/// What a shard's director takes from the control plane's (see [`Director::publication`]):
+/// immutable, swapped whole.
+#[derive(Clone, Debug)]
+pub struct Published {
+    pub table: Arc<Table>,
+    pub sysctl: Sysctl,
+    pub local_addrs: HashSet<IpAddr>,
+    pub secure_tcp_on: bool,
+    pub drop_rate: i32,
+    pub dropentry: bool,
 }
 
 /// The packet fields the decisions use, from the point of view of the client side: for an
@@ -92,8 +109,16 @@ struct Flow {
 /// The director.
 #[derive(Clone, Debug)]
 pub struct Director {
-    pub table: Table,
+    /// The service table: this director's own, or (a shard's) the one the control plane
+    /// published. The packet path only reads it (its runtime parts are shared atomics and
+    /// locks, see [`Table`]); control operations change it through [`Director::table_mut`].
+    pub table: Arc<Table>,
+    /// Connections (of this shard).
     pub conns: ConnTable,
+    /// Persistence templates, shared by every shard.
+    pub templates: Templates,
+    /// This director expires, lists, sweeps and drops templates (one shard does).
+    pub owns_templates: bool,
     pub sysctl: Sysctl,
     /// Available memory in pages (free + buffers) as the daemon measures it; compared with
     /// `amemthresh` by the automatic defence modes. `None`: never short of memory.
@@ -108,6 +133,7 @@ pub struct Director {
     reap: Vec<ConnId>,
     next_estimate: Option<Time>,
     next_defense: Option<Time>,
+    next_dropentry: Option<Time>,
     next_table_tick: Option<Time>,
     /// The secure TCP table is in use (`secure_tcp` > 1 after the last defence update).
     secure_tcp_on: bool,
@@ -132,9 +158,12 @@ impl Director {
     }
 
     pub fn with_table(table: Table, conns: ConnTable) -> Director {
+        let templates = Templates::new(ConnTable::new(conns.max_entries()));
         Director {
-            table,
+            table: Arc::new(table),
             conns,
+            templates,
+            owns_templates: true,
             sysctl: Sysctl::default(),
             avail_mem_pages: None,
             local_addrs: HashSet::new(),
@@ -143,6 +172,7 @@ impl Director {
             reap: Vec::new(),
             next_estimate: None,
             next_defense: None,
+            next_dropentry: None,
             next_table_tick: None,
             secure_tcp_on: false,
             old_secure_tcp: 0,
@@ -157,15 +187,23 @@ impl Director {
     /// A copy that shares no runtime state with this one (see [`Table::detached`]).
     pub fn detached(&self) -> Director {
         Director {
-            table: self.table.detached(),
+            table: Arc::new(self.table.detached()),
+            templates: self.templates.detached(),
             ..self.clone()
         }
     }
 
+    /// The table, to change (a copy first if a shard still reads this one).
+    pub fn table_mut(&mut self) -> &mut Table {
+        Arc::make_mut(&mut self.table)
+    }
+
     /// Kernel log lines (with their `IPVS: ` prefix) since the last call.
     pub fn take_log(&mut self) -> Vec<String> {
-        for l in self.table.log.drain(..) {
-            self.log.push(format!("IPVS: {l}"));
+        if !self.table.log.is_empty() {
+            for l in Arc::make_mut(&mut self.table).log.drain(..) {
+                self.log.push(format!("IPVS: {l}"));
+            }
         }
         std::mem::take(&mut self.log)
     }
@@ -183,11 +221,12 @@ impl Director {
     /// `expire_nodest_conn` is set; it runs here at once. Connections are otherwise left to
     /// expire (`ipvsadm -C` does not remove them).
     pub fn apply(&mut self, op: &Op, now: Time) -> Result<(), CtlError> {
-        self.table.apply(op, now)?;
+        self.table_mut().apply(op, now)?;
         if matches!(op, Op::DelDest(..) | Op::DelService(_) | Op::Flush)
             && self.sysctl.expire_nodest_conn != 0
         {
             self.expire_nodest_sweep(now);
+            self.templates.release();
         }
         Ok(())
     }
@@ -205,16 +244,27 @@ impl Director {
 
     /// Periodic work; call it often (every 100 ms or so). Expires due entries, runs the
     /// estimator every 2 s, the defence work every 1 s and the table's trash/scheduler aging.
+    /// (A sharded daemon splits it: [`Director::tick_control`] on the control plane's
+    /// director, [`Director::tick_shard`] on each shard.)
     pub fn tick(&mut self, now: Time) {
-        for id in self.conns.pop_due(now) {
-            self.expire_entry(id, now, false);
+        self.expire_due(now);
+        self.tick_control(now);
+        if self.defense_due(now) && self.dropentry {
+            self.random_dropentry(now);
         }
+        self.templates.release();
+    }
+
+    /// The control plane's part of [`Director::tick`]: the estimator (it reads the
+    /// counters the shards add to), the defence level, trash and scheduler aging. Its
+    /// connection table is not looked at.
+    pub fn tick_control(&mut self, now: Time) {
         let next = *self
             .next_estimate
             .get_or_insert(now + crate::time::Duration(ESTIMATOR_PERIOD_MS));
         if now >= next {
             if self.sysctl.run_estimation != 0 {
-                self.table.estimate();
+                self.table_mut().estimate();
             }
             // One step per call: a late tick does not replay missed periods.
             let late = now.saturating_sub(next).0 / ESTIMATOR_PERIOD_MS;
@@ -226,9 +276,6 @@ impl Director {
             .get_or_insert(now + crate::time::Duration(DEFENSE_PERIOD_MS));
         if now >= next {
             self.update_defense_level();
-            if self.dropentry {
-                self.random_dropentry(now);
-            }
             self.next_defense = Some(now + crate::time::Duration(DEFENSE_PERIOD_MS));
         }
         let next = *self.next_table_tick.get_or_insert(now);
@@ -237,48 +284,132 @@ impl Director {
                 lblc_secs: u64::try_from(self.sysctl.lblc_expiration).unwrap_or(0),
                 lblcr_secs: u64::try_from(self.sysctl.lblcr_expiration).unwrap_or(0),
             };
-            self.table.tick(now, &exp);
+            self.table_mut().tick(now, &exp);
             self.next_table_tick = Some(now + crate::time::Duration(1000));
         }
     }
 
+    /// A shard's part of [`Director::tick`]: its connections' (and, if it owns them, the
+    /// templates') expiry, and each second the `drop_entry` defence's scan when the
+    /// published defence level says so.
+    pub fn tick_shard(&mut self, now: Time) {
+        self.expire_due(now);
+        if self.defense_due(now) && self.dropentry {
+            self.random_dropentry(now);
+        }
+        self.templates.release();
+    }
+
+    /// Whether the 1-s `drop_entry` scan is due (then it is due again in a second).
+    fn defense_due(&mut self, now: Time) -> bool {
+        let next = *self
+            .next_dropentry
+            .get_or_insert(now + crate::time::Duration(DEFENSE_PERIOD_MS));
+        if now < next {
+            return false;
+        }
+        self.next_dropentry = Some(now + crate::time::Duration(DEFENSE_PERIOD_MS));
+        true
+    }
+
+    /// What the control plane publishes for the shards: the table (a copy that shares its
+    /// runtime, see [`Table`]), the sysctls, the host's addresses and the defence level.
+    pub fn publication(&self) -> Published {
+        Published {
+            table: Arc::new(Table::clone(&self.table)),
+            sysctl: self.sysctl.clone(),
+            local_addrs: self.local_addrs.clone(),
+            secure_tcp_on: self.secure_tcp_on,
+            drop_rate: self.drop_rate,
+            dropentry: self.dropentry,
+        }
+    }
+
+    /// A shard takes what the control plane published.
+    pub fn adopt(&mut self, p: &Published) {
+        self.table = p.table.clone();
+        self.sysctl = p.sysctl.clone();
+        self.local_addrs = p.local_addrs.clone();
+        self.secure_tcp_on = p.secure_tcp_on;
+        if self.drop_rate != p.drop_rate {
+            self.drop_rate = p.drop_rate;
+            self.drop_counter = p.drop_rate;
+        }
+        self.dropentry = p.dropentry;
+    }
+
+    /// Connections and templates that are due: expired (`ip_vs_conn_expire`), connections
+    /// first.
+    pub(super) fn expire_due(&mut self, now: Time) {
+        for id in self.conns.pop_due(now) {
+            self.expire_entry(id, now, false);
+        }
+        if self.owns_templates {
+            for ct in self.templates.get().pop_due(now) {
+                self.expire_template(ct, now);
+            }
+        }
+    }
+
     /// Every entry as `ipvsadm -Lc` / `/proc/net/ip_vs_conn` show it (slab order; the
-    /// kernel's order is its randomly seeded hash order, so callers sort).
+    /// kernel's order is its randomly seeded hash order, so callers sort): this shard's
+    /// connections, and the templates if it owns them.
     pub fn connections(&self, now: Time) -> Vec<ConnSnap> {
-        self.conns
-            .listing_ids()
-            .into_iter()
-            .filter_map(|id| {
-                let c = self.conns.get(id)?;
-                Some(conn_snap(&c, self.conns.remaining_ms(id, now)))
-            })
-            .collect()
+        let mut rows = listing(&self.conns, self.conns.listing_ids(), now);
+        if self.owns_templates {
+            rows.extend(self.templates.with(|t| listing(t, t.listing_ids(), now)));
+        }
+        rows
     }
 
     /// [`Director::connections`] a piece at a time (see [`ConnTable::listing_piece`]):
     /// the rows from hash bucket `from` on, at least `max` unless it is the last piece,
     /// and where the next piece starts.
+    ///
+    /// The connections' buckets come first, then (if this director owns them) the
+    /// templates', from [`TEMPLATE_PIECES`] on.
     pub fn connections_piece(
         &self,
         from: usize,
         max: usize,
         now: Time,
     ) -> (Vec<ConnSnap>, Option<usize>) {
-        let (ids, next) = self.conns.listing_piece(from, max);
-        let rows = ids
-            .into_iter()
-            .filter_map(|id| {
-                let c = self.conns.get(id)?;
-                Some(conn_snap(&c, self.conns.remaining_ms(id, now)))
-            })
-            .collect();
-        (rows, next)
+        if from < TEMPLATE_PIECES {
+            let (ids, next) = self.conns.listing_piece(from, max);
+            let rows = listing(&self.conns, ids, now);
+            let next = next.or(self.owns_templates.then_some(TEMPLATE_PIECES));
+            return (rows, next);
+        }
+        if !self.owns_templates {
+            return (Vec::new(), None);
+        }
+        let (rows, next) = self.templates.with(|t| {
+            let (ids, next) = t.listing_piece(from - TEMPLATE_PIECES, max);
+            (listing(t, ids, now), next)
+        });
+        (rows, next.map(|n| n + TEMPLATE_PIECES))
     }
 
-    /// Number of entries (connections and templates).
+    /// Number of entries (this shard's connections, and the templates if it owns them).
     pub fn conn_count(&self) -> usize {
-        self.conns.len()
+        let mut n = self.conns.len();
+        if self.owns_templates {
+            n += self.templates.with(ConnTable::len);
+        }
+        n
     }
+}
+
+/// Where [`Director::connections_piece`]'s cursor goes on to the templates' buckets.
+pub const TEMPLATE_PIECES: usize = 1 << 40;
+
+fn listing(t: &ConnTable, ids: Vec<ConnId>, now: Time) -> Vec<ConnSnap> {
+    ids.into_iter()
+        .filter_map(|id| {
+            let c = t.get(id)?;
+            Some(conn_snap(&c, t.remaining_ms(id, now)))
+        })
+        .collect()
 }
 
 /// One entry as a listing row.

@@ -48,6 +48,12 @@ impl Director {
 
     #[inline(never)]
     pub(super) fn outbound_full(&mut self, pkt: &PacketInfo, now: Time) -> Verdict {
+        let v = self.out_hook(pkt, now);
+        self.templates.release();
+        v
+    }
+
+    fn out_hook(&mut self, pkt: &PacketInfo, now: Time) -> Verdict {
         let t = &pkt.tuple;
         if t.protocol == 1 || t.protocol == 58 {
             return self.out_icmp(pkt);

@@ -216,14 +216,15 @@ impl Director {
     /// with `expire_quiescent_template`, not quiescent); otherwise it is neutralised.
     pub(super) fn check_template(&mut self, ct: ConnId) -> bool {
         let ok = self
-            .conns
+            .templates
+            .get()
             .dest(ct)
             .and_then(|d| self.table.dests.try_get(d))
             .is_some_and(|d| {
                 d.available && !(self.sysctl.expire_quiescent_template != 0 && d.cfg.weight == 0)
             });
         if !ok {
-            self.conns.neutralise_template(ct);
+            self.templates.get().neutralise_template(ct);
         }
         ok
     }
@@ -251,10 +252,11 @@ impl Director {
             (f.protocol.number(), f.vaddr, 0)
         };
         let found = self
-            .conns
+            .templates
+            .get()
             .lookup_template(f.af, tproto, &snet, &tvaddr, tvport);
         let (ct, dest) = match found {
-            Some(ct) if self.check_template(ct) => match self.conns.dest(ct) {
+            Some(ct) if self.check_template(ct) => match self.templates.get().dest(ct) {
                 Some(d) => (ct, d),
                 None => return Err(NoConn::Leave),
             },
@@ -316,12 +318,15 @@ impl Director {
             NEW_CONN_TIMEOUT,
             now,
         ) else {
-            self.conns.arm(ct, now);
+            self.templates.get().arm(ct, now);
             return Err(NoConn::Drop);
         };
-        self.conns.control_add(cp, ct);
+        // `ip_vs_control_add`.
+        self.conns.set_control(cp, Some(ct));
+        let t = self.templates.get();
+        t.add_n_control(ct, 1);
         // Every new connection restarts the template's timer.
-        self.conns.arm(ct, now);
+        t.arm(ct, now);
         self.conn_stats(cp, svc);
         Ok(cp)
     }

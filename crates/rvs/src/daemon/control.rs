@@ -386,7 +386,7 @@ fn atomic_response(shared: &Shared, ops: Vec<Op>, replace: bool) -> Response {
         };
         let changes = {
             let st = shared.engine();
-            diff(&st.director().table, &desired, Scope::All)
+            diff(&*st.director().table, &desired, Scope::All)
         };
         changes.into_iter().map(|c| (c.op, c.from)).unzip()
     } else {
@@ -466,11 +466,11 @@ fn make_change(shared: &Shared, ops: Vec<Op>, mode: Mode) -> Result<Outcome, Box
             .iter()
             .any(|f| matches!(f, Ok(Op::DelDest(..) | Op::DelService(_) | Op::Flush)));
     let klog_mark = st.klog_len();
-    st.director_mut().table.begin_transaction();
+    st.director_mut().table_mut().begin_transaction();
     let mut results: Vec<Result<(), CtlError>> = Vec::with_capacity(filled.len());
     for f in &filled {
         let r = match f {
-            Ok(op) => st.director_mut().table.apply(op, now),
+            Ok(op) => st.director_mut().table_mut().apply(op, now),
             Err(e) => Err(e.clone()),
         };
         // The kernel log lines in the order the kernel would print them.
@@ -493,7 +493,7 @@ fn make_change(shared: &Shared, ops: Vec<Op>, mode: Mode) -> Result<Outcome, Box
         .filter(|&i| !atomic_failure && results[i].is_ok())
         .collect();
     if accepted.is_empty() {
-        st.director_mut().table.rollback();
+        st.director_mut().table_mut().rollback();
         if atomic_failure {
             // Only the refused operation's line: the others were never made.
             st.truncate_klog(klog_mark);
@@ -513,7 +513,7 @@ fn make_change(shared: &Shared, ops: Vec<Op>, mode: Mode) -> Result<Outcome, Box
     let ticket = match shared.store.append_json(&record) {
         Ok(t) => t,
         Err(e) => {
-            st.director_mut().table.rollback();
+            st.director_mut().table_mut().rollback();
             st.truncate_klog(klog_mark);
             return Err(persist_failed(&e));
         }
@@ -526,7 +526,7 @@ fn make_change(shared: &Shared, ops: Vec<Op>, mode: Mode) -> Result<Outcome, Box
         }
     }
     if sweeps {
-        st.director_mut().table.rollback();
+        st.director_mut().table_mut().rollback();
         st.truncate_klog(klog_mark);
         let mut made = applied.iter();
         for r in &results {
@@ -544,14 +544,16 @@ fn make_change(shared: &Shared, ops: Vec<Op>, mode: Mode) -> Result<Outcome, Box
             }
         }
     } else {
-        st.director_mut().table.end_transaction();
+        st.director_mut().table_mut().end_transaction();
     }
     // Under both locks: a `table_version` read after this change's reply sees it counted.
     shared
         .table_changes
         .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     let touched = Targets::touched(&applied);
-    let delta = ctl.targets.update(&st.director().table, touched.as_deref());
+    let delta = ctl
+        .targets
+        .update(&st.director().table, touched.as_deref());
     let route = shared.router.submit(delta);
     drop(st);
     drop(ctl);

@@ -35,7 +35,7 @@ impl HostFacts {
         let d = state.director_mut();
         d.local_addrs = self.local;
         d.avail_mem_pages = self.mem_pages;
-        d.table.host_broadcasts = self.broadcasts;
+        d.table_mut().host_broadcasts = self.broadcasts;
     }
 }
 

@@ -445,7 +445,7 @@ impl Decider for PacketDecider {
 fn new_state(opts: &DaemonOpts) -> State {
     let mut st = State::with_conns(new_conn_table(opts.max_conns));
     for s in &opts.extra_schedulers {
-        st.director_mut().table.enable_scheduler(s);
+        st.director_mut().table_mut().enable_scheduler(s);
     }
     st
 }
