@@ -60,6 +60,23 @@ pub trait Decider {
     fn fullnat(&self) -> Option<Arc<FullNat>> {
         None
     }
+
+    /// This decider serves worker `worker` from now on (called on the worker's thread
+    /// before its first packet). It may answer a descriptor that becomes readable when it
+    /// has work apart from packets ([`Decider::housekeeping`]); the worker's back-end waits
+    /// on it beside its queues ([`crate::PacketIo`] implementations that support it:
+    /// `MultiTun::set_doorbell`).
+    fn bind_worker(&mut self, worker: usize) -> Option<std::os::fd::RawFd> {
+        let _ = worker;
+        None
+    }
+
+    /// Work apart from packets (a sharded director's commands from the control plane and
+    /// its timers): called between packets, and at least every [`Config::poll_interval`]
+    /// while no packet comes.
+    fn housekeeping(&mut self, now: Instant) {
+        let _ = now;
+    }
 }
 
 impl<F: FnMut(&PacketInfo, Direction) -> Verdict> Decider for F {
@@ -612,6 +629,7 @@ pub fn run_worker(
             path.expire(now, stats, cfg);
             next_expire = now + EXPIRE_EVERY;
         }
+        decider.housekeeping(now);
         if holding && let Some(x) = &mut path.xmit {
             let c = x.retry_held(now);
             stats

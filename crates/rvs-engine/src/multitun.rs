@@ -154,8 +154,10 @@ pub struct MultiTun {
     seen: u64,
     /// The engine's copy of the mark devices (no lock on the packet path).
     marks: Vec<(u32, Arc<Tun>)>,
-    /// `[main, marks..., wake]`.
+    /// `[main, marks..., wake]`, then the doorbell if there is one.
     pfds: Vec<libc::pollfd>,
+    /// Another eventfd a receive wakes on (see [`MultiTun::set_doorbell`]).
+    doorbell: Option<RawFd>,
     /// Where the next scan of ready devices starts (round robin, so a busy device cannot
     /// starve the others).
     next: usize,
@@ -189,12 +191,21 @@ impl MultiTun {
             seen: u64::MAX,
             marks: Vec::new(),
             pfds: Vec::new(),
+            doorbell: None,
             next: 0,
             hot: 0,
         };
         m.main.set_nonblocking()?;
         m.refresh();
         Ok(m)
+    }
+
+    /// An eventfd (owned by the caller, open while this reads) that ends a waiting
+    /// receive with `Ok(None)` when written: the engine's decider has work apart from
+    /// packets ([`crate::Decider::bind_worker`]). Its counter is read (reset) here.
+    pub fn set_doorbell(&mut self, fd: Option<RawFd>) {
+        self.doorbell = fd;
+        self.rebuild_pfds();
     }
 
     /// The main TUN.
@@ -249,6 +260,9 @@ impl MultiTun {
         self.pfds
             .extend(self.marks.iter().map(|(_, t)| pfd(t.raw_fd())));
         self.pfds.push(pfd(self.shared.wake.as_raw_fd()));
+        if let Some(fd) = self.doorbell {
+            self.pfds.push(pfd(fd));
+        }
     }
 
     fn drain_wake(&self) {
@@ -309,7 +323,15 @@ impl PacketIo for MultiTun {
         if r == 0 {
             return Ok(None);
         }
-        let n_dev = self.pfds.len() - 1;
+        if let Some(fd) = self.doorbell
+            && self.pfds.last().is_some_and(|p| p.revents != 0)
+        {
+            let mut v: u64 = 0;
+            // SAFETY: reads 8 bytes into a valid u64 from the caller's non-blocking eventfd.
+            let _ = unsafe { libc::read(fd, (&mut v as *mut u64).cast(), 8) };
+            return Ok(None);
+        }
+        let n_dev = self.pfds.len() - 1 - usize::from(self.doorbell.is_some());
         if self.pfds[n_dev].revents != 0 {
             self.drain_wake();
             self.refresh();

@@ -554,6 +554,9 @@ where
     let spawned = std::thread::Builder::new()
         .name(format!("rvs-worker-{i}"))
         .spawn(move || {
+            // The decider's doorbell (commands for its shard) wakes this worker's poll.
+            let doorbell = decide.bind_worker(i);
+            io.tun.set_doorbell(doorbell);
             let cfg = Config {
                 tun_ifindex: io.tun.main().ifindex(),
                 nat_direct,

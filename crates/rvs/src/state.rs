@@ -98,15 +98,14 @@ impl State {
         self.director.table.snapshot(CONN_TAB_SIZE)
     }
 
-    pub fn connections(&self, now: Time) -> Vec<ConnSnap> {
-        self.director.connections(now)
-    }
-
-    /// Periodic work, every ~100 ms: connection expiry, estimator, defence, trash, scheduler
-    /// caches.
-    pub fn tick(&mut self, now: Time) {
-        self.director.tick(now);
+    /// Periodic work, every ~100 ms: estimator, defence, trash, scheduler caches (the
+    /// connections' expiry is the shards'). Whether the packet path must see the result
+    /// (the defence changed a sysctl or its level).
+    pub fn tick(&mut self, now: Time) -> bool {
+        let before = self.director.publication_key();
+        self.director.tick_control(now);
         self.collect_log();
+        self.director.publication_key() != before
     }
 
     /// Move the director's log lines to the queue (without their `IPVS: ` prefix).
@@ -169,24 +168,25 @@ impl State {
             .collect()
     }
 
-    /// The content of a /proc file (path relative to /proc), `None` if there is no such file.
-    pub fn proc_file(&self, path: &str, now: Time) -> Option<String> {
+    /// The content of a /proc file (path relative to /proc), `None` if there is no such
+    /// file; `conns`: the connection listing (read only for the files that show it).
+    pub fn proc_file(&self, path: &str, conns: impl FnOnce() -> Vec<ConnSnap>) -> Option<String> {
         let conns = if path.contains("ip_vs_conn") {
-            self.connections(now)
+            conns()
         } else {
             Vec::new()
         };
         procfs::render(path, &self.snapshot(), &conns, &self.director.sysctl)
     }
 
-    /// Every /proc file the daemon serves, as `(path relative to /proc, content)`.
-    pub fn proc_files(&self, now: Time) -> Vec<(String, String)> {
+    /// Every /proc file the daemon serves, as `(path relative to /proc, content)`, with
+    /// the connection listing `conns`.
+    pub fn proc_files(&self, conns: &[ConnSnap]) -> Vec<(String, String)> {
         let snap = self.snapshot();
-        let conns = self.connections(now);
         let mut v: Vec<(String, String)> = procfs::FILES
             .iter()
             .filter_map(|p| {
-                procfs::render(p, &snap, &conns, &self.director.sysctl).map(|t| (p.to_string(), t))
+                procfs::render(p, &snap, conns, &self.director.sysctl).map(|t| (p.to_string(), t))
             })
             .collect();
         for (name, value) in self.sysctl_list() {

@@ -315,14 +315,35 @@ impl Director {
     /// What the control plane publishes for the shards: the table (a copy that shares its
     /// runtime, see [`Table`]), the sysctls, the host's addresses and the defence level.
     pub fn publication(&self) -> Published {
+        let mut table = Table::clone(&self.table);
+        // Lines of the control plane's (drained with the change); a shard's own go to its
+        // director's queue.
+        table.log.clear();
         Published {
-            table: Arc::new(Table::clone(&self.table)),
+            table: Arc::new(table),
             sysctl: self.sysctl.clone(),
             local_addrs: self.local_addrs.clone(),
             secure_tcp_on: self.secure_tcp_on,
             drop_rate: self.drop_rate,
             dropentry: self.dropentry,
         }
+    }
+
+    /// What [`Director::publication`] carries besides the table, to compare: the packet
+    /// path must see a change of it.
+    pub fn publication_key(&self) -> (Sysctl, HashSet<IpAddr>, bool, i32, bool) {
+        (
+            self.sysctl.clone(),
+            self.local_addrs.clone(),
+            self.secure_tcp_on,
+            self.drop_rate,
+            self.dropentry,
+        )
+    }
+
+    /// Whether kernel log lines are waiting for [`Director::take_log`].
+    pub fn has_log(&self) -> bool {
+        !self.log.is_empty() || !self.table.log.is_empty()
     }
 
     /// A shard takes what the control plane published.

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 /// Services per line of a streamed listing.
 const SNAPSHOT_PART: usize = 512;
 /// Connection entries listed per engine-lock hold (at least; whole hash chains).
-const CONN_PIECE: usize = 4096;
+pub(super) const CONN_PIECE: usize = 4096;
 
 /// How long a change waits for the kernel routing it needs before answering anyway (the
 /// routing thread goes on retrying and logs why).
@@ -232,22 +232,9 @@ pub fn handle(shared: &Shared, session: &mut Session, req: Request, replies: &mu
                 },
             }
         }
-        Request::Connections => {
-            // A piece of the table per engine-lock hold: the packet path waits for one
-            // piece at most, not for the whole table.
-            let now = shared.now();
-            let mut conns = Vec::new();
-            let mut from = Some(0);
-            while let Some(b) = from {
-                let (rows, next) = shared
-                    .engine()
-                    .director()
-                    .connections_piece(b, CONN_PIECE, now);
-                conns.extend(rows);
-                from = next;
-            }
-            Response::data(Payload::Connections { conns })
-        }
+        Request::Connections => Response::data(Payload::Connections {
+            conns: shared.connections(),
+        }),
         Request::SysctlGet { name } => match shared.engine().sysctl_get(&name) {
             Some(value) => Response::data(Payload::Sysctl { name, value }),
             None => unknown_sysctl(&name),
@@ -262,8 +249,13 @@ pub fn handle(shared: &Shared, session: &mut Session, req: Request, replies: &mu
                 .collect(),
         }),
         Request::Proc { path } => {
-            let now = shared.now();
-            match shared.engine().proc_file(&path, now) {
+            // Read from the shards before the engine lock is taken.
+            let conns = if path.contains("ip_vs_conn") {
+                shared.connections()
+            } else {
+                Vec::new()
+            };
+            match shared.engine().proc_file(&path, || conns) {
                 Some(text) => Response::data(Payload::Proc { text }),
                 None => {
                     Response::error(ErrorCode::NotFound, format!("no such /proc file {path:?}"))
@@ -290,20 +282,32 @@ fn dataplane_health(shared: &Shared) -> DataPlaneHealth {
     }
 }
 
-/// The engine's counters are atomics, read as they are; the director's are read under the
-/// engine lock, for as long as it takes to copy a few numbers.
+/// The engine's counters are atomics, read as they are; each shard's director's are read
+/// by its worker.
 fn stats_report(shared: &Shared) -> StatsReport {
-    let (director, conns) = {
-        let st = shared.engine();
-        let d = st.director();
+    let per_shard = shared.shards.run_each(|d| {
         (
             director_counters(d),
-            ConnTableUsage {
-                entries: d.conns.len() as u64,
-                limit: d.conns.max_entries() as u64,
-            },
+            d.conn_count() as u64,
+            d.conns.max_entries() as u64,
         )
+    });
+    let mut director: Vec<Counter> = Vec::new();
+    let mut conns = ConnTableUsage {
+        entries: 0,
+        limit: 0,
     };
+    for (counters, entries, limit) in per_shard {
+        conns.entries += entries;
+        conns.limit += limit;
+        if director.is_empty() {
+            director = counters;
+        } else {
+            for (sum, c) in director.iter_mut().zip(counters) {
+                sum.value += c.value;
+            }
+        }
+    }
     StatsReport {
         dataplane: dataplane_health(shared),
         engine: shared
@@ -314,7 +318,8 @@ fn stats_report(shared: &Shared) -> StatsReport {
                 c.push(Counter::new(
                     "engine_lock_waits",
                     shared
-                        .engine_lock_waits
+                        .shards
+                        .lock_waits
                         .load(std::sync::atomic::Ordering::Relaxed),
                 ));
                 c
@@ -546,17 +551,21 @@ fn make_change(shared: &Shared, ops: Vec<Op>, mode: Mode) -> Result<Outcome, Box
     } else {
         st.director_mut().table_mut().end_transaction();
     }
+    // The packet path sees the change from here on.
+    shared.publish(&st);
     // Under both locks: a `table_version` read after this change's reply sees it counted.
     shared
         .table_changes
         .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     let touched = Targets::touched(&applied);
-    let delta = ctl
-        .targets
-        .update(&st.director().table, touched.as_deref());
+    let delta = ctl.targets.update(&st.director().table, touched.as_deref());
     let route = shared.router.submit(delta);
     drop(st);
     drop(ctl);
+    if sweeps {
+        // `ip_vs_expire_nodest_conn_flush` on every shard, which now sees the change.
+        shared.shards.run_each(move |d| d.expire_nodest_sweep(now));
+    }
     shared.flush_klog();
     shared.wait_durable(ticket);
     if let Some(t) = route {
@@ -588,10 +597,13 @@ fn set_sysctl(shared: &Shared, name: String, value: String) -> Response {
     let resp = {
         let mut st = shared.engine();
         match st.sysctl_set(&name, &value) {
-            Ok(()) => Response::data(Payload::Sysctl {
-                value: st.sysctl_get(&name).unwrap_or_default(),
-                name,
-            }),
+            Ok(()) => {
+                shared.publish(&st);
+                Response::data(Payload::Sysctl {
+                    value: st.sysctl_get(&name).unwrap_or_default(),
+                    name,
+                })
+            }
             Err(e) => Response::error(ErrorCode::Internal, format!("{e:?}")),
         }
     };

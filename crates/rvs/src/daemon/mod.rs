@@ -20,6 +20,7 @@ pub mod klog;
 pub mod outlier;
 pub mod routing;
 pub mod server;
+pub mod shards;
 
 use crate::dataplane::{DataPlane, DataPlaneOptions, Monitor, Quiescer, RestartPolicy};
 use crate::persist::{Store, Ticket};
@@ -33,6 +34,7 @@ use rvs_core::director::Director;
 use rvs_core::packet::{PacketInfo, Verdict};
 use rvs_engine::{Decider, Direction};
 use server::{ClientLimits, Lifecycle};
+use shards::Shards;
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
@@ -154,9 +156,8 @@ pub struct Shared {
     monitor: Option<Monitor>,
     /// Health checkers' latest results (`report_health`): in memory, under its own lock.
     health: Mutex<rvs_ctl::health::HealthRegistry>,
-    /// Packets that found the engine lock held (by another worker or by control) and had
-    /// to wait for it: what sharing the one director costs the workers.
-    engine_lock_waits: std::sync::atomic::AtomicU64,
+    /// The connection table's shards, one per worker, and what control publishes to them.
+    shards: Arc<Shards>,
     /// This daemon run (random): with `table_changes`, the table's version (`table_version`).
     instance: u64,
     /// Changes made to the table since the daemon started (each change request that made
@@ -187,6 +188,33 @@ impl Shared {
         self.control.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Publish the table, sysctls and defence of the control plane's director for the
+    /// shards (under the engine lock, so that publications keep the order of the changes).
+    fn publish(&self, st: &State) {
+        self.shards.publish(st.director().publication());
+    }
+
+    /// The connection listing, every shard's rows, each read by its worker a piece at a
+    /// time (`ipvsadm -Lc`, /proc/net/ip_vs_conn).
+    fn connections(&self) -> Vec<rvs_core::snapshot::ConnSnap> {
+        let now = self.now();
+        let mut conns = Vec::new();
+        for k in 0..self.shards.len() {
+            let mut from = Some(0);
+            while let Some(b) = from {
+                let Some((rows, next)) = self
+                    .shards
+                    .run(k, move |d| d.connections_piece(b, control::CONN_PIECE, now))
+                else {
+                    break;
+                };
+                conns.extend(rows);
+                from = next;
+            }
+        }
+        conns
+    }
+
     /// Write pending kernel log lines (taken from the director under its lock, written
     /// outside it).
     fn flush_klog(&self) {
@@ -214,7 +242,8 @@ impl Shared {
             return;
         };
         let mut mirror = m.lock().unwrap_or_else(|p| p.into_inner());
-        let files = self.engine().proc_files(self.now());
+        let conns = self.connections();
+        let files = self.engine().proc_files(&conns);
         for (path, text) in files {
             if mirror.written.get(&path) == Some(&text) {
                 continue;
@@ -244,7 +273,13 @@ impl Shared {
             if let Some(f) = facts {
                 f.apply(&mut st);
             }
-            st.tick(now);
+            if st.tick(now) {
+                self.publish(&st);
+            }
+        }
+        let lines = self.shards.tick_unserved(now);
+        if !lines.is_empty() {
+            self.klog.write(strip_prefix(lines));
         }
         self.flush_klog();
         self.refresh_proc();
@@ -373,13 +408,17 @@ fn install_signal_thread(
     Ok(())
 }
 
-/// The engine's view of the director: both of the kernel's hooks under one lock. (Cloned
-/// for each engine thread the supervisor starts.) With outlier detection, each decision is
-/// shown to the sensor after the lock is released.
+/// The engine's view of the directors: each of the kernel's hooks on the shard of the
+/// packet's connection (see [`shards`]). Cloned for each worker the supervisor starts,
+/// which binds it to its shard. With outlier detection, each decision is shown to the
+/// sensor after the shard is released.
 #[derive(Clone)]
 struct PacketDecider {
     /// The daemon's shared state, filled in right after the data plane starts.
     shared: Arc<OnceLock<Arc<Shared>>>,
+    shards: Arc<Shards>,
+    /// The worker this clone serves (`None` until [`Decider::bind_worker`]).
+    worker: Option<shards::WorkerShard>,
     /// Full-NAT's source translations, shared with the engine's workers.
     fullnat: Arc<rvs_engine::fullnat::FullNat>,
     /// Passive outlier detection's view of the decisions (`None`: off).
@@ -387,42 +426,55 @@ struct PacketDecider {
 }
 
 impl PacketDecider {
-    fn with_director(&self, f: impl FnOnce(&mut Director, Time) -> Verdict) -> Verdict {
+    /// `f` on shard `k` (one lock hold), its kernel log lines written after.
+    fn on_shard(&self, k: usize, f: impl FnOnce(&mut Director, Time) -> Verdict) -> Verdict {
         let Some(shared) = self.shared.get() else {
             return Verdict::Accept;
         };
         let now = shared.now();
-        // One lock hold per packet: the decision and its kernel log lines (rarely any),
-        // written after the lock is released.
         let (v, lines) = {
-            let mut st = match shared.engine.try_lock() {
-                Ok(g) => g,
-                Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
-                Err(std::sync::TryLockError::WouldBlock) => {
-                    shared
-                        .engine_lock_waits
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    shared.engine()
-                }
+            let mut d = self.shards.lock(k);
+            let v = f(&mut d, now);
+            let lines = if d.has_log() {
+                d.take_log()
+            } else {
+                Vec::new()
             };
-            let v = f(st.director_mut(), now);
-            (v, st.drain_klog())
+            (v, lines)
         };
-        shared.klog.write(lines);
+        if !lines.is_empty() {
+            shared.klog.write(strip_prefix(lines));
+        }
         v
     }
 }
 
+/// Kernel log lines as the sink takes them (without `IPVS: `).
+fn strip_prefix(lines: Vec<String>) -> Vec<String> {
+    lines
+        .into_iter()
+        .map(|l| l.strip_prefix("IPVS: ").map(str::to_string).unwrap_or(l))
+        .collect()
+}
+
 impl Decider for PacketDecider {
     fn decide(&mut self, info: &PacketInfo, dir: Direction) -> Verdict {
-        self.with_director(|d, now| match dir {
-            Direction::Inbound => d.inbound(info, now),
-            Direction::Outbound => d.outbound(info, now),
-        })
+        let map = self.shards.map();
+        match dir {
+            Direction::Inbound => self.on_shard(map.in_hook(info), |d, now| d.inbound(info, now)),
+            Direction::Outbound => {
+                self.on_shard(map.out_hook(info), |d, now| d.outbound(info, now))
+            }
+        }
     }
 
     fn decide_packet(&mut self, info: &PacketInfo) -> Verdict {
-        let v = self.with_director(|d, now| d.packet(info, now));
+        // `Director::packet`, with each hook on its shard.
+        let map = self.shards.map();
+        let v = match self.on_shard(map.out_hook(info), |d, now| d.outbound(info, now)) {
+            Verdict::Accept => self.on_shard(map.in_hook(info), |d, now| d.inbound(info, now)),
+            v => v,
+        };
         if let Some(s) = &mut self.outlier {
             s.observe(info, &v);
         }
@@ -430,7 +482,8 @@ impl Decider for PacketDecider {
     }
 
     fn icmp_sent(&mut self, info: &PacketInfo, len: u32) {
-        self.with_director(|d, _| {
+        let k = self.shards.map().in_hook(info);
+        self.on_shard(k, |d, _| {
             d.icmp_sent(info, len);
             Verdict::Accept
         });
@@ -439,21 +492,44 @@ impl Decider for PacketDecider {
     fn fullnat(&self) -> Option<Arc<rvs_engine::fullnat::FullNat>> {
         Some(self.fullnat.clone())
     }
+
+    fn bind_worker(&mut self, worker: usize) -> Option<std::os::fd::RawFd> {
+        self.worker = Some(shards::WorkerShard::new(worker));
+        self.shards.bind(worker)
+    }
+
+    fn housekeeping(&mut self, now: Instant) {
+        let (Some(w), Some(shared)) = (&mut self.worker, self.shared.get()) else {
+            return;
+        };
+        let tick = w.tick_due(now);
+        if w.worker >= self.shards.len() {
+            return;
+        }
+        let lines = self.shards.serve(w.worker, shared.now(), tick);
+        if !lines.is_empty() {
+            shared.klog.write(strip_prefix(lines));
+        }
+    }
+}
+
+impl Drop for PacketDecider {
+    fn drop(&mut self) {
+        // The worker's clone, as its thread ends: its shard's commands go to their callers.
+        if let Some(w) = self.worker.take() {
+            self.shards.unbind(w.worker);
+        }
+    }
 }
 
 /// An empty state as the options ask for: connection table size, extra schedulers.
 fn new_state(opts: &DaemonOpts) -> State {
-    let mut st = State::with_conns(new_conn_table(opts.max_conns));
+    // The control plane's director holds no connections: the shards do (see [`shards`]).
+    let mut st = State::with_conns(ConnTable::new(1));
     for s in &opts.extra_schedulers {
         st.director_mut().table_mut().enable_scheduler(s);
     }
     st
-}
-
-/// A connection table with a random hash seed, so that clients cannot choose addresses and
-/// ports that collide.
-fn new_conn_table(max: usize) -> ConnTable {
-    ConnTable::with_seed(max, random_u64())
 }
 
 fn random_u64() -> u64 {
@@ -545,6 +621,18 @@ pub fn run(opts: DaemonOpts) -> Result<(), String> {
         }
         None => (None, None),
     };
+    // One shard per worker; without a data plane, one, whose commands control runs.
+    let n_shards = if opts.dataplane {
+        opts.workers.max(1)
+    } else {
+        1
+    };
+    let shards = Arc::new(Shards::new(
+        n_shards,
+        state.director(),
+        opts.max_conns,
+        random_u64(),
+    )?);
     let dataplane = if opts.dataplane {
         let options = DataPlaneOptions {
             tun_name: opts.tun.clone(),
@@ -556,6 +644,8 @@ pub fn run(opts: DaemonOpts) -> Result<(), String> {
         };
         let decider = PacketDecider {
             shared: cell.clone(),
+            shards: shards.clone(),
+            worker: None,
             fullnat: fullnat.clone(),
             outlier: sensor,
         };
@@ -587,7 +677,7 @@ pub fn run(opts: DaemonOpts) -> Result<(), String> {
         quiescer: OnceLock::new(),
         monitor,
         health: Mutex::default(),
-        engine_lock_waits: Default::default(),
+        shards,
         instance: random_u64(),
         table_changes: Default::default(),
         apply_latency: control::ApplyLatency::default(),

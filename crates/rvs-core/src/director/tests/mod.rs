@@ -283,4 +283,5 @@ mod oracle_persist;
 mod oracle_sched;
 mod out_handler;
 mod schedule;
+mod shards;
 mod xmit;
