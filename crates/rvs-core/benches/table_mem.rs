@@ -7,7 +7,11 @@
 //! * `B/service`: after adding N services with no destinations, per service;
 //! * `B/dest`: after adding the 10 destinations of each, per destination;
 //! * `total MB`: the whole table (10^6 bytes); `peak MB`: the most allocated at any time
-//!   while building it (transient buffers included); `build s`: wall time of the build.
+//!   while building it (transient buffers included); `build s`: wall time of the build;
+//! * `copy µs`: one copy of the table, what the control plane publishes for the workers after
+//!   each change (it shares the runtime and copies a chunk only when one is written);
+//!   `change µs`: one destination's weight edited while such a copy is alive (the chunk it
+//!   copies); `estimate ms`: one 2-s estimator step over every counter.
 //!
 //! It measures and prints; it asserts nothing. A `--bench` run appends its table, with the
 //! date and the machine, to `bench/RESULTS.md`.
@@ -120,6 +124,9 @@ struct Measure {
     total: usize,
     peak: usize,
     build: std::time::Duration,
+    copy: std::time::Duration,
+    change: std::time::Duration,
+    estimate: std::time::Duration,
 }
 
 fn measure(mix: Mix, n: usize) -> Measure {
@@ -149,6 +156,27 @@ fn measure(mix: Mix, n: usize) -> Measure {
     let full = allocated();
     let build = start.elapsed();
     let peak = PEAK.load(Ordering::Relaxed);
+    // Median of 21 copies.
+    let mut copies: Vec<std::time::Duration> = (0..21)
+        .map(|_| {
+            let s = std::time::Instant::now();
+            std::hint::black_box(t.clone());
+            s.elapsed()
+        })
+        .collect();
+    copies.sort();
+    let published = t.clone();
+    let mut d = DestConfig::new(IpAddr::V4(Ipv4Addr::from(0xAC00_0000)), 8080);
+    d.fwd = FwdMethod::Masq;
+    d.weight = 7;
+    let s = std::time::Instant::now();
+    t.apply(&Op::EditDest(service_key(0), d), Time::ZERO)
+        .expect("edit dest");
+    let change = s.elapsed();
+    let s = std::time::Instant::now();
+    t.estimate();
+    let estimate = s.elapsed();
+    drop(published);
     drop(t);
     Measure {
         per_service: (services - base) as f64 / n as f64,
@@ -156,6 +184,9 @@ fn measure(mix: Mix, n: usize) -> Measure {
         total: full - base,
         peak: peak - base,
         build,
+        copy: copies[copies.len() / 2],
+        change,
+        estimate,
     }
 }
 
@@ -186,14 +217,23 @@ fn main() {
         table.push('\n');
     };
     row(format!(
-        "{:<7} {:>7} {:>11} {:>9} {:>10} {:>9} {:>9}",
-        "sched", "N", "B/service", "B/dest", "total MB", "peak MB", "build s"
+        "{:<7} {:>7} {:>11} {:>9} {:>10} {:>9} {:>9} {:>8} {:>10} {:>12}",
+        "sched",
+        "N",
+        "B/service",
+        "B/dest",
+        "total MB",
+        "peak MB",
+        "build s",
+        "copy µs",
+        "change µs",
+        "estimate ms"
     ));
     for &n in &sizes {
         for &mix in &mixes {
             let m = measure(mix, n);
             row(format!(
-                "{:<7} {:>7} {:>11.0} {:>9.0} {:>10.1} {:>9.1} {:>9.2}",
+                "{:<7} {:>7} {:>11.0} {:>9.0} {:>10.1} {:>9.1} {:>9.2} {:>8.0} {:>10.0} {:>12.2}",
                 mix.label(),
                 n,
                 m.per_service,
@@ -201,6 +241,9 @@ fn main() {
                 m.total as f64 / 1e6,
                 m.peak as f64 / 1e6,
                 m.build.as_secs_f64(),
+                m.copy.as_secs_f64() * 1e6,
+                m.change.as_secs_f64() * 1e6,
+                m.estimate.as_secs_f64() * 1e3,
             ));
         }
     }

@@ -6,6 +6,7 @@
 //! [`DestPool`] and the scheduler instances. Neither the schedulers nor this module know
 //! the table.
 
+use crate::cow::CowSlab;
 use crate::model::{DestConfig, ServiceKey};
 use crate::stats::Stats;
 use crate::time::Time;
@@ -230,10 +231,11 @@ impl std::fmt::Debug for DestView<'_> {
     }
 }
 
-/// All destinations, linked and trashed, by [`DestId`].
+/// All destinations, linked and trashed, by [`DestId`]. Cheap to copy (see
+/// [`crate::cow`]).
 #[derive(Clone, Debug, Default)]
 pub struct DestPool {
-    slots: Vec<Option<Dest>>,
+    slots: CowSlab<Dest>,
     free: Vec<u32>,
 }
 
@@ -244,6 +246,7 @@ impl DestPool {
     pub fn get_mut(&mut self, id: DestId) -> &mut Dest {
         self.slots[id.0 as usize].as_mut().expect("dangling DestId")
     }
+    #[inline]
     pub fn try_get(&self, id: DestId) -> Option<&Dest> {
         self.slots.get(id.0 as usize).and_then(|s| s.as_ref())
     }

@@ -9,6 +9,7 @@
 //! * [`packet`], [`time`]: the packet contract and time, re-exported from rvs-packet.
 
 pub mod conn;
+pub mod cow;
 pub mod dest;
 pub mod diff;
 pub mod director;

@@ -6,8 +6,8 @@
 //! with the kernel's fixed-point arithmetic.
 
 use serde::{Deserialize, Serialize};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 /// The five counters IPVS keeps.
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,9 +41,10 @@ pub struct Rates {
     pub outbps: u64,
 }
 
-/// The counters the data plane adds to: atomics, shared (one `Arc`) by every copy of the
-/// table, as the kernel's per-CPU counters are by every reader of its one service. Workers
-/// add through `&Table`; the estimator reads them.
+/// The counters the data plane adds to, and the estimator's state: shared (one `Arc`) by
+/// every copy of the table, as the kernel's per-CPU counters and estimator are by every
+/// reader of its one service. Workers add through `&Table`; the control plane's estimator
+/// runs through `&Table` too, so that its 2-s step does not copy the table.
 #[derive(Debug, Default)]
 pub struct LiveCounters {
     conns: AtomicU64,
@@ -51,6 +52,22 @@ pub struct LiveCounters {
     outpkts: AtomicU64,
     inbytes: AtomicU64,
     outbytes: AtomicU64,
+    est: Mutex<Estimator>,
+}
+
+/// The 2-second snapshot and the averages (`struct ip_vs_estimator`).
+#[derive(Clone, Debug, Default)]
+struct Estimator {
+    /// What users see: the live counters as of the last step.
+    visible: Counters,
+    last: Counters,
+    avg_cps: i64,
+    avg_inpps: i64,
+    avg_outpps: i64,
+    avg_inbps: i64,
+    avg_outbps: i64,
+    /// The `-Z` generation (see [`Stats::zero`]) this estimator has taken.
+    zeroed: u64,
 }
 
 impl LiveCounters {
@@ -72,50 +89,61 @@ impl LiveCounters {
         self.inbytes.store(c.inbytes, Relaxed);
         self.outbytes.store(c.outbytes, Relaxed);
     }
+
+    fn est(&self) -> MutexGuard<'_, Estimator> {
+        self.est.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
-/// One estimator: live counters, the 2-second snapshot, the zero base and the averages.
+/// One estimator: live counters and averages (shared, see [`LiveCounters`]), and this
+/// copy's `-Z`: the zero base and how many zeros it has seen.
 ///
-/// A clone shares the live counters (see [`LiveCounters`]) and copies the rest, which only
-/// the control plane's estimator and `-Z` change.
+/// `-Z` is a control operation that a transaction may roll back, so it changes only this
+/// copy's fields; the shared estimator takes it (its averages restart from 0) at its next
+/// step, and until then the rates show 0, as the kernel's right after `ip_vs_zero_stats`.
 #[derive(Clone, Debug, Default)]
 pub struct Stats {
     /// Added to by the data plane.
     pub live: Arc<LiveCounters>,
-    /// What users see: `live` as of the last estimator tick.
-    visible: Counters,
     /// `-Z` records the visible values here; shown = visible - zero_base.
     zero_base: Counters,
-    last: Counters,
-    avg_cps: i64,
-    avg_inpps: i64,
-    avg_outpps: i64,
-    avg_inbps: i64,
-    avg_outbps: i64,
+    zeroed: u64,
 }
 
 impl Stats {
     /// The estimator's 2-second step (`estimation_run`): fold the live counters into the
     /// visible ones and update the EWMA rates.
-    pub fn estimate(&mut self) {
-        self.visible = self.live.get();
-        let now = self.visible;
+    pub fn estimate(&self) {
+        let mut e = self.live.est();
+        if e.zeroed != self.zeroed {
+            e.last = e.visible;
+            e.avg_cps = 0;
+            e.avg_inpps = 0;
+            e.avg_outpps = 0;
+            e.avg_inbps = 0;
+            e.avg_outbps = 0;
+            e.zeroed = self.zeroed;
+        }
+        e.visible = self.live.get();
+        let now = e.visible;
         fn step(avg: &mut i64, now: u64, last: u64, shift: u32) {
             let rate = (now.wrapping_sub(last) as i64) << shift;
             *avg += (rate - *avg) >> 2;
         }
-        step(&mut self.avg_cps, now.conns, self.last.conns, 9);
-        step(&mut self.avg_inpps, now.inpkts, self.last.inpkts, 9);
-        step(&mut self.avg_outpps, now.outpkts, self.last.outpkts, 9);
-        step(&mut self.avg_inbps, now.inbytes, self.last.inbytes, 4);
-        step(&mut self.avg_outbps, now.outbytes, self.last.outbytes, 4);
-        self.last = now;
+        let last = e.last;
+        step(&mut e.avg_cps, now.conns, last.conns, 9);
+        step(&mut e.avg_inpps, now.inpkts, last.inpkts, 9);
+        step(&mut e.avg_outpps, now.outpkts, last.outpkts, 9);
+        step(&mut e.avg_inbps, now.inbytes, last.inbytes, 4);
+        step(&mut e.avg_outbps, now.outbytes, last.outbytes, 4);
+        e.last = now;
     }
 
-    /// A copy with live counters of its own (a clone shares them).
+    /// A copy with live counters and estimator of its own (a clone shares them).
     pub fn detached(&self) -> Stats {
         let live = LiveCounters::default();
         live.set(self.live.get());
+        *live.est() = self.live.est().clone();
         Stats {
             live: Arc::new(live),
             ..self.clone()
@@ -124,7 +152,7 @@ impl Stats {
 
     /// Counters as `--stats` shows them.
     pub fn shown(&self) -> Counters {
-        self.visible.minus(&self.zero_base)
+        self.live.est().visible.minus(&self.zero_base)
     }
 
     /// Rates as `--rate` shows them.
@@ -135,24 +163,23 @@ impl Stats {
         fn by(avg: i64) -> u64 {
             ((avg + 0xF) >> 5).max(0) as u64
         }
+        let e = self.live.est();
+        if e.zeroed != self.zeroed {
+            return Rates::default();
+        }
         Rates {
-            cps: pk(self.avg_cps),
-            inpps: pk(self.avg_inpps),
-            outpps: pk(self.avg_outpps),
-            inbps: by(self.avg_inbps),
-            outbps: by(self.avg_outbps),
+            cps: pk(e.avg_cps),
+            inpps: pk(e.avg_inpps),
+            outpps: pk(e.avg_outpps),
+            inbps: by(e.avg_inbps),
+            outbps: by(e.avg_outbps),
         }
     }
 
     /// `ipvsadm -Z`: the shown counters restart from 0 and the rates are reset.
     pub fn zero(&mut self) {
-        self.zero_base = self.visible;
-        self.last = self.visible;
-        self.avg_cps = 0;
-        self.avg_inpps = 0;
-        self.avg_outpps = 0;
-        self.avg_inbps = 0;
-        self.avg_outbps = 0;
+        self.zero_base = self.live.est().visible;
+        self.zeroed += 1;
     }
 
     #[inline]

@@ -2,6 +2,7 @@
 //! trash), scheduler instances, counters, timeouts and sync-daemon settings, and the control
 //! operations that edit them with the kernel's validation and errno results.
 
+use crate::cow::CowSlab;
 /// The destinations are in [`crate::dest`], which the schedulers use too; named here as well
 /// so `table::{Dest, DestId, ...}` keeps working.
 pub use crate::dest::{Dest, DestId, DestPool, DestView, SvcId};
@@ -10,8 +11,9 @@ use crate::model::*;
 use crate::sched::{DestEvent, SchedInput, Scheduler, new_scheduler};
 use crate::stats::Stats;
 use crate::time::{Duration, Time};
+use imbl::HashMap;
 use serde::{Deserialize, Serialize};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -332,20 +334,26 @@ impl Table {
     // ----- periodic work -----
 
     /// Estimator step (every 2 s) and trash purge.
-    pub fn estimate(&mut self) {
+    pub fn estimate(&self) {
         self.stats.estimate();
-        for s in self.services.values_mut() {
+        for s in self.services.values() {
             s.stats.estimate();
         }
-        let ids: Vec<DestId> = self.dests.iter().map(|(id, _)| id).collect();
-        for id in ids {
-            self.dests.get_mut(id).stats.estimate();
+        for (_, d) in self.dests.iter() {
+            d.stats.estimate();
         }
     }
 
     /// Free trashed destinations that nothing references any more and that have idled
     /// [`TRASH_IDLE`]; let schedulers age their caches.
     pub fn tick(&mut self, now: Time, expiration: &crate::sched::Expiration) {
+        self.purge_trash(now);
+        self.age_schedulers(now, expiration);
+    }
+
+    /// The control plane's part of [`Table::tick`]: free trashed destinations that nothing
+    /// references any more and that have idled [`TRASH_IDLE`].
+    pub fn purge_trash(&mut self, now: Time) {
         let dead: Vec<DestId> = self
             .trash
             .values()
@@ -362,6 +370,12 @@ impl Table {
             self.unindex_dest(id);
             self.dests.remove(id);
         }
+    }
+
+    /// The packet path's part of [`Table::tick`]: the schedulers age their caches (lblc,
+    /// lblcr), each under its lock, which packets take too: a shard does it, not the
+    /// control plane.
+    pub fn age_schedulers(&self, now: Time, expiration: &crate::sched::Expiration) {
         for s in self.services.values() {
             s.sched.lock().tick(now, expiration);
         }
@@ -1147,7 +1161,7 @@ pub struct PacketStats<'a> {
 /// destination keeps) plus the ids in creation order for listings.
 #[derive(Clone, Debug, Default)]
 struct ServiceMap {
-    slots: Vec<Option<Service>>,
+    slots: CowSlab<Service>,
     free: Vec<u32>,
     /// Ids in ascending order, which is creation order.
     order: Vec<SvcId>,

@@ -200,9 +200,10 @@ impl MultiTun {
         Ok(m)
     }
 
-    /// An eventfd (owned by the caller, open while this reads) that ends a waiting
-    /// receive with `Ok(None)` when written: the engine's decider has work apart from
-    /// packets ([`crate::Decider::bind_worker`]). Its counter is read (reset) here.
+    /// An eventfd (owned by the caller, open while this reads) that ends a receive with
+    /// `Ok(None)` while it is readable: the engine's decider has work apart from packets
+    /// ([`crate::Decider::bind_worker`]). The decider reads it (resets it) when it takes
+    /// the work, so that a wake-up is never lost between the two.
     pub fn set_doorbell(&mut self, fd: Option<RawFd>) {
         self.doorbell = fd;
         self.rebuild_pfds();
@@ -323,12 +324,7 @@ impl PacketIo for MultiTun {
         if r == 0 {
             return Ok(None);
         }
-        if let Some(fd) = self.doorbell
-            && self.pfds.last().is_some_and(|p| p.revents != 0)
-        {
-            let mut v: u64 = 0;
-            // SAFETY: reads 8 bytes into a valid u64 from the caller's non-blocking eventfd.
-            let _ = unsafe { libc::read(fd, (&mut v as *mut u64).cast(), 8) };
+        if self.doorbell.is_some() && self.pfds.last().is_some_and(|p| p.revents != 0) {
             return Ok(None);
         }
         let n_dev = self.pfds.len() - 1 - usize::from(self.doorbell.is_some());

@@ -98,14 +98,11 @@ impl State {
         self.director.table.snapshot(CONN_TAB_SIZE)
     }
 
-    /// Periodic work, every ~100 ms: estimator, defence, trash, scheduler caches (the
-    /// connections' expiry is the shards'). Whether the packet path must see the result
-    /// (the defence changed a sysctl or its level).
-    pub fn tick(&mut self, now: Time) -> bool {
-        let before = self.director.publication_key();
+    /// Periodic work, every ~100 ms: estimator, defence, trash (the connections' expiry
+    /// and the schedulers' aging are the shards').
+    pub fn tick(&mut self, now: Time) {
         self.director.tick_control(now);
         self.collect_log();
-        self.director.publication_key() != before
     }
 
     /// Move the director's log lines to the queue (without their `IPVS: ` prefix).

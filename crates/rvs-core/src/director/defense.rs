@@ -147,6 +147,7 @@ impl Director {
                 self.counters.dropped_entries += 1;
                 self.del_entry(id, now);
             }
+            self.templates.release();
         }
         if self.owns_templates {
             let picked = {
@@ -169,6 +170,7 @@ impl Director {
                     self.counters.dropped_entries += 1;
                     self.expire_template(ct, now);
                 }
+                self.templates.release();
             }
             self.templates.release();
         }

@@ -41,17 +41,21 @@ impl Director {
                     self.expire_template(ct, now);
                 }
             }
+            // Not across the scan: other shards schedule persistent connections meanwhile.
+            self.templates.release();
         }
         if self.owns_templates {
             let ids: Vec<ConnId> = self.templates.get().ids().collect();
+            self.templates.release();
             for ct in ids {
                 let t = self.templates.get();
-                if !t.contains(ct) || t.n_control(ct) > 0 {
-                    continue;
-                }
-                if t.dest(ct).is_some_and(|d| !self.dest_available(d)) {
+                if t.contains(ct)
+                    && t.n_control(ct) == 0
+                    && t.dest(ct).is_some_and(|d| !self.dest_available(d))
+                {
                     self.expire_template(ct, now);
                 }
+                self.templates.release();
             }
         }
         self.templates.release();

@@ -135,6 +135,7 @@ pub struct Director {
     next_defense: Option<Time>,
     next_dropentry: Option<Time>,
     next_table_tick: Option<Time>,
+    next_sched_age: Option<Time>,
     /// The secure TCP table is in use (`secure_tcp` > 1 after the last defence update).
     secure_tcp_on: bool,
     old_secure_tcp: i32,
@@ -174,6 +175,7 @@ impl Director {
             next_defense: None,
             next_dropentry: None,
             next_table_tick: None,
+            next_sched_age: None,
             secure_tcp_on: false,
             old_secure_tcp: 0,
             drop_rate: 0,
@@ -249,6 +251,7 @@ impl Director {
     pub fn tick(&mut self, now: Time) {
         self.expire_due(now);
         self.tick_control(now);
+        self.age_schedulers(now);
         if self.defense_due(now) && self.dropentry {
             self.random_dropentry(now);
         }
@@ -264,7 +267,7 @@ impl Director {
             .get_or_insert(now + crate::time::Duration(ESTIMATOR_PERIOD_MS));
         if now >= next {
             if self.sysctl.run_estimation != 0 {
-                self.table_mut().estimate();
+                self.table.estimate();
             }
             // One step per call: a late tick does not replay missed periods.
             let late = now.saturating_sub(next).0 / ESTIMATOR_PERIOD_MS;
@@ -280,20 +283,33 @@ impl Director {
         }
         let next = *self.next_table_tick.get_or_insert(now);
         if now >= next {
-            let exp = crate::sched::Expiration {
-                lblc_secs: u64::try_from(self.sysctl.lblc_expiration).unwrap_or(0),
-                lblcr_secs: u64::try_from(self.sysctl.lblcr_expiration).unwrap_or(0),
-            };
-            self.table_mut().tick(now, &exp);
+            self.table_mut().purge_trash(now);
             self.next_table_tick = Some(now + crate::time::Duration(1000));
         }
     }
 
+    /// Each second, the schedulers' cache aging (see [`Table::age_schedulers`]).
+    fn age_schedulers(&mut self, now: Time) {
+        let next = *self.next_sched_age.get_or_insert(now);
+        if now >= next {
+            let exp = crate::sched::Expiration {
+                lblc_secs: u64::try_from(self.sysctl.lblc_expiration).unwrap_or(0),
+                lblcr_secs: u64::try_from(self.sysctl.lblcr_expiration).unwrap_or(0),
+            };
+            self.table.age_schedulers(now, &exp);
+            self.next_sched_age = Some(now + crate::time::Duration(1000));
+        }
+    }
+
     /// A shard's part of [`Director::tick`]: its connections' (and, if it owns them, the
-    /// templates') expiry, and each second the `drop_entry` defence's scan when the
-    /// published defence level says so.
+    /// templates') expiry, the schedulers' cache aging (the shard that owns the templates),
+    /// and each second the `drop_entry` defence's scan when the published defence level
+    /// says so.
     pub fn tick_shard(&mut self, now: Time) {
         self.expire_due(now);
+        if self.owns_templates {
+            self.age_schedulers(now);
+        }
         if self.defense_due(now) && self.dropentry {
             self.random_dropentry(now);
         }
@@ -362,12 +378,18 @@ impl Director {
     /// Connections and templates that are due: expired (`ip_vs_conn_expire`), connections
     /// first.
     pub(super) fn expire_due(&mut self, now: Time) {
+        // The templates' lock is released after each entry: other shards schedule
+        // persistent connections meanwhile.
         for id in self.conns.pop_due(now) {
             self.expire_entry(id, now, false);
+            self.templates.release();
         }
         if self.owns_templates {
-            for ct in self.templates.get().pop_due(now) {
+            let due = self.templates.get().pop_due(now);
+            self.templates.release();
+            for ct in due {
                 self.expire_template(ct, now);
+                self.templates.release();
             }
         }
     }

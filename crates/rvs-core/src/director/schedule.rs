@@ -214,19 +214,21 @@ impl Director {
 
     /// `ip_vs_check_template`: a template is usable while its destination is available (and,
     /// with `expire_quiescent_template`, not quiescent); otherwise it is neutralised.
-    pub(super) fn check_template(&mut self, ct: ConnId) -> bool {
-        let ok = self
-            .templates
-            .get()
-            .dest(ct)
-            .and_then(|d| self.table.dests.try_get(d))
-            .is_some_and(|d| {
-                d.available && !(self.sysctl.expire_quiescent_template != 0 && d.cfg.weight == 0)
-            });
+    ///
+    /// `None`: this director's table does not know the destination yet. Templates are
+    /// shared by the shards, and another shard on a newer publication may have bound one to
+    /// a destination just added; a shard still on the older table must not take that for
+    /// an unavailable destination (it drops the packet; the client's retransmission finds
+    /// it up to date).
+    pub(super) fn check_template(&mut self, ct: ConnId) -> Option<bool> {
+        let d = self.templates.get().dest(ct)?;
+        let dest = self.table.dests.try_get(d)?;
+        let ok =
+            dest.available && !(self.sysctl.expire_quiescent_template != 0 && dest.cfg.weight == 0);
         if !ok {
             self.templates.get().neutralise_template(ct);
         }
-        ok
+        Some(ok)
     }
 
     /// `ip_vs_sched_persist`.
@@ -255,8 +257,17 @@ impl Director {
             .templates
             .get()
             .lookup_template(f.af, tproto, &snet, &tvaddr, tvport);
+        let usable = match found {
+            Some(ct) => match self.check_template(ct) {
+                Some(ok) => ok,
+                None if self.templates.get().dest(ct).is_some() => return Err(NoConn::Drop),
+                // A template without a destination: neutralised already.
+                None => false,
+            },
+            None => false,
+        };
         let (ct, dest) = match found {
-            Some(ct) if self.check_template(ct) => match self.templates.get().dest(ct) {
+            Some(ct) if usable => match self.templates.get().dest(ct) {
                 Some(d) => (ct, d),
                 None => return Err(NoConn::Leave),
             },

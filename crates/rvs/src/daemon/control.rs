@@ -232,9 +232,10 @@ pub fn handle(shared: &Shared, session: &mut Session, req: Request, replies: &mu
                 },
             }
         }
-        Request::Connections => Response::data(Payload::Connections {
-            conns: shared.connections(),
-        }),
+        Request::Connections => match shared.connections() {
+            Some(conns) => Response::data(Payload::Connections { conns }),
+            None => worker_died(),
+        },
         Request::SysctlGet { name } => match shared.engine().sysctl_get(&name) {
             Some(value) => Response::data(Payload::Sysctl { name, value }),
             None => unknown_sysctl(&name),
@@ -253,11 +254,12 @@ pub fn handle(shared: &Shared, session: &mut Session, req: Request, replies: &mu
             let conns = if path.contains("ip_vs_conn") {
                 shared.connections()
             } else {
-                Vec::new()
+                Some(Vec::new())
             };
-            match shared.engine().proc_file(&path, || conns) {
-                Some(text) => Response::data(Payload::Proc { text }),
-                None => {
+            match conns.map(|c| shared.engine().proc_file(&path, || c)) {
+                None => worker_died(),
+                Some(Some(text)) => Response::data(Payload::Proc { text }),
+                Some(None) => {
                     Response::error(ErrorCode::NotFound, format!("no such /proc file {path:?}"))
                 }
             }
@@ -360,6 +362,13 @@ fn director_counters(d: &Director) -> Vec<Counter> {
         Counter::new("conns_refused_full", refused_full),
         Counter::new("conns_refused_dest_id", refused_dest_id),
     ]
+}
+
+fn worker_died() -> Response {
+    Response::error(
+        ErrorCode::Internal,
+        "a packet worker stopped while it read its connections; try again",
+    )
 }
 
 fn no_transaction() -> Response {

@@ -195,24 +195,21 @@ impl Shared {
     }
 
     /// The connection listing, every shard's rows, each read by its worker a piece at a
-    /// time (`ipvsadm -Lc`, /proc/net/ip_vs_conn).
-    fn connections(&self) -> Vec<rvs_core::snapshot::ConnSnap> {
+    /// time (`ipvsadm -Lc`, /proc/net/ip_vs_conn). `None`: a worker died while it listed.
+    fn connections(&self) -> Option<Vec<rvs_core::snapshot::ConnSnap>> {
         let now = self.now();
         let mut conns = Vec::new();
         for k in 0..self.shards.len() {
             let mut from = Some(0);
             while let Some(b) = from {
-                let Some((rows, next)) = self
+                let (rows, next) = self
                     .shards
-                    .run(k, move |d| d.connections_piece(b, control::CONN_PIECE, now))
-                else {
-                    break;
-                };
+                    .run(k, move |d| d.connections_piece(b, control::CONN_PIECE, now))?;
                 conns.extend(rows);
                 from = next;
             }
         }
-        conns
+        Some(conns)
     }
 
     /// Write pending kernel log lines (taken from the director under its lock, written
@@ -242,7 +239,9 @@ impl Shared {
             return;
         };
         let mut mirror = m.lock().unwrap_or_else(|p| p.into_inner());
-        let conns = self.connections();
+        let Some(conns) = self.connections() else {
+            return;
+        };
         let files = self.engine().proc_files(&conns);
         for (path, text) in files {
             if mirror.written.get(&path) == Some(&text) {
@@ -270,10 +269,13 @@ impl Shared {
         {
             let _ctl = self.control();
             let mut st = self.engine();
+            let before = st.director().publication_key();
             if let Some(f) = facts {
                 f.apply(&mut st);
             }
-            if st.tick(now) {
+            st.tick(now);
+            // The host's addresses and the defence level are the packet path's too.
+            if st.director().publication_key() != before {
                 self.publish(&st);
             }
         }

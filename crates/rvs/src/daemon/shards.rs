@@ -39,8 +39,12 @@ pub type Command = Box<dyn FnOnce(&mut Director) + Send>;
 const TICK_EVERY: Duration = Duration::from_millis(100);
 
 /// How long a command waits for a worker that has it queued before its caller runs it
-/// (the worker is gone or stuck: the packets of its shard are not moving either).
+/// (the worker is gone or stuck: the packets of its shard are not moving either). The
+/// shard is then stalled: its commands run on their callers until the worker serves again.
 const COMMAND_PATIENCE: Duration = Duration::from_secs(2);
+
+/// How long a caller waits for a command its worker has taken before it gives up on it.
+const COMMAND_DEADLINE: Duration = Duration::from_secs(30);
 
 pub struct Shards {
     map: ShardMap,
@@ -61,6 +65,9 @@ struct Shard {
     doorbell: OwnedFd,
     /// A worker serves this shard (bound and not yet gone).
     served: AtomicBool,
+    /// A command waited [`COMMAND_PATIENCE`] in the inbox: until the worker serves again,
+    /// commands run on their callers.
+    stalled: AtomicBool,
     next_id: AtomicU64,
 }
 
@@ -117,6 +124,7 @@ impl Shards {
                 // SAFETY: a fresh descriptor we own.
                 doorbell: unsafe { OwnedFd::from_raw_fd(fd) },
                 served: AtomicBool::new(false),
+                stalled: AtomicBool::new(false),
                 next_id: AtomicU64::new(0),
             });
         }
@@ -190,15 +198,20 @@ impl Shards {
         if !commands && !tick {
             return Vec::new();
         }
-        let queued: Vec<(u64, Command)> = if commands {
-            shard.pending.store(false, Ordering::Release);
-            lock(&shard.inbox).drain(..).collect()
-        } else {
-            Vec::new()
-        };
+        shard.stalled.store(false, Ordering::Relaxed);
         let mut g = self.lock(k);
-        for (_, c) in queued {
-            c(&mut g.0.dir);
+        if commands {
+            shard.pending.store(false, Ordering::Release);
+            // After `pending` is cleared: a command queued from here on rings again.
+            let mut v: u64 = 0;
+            // SAFETY: reads 8 bytes into a valid u64 from our non-blocking eventfd.
+            let _ =
+                unsafe { libc::read(shard.doorbell.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
+            // One at a time: a command that panics leaves the others queued (for the
+            // restarted worker, or their callers).
+            while let Some((_, c)) = lock(&shard.inbox).pop_front() {
+                c(&mut g.0.dir);
+            }
         }
         if tick {
             g.0.dir.tick_shard(now);
@@ -267,17 +280,19 @@ impl Shards {
     /// command ran here.
     fn send(&self, k: usize, c: Command) -> Option<u64> {
         let shard = &self.shards[k];
-        if !shard.served.load(Ordering::SeqCst) {
+        if !shard.served.load(Ordering::SeqCst) || shard.stalled.load(Ordering::Relaxed) {
             let mut g = self.lock(k);
             c(&mut g.0.dir);
             return None;
         }
         let id = shard.next_id.fetch_add(1, Ordering::Relaxed);
         lock(&shard.inbox).push_back((id, c));
-        shard.pending.store(true, Ordering::Release);
+        // The doorbell before `pending`: the worker reads (resets) it only after it saw
+        // `pending` set, so every ring is read by a later serve and none stays readable.
         let one: u64 = 1;
         // SAFETY: writes 8 bytes from a valid u64 to our eventfd.
         let _ = unsafe { libc::write(shard.doorbell.as_raw_fd(), (&one as *const u64).cast(), 8) };
+        shard.pending.store(true, Ordering::Release);
         Some(id)
     }
 
@@ -286,6 +301,7 @@ impl Shards {
         let Some(id) = id else {
             return rx.recv().ok();
         };
+        let deadline = Instant::now() + COMMAND_DEADLINE;
         loop {
             match rx.recv_timeout(COMMAND_PATIENCE) {
                 Ok(r) => return Some(r),
@@ -299,8 +315,12 @@ impl Shards {
                             .and_then(|p| q.remove(p))
                     };
                     if let Some((_, c)) = mine {
+                        shard.stalled.store(true, Ordering::Relaxed);
                         let mut g = self.lock(k);
                         c(&mut g.0.dir);
+                    } else if Instant::now() >= deadline {
+                        // Taken by a worker that does not finish it.
+                        return None;
                     }
                 }
                 // The worker dropped it mid-way (it panicked): nothing is run twice.
@@ -312,6 +332,13 @@ impl Shards {
 
 /// A shard's director, locked for one packet.
 pub struct ShardGuard<'a>(MutexGuard<'a, ShardState>);
+
+impl Drop for ShardGuard<'_> {
+    /// A call that panicked left the templates' lock held: no shard may wait for it.
+    fn drop(&mut self) {
+        self.0.dir.templates.release();
+    }
+}
 
 impl std::ops::Deref for ShardGuard<'_> {
     type Target = Director;
