@@ -471,11 +471,17 @@ impl Decider for PacketDecider {
     }
 
     fn decide_packet(&mut self, info: &PacketInfo) -> Verdict {
-        // `Director::packet`, with each hook on its shard.
+        // `Director::packet`, with each hook on its shard: one lock hold when both hooks'
+        // shard is the same (always with one worker).
         let map = self.shards.map();
-        let v = match self.on_shard(map.out_hook(info), |d, now| d.outbound(info, now)) {
-            Verdict::Accept => self.on_shard(map.in_hook(info), |d, now| d.inbound(info, now)),
-            v => v,
+        let (out, inb) = (map.out_hook(info), map.in_hook(info));
+        let v = if out == inb {
+            self.on_shard(out, |d, now| d.packet(info, now))
+        } else {
+            match self.on_shard(out, |d, now| d.outbound(info, now)) {
+                Verdict::Accept => self.on_shard(inb, |d, now| d.inbound(info, now)),
+                v => v,
+            }
         };
         if let Some(s) = &mut self.outlier {
             s.observe(info, &v);
