@@ -73,9 +73,10 @@ pub trait Decider {
 
     /// Work apart from packets (a sharded director's commands from the control plane and
     /// its timers): called between packets, and at least every [`Config::poll_interval`]
-    /// while no packet comes.
-    fn housekeeping(&mut self, now: Instant) {
-        let _ = now;
+    /// while no packet comes; `timers` every ~100 ms (when the worker expires its
+    /// reassembly queues).
+    fn housekeeping(&mut self, timers: bool) {
+        let _ = timers;
     }
 }
 
@@ -625,11 +626,12 @@ pub fn run_worker(
             }
         }
         let now = Instant::now();
-        if now >= next_expire {
+        let timers = now >= next_expire;
+        if timers {
             path.expire(now, stats, cfg);
             next_expire = now + EXPIRE_EVERY;
         }
-        decider.housekeeping(now);
+        decider.housekeeping(timers);
         if holding && let Some(x) = &mut path.xmit {
             let c = x.retry_held(now);
             stats

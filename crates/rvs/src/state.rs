@@ -107,10 +107,8 @@ impl State {
 
     /// Move the director's log lines to the queue (without their `IPVS: ` prefix).
     pub fn collect_log(&mut self) {
-        for l in self.director.take_log() {
-            let l = l.strip_prefix("IPVS: ").map(str::to_string).unwrap_or(l);
-            self.klog.push(l);
-        }
+        let lines = crate::daemon::klog::unprefixed(self.director.take_log());
+        self.klog.extend(lines);
     }
 
     /// How many kernel log lines are queued (a mark for [`State::truncate_klog`]).

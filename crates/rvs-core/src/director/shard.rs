@@ -40,25 +40,30 @@ impl ShardMap {
     /// its destination; for an ICMP error, the quoted packet's source).
     #[inline]
     pub fn out_hook(&self, pkt: &PacketInfo) -> usize {
-        if self.n == 1 {
-            return 0;
-        }
-        match &pkt.icmp {
-            Some(e) => self.client(&e.embedded.saddr, e.embedded.sport),
-            None => self.client(&pkt.tuple.daddr, pkt.tuple.dport),
-        }
+        self.by_client(pkt, Side::Destination)
     }
 
     /// The shard whose connections the in-hook looks this packet up in and schedules it
     /// into (the client is its source; for an ICMP error, the quoted packet's destination).
     #[inline]
     pub fn in_hook(&self, pkt: &PacketInfo) -> usize {
+        self.by_client(pkt, Side::Source)
+    }
+
+    /// The shard of the packet's endpoint on `side`: an ICMP error quotes a packet that
+    /// went the other way, so for it the quoted packet's other side.
+    #[inline]
+    fn by_client(&self, pkt: &PacketInfo, side: Side) -> usize {
         if self.n == 1 {
             return 0;
         }
-        match &pkt.icmp {
-            Some(e) => self.client(&e.embedded.daddr, e.embedded.dport),
-            None => self.client(&pkt.tuple.saddr, pkt.tuple.sport),
+        let (t, side) = match &pkt.icmp {
+            Some(e) => (&e.embedded, side.other()),
+            None => (&pkt.tuple, side),
+        };
+        match side {
+            Side::Source => self.client(&t.saddr, t.sport),
+            Side::Destination => self.client(&t.daddr, t.dport),
         }
     }
 
@@ -78,5 +83,21 @@ impl ShardMap {
         h = (h ^ (h >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         h ^= h >> 31;
         ((h as u128 * self.n as u128) >> 64) as usize
+    }
+}
+
+/// Which end of a packet the client is.
+#[derive(Copy, Clone)]
+enum Side {
+    Source,
+    Destination,
+}
+
+impl Side {
+    fn other(self) -> Side {
+        match self {
+            Side::Source => Side::Destination,
+            Side::Destination => Side::Source,
+        }
     }
 }

@@ -279,10 +279,7 @@ impl Shared {
                 self.publish(&st);
             }
         }
-        let lines = self.shards.tick_unserved(now);
-        if !lines.is_empty() {
-            self.klog.write(strip_prefix(lines));
-        }
+        self.klog.write_director(self.shards.tick_unserved(now));
         self.flush_klog();
         self.refresh_proc();
     }
@@ -419,8 +416,8 @@ struct PacketDecider {
     /// The daemon's shared state, filled in right after the data plane starts.
     shared: Arc<OnceLock<Arc<Shared>>>,
     shards: Arc<Shards>,
-    /// The worker this clone serves (`None` until [`Decider::bind_worker`]).
-    worker: Option<shards::WorkerShard>,
+    /// The worker (and shard) this clone serves (`None` until [`Decider::bind_worker`]).
+    worker: Option<usize>,
     /// Full-NAT's source translations, shared with the engine's workers.
     fullnat: Arc<rvs_engine::fullnat::FullNat>,
     /// Passive outlier detection's view of the decisions (`None`: off).
@@ -444,19 +441,9 @@ impl PacketDecider {
             };
             (v, lines)
         };
-        if !lines.is_empty() {
-            shared.klog.write(strip_prefix(lines));
-        }
+        shared.klog.write_director(lines);
         v
     }
-}
-
-/// Kernel log lines as the sink takes them (without `IPVS: `).
-fn strip_prefix(lines: Vec<String>) -> Vec<String> {
-    lines
-        .into_iter()
-        .map(|l| l.strip_prefix("IPVS: ").map(str::to_string).unwrap_or(l))
-        .collect()
 }
 
 impl Decider for PacketDecider {
@@ -502,30 +489,26 @@ impl Decider for PacketDecider {
     }
 
     fn bind_worker(&mut self, worker: usize) -> Option<std::os::fd::RawFd> {
-        self.worker = Some(shards::WorkerShard::new(worker));
-        self.shards.bind(worker)
+        let doorbell = self.shards.bind(worker)?;
+        self.worker = Some(worker);
+        Some(doorbell)
     }
 
-    fn housekeeping(&mut self, now: Instant) {
-        let (Some(w), Some(shared)) = (&mut self.worker, self.shared.get()) else {
+    fn housekeeping(&mut self, timers: bool) {
+        let (Some(k), Some(shared)) = (self.worker, self.shared.get()) else {
             return;
         };
-        let tick = w.tick_due(now);
-        if w.worker >= self.shards.len() {
-            return;
-        }
-        let lines = self.shards.serve(w.worker, shared.now(), tick);
-        if !lines.is_empty() {
-            shared.klog.write(strip_prefix(lines));
-        }
+        shared
+            .klog
+            .write_director(self.shards.serve(k, shared.now(), timers));
     }
 }
 
 impl Drop for PacketDecider {
     fn drop(&mut self) {
         // The worker's clone, as its thread ends: its shard's commands go to their callers.
-        if let Some(w) = self.worker.take() {
-            self.shards.unbind(w.worker);
+        if let Some(k) = self.worker.take() {
+            self.shards.unbind(k);
         }
     }
 }

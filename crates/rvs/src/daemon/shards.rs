@@ -34,10 +34,6 @@ use std::time::{Duration, Instant};
 /// Work for a shard's director, run by its worker.
 pub type Command = Box<dyn FnOnce(&mut Director) + Send>;
 
-/// How often a shard's worker runs its timers (expiry is to the second; the kernel's
-/// timers fire within a jiffy, a listing shows whole seconds).
-const TICK_EVERY: Duration = Duration::from_millis(100);
-
 /// How long a command waits for a worker that has it queued before its caller runs it
 /// (the worker is gone or stuck: the packets of its shard are not moving either). The
 /// shard is then stalled: its commands run on their callers until the worker serves again.
@@ -190,7 +186,9 @@ impl Shards {
         }
     }
 
-    /// The worker of shard `k`, between packets: its commands, and its timers when due.
+    /// The worker of shard `k`, between packets: its commands, and its timers when the
+    /// engine says they are due (every ~100 ms: expiry is to the second, a listing shows
+    /// whole seconds).
     /// Answers the kernel log lines the shard's director queued (with their prefix).
     pub fn serve(&self, k: usize, now: Time, tick: bool) -> Vec<String> {
         let shard = &self.shards[k];
@@ -350,31 +348,6 @@ impl std::ops::Deref for ShardGuard<'_> {
 impl std::ops::DerefMut for ShardGuard<'_> {
     fn deref_mut(&mut self) -> &mut Director {
         &mut self.0.dir
-    }
-}
-
-/// A worker's view of the shards: its own index and timer.
-#[derive(Clone, Debug)]
-pub struct WorkerShard {
-    pub worker: usize,
-    pub next_tick: Instant,
-}
-
-impl WorkerShard {
-    pub fn new(worker: usize) -> WorkerShard {
-        WorkerShard {
-            worker,
-            next_tick: Instant::now(),
-        }
-    }
-
-    /// Whether the timers are due at `now` (then due again in [`TICK_EVERY`]).
-    pub fn tick_due(&mut self, now: Instant) -> bool {
-        if now < self.next_tick {
-            return false;
-        }
-        self.next_tick = now + TICK_EVERY;
-        true
     }
 }
 

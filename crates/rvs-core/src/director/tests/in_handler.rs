@@ -64,13 +64,7 @@ fn fragments_and_odd_input_never_panic() {
 /// `secure_tcp`, `expire_nodest_conn`, time passing with timer ticks.
 #[test]
 fn established_fast_path_decides_as_the_general_path() {
-    let mut seed = 0x9E37_79B9_7F4A_7C15u64;
-    let mut rnd = move |n: u64| {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed % n
-    };
+    let mut rnd = xorshift(0x9E37_79B9_7F4A_7C15u64);
     let mut t = T::new();
     let web = t.add_svc(svc(Protocol::Tcp, "10.0.0.100:80", "wrr"));
     let dns = t.add_svc(svc(Protocol::Udp, "10.0.0.100:53", "rr"));

@@ -205,6 +205,16 @@ impl T {
     }
 }
 
+/// A reproducible pseudo-random source for the randomised tests: `rnd(n)` in `0..n`.
+fn xorshift(mut seed: u64) -> impl FnMut(u64) -> u64 {
+    move |n| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    }
+}
+
 fn fmt_ep(a: IpAddr, p: u16) -> String {
     match a {
         IpAddr::V4(a) => format!("{a}:{p}"),

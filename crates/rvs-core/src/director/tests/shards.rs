@@ -81,13 +81,12 @@ impl Sharded {
     }
 
     fn connections(&self, now: Time) -> Vec<ConnSnap> {
-        let mut rows: Vec<ConnSnap> = self
-            .shards
-            .iter()
-            .flat_map(|d| d.connections(now))
-            .collect();
-        rows.sort_by_key(|c| format!("{c:?}"));
-        rows
+        sorted(
+            self.shards
+                .iter()
+                .flat_map(|d| d.connections(now))
+                .collect(),
+        )
     }
 }
 
@@ -98,13 +97,7 @@ fn sorted(mut rows: Vec<ConnSnap>) -> Vec<ConnSnap> {
 
 #[test]
 fn three_shards_decide_and_list_as_one_director() {
-    let mut seed = 0x2545_F491_4F6C_DD1Du64;
-    let mut rnd = move |n: u64| {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed % n
-    };
+    let mut rnd = xorshift(0x2545_F491_4F6C_DD1Du64);
     let mut one = Director::new();
     let mut many = Sharded::new(3);
     let mut now = Time(0);
