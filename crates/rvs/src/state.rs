@@ -20,6 +20,15 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
+/// A director's log lines without their `IPVS: ` prefix (the daemon's queue and its log
+/// sink keep them bare).
+pub fn unprefixed(lines: Vec<String>) -> Vec<String> {
+    lines
+        .into_iter()
+        .map(|l| l.strip_prefix("IPVS: ").map(str::to_string).unwrap_or(l))
+        .collect()
+}
+
 /// `size=` in the `-L` header: `CONFIG_IP_VS_TAB_BITS=12`.
 pub const CONN_TAB_SIZE: u32 = 4096;
 
@@ -107,7 +116,7 @@ impl State {
 
     /// Move the director's log lines to the queue (without their `IPVS: ` prefix).
     pub fn collect_log(&mut self) {
-        let lines = crate::daemon::klog::unprefixed(self.director.take_log());
+        let lines = unprefixed(self.director.take_log());
         self.klog.extend(lines);
     }
 

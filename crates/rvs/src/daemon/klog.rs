@@ -32,7 +32,7 @@ impl KlogSink {
     /// [`KlogSink::write`] for a director's lines ([`rvs_core::director::Director::take_log`],
     /// which carry the prefix).
     pub fn write_director(&self, lines: Vec<String>) {
-        self.write(unprefixed(lines));
+        self.write(crate::state::unprefixed(lines));
     }
 
     /// Write lines (without the `IPVS: ` prefix), stamped with the time since start.
@@ -114,15 +114,6 @@ impl RateLimit {
             Admit::No
         }
     }
-}
-
-/// A director's log lines without their `IPVS: ` prefix (the sink and the daemon's queue
-/// keep them bare).
-pub fn unprefixed(lines: Vec<String>) -> Vec<String> {
-    lines
-        .into_iter()
-        .map(|l| l.strip_prefix("IPVS: ").map(str::to_string).unwrap_or(l))
-        .collect()
 }
 
 #[cfg(test)]
